@@ -1,0 +1,106 @@
+// Backend: the operations the Llama model is written in (DESIGN.md "Backend"). The CPU and CUDA
+// backends implement the same interface, so one Model runs on both. Activations are 2-D f32
+// buffers in the backend's memory; weights are opaque handles made from a WeightTensor; the KV
+// cache tensors are allocated once by AllocateKv and addressed by kvcache::BlockId.
+//
+// A forward pass is: BeginForward(layout) once, then ops in order, then Logits read back.
+// All calls come from the engine-loop thread; a backend parallelises inside each op.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/tokenizer/tokenizer_spec.h"
+#include "engine/weights/model_file.h"
+#include "kvcache/ids.h"
+
+namespace spillway::engine {
+
+// [rows, cols] f32, row-major with row stride `cols`, in the backend's memory.
+struct Activation {
+  float* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// A weight in the backend's preferred form (the CPU keeps file types; CUDA may convert).
+class BackendWeight {
+ public:
+  virtual ~BackendWeight() = default;
+  virtual int64_t rows() const = 0;  // output features (1 for a vector)
+  virtual int64_t cols() const = 0;  // input features
+};
+
+// Shape of the paged KV cache: per layer, K and V of [num_blocks, kBlockTokens, num_kv_heads,
+// head_dim].
+struct KvLayout {
+  int32_t num_blocks = 0;
+  int64_t num_layers = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+};
+
+// One flat batch as the backend needs it. Chunk c covers batch rows
+// [chunk_starts[c], chunk_starts[c+1]) at positions first_positions[c] + i, and reads/writes
+// the KV blocks block_tables[block_table_starts[c] .. block_table_starts[c+1]).
+struct BatchLayout {
+  std::span<const TokenId> tokens;               // [num_tokens]
+  std::span<const int32_t> positions;            // [num_tokens]
+  std::span<const int32_t> chunk_starts;         // [num_chunks + 1]
+  std::span<const int32_t> first_positions;      // [num_chunks]
+  std::span<const int32_t> block_table_starts;   // [num_chunks + 1]
+  std::span<const kvcache::BlockId> block_tables;
+};
+
+// Rotary embedding: pair i of a head (i < rope_dims/2) turns by position * inv_freq[i].
+struct RopeTable {
+  RopeStyle style = RopeStyle::kNormal;
+  std::vector<float> inv_freq;  // [head_dim / 2]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  // Makes a backend weight of a 1-D (norm, bias) or 2-D (linear, embedding) tensor.
+  virtual absl::StatusOr<std::unique_ptr<BackendWeight>> LoadWeight(const WeightTensor& t) = 0;
+  // Allocates the KV cache tensors; fails with ResourceExhausted if they do not fit.
+  [[nodiscard]] virtual absl::Status AllocateKv(const KvLayout& layout) = 0;
+
+  // Starts a forward pass over `layout`; scratch activations of the previous pass are reused.
+  virtual void BeginForward(const BatchLayout& layout) = 0;
+  // A scratch activation valid until the next BeginForward.
+  virtual Activation Scratch(int64_t rows, int64_t cols) = 0;
+
+  // out[t] = table row tokens[t].                                 out: [num_tokens, hidden]
+  virtual void Embed(const BackendWeight& table, Activation out) = 0;
+  // out = rmsnorm(x) * w.
+  virtual void RmsNorm(Activation x, const BackendWeight& w, float eps, Activation out) = 0;
+  // residual += x; out = rmsnorm(residual) * w (the fused residual add).
+  virtual void AddRmsNorm(Activation residual, Activation x, const BackendWeight& w, float eps,
+                          Activation out) = 0;
+  // y = x · wᵀ.                                x: [n, w.cols()]  y: [n, w.rows()]
+  virtual void MatMul(const BackendWeight& w, Activation x, Activation y) = 0;
+  // y[t] += bias.
+  virtual void AddBias(Activation y, const BackendWeight& bias) = 0;
+  // Rotates each head of x ([num_tokens, num_heads * head_dim]) by its token's position.
+  virtual void Rope(Activation x, int64_t num_heads, const RopeTable& rope) = 0;
+  // out = silu(gate) * up.
+  virtual void SwiGlu(Activation gate, Activation up, Activation out) = 0;
+  // Writes k, v ([num_tokens, num_kv_heads * head_dim]) into layer `layer`'s paged cache at
+  // the tokens' positions, then causal GQA attention of q ([num_tokens, num_heads * head_dim])
+  // over each chunk's whole context; out: like q.
+  virtual void Attention(int64_t layer, Activation q, Activation k, Activation v,
+                         int64_t num_heads, Activation out) = 0;
+  // out[i] = x[rows[i]].
+  virtual void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) = 0;
+  // Copies x to host memory `dst` ([x.rows * x.cols] floats).
+  virtual void CopyToHost(Activation x, float* dst) = 0;
+};
+
+}  // namespace spillway::engine

@@ -1,0 +1,191 @@
+#include "engine/cpu/cpu_backend.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "common/check.h"
+#include "engine/cpu/matmul.h"
+#include "kvcache/ids.h"
+
+namespace spillway::engine::cpu {
+namespace {
+
+// A 2-D weight stays a view of the file; a 1-D one (norm, bias) is converted to f32 once.
+class CpuWeight final : public BackendWeight {
+ public:
+  CpuWeight(WeightMatrix matrix, std::vector<float> vec)
+      : matrix_(matrix), vector_(std::move(vec)) {}
+  int64_t rows() const override { return matrix_.rows; }
+  int64_t cols() const override { return matrix_.cols; }
+  const WeightMatrix& matrix() const { return matrix_; }
+  const float* vec() const { return vector_.data(); }
+
+ private:
+  WeightMatrix matrix_;
+  std::vector<float> vector_;
+};
+
+const CpuWeight& AsCpu(const BackendWeight& w) { return static_cast<const CpuWeight&>(w); }
+
+// Rows per ParallelFor grain for the cheap element-wise ops.
+constexpr int64_t kRowGrain = 4;
+
+void NormRow(const float* x, const float* w, int64_t n, float eps, float* out) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
+
+absl::StatusOr<std::unique_ptr<BackendWeight>> CpuBackend::LoadWeight(const WeightTensor& t) {
+  if (t.shape.size() == 1) {
+    std::vector<float> values(t.shape[0]);
+    DequantizeRow(t.type, t.data, values.data(), t.shape[0]);
+    WeightMatrix m{.type = GgmlType::kF32, .rows = 1, .cols = t.shape[0]};
+    return std::make_unique<CpuWeight>(m, std::move(values));
+  }
+  if (t.shape.size() != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("tensor %s has %d dimensions; weights have 1 or 2", t.name, t.shape.size()));
+  }
+  const std::optional<int64_t> row_bytes = RowBytes(t.type, t.shape[0]);
+  if (!row_bytes.has_value() || *row_bytes * t.shape[1] != t.nbytes) {
+    return absl::InvalidArgumentError("tensor " + t.name + " has an inconsistent size");
+  }
+  WeightMatrix m{.type = t.type, .rows = t.shape[1], .cols = t.shape[0], .data = t.data,
+                 .row_bytes = *row_bytes};
+  return std::make_unique<CpuWeight>(m, std::vector<float>{});
+}
+
+absl::Status CpuBackend::AllocateKv(const KvLayout& layout) {
+  const int64_t per_layer =
+      int64_t{layout.num_blocks} * kvcache::kBlockTokens * layout.num_kv_heads * layout.head_dim;
+  try {
+    k_cache_.assign(layout.num_layers, std::vector<uint16_t>(per_layer));
+    v_cache_.assign(layout.num_layers, std::vector<uint16_t>(per_layer));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cannot allocate a KV cache of %d blocks (%d MiB)", layout.num_blocks,
+        per_layer * 4 * layout.num_layers >> 20));
+  }
+  kv_layout_ = layout;
+  return absl::OkStatus();
+}
+
+void CpuBackend::BeginForward(const BatchLayout& layout) {
+  layout_ = layout;
+  next_scratch_ = 0;
+}
+
+Activation CpuBackend::Scratch(int64_t rows, int64_t cols) {
+  if (next_scratch_ == scratch_.size()) scratch_.emplace_back();
+  std::vector<float>& buf = scratch_[next_scratch_++];
+  if (static_cast<int64_t>(buf.size()) < rows * cols) buf.resize(rows * cols);
+  return {.data = buf.data(), .rows = rows, .cols = cols};
+}
+
+void CpuBackend::Embed(const BackendWeight& table, Activation out) {
+  const WeightMatrix& m = AsCpu(table).matrix();
+  SPW_CHECK(out.cols == m.cols && out.rows == static_cast<int64_t>(layout_.tokens.size()));
+  for (int64_t t = 0; t < out.rows; ++t) {
+    const auto* row = static_cast<const uint8_t*>(m.data) + layout_.tokens[t] * m.row_bytes;
+    DequantizeRow(m.type, row, out.data + t * out.cols, m.cols);
+  }
+}
+
+void CpuBackend::RmsNorm(Activation x, const BackendWeight& w, float eps, Activation out) {
+  const float* wv = AsCpu(w).vec();
+  pool_.ParallelFor(x.rows, kRowGrain, [&](int, int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) NormRow(x.data + r * x.cols, wv, x.cols, eps, out.data + r * out.cols);
+  });
+}
+
+void CpuBackend::AddRmsNorm(Activation residual, Activation x, const BackendWeight& w, float eps,
+                            Activation out) {
+  const float* wv = AsCpu(w).vec();
+  pool_.ParallelFor(x.rows, kRowGrain, [&](int, int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      float* res = residual.data + r * residual.cols;
+      const float* add = x.data + r * x.cols;
+      for (int64_t i = 0; i < x.cols; ++i) res[i] += add[i];
+      NormRow(res, wv, x.cols, eps, out.data + r * out.cols);
+    }
+  });
+}
+
+void CpuBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
+  const WeightMatrix& m = AsCpu(w).matrix();
+  SPW_CHECK(x.cols == m.cols && y.cols == m.rows && x.rows == y.rows)
+      << x.cols << " " << m.cols << " " << y.cols << " " << m.rows;
+  cpu::MatMul(m, x.data, x.rows, y.data, pool_);
+}
+
+void CpuBackend::AddBias(Activation y, const BackendWeight& bias) {
+  const float* b = AsCpu(bias).vec();
+  for (int64_t r = 0; r < y.rows; ++r) {
+    for (int64_t i = 0; i < y.cols; ++i) y.data[r * y.cols + i] += b[i];
+  }
+}
+
+void CpuBackend::Rope(Activation x, int64_t num_heads, const RopeTable& rope) {
+  const int64_t d = x.cols / num_heads;
+  const int64_t pairs = static_cast<int64_t>(rope.inv_freq.size());
+  SPW_CHECK(pairs * 2 == d) << pairs << " " << d;
+  pool_.ParallelFor(x.rows, kRowGrain, [&](int, int64_t b, int64_t e) {
+    std::vector<float> cos_v(pairs), sin_v(pairs);
+    for (int64_t t = b; t < e; ++t) {
+      const double pos = layout_.positions[t];
+      for (int64_t i = 0; i < pairs; ++i) {
+        const float angle = static_cast<float>(pos * rope.inv_freq[i]);
+        cos_v[i] = std::cos(angle);
+        sin_v[i] = std::sin(angle);
+      }
+      for (int64_t h = 0; h < num_heads; ++h) {
+        float* v = x.data + t * x.cols + h * d;
+        for (int64_t i = 0; i < pairs; ++i) {
+          const int64_t a = rope.style == RopeStyle::kNormal ? 2 * i : i;
+          const int64_t c = rope.style == RopeStyle::kNormal ? 2 * i + 1 : i + pairs;
+          const float x0 = v[a], x1 = v[c];
+          v[a] = x0 * cos_v[i] - x1 * sin_v[i];
+          v[c] = x0 * sin_v[i] + x1 * cos_v[i];
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::SwiGlu(Activation gate, Activation up, Activation out) {
+  pool_.ParallelFor(gate.rows, kRowGrain, [&](int, int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* g = gate.data + r * gate.cols;
+      const float* u = up.data + r * up.cols;
+      float* o = out.data + r * out.cols;
+      for (int64_t i = 0; i < gate.cols; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
+  });
+}
+
+void CpuBackend::Attention(int64_t layer, Activation q, Activation k, Activation v,
+                           int64_t num_heads, Activation out) {
+  KvLayerView cache{.k = k_cache_[layer].data(), .v = v_cache_[layer].data(),
+                    .num_kv_heads = kv_layout_.num_kv_heads, .head_dim = kv_layout_.head_dim};
+  WriteKv(layout_, k.data, v.data, cache);
+  PagedAttention(layout_, q.data, num_heads, cache, out.data, pool_);
+}
+
+void CpuBackend::GatherRows(Activation x, std::span<const int32_t> rows, Activation out) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::memcpy(out.data + i * out.cols, x.data + rows[i] * x.cols, x.cols * sizeof(float));
+  }
+}
+
+void CpuBackend::CopyToHost(Activation x, float* dst) {
+  std::memcpy(dst, x.data, x.rows * x.cols * sizeof(float));
+}
+
+}  // namespace spillway::engine::cpu

@@ -1,0 +1,53 @@
+// CpuBackend: the Backend on the host CPU. Weights stay in their file types and point into the
+// model file's mapping (no copy); activations are f32; the KV cache is f16. Parallel inside
+// each op through one ThreadPool. Engine-loop thread only.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/cpu/attention.h"
+#include "engine/cpu/thread_pool.h"
+
+namespace spillway::engine::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  // `num_threads` counts the calling thread; 0 = all cores this process may use.
+  explicit CpuBackend(int num_threads = 0);
+
+  std::string_view name() const override { return "cpu"; }
+  int num_threads() const { return pool_.num_threads(); }
+
+  absl::StatusOr<std::unique_ptr<BackendWeight>> LoadWeight(const WeightTensor& t) override;
+  [[nodiscard]] absl::Status AllocateKv(const KvLayout& layout) override;
+
+  void BeginForward(const BatchLayout& layout) override;
+  Activation Scratch(int64_t rows, int64_t cols) override;
+
+  void Embed(const BackendWeight& table, Activation out) override;
+  void RmsNorm(Activation x, const BackendWeight& w, float eps, Activation out) override;
+  void AddRmsNorm(Activation residual, Activation x, const BackendWeight& w, float eps,
+                  Activation out) override;
+  void MatMul(const BackendWeight& w, Activation x, Activation y) override;
+  void AddBias(Activation y, const BackendWeight& bias) override;
+  void Rope(Activation x, int64_t num_heads, const RopeTable& rope) override;
+  void SwiGlu(Activation gate, Activation up, Activation out) override;
+  void Attention(int64_t layer, Activation q, Activation k, Activation v, int64_t num_heads,
+                 Activation out) override;
+  void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override;
+  void CopyToHost(Activation x, float* dst) override;
+
+ private:
+  ThreadPool pool_;
+  BatchLayout layout_;
+  KvLayout kv_layout_;
+  std::vector<std::vector<uint16_t>> k_cache_, v_cache_;  // per layer
+  // Scratch buffers handed out in call order; a forward pass makes the same calls each time,
+  // so after the first pass no allocation happens.
+  std::vector<std::vector<float>> scratch_;
+  size_t next_scratch_ = 0;
+};
+
+}  // namespace spillway::engine::cpu

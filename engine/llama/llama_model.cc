@@ -1,0 +1,212 @@
+#include "engine/llama/llama_model.h"
+
+#include <cmath>
+#include <cstring>
+#include <numbers>
+
+#include "absl/strings/str_format.h"
+#include "common/check.h"
+#include "common/status_macros.h"
+
+namespace spillway::engine {
+
+RopeTable MakeRopeTable(const ModelConfig& config, std::span<const float> freq_factors) {
+  RopeTable table;
+  table.style = config.rope_style;
+  const int64_t pairs = config.head_dim / 2;
+  const RopeScaling& s = config.rope_scaling;
+  for (int64_t i = 0; i < pairs; ++i) {
+    double inv = std::pow(static_cast<double>(config.rope_theta),
+                          -2.0 * static_cast<double>(i) / static_cast<double>(config.head_dim));
+    if (s.kind == RopeScaling::Kind::kLinear) {
+      inv /= s.factor;
+    } else if (s.kind == RopeScaling::Kind::kLlama3) {
+      // The "llama3" rule of Hugging Face's _compute_llama3_parameters.
+      const double wavelen = 2.0 * std::numbers::pi / inv;
+      const double low_wavelen = s.original_context / s.low_freq_factor;
+      const double high_wavelen = s.original_context / s.high_freq_factor;
+      if (wavelen > low_wavelen) {
+        inv /= s.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (s.original_context / wavelen - s.low_freq_factor) /
+                              (s.high_freq_factor - s.low_freq_factor);
+        inv = (1.0 - smooth) * inv / s.factor + smooth * inv;
+      }
+    }
+    if (static_cast<int64_t>(freq_factors.size()) == pairs) inv /= freq_factors[i];
+    table.inv_freq.push_back(static_cast<float>(inv));
+  }
+  return table;
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelFile& file,
+                                                                Backend& backend,
+                                                                int32_t kv_blocks) {
+  std::unique_ptr<LlamaModel> model(new LlamaModel(file.config(), backend));
+  SPW_RETURN_IF_ERROR(model->LoadWeights(file));
+  const ModelConfig& c = model->config_;
+  SPW_RETURN_IF_ERROR(backend.AllocateKv({.num_blocks = kv_blocks,
+                                          .num_layers = c.num_layers,
+                                          .num_kv_heads = c.num_kv_heads,
+                                          .head_dim = c.head_dim}));
+  model->kv_blocks_ = kv_blocks;
+  return model;
+}
+
+absl::Status LlamaModel::LoadWeights(const ModelFile& file) {
+  auto load = [&](const std::string& name) -> absl::StatusOr<std::unique_ptr<BackendWeight>> {
+    const WeightTensor* t = file.Find(name);
+    if (t == nullptr) return absl::InvalidArgumentError("model file lacks tensor " + name);
+    return backend_.LoadWeight(*t);
+  };
+  SPW_ASSIGN_OR_RETURN(token_embd_, load("token_embd.weight"));
+  SPW_ASSIGN_OR_RETURN(output_norm_, load("output_norm.weight"));
+  if (!config_.tied_embeddings) {
+    SPW_ASSIGN_OR_RETURN(output_, load("output.weight"));
+  }
+  std::vector<float> freq_factors;
+  if (const WeightTensor* f = file.Find("rope_freqs.weight");
+      f != nullptr && f->type == GgmlType::kF32 && f->num_elements() == config_.head_dim / 2) {
+    freq_factors.resize(f->num_elements());
+    std::memcpy(freq_factors.data(), f->data, freq_factors.size() * sizeof(float));
+  }
+  rope_ = MakeRopeTable(config_, freq_factors);
+  layers_.resize(config_.num_layers);
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    Layer& y = layers_[l];
+    const std::string p = absl::StrFormat("blk.%d.", l);
+    SPW_ASSIGN_OR_RETURN(y.attn_norm, load(p + "attn_norm.weight"));
+    SPW_ASSIGN_OR_RETURN(y.wq, load(p + "attn_q.weight"));
+    SPW_ASSIGN_OR_RETURN(y.wk, load(p + "attn_k.weight"));
+    SPW_ASSIGN_OR_RETURN(y.wv, load(p + "attn_v.weight"));
+    SPW_ASSIGN_OR_RETURN(y.wo, load(p + "attn_output.weight"));
+    if (config_.qkv_bias) {
+      SPW_ASSIGN_OR_RETURN(y.bq, load(p + "attn_q.bias"));
+      SPW_ASSIGN_OR_RETURN(y.bk, load(p + "attn_k.bias"));
+      SPW_ASSIGN_OR_RETURN(y.bv, load(p + "attn_v.bias"));
+    }
+    SPW_ASSIGN_OR_RETURN(y.ffn_norm, load(p + "ffn_norm.weight"));
+    SPW_ASSIGN_OR_RETURN(y.gate, load(p + "ffn_gate.weight"));
+    SPW_ASSIGN_OR_RETURN(y.up, load(p + "ffn_up.weight"));
+    SPW_ASSIGN_OR_RETURN(y.down, load(p + "ffn_down.weight"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::CheckBatch(const Batch& batch) const {
+  int64_t total = 0;
+  for (const BatchChunk& c : batch.chunks) {
+    const int64_t end = int64_t{c.first_position} + c.num_tokens;
+    if (c.num_tokens <= 0 || c.first_position < 0 || end > config_.context_length) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch chunk covers positions [%d, %d); the context is %d tokens", c.first_position,
+          end, config_.context_length));
+    }
+    if (static_cast<int64_t>(c.block_table.size()) * kvcache::kBlockTokens < end) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch chunk ends at position %d but its block table holds %d blocks", end,
+          c.block_table.size()));
+    }
+    for (kvcache::BlockId b : c.block_table) {
+      if (b < 0 || b >= kv_blocks_) {
+        return absl::InvalidArgumentError(absl::StrFormat("block id %d out of range", b));
+      }
+    }
+    total += c.num_tokens;
+  }
+  if (total != static_cast<int64_t>(batch.tokens.size())) {
+    return absl::InvalidArgumentError("batch chunks do not add up to its tokens");
+  }
+  for (TokenId t : batch.tokens) {
+    if (t < 0 || t >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "token id %d is out of range for a vocabulary of %d", t, config_.vocab_size));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
+  const Layer& y = layers_[l];
+  const ModelConfig& c = config_;
+  const int64_t n = x.rows;
+  Backend& b = backend_;
+  Activation h = b.Scratch(n, c.hidden);
+  if (prev_out.data == nullptr) {
+    b.RmsNorm(x, *y.attn_norm, c.rms_eps, h);
+  } else {
+    b.AddRmsNorm(x, prev_out, *y.attn_norm, c.rms_eps, h);
+  }
+  Activation q = b.Scratch(n, c.num_heads * c.head_dim);
+  Activation k = b.Scratch(n, c.num_kv_heads * c.head_dim);
+  Activation v = b.Scratch(n, c.num_kv_heads * c.head_dim);
+  b.MatMul(*y.wq, h, q);
+  b.MatMul(*y.wk, h, k);
+  b.MatMul(*y.wv, h, v);
+  if (c.qkv_bias) {
+    b.AddBias(q, *y.bq);
+    b.AddBias(k, *y.bk);
+    b.AddBias(v, *y.bv);
+  }
+  b.Rope(q, c.num_heads, rope_);
+  b.Rope(k, c.num_kv_heads, rope_);
+  Activation attn = b.Scratch(n, c.num_heads * c.head_dim);
+  b.Attention(l, q, k, v, c.num_heads, attn);
+  Activation o = b.Scratch(n, c.hidden);
+  b.MatMul(*y.wo, attn, o);
+  b.AddRmsNorm(x, o, *y.ffn_norm, c.rms_eps, h);
+  Activation gate = b.Scratch(n, c.ffn_hidden);
+  Activation up = b.Scratch(n, c.ffn_hidden);
+  b.MatMul(*y.gate, h, gate);
+  b.MatMul(*y.up, h, up);
+  b.SwiGlu(gate, up, gate);
+  Activation down = b.Scratch(n, c.hidden);
+  b.MatMul(*y.down, gate, down);
+  return down;
+}
+
+absl::Status LlamaModel::Forward(const Batch& batch, std::vector<float>* logits) {
+  SPW_RETURN_IF_ERROR(CheckBatch(batch));
+  positions_.clear();
+  chunk_starts_.assign(1, 0);
+  first_positions_.clear();
+  table_starts_.assign(1, 0);
+  tables_.clear();
+  logit_rows_.clear();
+  for (const BatchChunk& c : batch.chunks) {
+    for (int32_t i = 0; i < c.num_tokens; ++i) positions_.push_back(c.first_position + i);
+    chunk_starts_.push_back(chunk_starts_.back() + c.num_tokens);
+    first_positions_.push_back(c.first_position);
+    tables_.insert(tables_.end(), c.block_table.begin(), c.block_table.end());
+    table_starts_.push_back(static_cast<int32_t>(tables_.size()));
+    if (c.want_logits) logit_rows_.push_back(chunk_starts_.back() - 1);
+  }
+  Backend& b = backend_;
+  b.BeginForward({.tokens = batch.tokens,
+                  .positions = positions_,
+                  .chunk_starts = chunk_starts_,
+                  .first_positions = first_positions_,
+                  .block_table_starts = table_starts_,
+                  .block_tables = tables_});
+  const int64_t n = static_cast<int64_t>(batch.tokens.size());
+  Activation x = b.Scratch(n, config_.hidden);
+  b.Embed(*token_embd_, x);
+  Activation prev{};
+  for (int64_t l = 0; l < config_.num_layers; ++l) prev = RunLayer(l, x, prev);
+
+  const int64_t m = static_cast<int64_t>(logit_rows_.size());
+  logits->resize(m * config_.vocab_size);
+  if (m == 0) return absl::OkStatus();
+  Activation last = b.Scratch(m, config_.hidden);
+  Activation last_out = b.Scratch(m, config_.hidden);
+  b.GatherRows(x, logit_rows_, last);
+  b.GatherRows(prev, logit_rows_, last_out);
+  Activation normed = b.Scratch(m, config_.hidden);
+  b.AddRmsNorm(last, last_out, *output_norm_, config_.rms_eps, normed);
+  Activation out = b.Scratch(m, config_.vocab_size);
+  b.MatMul(config_.tied_embeddings ? *token_embd_ : *output_, normed, out);
+  b.CopyToHost(out, logits->data());
+  return absl::OkStatus();
+}
+
+}  // namespace spillway::engine

@@ -1,0 +1,55 @@
+// LlamaModel: the Llama-family decoder (Llama 2/3/3.1, SmolLM, Mistral, Qwen2) written once on
+// top of the Backend interface, so that the CPU and CUDA backends run the same code.
+// Created at start-up from a ModelFile; owns its backend weights and the backend's KV tensors.
+// Engine-loop thread only.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/model.h"
+
+namespace spillway::engine {
+
+class LlamaModel final : public Model {
+ public:
+  // Loads the weights of `file` into `backend` and allocates a KV cache of `kv_blocks` blocks.
+  // `file` and `backend` must outlive the model (CPU weights point into the file's mapping).
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(const ModelFile& file,
+                                                             Backend& backend,
+                                                             int32_t kv_blocks);
+
+  const ModelConfig& config() const override { return config_; }
+  [[nodiscard]] absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
+
+ private:
+  struct Layer {
+    std::unique_ptr<BackendWeight> attn_norm, wq, wk, wv, wo, bq, bk, bv;
+    std::unique_ptr<BackendWeight> ffn_norm, gate, up, down;
+  };
+
+  LlamaModel(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
+  absl::Status LoadWeights(const ModelFile& file);
+  absl::Status CheckBatch(const Batch& batch) const;
+  // Runs layer `l` on hidden state `x` (its residual stream), given the previous layer's
+  // FFN output `prev_out` (added to x first; empty for layer 0).
+  Activation RunLayer(int64_t l, Activation x, Activation prev_out);
+
+  ModelConfig config_;
+  Backend& backend_;
+  RopeTable rope_;
+  std::unique_ptr<BackendWeight> token_embd_, output_norm_, output_;
+  std::vector<Layer> layers_;
+  int32_t kv_blocks_ = 0;
+  // Per-forward layout arrays, kept to avoid reallocating.
+  std::vector<int32_t> positions_, chunk_starts_, first_positions_, table_starts_, logit_rows_;
+  std::vector<kvcache::BlockId> tables_;
+};
+
+// Inverse rotary frequencies of `config` (with its scaling, and GGUF's per-pair factors in
+// `freq_factors` when the file has `rope_freqs.weight`).
+RopeTable MakeRopeTable(const ModelConfig& config, std::span<const float> freq_factors);
+
+}  // namespace spillway::engine

@@ -1,0 +1,41 @@
+// Model: one forward pass over a flat batch (DESIGN.md "flow of a request", step 3). A batch
+// holds chunks of many sequences side by side — prefill chunks and single decode tokens in the
+// same call — each with its positions and KV block table. Engine-loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/tokenizer/tokenizer_spec.h"
+#include "engine/weights/model_file.h"
+#include "kvcache/ids.h"
+
+namespace spillway::engine {
+
+// Tokens [first_position, first_position + num_tokens) of one sequence.
+struct BatchChunk {
+  int32_t num_tokens = 0;
+  int32_t first_position = 0;
+  // Covers at least first_position + num_tokens tokens (kvcache::KvCache::Grow).
+  std::span<const kvcache::BlockId> block_table;
+  bool want_logits = false;  // logits of this chunk's last token
+};
+
+struct Batch {
+  std::vector<TokenId> tokens;     // all chunks' tokens, chunk after chunk
+  std::vector<BatchChunk> chunks;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelConfig& config() const = 0;
+  // Runs `batch` and writes, for each chunk with want_logits (in chunk order), its last
+  // token's logits to `logits` ([num_wanted, vocab_size], resized here). Fails with
+  // InvalidArgument on a malformed batch and Unavailable/Internal on a backend failure.
+  [[nodiscard]] virtual absl::Status Forward(const Batch& batch, std::vector<float>* logits) = 0;
+};
+
+}  // namespace spillway::engine

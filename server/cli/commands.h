@@ -1,0 +1,43 @@
+// The `spillway` command-line subcommands other than serving: `version`, `generate` and
+// `bench-engine`. main.cc registers them with CLI11 and runs the chosen one.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace spillway::server {
+
+struct GenerateOptions {
+  std::string model;  // empty: the default model in the cache
+  std::string prompt;
+  bool chat = false;
+  std::string system;
+  int32_t max_tokens = 128;
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  std::optional<uint64_t> seed;
+  int threads = 0;
+};
+
+struct BenchEngineOptions {
+  std::string model;
+  int threads = 2;
+  int32_t prompt_tokens = 512;
+  int32_t decode_tokens = 64;
+  std::string batch_sizes = "1,8,32";
+};
+
+// Prints the version and the compiled-in backends to stdout.
+int RunVersion();
+// Streams the completion of one prompt to stdout; prompt and decode speed to stderr.
+int RunGenerate(const GenerateOptions& options);
+// Prefill tokens/s of a prompt and decode tokens/s at several batch sizes, with the ratio to
+// llama.cpp's figures on the same machine kind (docs/benchmarks.md).
+int RunBenchEngine(const BenchEngineOptions& options);
+
+}  // namespace spillway::server
