@@ -44,10 +44,12 @@ def main() -> None:
     out.write('#include "engine/tokenizer/internal/unicode_tables.h"\n\n')
     out.write("namespace spillway::engine::internal {\n\n")
     out.write(f"const char kUnicodeVersion[] = \"{unicodedata.unidata_version}\";\n\n")
+    out.write("// clang-format off\n")
     out.write(f"const CodepointRange kCodepointRanges[{len(ranges)}] = {{\n")
     for first, last, f in ranges:
         out.write(f"    {{0x{first:X}, 0x{last:X}, {f}}},\n")
-    out.write("};\n\n")
+    out.write("};\n")
+    out.write("// clang-format on\n\n")
     out.write(f"const int kNumCodepointRanges = {len(ranges)};\n\n")
     out.write("}  // namespace spillway::engine::internal\n")
 
