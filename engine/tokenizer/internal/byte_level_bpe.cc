@@ -104,7 +104,7 @@ absl::StatusOr<ByteLevelBpe> ByteLevelBpe::Create(const TokenizerSpec& spec, boo
 
 void ByteLevelBpe::EncodePiece(std::string_view piece, std::vector<TokenId>* out) const {
   if (!whole_.empty()) {
-    if (auto it = whole_.find(std::string(piece)); it != whole_.end()) {
+    if (auto it = whole_.find(piece); it != whole_.end()) {
       out->push_back(it->second);
       return;
     }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/tokenizer/internal/string_hash.h"
 #include "engine/tokenizer/tokenizer_spec.h"
 
 namespace spillway::engine::internal {
@@ -44,9 +45,9 @@ class ByteLevelBpe {
            static_cast<uint32_t>(right);
   }
 
-  std::vector<TokenId> byte_tokens_;                // byte -> id, -1 if missing
-  std::unordered_map<uint64_t, Merge> merges_;      // (left, right) -> rank, result
-  std::unordered_map<std::string, TokenId> whole_;  // raw bytes -> id; only if ignore_merges
+  std::vector<TokenId> byte_tokens_;            // byte -> id, -1 if missing
+  std::unordered_map<uint64_t, Merge> merges_;  // (left, right) -> rank, result
+  StringMap<TokenId> whole_;                    // raw bytes -> id; only if ignore_merges
 };
 
 }  // namespace spillway::engine::internal

@@ -53,7 +53,7 @@ absl::StatusOr<SpmBpe> SpmBpe::Create(const TokenizerSpec& spec) {
 }
 
 TokenId SpmBpe::Find(std::string_view piece) const {
-  auto it = pieces_.find(std::string(piece));
+  auto it = pieces_.find(piece);
   return it == pieces_.end() ? -1 : it->second;
 }
 

@@ -5,10 +5,10 @@
 
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/tokenizer/internal/string_hash.h"
 #include "engine/tokenizer/tokenizer_spec.h"
 
 namespace spillway::engine::internal {
@@ -33,7 +33,7 @@ class SpmBpe {
   // Appends the token of one final symbol, or its <0xNN> byte tokens (unk where one is missing).
   void EmitSymbol(std::string_view piece, std::vector<TokenId>* out) const;
 
-  std::unordered_map<std::string, TokenId> pieces_;
+  StringMap<TokenId> pieces_;
   std::vector<float> scores_;
   std::vector<TokenId> byte_tokens_;  // byte -> <0xNN> id, -1 if missing
   TokenId unk_id_ = -1;

@@ -34,6 +34,8 @@ struct Case {
   std::vector<TokenId> ids_plain;
   std::string decoded;
   std::string decoded_skip;
+  std::vector<TokenId> ids_llama_bpe;  // same vocabulary, Llama 3 pre-tokenizer, ignore_merges
+  std::vector<TokenId> ids_qwen2;      // same vocabulary, Qwen2 pre-tokenizer
 };
 
 std::vector<Case> Cases() {
@@ -47,6 +49,8 @@ std::vector<Case> Cases() {
            StringFromJson(o.at("decoded")),
            StringFromJson(o.at("decoded_skip"))};
     c.ids_plain = o.contains("ids_plain") ? IdsFromJson(o.at("ids_plain")) : c.ids;
+    c.ids_llama_bpe = IdsFromJson(o.at("ids_llama_bpe"));
+    c.ids_qwen2 = IdsFromJson(o.at("ids_qwen2"));
     cases.push_back(std::move(c));
   }
   return cases;
@@ -85,6 +89,22 @@ TEST(TokenizerTest, MatchesHuggingFaceOnCorpus) {
     EXPECT_EQ(Streamed(tok, c.ids, true), c.decoded_skip);
   }
   EXPECT_GE(round_trips, 290);
+}
+
+// The Llama 3 and Qwen2 pipelines end to end, on SmolLM2's vocabulary (HF built the same).
+TEST(TokenizerTest, OtherPreTokenizersMatchHuggingFace) {
+  for (const char* pre : {"llama-bpe", "qwen2"}) {
+    SCOPED_TRACE(pre);
+    TokenizerSpec spec = testing::Smollm2Spec();
+    spec.pre = pre;
+    auto tok = Tokenizer::Create(spec);
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    for (const Case& c : Cases()) {
+      EXPECT_EQ((*tok)->Encode(c.text, false, true),
+                spec.pre == "qwen2" ? c.ids_qwen2 : c.ids_llama_bpe)
+          << c.text;
+    }
+  }
 }
 
 TEST(TokenizerTest, Accessors) {
@@ -211,6 +231,21 @@ TEST(TokenizerTest, CreateAcceptsTinySpec) {
   ASSERT_TRUE(tok.ok()) << tok.status();
   EXPECT_EQ((*tok)->Encode("abab<|end|>", false, true), (std::vector<TokenId>{2, 2, 3}));
   EXPECT_EQ((*tok)->Encode("aba", false, true), (std::vector<TokenId>{2, 0}));
+}
+
+TEST(TokenizerTest, IgnoreMergesOnlyForLlama3) {
+  TokenizerSpec spec = TinySpec();
+  spec.tokens = {"a", "b", "c", "ab", "abc"};
+  spec.token_types.assign(5, TokenType::kNormal);
+  spec.merges = {"a b"};
+  spec.eos_id = -1;
+  auto gpt2 = Tokenizer::Create(spec);
+  ASSERT_TRUE(gpt2.ok()) << gpt2.status();
+  EXPECT_EQ((*gpt2)->Encode("abc", false, false), (std::vector<TokenId>{3, 2}));
+  spec.pre = "llama-bpe";
+  auto llama3 = Tokenizer::Create(spec);
+  ASSERT_TRUE(llama3.ok()) << llama3.status();
+  EXPECT_EQ((*llama3)->Encode("abc", false, false), (std::vector<TokenId>{4}));
 }
 
 void ExpectInvalid(const TokenizerSpec& spec, const std::string& fragment) {

@@ -8,7 +8,9 @@ Usage (from the repository root, in a venv with `pip install gguf tokenizers sen
 Writes:
   smollm2_vocab.json   SmolLM2's vocabulary from the GGUF, compact: tokens, non-normal token
                        types, special ids, and merges (see encode_merges below).
-  smollm2_cases.json   the corpus with HF's ids (special tokens parsed, and not), decodes.
+  smollm2_cases.json   the corpus with HF's ids (special tokens parsed, and not), decodes, and
+                       the ids of the same vocabulary behind the "llama-bpe" (ignore_merges)
+                       and "qwen2" pre-tokenizers.
   pretok_splits.json   byte end offsets of the pieces that HF's pre-tokenizers make of each
                        corpus string, for "gpt2", "smollm", "llama-bpe" and "qwen2".
   spm_model.json       a small SentencePiece BPE model (byte_fallback) trained here: pieces,
@@ -180,6 +182,21 @@ def build_hf(v):
     return tok
 
 
+def build_hf_with_regex(v, regex, ignore_merges):
+    """SmolLM2's vocabulary behind another pre-tokenizer, as Llama 3 / Qwen2 tokenizer.json
+    files spell theirs: Split(regex, isolated) then ByteLevel without its own regex."""
+    vocab = {t: i for i, t in enumerate(v["tokens"])}
+    merges = [tuple(m.split(" ")) for m in v["merges"]]
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token=None, ignore_merges=ignore_merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, ty in zip(v["tokens"], v["types"]) if ty == 3])
+    return tok
+
+
 def split_offsets(pre, text):
     ends, pos = [], 0
     for piece, _ in pre.pre_tokenize_str(text):
@@ -205,6 +222,8 @@ def main():
     write("smollm2_vocab.json", vocab_json)
 
     tok = build_hf(v)
+    llama3 = build_hf_with_regex(v, LLAMA3_REGEX, ignore_merges=True)
+    qwen2 = build_hf_with_regex(v, QWEN2_REGEX, ignore_merges=False)
     cases = []
     for text in corpus:
         ids = tok.encode(text, add_special_tokens=False).ids
@@ -216,6 +235,9 @@ def main():
                 "decoded_skip": tok.decode(ids, skip_special_tokens=True)}
         if plain != ids:
             case["ids_plain"] = plain
+        # The same vocabulary behind the Llama 3 (with ignore_merges) and Qwen2 pre-tokenizers.
+        case["ids_llama_bpe"] = llama3.encode(text, add_special_tokens=False).ids
+        case["ids_qwen2"] = qwen2.encode(text, add_special_tokens=False).ids
         cases.append(case)
     write("smollm2_cases.json", {"cases": cases})
 
