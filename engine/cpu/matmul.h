@@ -31,4 +31,22 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, T
 // Converts `n` values of `type` at `src` (a whole number of blocks) to f32 at `dst`.
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
 
+// The instruction sets MatMul has kernels for. By default MatMul uses the best one the CPU
+// supports (checked once, at run time, with CPUID): AVX-512 needs F, BW, VL, DQ and VNNI;
+// AVX2 needs AVX2, FMA and F16C.
+enum class MatMulIsa { kScalar, kAvx2, kAvx512 };
+
+// Whether this build has kernels for `isa` and this CPU can run them.
+bool MatMulIsaSupported(MatMulIsa isa);
+// The instruction set MatMul uses now.
+MatMulIsa ActiveMatMulIsa();
+// "scalar", "avx2", "avx512".
+const char* MatMulIsaName(MatMulIsa isa);
+
+// Test hook: makes MatMul use `isa` from now on (process-wide; not thread-safe against
+// concurrent MatMul calls). REQUIRES: MatMulIsaSupported(isa).
+void SetMatMulIsaForTesting(MatMulIsa isa);
+// Test hook: back to the default choice.
+void ResetMatMulIsaForTesting();
+
 }  // namespace spillway::engine::cpu

@@ -1,0 +1,259 @@
+#include "engine/cpu/matmul.h"
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+#include "common/check.h"
+#include "engine/cpu/matmul_kernels.h"
+#include "engine/cpu/quant_blocks.h"
+#include "engine/cpu/quant_rows.h"
+
+namespace spillway::engine::cpu {
+namespace {
+
+using internal::Activations;
+using internal::ActLayout;
+using internal::KernelSet;
+using internal::TileFn;
+
+struct CpuFeatures {
+  bool avx2 = false;    // AVX2 + FMA + F16C, with OS support for YMM state
+  bool avx512 = false;  // AVX-512 F/BW/VL/DQ/VNNI, with OS support for ZMM state
+};
+
+CpuFeatures DetectCpu() {
+  CpuFeatures f;
+#if defined(__x86_64__)
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool fma = c & (1u << 12), osxsave = c & (1u << 27), f16c = c & (1u << 29);
+  if (!osxsave) return f;
+  unsigned xcr0_lo, xcr0_hi;
+  __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  const bool ymm_state = (xcr0_lo & 0x6) == 0x6;
+  const bool zmm_state = (xcr0_lo & 0xE6) == 0xE6;
+  if (__get_cpuid_max(0, nullptr) < 7) return f;
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool avx2 = b & (1u << 5);
+  const bool avx512f = b & (1u << 16), avx512dq = b & (1u << 17);
+  const bool avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
+  const bool avx512vnni = c & (1u << 11);
+  f.avx2 = ymm_state && avx2 && fma && f16c;
+  f.avx512 = f.avx2 && zmm_state && avx512f && avx512dq && avx512bw && avx512vl && avx512vnni;
+#endif
+  return f;
+}
+
+const CpuFeatures& Cpu() {
+  static const CpuFeatures kCpu = DetectCpu();
+  return kCpu;
+}
+
+MatMulIsa BestIsa() {
+  if (MatMulIsaSupported(MatMulIsa::kAvx512)) return MatMulIsa::kAvx512;
+  if (MatMulIsaSupported(MatMulIsa::kAvx2)) return MatMulIsa::kAvx2;
+  return MatMulIsa::kScalar;
+}
+
+std::atomic<int> g_forced_isa{-1};
+
+const KernelSet& KernelsFor(MatMulIsa isa) {
+  switch (isa) {
+    case MatMulIsa::kAvx512:
+      return *internal::Avx512Kernels();
+    case MatMulIsa::kAvx2:
+      return *internal::Avx2Kernels();
+    case MatMulIsa::kScalar:
+      break;
+  }
+  return internal::ScalarKernels();
+}
+
+TileFn SelectTile(const KernelSet& k, GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32:
+      return k.f32;
+    case GgmlType::kF16:
+      return k.f16;
+    case GgmlType::kBF16:
+      return k.bf16;
+    case GgmlType::kQ4_0:
+      return k.q4_0;
+    case GgmlType::kQ4_1:
+      return k.q4_1;
+    case GgmlType::kQ8_0:
+      return k.q8_0;
+    case GgmlType::kQ4_K:
+      return k.q4_k;
+    case GgmlType::kQ5_K:
+      return k.q5_k;
+    case GgmlType::kQ6_K:
+      return k.q6_k;
+    default:
+      return nullptr;
+  }
+}
+
+// Per-thread buffers for the quantized activations of one call (MatMul runs on one thread at a
+// time per pool, but several pools may exist, so the buffers belong to the calling thread).
+struct ActivationBuffers {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<float> s;
+  std::vector<int16_t> bsums;
+};
+
+constexpr int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Values above which quantizing the activations is worth a ParallelFor of its own.
+constexpr int64_t kParallelQuantizeValues = 1 << 15;
+
+Activations QuantizeActivations(const KernelSet& k, GgmlType type, const float* x, int64_t cols,
+                                int64_t n_tokens, ThreadPool& pool) {
+  // NOTE(kernels): the lambdas below run on pool threads, so they must capture pointers into
+  // the caller's buffers, never name the thread_local (which would be the worker's own).
+  thread_local ActivationBuffers buf;
+  Activations act;
+  act.x = x;
+  const bool k_quant = BlockElements(type) == kQkK;
+  const bool legacy = type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0;
+  if (!k_quant && !legacy) return act;
+  const int64_t block = k_quant ? kQkK : kQk;
+  const int64_t nb = cols / block;
+  // NOTE(kernels): rows of q start on 64-byte boundaries so that vector loads never split
+  // cache lines more than the weights force them to.
+  const int64_t q_stride = RoundUp(cols, 64);
+  const int64_t scale_stride = RoundUp(nb, 16);
+  const int64_t bsum_stride = RoundUp(cols / 16, 32);
+  buf.q.resize(static_cast<size_t>(n_tokens * q_stride + 64));
+  buf.d.resize(static_cast<size_t>(n_tokens * scale_stride));
+  int8_t* q = reinterpret_cast<int8_t*>(RoundUp(reinterpret_cast<intptr_t>(buf.q.data()), 64));
+  internal::QuantizedActivations& a = act.q;
+  a.q = q;
+  a.q_stride = q_stride;
+  a.d = buf.d.data();
+  a.scale_stride = scale_stride;
+  std::function<void(int, int64_t, int64_t)> fn;
+  if (k_quant) {
+    buf.bsums.resize(static_cast<size_t>(n_tokens * bsum_stride));
+    a.bsums = buf.bsums.data();
+    a.bsum_stride = bsum_stride;
+    fn = [&, d = buf.d.data(), bsums = buf.bsums.data()](int, int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        k.quantize256(x + t * cols, cols, q + t * q_stride, d + t * scale_stride,
+                      bsums + t * bsum_stride);
+      }
+    };
+  } else {
+    buf.s.resize(static_cast<size_t>(n_tokens * scale_stride));
+    a.s = buf.s.data();
+    const ActLayout layout = type == GgmlType::kQ8_0 ? ActLayout::kNatural : k.q4_layout;
+    fn = [&, layout, d = buf.d.data(), s = buf.s.data()](int, int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        k.quantize32(x + t * cols, cols, layout, q + t * q_stride, d + t * scale_stride,
+                     s + t * scale_stride);
+      }
+    };
+  }
+  if (n_tokens * cols >= kParallelQuantizeValues) {
+    pool.ParallelFor(n_tokens, 1, fn);
+  } else {
+    fn(0, 0, n_tokens);
+  }
+  return act;
+}
+
+// NOTE(kernels): work split. Kernels compute micro-tiles of up to 4 rows x 4 tokens, loading
+// each weight block once per 4 tokens. Up to kTokenBlock tokens, a task is a range of rows
+// times all tokens, so each thread streams its own part of the weights once (decode, batched
+// decode). Beyond that, tasks are kRowBlock rows x kTokenBlock tokens, rows outer, so a
+// thread's consecutive tasks reuse the same weights from L1/L2 while the activations of all
+// tokens stay in L2 (prefill).
+constexpr int64_t kTokenBlock = 64;
+constexpr int64_t kRowBlock = 64;
+constexpr int64_t kRowGroup = 4;
+// Smallest task, in bytes of weights times tokens, worth handing to another thread.
+constexpr int64_t kMinTaskBytes = 16 << 10;
+
+}  // namespace
+
+bool MatMulIsaSupported(MatMulIsa isa) {
+  switch (isa) {
+    case MatMulIsa::kScalar:
+      return true;
+    case MatMulIsa::kAvx2:
+      return Cpu().avx2 && internal::Avx2Kernels() != nullptr;
+    case MatMulIsa::kAvx512:
+      return Cpu().avx512 && internal::Avx512Kernels() != nullptr;
+  }
+  return false;
+}
+
+MatMulIsa ActiveMatMulIsa() {
+  const int forced = g_forced_isa.load(std::memory_order_relaxed);
+  if (forced >= 0) return static_cast<MatMulIsa>(forced);
+  static const MatMulIsa kBest = BestIsa();
+  return kBest;
+}
+
+const char* MatMulIsaName(MatMulIsa isa) {
+  switch (isa) {
+    case MatMulIsa::kScalar:
+      return "scalar";
+    case MatMulIsa::kAvx2:
+      return "avx2";
+    case MatMulIsa::kAvx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+void SetMatMulIsaForTesting(MatMulIsa isa) {
+  SPW_CHECK(MatMulIsaSupported(isa)) << MatMulIsaName(isa) << " is not supported here";
+  g_forced_isa.store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+void ResetMatMulIsaForTesting() { g_forced_isa.store(-1, std::memory_order_relaxed); }
+
+void MatMul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  if (n_tokens <= 0 || w.rows <= 0) return;
+  SPW_CHECK(w.cols > 0 && w.cols % BlockElements(w.type) == 0)
+      << "cols " << w.cols << " is not a multiple of the " << GgmlTypeName(w.type) << " block";
+  SPW_CHECK(RowBytes(w.type, w.cols).value_or(-1) <= w.row_bytes)
+      << "row_bytes " << w.row_bytes << " is too small for " << w.cols << " values of "
+      << GgmlTypeName(w.type);
+  const KernelSet& k = KernelsFor(ActiveMatMulIsa());
+  const TileFn tile = SelectTile(k, w.type);
+  SPW_CHECK(tile != nullptr) << "MatMul does not support " << GgmlTypeName(w.type);
+  const Activations act = QuantizeActivations(k, w.type, x, w.cols, n_tokens, pool);
+
+  if (n_tokens <= kTokenBlock) {
+    const int64_t groups = (w.rows + kRowGroup - 1) / kRowGroup;
+    const int64_t group_work_bytes = w.row_bytes * kRowGroup * n_tokens;
+    const int64_t grain = std::max<int64_t>(1, kMinTaskBytes / group_work_bytes);
+    pool.ParallelFor(groups, grain, [&](int, int64_t begin, int64_t end) {
+      tile(w, begin * kRowGroup, std::min(w.rows, end * kRowGroup), act, 0, n_tokens, y);
+    });
+    return;
+  }
+  const int64_t row_blocks = (w.rows + kRowBlock - 1) / kRowBlock;
+  const int64_t token_blocks = (n_tokens + kTokenBlock - 1) / kTokenBlock;
+  pool.ParallelFor(row_blocks * token_blocks, 1, [&](int, int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t rb = task / token_blocks, tb = task % token_blocks;
+      tile(w, rb * kRowBlock, std::min(w.rows, (rb + 1) * kRowBlock), act, tb * kTokenBlock,
+           std::min(n_tokens, (tb + 1) * kTokenBlock), y);
+    }
+  });
+}
+
+void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
+  DequantizeRowInto(type, src, dst, n);
+}
+
+}  // namespace spillway::engine::cpu

@@ -1,0 +1,332 @@
+// The AVX2 + FMA + F16C kernel set (x86-64 CPUs from about 2013 on). Q4_0/Q4_1 multiply
+// unsigned nibbles by int8 activations with _mm256_maddubs_epi16; Q8_0 uses the abs/sign trick;
+// F32/F16/BF16 convert weights to f32 and use FMA. K-quants fall back to the scalar kernels.
+#include "engine/cpu/matmul_kernels.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "engine/cpu/quant_blocks.h"
+#include "engine/cpu/x86/target.h"
+
+SPW_TARGET_BEGIN("avx2,fma,f16c")
+
+namespace spillway::engine::cpu::internal {
+namespace {
+
+constexpr int kMaxRows = 4;    // rows per micro-tile
+constexpr int kMaxTokens = 2;  // tokens per micro-tile (16 ymm registers)
+
+inline float Hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline int HsumI32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline float F16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// sum_b m[b] * s[b]
+inline float MinTerm(const float* m, const float* s, int64_t nb) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 8 <= nb; b += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(m + b), _mm256_loadu_ps(s + b), acc);
+  float sum = Hsum(acc);
+  for (; b < nb; ++b) sum += m[b] * s[b];
+  return sum;
+}
+
+void Quantize32(const float* x, int64_t cols, ActLayout layout, int8_t* q, float* d, float* s) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const int64_t nb = cols / kQk;
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + b * kQk;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float db = _mm_cvtss_f32(m) / 127.0f;
+    const float id = db != 0.0f ? 1.0f / db : 0.0f;
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i i32[4];
+    for (int i = 0; i < 4; ++i) i32[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], vid));
+    const int sum = HsumI32(
+        _mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3])));
+    // packs interleave 128-bit lanes; the permute restores value order.
+    const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]);
+    const __m256i i16b = _mm256_packs_epi32(i32[2], i32[3]);
+    __m256i i8 = _mm256_packs_epi16(i16a, i16b);
+    i8 = _mm256_permutevar8x32_epi32(i8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQk), i8);
+    d[b] = db;
+    s[b] = db * static_cast<float>(sum);
+  }
+  if (layout == ActLayout::kPairInterleaved) {
+    for (int64_t b = 0; b + 1 < nb; b += 2) {
+      int8_t* p = q + b * kQk;
+      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kQk));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute2x128_si256(b0, b1, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + kQk),
+                          _mm256_permute2x128_si256(b0, b1, 0x31));
+    }
+  }
+}
+
+template <GgmlType kType>
+constexpr int64_t LegacyBlockBytes() {
+  return kType == GgmlType::kQ4_0 ? 18 : kType == GgmlType::kQ4_1 ? 20 : 34;
+}
+
+// d and m of `nb` blocks of one row, as f32 (m: Q4_1's min, -8 d for Q4_0, unused for Q8_0).
+template <GgmlType kType>
+void ExtractScales(const uint8_t* row, int64_t nb, float* d, float* m) {
+  constexpr int64_t kBytes = LegacyBlockBytes<kType>();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = row + b * kBytes;
+    d[b] = F16(blk);
+    if constexpr (kType == GgmlType::kQ4_1) m[b] = F16(blk + 2);
+    if constexpr (kType == GgmlType::kQ4_0) m[b] = -8.0f * d[b];
+  }
+}
+
+struct LegacyRows {
+  const uint8_t* row[kMaxRows];
+  const float* d[kMaxRows];
+  const float* m[kMaxRows];
+};
+
+template <GgmlType kType, int R, int T>
+void LegacyMicro(const LegacyRows& w, int64_t nb, const QuantizedActivations& a, int64_t t0,
+                 float* y, int64_t ldy) {
+  constexpr int64_t kBytes = LegacyBlockBytes<kType>();
+  constexpr int64_t kQsOffset = kType == GgmlType::kQ4_1 ? 4 : 2;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i u[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* qs = w.row[r] + b * kBytes + kQsOffset;
+      if constexpr (kType == GgmlType::kQ8_0) {
+        u[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+      } else {
+        const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+        u[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), low4);
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m256i xv = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(a.q + (t0 + t) * a.q_stride + b * kQk));
+      const float dx = a.d[(t0 + t) * a.scale_stride + b];
+      for (int r = 0; r < R; ++r) {
+        __m256i p16;
+        if constexpr (kType == GgmlType::kQ8_0) {
+          p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(u[r]), _mm256_sign_epi8(xv, u[r]));
+        } else {
+          p16 = _mm256_maddubs_epi16(u[r], xv);
+        }
+        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+        acc[r][t] = _mm256_fmadd_ps(p, _mm256_set1_ps(w.d[r][b] * dx), acc[r][t]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) {
+      float v = Hsum(acc[r][t]);
+      if constexpr (kType != GgmlType::kQ8_0) {
+        v += MinTerm(w.m[r], a.s + (t0 + t) * a.scale_stride, nb);
+      }
+      y[t * ldy + r] = v;
+    }
+  }
+}
+
+template <GgmlType kType, int R>
+void LegacyMicroT(int nt, const LegacyRows& w, int64_t nb, const QuantizedActivations& a,
+                  int64_t t0, float* y, int64_t ldy) {
+  if (nt == 2) return LegacyMicro<kType, R, 2>(w, nb, a, t0, y, ldy);
+  return LegacyMicro<kType, R, 1>(w, nb, a, t0, y, ldy);
+}
+
+template <GgmlType kType>
+void LegacyTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                int64_t tok_begin, int64_t tok_end, float* y) {
+  const int64_t nb = w.cols / kQk;
+  thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(2 * kMaxRows * nb));
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {
+    const int nr = static_cast<int>(std::min<int64_t>(kMaxRows, row_end - r0));
+    LegacyRows rows;
+    for (int i = 0; i < nr; ++i) {
+      rows.row[i] = static_cast<const uint8_t*>(w.data) + (r0 + i) * w.row_bytes;
+      rows.d[i] = scratch.data() + i * nb;
+      rows.m[i] = scratch.data() + (kMaxRows + i) * nb;
+      ExtractScales<kType>(rows.row[i], nb, scratch.data() + i * nb,
+                           scratch.data() + (kMaxRows + i) * nb);
+    }
+    for (int64_t t0 = tok_begin; t0 < tok_end; t0 += kMaxTokens) {
+      const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, tok_end - t0));
+      float* yt = y + t0 * w.rows + r0;
+      switch (nr) {
+        case 4:
+          LegacyMicroT<kType, 4>(nt, rows, nb, x.q, t0, yt, w.rows);
+          break;
+        case 3:
+          LegacyMicroT<kType, 3>(nt, rows, nb, x.q, t0, yt, w.rows);
+          break;
+        case 2:
+          LegacyMicroT<kType, 2>(nt, rows, nb, x.q, t0, yt, w.rows);
+          break;
+        default:
+          LegacyMicroT<kType, 1>(nt, rows, nb, x.q, t0, yt, w.rows);
+          break;
+      }
+    }
+  }
+}
+
+// Eight weights of `kType` at index c of `row`, as f32.
+template <GgmlType kType>
+inline __m256 LoadWeights8(const uint8_t* row, int64_t c) {
+  if constexpr (kType == GgmlType::kF32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + c);
+  } else if constexpr (kType == GgmlType::kF16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(
+        reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + c)));
+  } else {
+    const __m128i h = _mm_loadu_si128(
+        reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + c));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <GgmlType kType>
+inline float LoadWeight1(const uint8_t* row, int64_t c) {
+  if constexpr (kType == GgmlType::kF32) {
+    return reinterpret_cast<const float*>(row)[c];
+  } else if constexpr (kType == GgmlType::kF16) {
+    return _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[c]);
+  } else {
+    const uint32_t bits = static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(row)[c]) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+}
+
+template <GgmlType kType, int R, int T>
+void FloatMicro(const uint8_t* const* rows, int64_t cols, const float* x, int64_t t0, float* y,
+                int64_t ldy) {
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
+    __m256 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = LoadWeights8<kType>(rows[r], c);
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x + (t0 + t) * cols + c);
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) {
+      float v = Hsum(acc[r][t]);
+      for (int64_t k = c; k < cols; ++k)
+        v += LoadWeight1<kType>(rows[r], k) * x[(t0 + t) * cols + k];
+      y[t * ldy + r] = v;
+    }
+  }
+}
+
+template <GgmlType kType, int R>
+void FloatMicroT(int nt, const uint8_t* const* rows, int64_t cols, const float* x, int64_t t0,
+                 float* y, int64_t ldy) {
+  if (nt == 2) return FloatMicro<kType, R, 2>(rows, cols, x, t0, y, ldy);
+  return FloatMicro<kType, R, 1>(rows, cols, x, t0, y, ldy);
+}
+
+template <GgmlType kType>
+void FloatTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Activations& x,
+               int64_t tok_begin, int64_t tok_end, float* y) {
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {
+    const int nr = static_cast<int>(std::min<int64_t>(kMaxRows, row_end - r0));
+    const uint8_t* rows[kMaxRows];
+    for (int i = 0; i < nr; ++i)
+      rows[i] = static_cast<const uint8_t*>(w.data) + (r0 + i) * w.row_bytes;
+    for (int64_t t0 = tok_begin; t0 < tok_end; t0 += kMaxTokens) {
+      const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, tok_end - t0));
+      float* yt = y + t0 * w.rows + r0;
+      switch (nr) {
+        case 4:
+          FloatMicroT<kType, 4>(nt, rows, w.cols, x.x, t0, yt, w.rows);
+          break;
+        case 3:
+          FloatMicroT<kType, 3>(nt, rows, w.cols, x.x, t0, yt, w.rows);
+          break;
+        case 2:
+          FloatMicroT<kType, 2>(nt, rows, w.cols, x.x, t0, yt, w.rows);
+          break;
+        default:
+          FloatMicroT<kType, 1>(nt, rows, w.cols, x.x, t0, yt, w.rows);
+          break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+const KernelSet* Avx2Kernels() {
+  static const KernelSet kSet = [] {
+    KernelSet k = ScalarKernels();
+    k.name = "avx2";
+    k.f32 = FloatTile<GgmlType::kF32>;
+    k.f16 = FloatTile<GgmlType::kF16>;
+    k.bf16 = FloatTile<GgmlType::kBF16>;
+    k.q4_0 = LegacyTile<GgmlType::kQ4_0>;
+    k.q4_1 = LegacyTile<GgmlType::kQ4_1>;
+    k.q8_0 = LegacyTile<GgmlType::kQ8_0>;
+    k.quantize32 = Quantize32;
+    k.q4_layout = ActLayout::kNatural;
+    return k;
+  }();
+  return &kSet;
+}
+
+}  // namespace spillway::engine::cpu::internal
+
+SPW_TARGET_END
+
+#else  // !defined(__x86_64__)
+
+namespace spillway::engine::cpu::internal {
+const KernelSet* Avx2Kernels() { return nullptr; }
+}  // namespace spillway::engine::cpu::internal
+
+#endif

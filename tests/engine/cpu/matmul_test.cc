@@ -1,0 +1,289 @@
+// MatMul of every weight type against a double-precision reference (dequantized weights times
+// the f32 activations), on every instruction set this CPU runs, over awkward shapes.
+//
+// Tolerances. F32/F16/BF16 weights multiply f32 activations in f32, so the only error is f32
+// rounding of the sums: |y - ref| <= 1e-5 * sum_c |w_c x_c|.
+// Quantized weights multiply activations quantized to int8 per block (32 values for
+// Q4_0/Q4_1/Q8_0, 256 for K-quants) with step d_b = max|x| / 127 over the block. Rounding moves
+// each x_c by at most d_b / 2, so |y - ref| <= sum_c |w_c| * d_b(c) / 2 exactly (plus the f32
+// slack above); that bound is checked for every output. For Gaussian x it is about 1% of
+// sum_c |w_c x_c|, and the error is typically much smaller: the errors are independent, so
+// the RMS error over many (>= 100) outputs, relative to the RMS of the outputs, is ~0.3-0.7%; the
+// test requires it below 1.5%.
+#include "engine/cpu/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "engine/cpu/fp16.h"
+#include "engine/cpu/matmul_kernels.h"
+#include "engine/cpu/quant_rows.h"
+
+namespace spillway::engine::cpu {
+namespace {
+
+constexpr GgmlType kAllTypes[] = {GgmlType::kF32,  GgmlType::kF16,  GgmlType::kBF16,
+                                  GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ8_0,
+                                  GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K};
+
+bool IsQuantized(GgmlType t) { return BlockElements(t) > 1; }
+
+std::vector<MatMulIsa> SupportedIsas() {
+  std::vector<MatMulIsa> out;
+  for (MatMulIsa isa : {MatMulIsa::kScalar, MatMulIsa::kAvx2, MatMulIsa::kAvx512}) {
+    if (MatMulIsaSupported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+struct Weights {
+  GgmlType type;
+  int64_t rows, cols;
+  std::vector<uint8_t> data;
+  std::vector<double> dense;  // dequantized, [rows, cols]
+  WeightMatrix matrix() const {
+    return WeightMatrix{.type = type,
+                        .rows = rows,
+                        .cols = cols,
+                        .data = data.data(),
+                        .row_bytes = RowBytes(type, cols).value()};
+  }
+};
+
+// Random weights of `type`: Gaussian values quantized with QuantizeRow where it can, random
+// block bytes with realistic f16 scales for the K-quants.
+Weights MakeWeights(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Weights w{type, rows, cols, {}, {}};
+  const int64_t row_bytes = RowBytes(type, cols).value();
+  w.data.resize(static_cast<size_t>(rows * row_bytes));
+  std::vector<float> row(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* dst = w.data.data() + r * row_bytes;
+    if (QuantizeRowSupported(type)) {
+      for (float& v : row) v = normal(rng) * 0.05f + 0.01f;
+      QuantizeRow(type, row.data(), dst, cols);
+    } else {
+      for (int64_t i = 0; i < row_bytes; ++i) dst[i] = static_cast<uint8_t>(rng());
+      const int64_t block_bytes = BlockBytes(type);
+      for (int64_t b = 0; b < row_bytes / block_bytes; ++b) {
+        uint8_t* blk = dst + b * block_bytes;
+        const uint16_t d = F32ToF16(0.002f + 0.001f * (rng() % 8));
+        const uint16_t dmin = F32ToF16(0.001f + 0.001f * (rng() % 4));
+        if (type == GgmlType::kQ6_K) {
+          std::memcpy(blk + 208, &d, 2);
+        } else {
+          std::memcpy(blk, &d, 2);
+          std::memcpy(blk + 2, &dmin, 2);
+        }
+      }
+    }
+  }
+  std::vector<float> deq(cols);
+  w.dense.resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    DequantizeRow(type, w.data.data() + r * row_bytes, deq.data(), cols);
+    std::copy(deq.begin(), deq.end(), w.dense.begin() + r * cols);
+  }
+  return w;
+}
+
+std::vector<float> MakeActivations(int64_t n_tokens, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n_tokens * cols));
+  for (float& v : x) v = normal(rng);
+  if (!x.empty()) x[0] = 0.0f;
+  return x;
+}
+
+struct Reference {
+  std::vector<double> y;      // [n_tokens, rows]
+  std::vector<double> bound;  // per output: the tolerance described at the top
+  double rms = 0;
+};
+
+Reference ComputeReference(const Weights& w, const std::vector<float>& x, int64_t n_tokens) {
+  Reference ref;
+  ref.y.resize(static_cast<size_t>(n_tokens * w.rows));
+  ref.bound.resize(ref.y.size());
+  const int64_t block =
+      w.type == GgmlType::kQ4_K || w.type == GgmlType::kQ5_K || w.type == GgmlType::kQ6_K ? 256
+                                                                                          : 32;
+  std::vector<double> half_step(w.cols);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* xt = x.data() + t * w.cols;
+    for (int64_t c0 = 0; c0 < w.cols; c0 += block) {
+      float amax = 0;
+      for (int64_t c = c0; c < std::min(w.cols, c0 + block); ++c)
+        amax = std::max(amax, std::fabs(xt[c]));
+      for (int64_t c = c0; c < std::min(w.cols, c0 + block); ++c) half_step[c] = amax / 127.0 / 2;
+    }
+    for (int64_t r = 0; r < w.rows; ++r) {
+      double sum = 0, abs_sum = 0, quant_err = 0;
+      for (int64_t c = 0; c < w.cols; ++c) {
+        const double wv = w.dense[r * w.cols + c];
+        sum += wv * xt[c];
+        abs_sum += std::fabs(wv * xt[c]);
+        quant_err += std::fabs(wv) * half_step[c];
+      }
+      ref.y[t * w.rows + r] = sum;
+      // The quantization bound, plus f32 rounding slack (inflated a little for the f32 sums
+      // of the quantization bound itself).
+      ref.bound[t * w.rows + r] =
+          (IsQuantized(w.type) ? quant_err * 1.001 : 0.0) + 1e-5 * abs_sum + 1e-30;
+      ref.rms += sum * sum;
+    }
+  }
+  ref.rms = std::sqrt(ref.rms / std::max<size_t>(1, ref.y.size()));
+  return ref;
+}
+
+void CheckAgainstReference(const Weights& w, const std::vector<float>& x, int64_t n_tokens,
+                           const Reference& ref, ThreadPool& pool) {
+  std::vector<float> y(static_cast<size_t>(n_tokens * w.rows), NAN);
+  MatMul(w.matrix(), x.data(), n_tokens, y.data(), pool);
+  double err2 = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    ASSERT_LE(std::fabs(y[i] - ref.y[i]), ref.bound[i])
+        << "output " << i << " (token " << i / w.rows << ", row " << i % w.rows << "): got " << y[i]
+        << ", want " << ref.y[i];
+    err2 += (y[i] - ref.y[i]) * (y[i] - ref.y[i]);
+  }
+  // The RMS statement is statistical: only meaningful over many outputs.
+  if (y.size() < 100) return;
+  const double rel_rms = std::sqrt(err2 / y.size()) / std::max(ref.rms, 1e-30);
+  EXPECT_LT(rel_rms, IsQuantized(w.type) ? 1.5e-2 : 1e-6);
+}
+
+class MatMulTest : public ::testing::TestWithParam<GgmlType> {
+ protected:
+  void TearDown() override { ResetMatMulIsaForTesting(); }
+};
+
+TEST_P(MatMulTest, MatchesDoubleReferenceOnEveryIsa) {
+  const GgmlType type = GetParam();
+  const int64_t block = BlockElements(type);
+  std::vector<int64_t> col_choices;
+  if (block == 1) col_choices = {1, 7, 40, 576};
+  if (block == 32) col_choices = {32, 96, 576};
+  if (block == 256) col_choices = {256, 768};
+  ThreadPool pool(2);
+  uint32_t seed = 1;
+  for (int64_t cols : col_choices) {
+    for (int64_t rows : {1, 5, 17, 192}) {
+      const Weights w = MakeWeights(type, rows, cols, seed++);
+      for (int64_t n_tokens : {1, 3, 7, 33, 70}) {
+        if (n_tokens == 70 && rows == 1) continue;
+        const auto x = MakeActivations(n_tokens, cols, seed++);
+        const Reference ref = ComputeReference(w, x, n_tokens);
+        for (MatMulIsa isa : SupportedIsas()) {
+          SCOPED_TRACE(testing::Message()
+                       << GgmlTypeName(type) << " " << MatMulIsaName(isa) << " rows " << rows
+                       << " cols " << cols << " tokens " << n_tokens);
+          SetMatMulIsaForTesting(isa);
+          CheckAgainstReference(w, x, n_tokens, ref, pool);
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(MatMulTest, IsasAgreeClosely) {
+  // Every ISA quantizes the activations to the same int8 values and sums integers exactly,
+  // so they differ only in the order of f32 additions.
+  const GgmlType type = GetParam();
+  const int64_t cols = BlockElements(type) == 256 ? 512 : 576;
+  const Weights w = MakeWeights(type, 37, cols, 99);
+  const int64_t n_tokens = 9;
+  const auto x = MakeActivations(n_tokens, cols, 100);
+  ThreadPool pool(2);
+  std::vector<float> want(n_tokens * w.rows), got(n_tokens * w.rows);
+  SetMatMulIsaForTesting(MatMulIsa::kScalar);
+  MatMul(w.matrix(), x.data(), n_tokens, want.data(), pool);
+  for (MatMulIsa isa : SupportedIsas()) {
+    SetMatMulIsaForTesting(isa);
+    MatMul(w.matrix(), x.data(), n_tokens, got.data(), pool);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t r = 0; r < w.rows; ++r) {
+        double abs_sum = 0;
+        for (int64_t c = 0; c < cols; ++c)
+          abs_sum += std::fabs(w.dense[r * cols + c] * x[t * cols + c]);
+        EXPECT_NEAR(got[t * w.rows + r], want[t * w.rows + r], 2e-6 * abs_sum)
+            << MatMulIsaName(isa) << " token " << t << " row " << r;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest, ::testing::ValuesIn(kAllTypes),
+                         [](const auto& info) { return std::string(GgmlTypeName(info.param)); });
+
+TEST(MatMul, SingleThreadPoolGivesSameResult) {
+  const Weights w = MakeWeights(GgmlType::kQ4_1, 64, 576, 5);
+  const auto x = MakeActivations(5, 576, 6);
+  ThreadPool one(1), two(2);
+  std::vector<float> a(5 * 64), b(5 * 64);
+  MatMul(w.matrix(), x.data(), 5, a.data(), one);
+  MatMul(w.matrix(), x.data(), 5, b.data(), two);
+  EXPECT_EQ(a, b);
+}
+
+TEST(MatMul, RowStrideLargerThanRow) {
+  // row_bytes may exceed the packed row size (e.g. padded rows).
+  const Weights w = MakeWeights(GgmlType::kQ8_0, 6, 64, 8);
+  const int64_t packed = RowBytes(GgmlType::kQ8_0, 64).value();
+  std::vector<uint8_t> padded(6 * (packed + 10));
+  for (int r = 0; r < 6; ++r) std::memcpy(&padded[r * (packed + 10)], &w.data[r * packed], packed);
+  WeightMatrix m = w.matrix();
+  m.data = padded.data();
+  m.row_bytes = packed + 10;
+  const auto x = MakeActivations(2, 64, 9);
+  ThreadPool pool(2);
+  std::vector<float> a(12), b(12);
+  MatMul(w.matrix(), x.data(), 2, a.data(), pool);
+  MatMul(m, x.data(), 2, b.data(), pool);
+  EXPECT_EQ(a, b);
+}
+
+TEST(MatMulQuantize, SimdQuantizersMatchScalarBitForBit) {
+  using internal::ActLayout;
+  const int64_t cols = 1024;
+  auto x = MakeActivations(1, cols, 11);
+  x[100] = 0.5f * 127;                        // exact halves after scaling probe the rounding mode
+  for (int i = 32; i < 64; ++i) x[i] = 0.0f;  // an all-zero block
+  std::vector<const internal::KernelSet*> sets = {&internal::ScalarKernels()};
+  if (MatMulIsaSupported(MatMulIsa::kAvx2)) sets.push_back(internal::Avx2Kernels());
+  if (MatMulIsaSupported(MatMulIsa::kAvx512)) sets.push_back(internal::Avx512Kernels());
+  for (ActLayout layout : {ActLayout::kNatural, ActLayout::kPairInterleaved}) {
+    std::vector<int8_t> q0(cols), q1(cols);
+    std::vector<float> d0(cols / 32), d1(cols / 32), s0(cols / 32), s1(cols / 32);
+    internal::QuantizeRow32Scalar(x.data(), cols, layout, q0.data(), d0.data(), s0.data());
+    for (const auto* k : sets) {
+      k->quantize32(x.data(), cols, layout, q1.data(), d1.data(), s1.data());
+      EXPECT_EQ(q0, q1) << k->name;
+      EXPECT_EQ(d0, d1) << k->name;
+      EXPECT_EQ(s0, s1) << k->name;
+    }
+  }
+  std::vector<int8_t> q0(cols), q1(cols);
+  std::vector<float> d0(cols / 256), d1(cols / 256);
+  std::vector<int16_t> b0(cols / 16), b1(cols / 16);
+  internal::QuantizeRow256Scalar(x.data(), cols, q0.data(), d0.data(), b0.data());
+  for (const auto* k : sets) {
+    k->quantize256(x.data(), cols, q1.data(), d1.data(), b1.data());
+    EXPECT_EQ(q0, q1) << k->name;
+    EXPECT_EQ(d0, d1) << k->name;
+    EXPECT_EQ(b0, b1) << k->name;
+  }
+}
+
+}  // namespace
+}  // namespace spillway::engine::cpu
