@@ -26,6 +26,9 @@ inline constexpr float kGreedyTemperature = 1e-5f;
 struct SamplingParams {
   // Logits are divided by it. Below kGreedyTemperature (in particular 0) the sampler takes the
   // argmax and ignores top_k, top_p, min_p and the seed. Must be finite and >= 0.
+  // NOTE(sampler): vLLM raises temperatures in (0, 0.01) to 0.01 because its kernels can hit
+  // inf/NaN there; the Sampler computes exp((logit - max) / T), which cannot overflow, so small
+  // temperatures are used as given.
   float temperature = 1.0f;
   // Nucleus sampling: keep the smallest set of most likely tokens whose probability mass is
   // >= top_p. In (0, 1]; 1 keeps everything.
@@ -46,7 +49,8 @@ struct SamplingParams {
   // vocabulary and distinct; biases finite (the OpenAI front end clamps them to [-100, 100]).
   std::vector<std::pair<TokenId, float>> logit_bias = {};
   // Seeds the sequence's random generator: the same seed, params and logits give the same
-  // tokens. Unset: seeded from std::random_device.
+  // tokens. Unset: seeded from std::random_device. A request with n > 1 sequences must give
+  // each its own seed (e.g. seed + index), or they all draw the same tokens.
   std::optional<uint64_t> seed = std::nullopt;
   // -1: no logprobs. N >= 0: the chosen token's logprob and the N most likely alternatives.
   // In [-1, vocab_size]; the server applies its own, lower cap (vLLM's max_logprobs).
