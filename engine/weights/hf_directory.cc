@@ -1,8 +1,8 @@
 #include "engine/weights/hf_directory.h"
 
 #include <algorithm>
-#include <charconv>
 #include <boost/json.hpp>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -203,13 +203,14 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 class HfModelFile final : public ModelFile {
  public:
-  absl::Status Load(const fs::path& dir);
+  [[nodiscard]] absl::Status Load(const fs::path& dir);
 
  private:
-  absl::Status LoadWeights(const fs::path& dir);
-  absl::Status AddShardTensors(const SafetensorsFile& shard, const std::set<std::string>* only);
-  absl::Status CheckTensors(const fs::path& dir);
-  absl::Status LoadTokenizer(const fs::path& dir);
+  [[nodiscard]] absl::Status LoadWeights(const fs::path& dir);
+  [[nodiscard]] absl::Status AddShardTensors(const SafetensorsFile& shard,
+                                             const std::set<std::string>* only);
+  [[nodiscard]] absl::Status CheckTensors(const fs::path& dir);
+  [[nodiscard]] absl::Status LoadTokenizer(const fs::path& dir);
 
   std::vector<SafetensorsFile> shards_;  // the mappings behind tensors_
 };
@@ -249,9 +250,9 @@ absl::Status HfModelFile::LoadWeights(const fs::path& dir) {
     std::map<std::string, std::set<std::string>> by_shard;
     for (const auto& [tensor, shard_v] : map_v->get_object()) {
       if (!shard_v.is_string() || !IsPlainRelativePath(shard_v.get_string())) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            index.string(), ": weight_map entry for \"", Sv(tensor), "\" is ",
-            json::serialize(shard_v), ", not the name of a file in the directory"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(index.string(), ": weight_map entry for \"", Sv(tensor), "\" is ",
+                         json::serialize(shard_v), ", not the name of a file in the directory"));
       }
       by_shard[std::string(shard_v.get_string())].insert(std::string(tensor));
     }
@@ -413,22 +414,15 @@ absl::Status HfModelFile::LoadTokenizer(const fs::path& dir) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<ModelConfig> ParseHfConfig(std::string_view config_json, std::string_view name) {
-  SPW_ASSIGN_OR_RETURN(json::value root, ParseJson(config_json, "config.json"));
-  if (!root.is_object()) return absl::InvalidArgumentError("config.json: not a JSON object");
-  const JsonFields f(root.get_object(), "config.json");
-
-  ModelConfig c;
-  c.name = std::string(name);
+// model_type and the features that select or rule out an architecture; returns model_type.
+absl::StatusOr<std::string> ParseArchitecture(const JsonFields& f, ModelConfig* c) {
   SPW_ASSIGN_OR_RETURN(std::optional<std::string> model_type, f.OptString("model_type"));
   if (!model_type.has_value()) return f.Missing("model_type");
   if (*model_type == "llama" || *model_type == "mistral") {
-    c.architecture = "llama";
+    c->architecture = "llama";
   } else if (*model_type == "qwen2") {
-    c.architecture = "qwen2";
-    c.qkv_bias = true;
+    c->architecture = "qwen2";
+    c->qkv_bias = true;
   } else {
     return absl::UnimplementedError(
         absl::StrCat("config.json: model_type \"", *model_type,
@@ -446,56 +440,80 @@ absl::StatusOr<ModelConfig> ParseHfConfig(std::string_view config_json, std::str
         absl::StrCat("config.json: ", attention_bias ? "attention_bias" : "mlp_bias",
                      " = true is not supported for model_type \"", *model_type, "\""));
   }
+  return *model_type;
+}
 
-  SPW_ASSIGN_OR_RETURN(c.num_layers, f.PositiveInt("num_hidden_layers"));
-  SPW_ASSIGN_OR_RETURN(c.hidden, f.PositiveInt("hidden_size"));
-  SPW_ASSIGN_OR_RETURN(c.num_heads, f.PositiveInt("num_attention_heads"));
+// Layer count and the attention / head sizes.
+[[nodiscard]] absl::Status ParseSizes(const JsonFields& f, ModelConfig* c) {
+  SPW_ASSIGN_OR_RETURN(c->num_layers, f.PositiveInt("num_hidden_layers"));
+  SPW_ASSIGN_OR_RETURN(c->hidden, f.PositiveInt("hidden_size"));
+  SPW_ASSIGN_OR_RETURN(c->num_heads, f.PositiveInt("num_attention_heads"));
   SPW_ASSIGN_OR_RETURN(std::optional<int64_t> kv_heads, f.OptInt("num_key_value_heads"));
-  c.num_kv_heads = kv_heads.value_or(c.num_heads);
-  if (c.num_kv_heads < 1 || c.num_heads % c.num_kv_heads != 0) {
+  c->num_kv_heads = kv_heads.value_or(c->num_heads);
+  if (c->num_kv_heads < 1 || c->num_heads % c->num_kv_heads != 0) {
     return f.Bad("num_key_value_heads",
-                 absl::StrCat("is ", c.num_kv_heads, "; it must divide num_attention_heads (",
-                              c.num_heads, ")"));
+                 absl::StrCat("is ", c->num_kv_heads, "; it must divide num_attention_heads (",
+                              c->num_heads, ")"));
   }
   SPW_ASSIGN_OR_RETURN(std::optional<int64_t> head_dim, f.OptInt("head_dim"));
   if (head_dim.has_value()) {
     if (*head_dim < 1) return f.Bad("head_dim", absl::StrCat("is ", *head_dim));
-    c.head_dim = *head_dim;
+    c->head_dim = *head_dim;
   } else {
-    if (c.hidden % c.num_heads != 0) {
+    if (c->hidden % c->num_heads != 0) {
       return f.Bad("hidden_size",
-                   absl::StrCat("is ", c.hidden, ", not a multiple of num_attention_heads (",
-                                c.num_heads, "), and head_dim is not given"));
+                   absl::StrCat("is ", c->hidden, ", not a multiple of num_attention_heads (",
+                                c->num_heads, "), and head_dim is not given"));
     }
-    c.head_dim = c.hidden / c.num_heads;
+    c->head_dim = c->hidden / c->num_heads;
   }
-  if (c.head_dim % 2 != 0) {
-    return f.Bad("head_dim", absl::StrCat("is ", c.head_dim, "; RoPE needs an even head_dim"));
+  if (c->head_dim % 2 != 0) {
+    return f.Bad("head_dim", absl::StrCat("is ", c->head_dim, "; RoPE needs an even head_dim"));
   }
-  SPW_ASSIGN_OR_RETURN(c.ffn_hidden, f.PositiveInt("intermediate_size"));
-  SPW_ASSIGN_OR_RETURN(c.vocab_size, f.PositiveInt("vocab_size"));
-  SPW_ASSIGN_OR_RETURN(c.context_length, f.PositiveInt("max_position_embeddings"));
+  return absl::OkStatus();
+}
+
+// FFN and vocabulary sizes, context, norm epsilon, RoPE and embedding tying.
+[[nodiscard]] absl::Status ParseRest(const JsonFields& f, std::string_view model_type,
+                                     ModelConfig* c) {
+  SPW_ASSIGN_OR_RETURN(c->ffn_hidden, f.PositiveInt("intermediate_size"));
+  SPW_ASSIGN_OR_RETURN(c->vocab_size, f.PositiveInt("vocab_size"));
+  SPW_ASSIGN_OR_RETURN(c->context_length, f.PositiveInt("max_position_embeddings"));
   SPW_ASSIGN_OR_RETURN(double eps, f.PositiveNumber("rms_norm_eps", 1e-6));
-  c.rms_eps = static_cast<float>(eps);
+  c->rms_eps = static_cast<float>(eps);
   SPW_ASSIGN_OR_RETURN(double theta, f.PositiveNumber("rope_theta", 10000.0));
-  c.rope_theta = static_cast<float>(theta);
-  c.rope_style = RopeStyle::kNeox;
-  c.rope_dims = c.head_dim;
+  c->rope_theta = static_cast<float>(theta);
+  c->rope_style = RopeStyle::kNeox;
+  c->rope_dims = c->head_dim;
   if (const json::value* rs = f.Get("rope_scaling"); rs != nullptr) {
     if (!rs->is_object()) return f.Bad("rope_scaling", "is not an object or null");
-    SPW_ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(rs->get_object()));
+    SPW_ASSIGN_OR_RETURN(c->rope_scaling, ParseRopeScaling(rs->get_object()));
   }
-  SPW_ASSIGN_OR_RETURN(c.tied_embeddings, f.Bool("tie_word_embeddings", false));
+  SPW_ASSIGN_OR_RETURN(c->tied_embeddings, f.Bool("tie_word_embeddings", false));
 
   // NOTE(hf): spillway has no sliding-window attention. Mistral v0.1 sets sliding_window =
   // 4096 < max_position_embeddings; capping the context at the window keeps results exact.
   // Qwen2 lists a window but only uses it with use_sliding_window = true.
   SPW_ASSIGN_OR_RETURN(bool use_sliding_window,
-                       f.Bool("use_sliding_window", *model_type == "mistral"));
+                       f.Bool("use_sliding_window", model_type == "mistral"));
   SPW_ASSIGN_OR_RETURN(std::optional<int64_t> window, f.OptInt("sliding_window"));
   if (use_sliding_window && window.has_value() && *window >= 1) {
-    c.context_length = std::min(c.context_length, *window);
+    c->context_length = std::min(c->context_length, *window);
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> ParseHfConfig(std::string_view config_json, std::string_view name) {
+  SPW_ASSIGN_OR_RETURN(json::value root, ParseJson(config_json, "config.json"));
+  if (!root.is_object()) return absl::InvalidArgumentError("config.json: not a JSON object");
+  const JsonFields f(root.get_object(), "config.json");
+  ModelConfig c;
+  c.name = std::string(name);
+  SPW_ASSIGN_OR_RETURN(const std::string model_type, ParseArchitecture(f, &c));
+  SPW_RETURN_IF_ERROR(ParseSizes(f, &c));
+  SPW_RETURN_IF_ERROR(ParseRest(f, model_type, &c));
   return c;
 }
 

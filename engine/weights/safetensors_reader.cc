@@ -2,14 +2,12 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
-#include <cstring>
 #include <limits>
 #include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 
 namespace spillway::engine {
@@ -78,11 +76,12 @@ class HeaderParser {
     }
     const std::string_view dtype_name = dtype_v->get_string();
     const DtypeInfo* dtype = FindDtype(dtype_name);
-    if (dtype == nullptr) return Error(name, absl::StrCat("unknown dtype \"", Sv(dtype_name), "\""));
+    if (dtype == nullptr)
+      return Error(name, absl::StrCat("unknown dtype \"", Sv(dtype_name), "\""));
     if (!dtype->type.has_value()) {
       return absl::UnimplementedError(
-          absl::StrCat("safetensors file ", path_, ": tensor \"", Sv(name), "\": dtype ", Sv(dtype_name),
-                       " is not supported (spillway loads F32, F16 and BF16)"));
+          absl::StrCat("safetensors file ", path_, ": tensor \"", Sv(name), "\": dtype ",
+                       Sv(dtype_name), " is not supported (spillway loads F32, F16 and BF16)"));
     }
 
     SafetensorsTensor t;
@@ -196,8 +195,8 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(const uint8_t* bytes, int
       if (meta == nullptr) return file_error("\"__metadata__\" is not a JSON object");
       for (const auto& [mkey, mvalue] : *meta) {
         if (!mvalue.is_string()) {
-          return file_error(absl::StrCat("\"__metadata__\" value of \"", Sv(mkey),
-                                         "\" is not a string"));
+          return file_error(
+              absl::StrCat("\"__metadata__\" value of \"", Sv(mkey), "\" is not a string"));
         }
         file.metadata_.emplace(std::string(mkey), std::string(mvalue.get_string()));
       }

@@ -4,7 +4,6 @@
 #include <boost/json.hpp>
 #include <cctype>
 #include <limits>
-#include <map>
 #include <optional>
 #include <unordered_map>
 #include <utility>
@@ -229,7 +228,7 @@ std::optional<TemplateEnds> FindTemplate(const json::value& v) {
 
 class SpecBuilder {
  public:
-  absl::Status ReadVocab(const json::object& model) {
+  [[nodiscard]] absl::Status ReadVocab(const json::object& model) {
     const json::object* vocab = ObjectField(model, "vocab");
     if (vocab == nullptr) {
       return absl::InvalidArgumentError("tokenizer.json: model.vocab is missing or not an object");
@@ -246,7 +245,7 @@ class SpecBuilder {
     return absl::OkStatus();
   }
 
-  absl::Status ReadAddedTokens(const json::object& root) {
+  [[nodiscard]] absl::Status ReadAddedTokens(const json::object& root) {
     const json::value* added = root.if_contains("added_tokens");
     if (added == nullptr || added->is_null()) return absl::OkStatus();
     if (!added->is_array()) {
@@ -270,7 +269,7 @@ class SpecBuilder {
     return absl::OkStatus();
   }
 
-  absl::Status ReadMerges(const json::object& model) {
+  [[nodiscard]] absl::Status ReadMerges(const json::object& model) {
     const json::value* merges = model.if_contains("merges");
     if (merges == nullptr || merges->is_null()) return absl::OkStatus();
     if (!merges->is_array()) {
@@ -386,7 +385,8 @@ class SpecBuilder {
     return n;
   }
 
-  absl::Status Place(int64_t id, std::string_view text, TokenType type, std::string_view where) {
+  [[nodiscard]] absl::Status Place(int64_t id, std::string_view text, TokenType type,
+                                   std::string_view where) {
     if (id >= std::ssize(placed_)) placed_.resize(id + 1);
     auto& slot = placed_[id];
     if (slot.has_value() && slot->first != text) {
@@ -405,6 +405,109 @@ class SpecBuilder {
   std::unordered_map<std::string, TokenId> ids_;
   std::vector<TokenId> added_ids_;
 };
+
+// "gpt2" (byte-level) or "llama" (Metaspace + byte fallback), with what each kind needs.
+[[nodiscard]] absl::Status ChooseKind(const PreTokenizerInfo& pre, bool byte_fallback,
+                                      SpecBuilder& b) {
+  TokenizerSpec& spec = b.spec();
+  if (pre.byte_level && !pre.metaspace) {
+    spec.model = "gpt2";
+    spec.pre = pre.pre;
+  } else if (pre.metaspace && !pre.byte_level && byte_fallback) {
+    spec.model = "llama";
+    spec.pre = "default";
+    spec.add_space_prefix = pre.add_space_prefix;
+    b.MarkByteTokens();
+    b.ScoresFromMerges();
+  } else {
+    return absl::UnimplementedError(absl::StrCat(
+        "tokenizer.json: a BPE tokenizer ", byte_fallback ? "with" : "without", " byte_fallback, ",
+        pre.metaspace ? "with" : "without", " Metaspace (\"▁\") and ",
+        pre.byte_level ? "with" : "without",
+        " ByteLevel is not supported (spillway runs byte-level BPE and Llama-2-style BPE)"));
+  }
+  return absl::OkStatus();
+}
+
+// bos/eos/unk/pad ids from tokenizer_config.json and model.unk_token.
+[[nodiscard]] absl::Status ResolveSpecialIds(const json::object& model, const json::object& config,
+                                             SpecBuilder& b) {
+  TokenizerSpec& spec = b.spec();
+  if (const std::string_view unk = StringField(model, "unk_token"); !unk.empty()) {
+    SPW_ASSIGN_OR_RETURN(spec.unk_id, b.IdOfText(unk, "tokenizer.json model.unk_token"));
+  }
+  struct Named {
+    std::string_view key;
+    TokenId* id;
+  };
+  for (const Named& n : {Named{"bos_token", &spec.bos_id}, Named{"eos_token", &spec.eos_id},
+                         Named{"unk_token", &spec.unk_id}, Named{"pad_token", &spec.pad_id}}) {
+    SPW_ASSIGN_OR_RETURN(std::optional<std::string> text, SpecialTokenText(config, n.key));
+    if (text.has_value()) {
+      SPW_ASSIGN_OR_RETURN(*n.id,
+                           b.IdOfText(*text, absl::StrCat("tokenizer_config.json ", Sv(n.key))));
+    }
+  }
+  if (spec.model == "llama") {
+    // LlamaTokenizer(Fast)'s constructor defaults, for configs that leave them out.
+    if (spec.bos_id < 0) spec.bos_id = b.FindId("<s>").value_or(-1);
+    if (spec.eos_id < 0) spec.eos_id = b.FindId("</s>").value_or(-1);
+    if (spec.unk_id < 0) spec.unk_id = b.FindId("<unk>").value_or(-1);
+  }
+  if (spec.unk_id >= 0 && spec.token_types[spec.unk_id] == TokenType::kNormal) {
+    spec.token_types[spec.unk_id] = TokenType::kUnknown;
+  }
+  return absl::OkStatus();
+}
+
+[[nodiscard]] absl::Status ResolveAddBosEos(const json::object& root, const json::object& config,
+                                            SpecBuilder& b) {
+  TokenizerSpec& spec = b.spec();
+  // add_bos / add_eos: explicit flags, else the post-processor template, else the default of
+  // the Transformers tokenizer class for this kind.
+  std::optional<TemplateEnds> ends;
+  if (const json::value* post = root.if_contains("post_processor"); post != nullptr) {
+    ends = FindTemplate(*post);
+  }
+  auto template_adds = [&](const std::optional<std::string> TemplateEnds::*end, TokenId* id) {
+    if (!ends.has_value() || !((*ends).*end).has_value()) return false;
+    const std::optional<TokenId> found = b.FindId(*((*ends).*end));
+    if (!found.has_value()) return false;
+    if (*id < 0) *id = *found;
+    return *id == *found;
+  };
+  const std::optional<bool> add_bos = BoolField(config, "add_bos_token");
+  const std::optional<bool> add_eos = BoolField(config, "add_eos_token");
+  spec.add_bos = add_bos.has_value()
+                     ? *add_bos
+                     : (ends.has_value() ? template_adds(&TemplateEnds::first_special, &spec.bos_id)
+                                         : spec.model == "llama" && spec.bos_id >= 0);
+  spec.add_eos =
+      add_eos.has_value() ? *add_eos : template_adds(&TemplateEnds::last_special, &spec.eos_id);
+  if (spec.add_bos && spec.bos_id < 0) {
+    return absl::InvalidArgumentError(
+        "tokenizer_config.json: add_bos_token is true but there is no bos_token");
+  }
+  if (spec.add_eos && spec.eos_id < 0) {
+    return absl::InvalidArgumentError(
+        "tokenizer_config.json: add_eos_token is true but there is no eos_token");
+  }
+  return absl::OkStatus();
+}
+
+// Added tokens that end a turn by name (kEndOfTurnTokens), other than eos.
+void CollectEndOfTurnIds(SpecBuilder& b) {
+  TokenizerSpec& spec = b.spec();
+  for (TokenId id : b.added_ids()) {
+    const std::string& text = spec.tokens[id];
+    if (id != spec.eos_id &&
+        std::find(std::begin(kEndOfTurnTokens), std::end(kEndOfTurnTokens), text) !=
+            std::end(kEndOfTurnTokens) &&
+        std::find(spec.eot_ids.begin(), spec.eot_ids.end(), id) == spec.eot_ids.end()) {
+      spec.eot_ids.push_back(id);
+    }
+  }
+}
 
 }  // namespace
 
@@ -437,91 +540,11 @@ absl::StatusOr<TokenizerSpec> ParseTokenizerJson(std::string_view tokenizer_json
   SPW_RETURN_IF_ERROR(b.ReadAddedTokens(root));
   SPW_RETURN_IF_ERROR(b.ReadMerges(*model));
   b.Densify();
-  TokenizerSpec& spec = b.spec();
-
-  if (pre.byte_level && !pre.metaspace) {
-    spec.model = "gpt2";
-    spec.pre = pre.pre;
-  } else if (pre.metaspace && !pre.byte_level && byte_fallback) {
-    spec.model = "llama";
-    spec.pre = "default";
-    spec.add_space_prefix = pre.add_space_prefix;
-    b.MarkByteTokens();
-    b.ScoresFromMerges();
-  } else {
-    return absl::UnimplementedError(absl::StrCat(
-        "tokenizer.json: a BPE tokenizer ", byte_fallback ? "with" : "without", " byte_fallback, ",
-        pre.metaspace ? "with" : "without", " Metaspace (\"▁\") and ",
-        pre.byte_level ? "with" : "without",
-        " ByteLevel is not supported (spillway runs byte-level BPE and Llama-2-style BPE)"));
-  }
-
-  // Special tokens.
-  if (const std::string_view unk = StringField(*model, "unk_token"); !unk.empty()) {
-    SPW_ASSIGN_OR_RETURN(spec.unk_id, b.IdOfText(unk, "tokenizer.json model.unk_token"));
-  }
-  struct Named {
-    std::string_view key;
-    TokenId* id;
-  };
-  for (const Named& n : {Named{"bos_token", &spec.bos_id}, Named{"eos_token", &spec.eos_id},
-                         Named{"unk_token", &spec.unk_id}, Named{"pad_token", &spec.pad_id}}) {
-    SPW_ASSIGN_OR_RETURN(std::optional<std::string> text, SpecialTokenText(config, n.key));
-    if (text.has_value()) {
-      SPW_ASSIGN_OR_RETURN(*n.id,
-                           b.IdOfText(*text, absl::StrCat("tokenizer_config.json ", Sv(n.key))));
-    }
-  }
-  if (spec.model == "llama") {
-    // LlamaTokenizer(Fast)'s constructor defaults, for configs that leave them out.
-    if (spec.bos_id < 0) spec.bos_id = b.FindId("<s>").value_or(-1);
-    if (spec.eos_id < 0) spec.eos_id = b.FindId("</s>").value_or(-1);
-    if (spec.unk_id < 0) spec.unk_id = b.FindId("<unk>").value_or(-1);
-  }
-  if (spec.unk_id >= 0 && spec.token_types[spec.unk_id] == TokenType::kNormal) {
-    spec.token_types[spec.unk_id] = TokenType::kUnknown;
-  }
-
-  // add_bos / add_eos: explicit flags, else the post-processor template, else the default of
-  // the Transformers tokenizer class for this kind.
-  std::optional<TemplateEnds> ends;
-  if (const json::value* post = root.if_contains("post_processor"); post != nullptr) {
-    ends = FindTemplate(*post);
-  }
-  auto template_adds = [&](const std::optional<std::string> TemplateEnds::*end, TokenId* id) {
-    if (!ends.has_value() || !((*ends).*end).has_value()) return false;
-    const std::optional<TokenId> found = b.FindId(*((*ends).*end));
-    if (!found.has_value()) return false;
-    if (*id < 0) *id = *found;
-    return *id == *found;
-  };
-  const std::optional<bool> add_bos = BoolField(config, "add_bos_token");
-  const std::optional<bool> add_eos = BoolField(config, "add_eos_token");
-  spec.add_bos = add_bos.has_value()
-                     ? *add_bos
-                     : (ends.has_value() ? template_adds(&TemplateEnds::first_special, &spec.bos_id)
-                                         : spec.model == "llama" && spec.bos_id >= 0);
-  spec.add_eos =
-      add_eos.has_value() ? *add_eos : template_adds(&TemplateEnds::last_special, &spec.eos_id);
-  if (spec.add_bos && spec.bos_id < 0) {
-    return absl::InvalidArgumentError(
-        "tokenizer_config.json: add_bos_token is true but there is no bos_token");
-  }
-  if (spec.add_eos && spec.eos_id < 0) {
-    return absl::InvalidArgumentError(
-        "tokenizer_config.json: add_eos_token is true but there is no eos_token");
-  }
-
-  for (TokenId id : b.added_ids()) {
-    const std::string& text = spec.tokens[id];
-    if (id != spec.eos_id &&
-        std::find(std::begin(kEndOfTurnTokens), std::end(kEndOfTurnTokens), text) !=
-            std::end(kEndOfTurnTokens) &&
-        std::find(spec.eot_ids.begin(), spec.eot_ids.end(), id) == spec.eot_ids.end()) {
-      spec.eot_ids.push_back(id);
-    }
-  }
-  return std::move(spec);
+  SPW_RETURN_IF_ERROR(ChooseKind(pre, byte_fallback, b));
+  SPW_RETURN_IF_ERROR(ResolveSpecialIds(*model, config, b));
+  SPW_RETURN_IF_ERROR(ResolveAddBosEos(root, config, b));
+  CollectEndOfTurnIds(b);
+  return std::move(b.spec());
 }
 
 absl::StatusOr<std::string> ChatTemplateFromTokenizerConfig(
