@@ -8,8 +8,9 @@
 The directories are a pure function of this file: weights come from a counter-based
 splitmix64 generator (no numpy RNG, whose streams may change between versions) and the
 safetensors files are written by hand, so every machine produces the same bytes. logits.json
-records each model.safetensors' sha256, so a test can check it runs on the files the goldens
-were made from.
+records each model.safetensors' sha256 and tiny_models.sha256 every file's, so a setup script
+can check (`cd OUT_DIR && sha256sum -c .../tiny_models.sha256`) that it runs on the files the
+goldens were made from.
 
 Models (all 2 layers, hidden 64, 4 heads, 2 KV heads, head_dim 16, ffn 128):
   llama-tiny       Llama, F32, tied embeddings (no lm_head.weight), rope_theta 10000,
@@ -418,6 +419,17 @@ def make_goldens(paths, golden_path):
         worst = min(c["min_greedy_margin"] for c in cases)
         print(f"{name}: greedy margins >= {worst:.4g}", file=sys.stderr)
     write_json(golden_path, out)
+
+    # Every generated file's sha256, in `sha256sum -c` format (run it inside OUT_DIR), so a
+    # setup script can check that it generated what the goldens were made from.
+    root = os.path.dirname(next(iter(paths.values())))
+    lines = []
+    for name in sorted(paths):
+        for f in sorted(os.listdir(paths[name])):
+            lines.append(f"{sha256(os.path.join(paths[name], f))}  {name}/{f}\n")
+    with open(os.path.join(os.path.dirname(golden_path), "tiny_models.sha256"), "w") as f:
+        f.writelines(lines)
+    assert all(os.path.dirname(p) == root for p in paths.values())
 
 
 def main():
