@@ -152,7 +152,8 @@ Activations QuantizeActivations(const KernelSet& k, GgmlType type, const float* 
   } else {
     buf.s.resize(static_cast<size_t>(n_tokens * scale_stride));
     a.s = buf.s.data();
-    const ActLayout layout = type == GgmlType::kQ8_0 ? ActLayout::kNatural : k.q4_layout;
+    a.wide = n_tokens >= k.wide_min_tokens;
+    const ActLayout layout = type == GgmlType::kQ8_0 || !a.wide ? ActLayout::kNatural : k.q4_layout;
     fn = [&, layout, d = buf.d.data(), s = buf.s.data()](int, int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         k.quantize32(x + t * cols, cols, layout, q + t * q_stride, d + t * scale_stride,

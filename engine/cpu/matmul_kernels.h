@@ -36,6 +36,9 @@ struct QuantizedActivations {
   int64_t scale_stride = 0;
   const int16_t* bsums = nullptr;  // [n_tokens, bsum_stride] (K-quants only)
   int64_t bsum_stride = 0;
+  // n_tokens >= KernelSet::wide_min_tokens: the kernel set's wide kernels run, and Q4_0/Q4_1
+  // activations are in KernelSet::q4_layout; otherwise they are kNatural.
+  bool wide = false;
 };
 
 // What a tile kernel reads: f32 activations for F32/F16/BF16 weights, quantized otherwise.
@@ -67,7 +70,8 @@ struct KernelSet {
   TileFn q6_k = nullptr;
   Quantize32Fn quantize32 = nullptr;
   Quantize256Fn quantize256 = nullptr;
-  ActLayout q4_layout = ActLayout::kNatural;  // layout wanted for Q4_0/Q4_1 weights
+  ActLayout q4_layout = ActLayout::kNatural;  // layout wanted for Q4_0/Q4_1 weights when wide
+  int64_t wide_min_tokens = 1;                // see QuantizedActivations::wide
 };
 
 // The portable kernels (any CPU).

@@ -16,42 +16,15 @@
 
 SPW_TARGET_BEGIN("avx2,fma,f16c")
 
+#include "engine/cpu/x86/legacy_ymm.inc"
+
 namespace spillway::engine::cpu::internal {
 namespace {
 
-constexpr int kMaxRows = 4;    // rows per micro-tile
-constexpr int kMaxTokens = 2;  // tokens per micro-tile (16 ymm registers)
-
-inline float Hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline int HsumI32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
-}
-
-inline float F16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
-
-// sum_b m[b] * s[b]
-inline float MinTerm(const float* m, const float* s, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (; b + 8 <= nb; b += 8)
-    acc = _mm256_fmadd_ps(_mm256_loadu_ps(m + b), _mm256_loadu_ps(s + b), acc);
-  float sum = Hsum(acc);
-  for (; b < nb; ++b) sum += m[b] * s[b];
-  return sum;
-}
+using ymm::Hsum;
+using ymm::HsumI32;
+using ymm::kMaxRows;
+using ymm::kMaxTokens;
 
 void Quantize32(const float* x, int64_t cols, ActLayout layout, int8_t* q, float* d, float* s) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -91,121 +64,6 @@ void Quantize32(const float* x, int64_t cols, ActLayout layout, int8_t* q, float
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute2x128_si256(b0, b1, 0x20));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + kQk),
                           _mm256_permute2x128_si256(b0, b1, 0x31));
-    }
-  }
-}
-
-template <GgmlType kType>
-constexpr int64_t LegacyBlockBytes() {
-  return kType == GgmlType::kQ4_0 ? 18 : kType == GgmlType::kQ4_1 ? 20 : 34;
-}
-
-// d and m of `nb` blocks of one row, as f32 (m: Q4_1's min, -8 d for Q4_0, unused for Q8_0).
-template <GgmlType kType>
-void ExtractScales(const uint8_t* row, int64_t nb, float* d, float* m) {
-  constexpr int64_t kBytes = LegacyBlockBytes<kType>();
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = row + b * kBytes;
-    d[b] = F16(blk);
-    if constexpr (kType == GgmlType::kQ4_1) m[b] = F16(blk + 2);
-    if constexpr (kType == GgmlType::kQ4_0) m[b] = -8.0f * d[b];
-  }
-}
-
-struct LegacyRows {
-  const uint8_t* row[kMaxRows];
-  const float* d[kMaxRows];
-  const float* m[kMaxRows];
-};
-
-template <GgmlType kType, int R, int T>
-void LegacyMicro(const LegacyRows& w, int64_t nb, const QuantizedActivations& a, int64_t t0,
-                 float* y, int64_t ldy) {
-  constexpr int64_t kBytes = LegacyBlockBytes<kType>();
-  constexpr int64_t kQsOffset = kType == GgmlType::kQ4_1 ? 4 : 2;
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
-  __m256 acc[R][T];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    __m256i u[R];
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* qs = w.row[r] + b * kBytes + kQsOffset;
-      if constexpr (kType == GgmlType::kQ8_0) {
-        u[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
-      } else {
-        const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-        u[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), low4);
-      }
-    }
-    for (int t = 0; t < T; ++t) {
-      const __m256i xv = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(a.q + (t0 + t) * a.q_stride + b * kQk));
-      const float dx = a.d[(t0 + t) * a.scale_stride + b];
-      for (int r = 0; r < R; ++r) {
-        __m256i p16;
-        if constexpr (kType == GgmlType::kQ8_0) {
-          p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(u[r]), _mm256_sign_epi8(xv, u[r]));
-        } else {
-          p16 = _mm256_maddubs_epi16(u[r], xv);
-        }
-        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-        acc[r][t] = _mm256_fmadd_ps(p, _mm256_set1_ps(w.d[r][b] * dx), acc[r][t]);
-      }
-    }
-  }
-  for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < R; ++r) {
-      float v = Hsum(acc[r][t]);
-      if constexpr (kType != GgmlType::kQ8_0) {
-        v += MinTerm(w.m[r], a.s + (t0 + t) * a.scale_stride, nb);
-      }
-      y[t * ldy + r] = v;
-    }
-  }
-}
-
-template <GgmlType kType, int R>
-void LegacyMicroT(int nt, const LegacyRows& w, int64_t nb, const QuantizedActivations& a,
-                  int64_t t0, float* y, int64_t ldy) {
-  if (nt == 2) return LegacyMicro<kType, R, 2>(w, nb, a, t0, y, ldy);
-  return LegacyMicro<kType, R, 1>(w, nb, a, t0, y, ldy);
-}
-
-template <GgmlType kType>
-void LegacyTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Activations& x,
-                int64_t tok_begin, int64_t tok_end, float* y) {
-  const int64_t nb = w.cols / kQk;
-  thread_local std::vector<float> scratch;
-  scratch.resize(static_cast<size_t>(2 * kMaxRows * nb));
-  for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {
-    const int nr = static_cast<int>(std::min<int64_t>(kMaxRows, row_end - r0));
-    LegacyRows rows;
-    for (int i = 0; i < nr; ++i) {
-      rows.row[i] = static_cast<const uint8_t*>(w.data) + (r0 + i) * w.row_bytes;
-      rows.d[i] = scratch.data() + i * nb;
-      rows.m[i] = scratch.data() + (kMaxRows + i) * nb;
-      ExtractScales<kType>(rows.row[i], nb, scratch.data() + i * nb,
-                           scratch.data() + (kMaxRows + i) * nb);
-    }
-    for (int64_t t0 = tok_begin; t0 < tok_end; t0 += kMaxTokens) {
-      const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, tok_end - t0));
-      float* yt = y + t0 * w.rows + r0;
-      switch (nr) {
-        case 4:
-          LegacyMicroT<kType, 4>(nt, rows, nb, x.q, t0, yt, w.rows);
-          break;
-        case 3:
-          LegacyMicroT<kType, 3>(nt, rows, nb, x.q, t0, yt, w.rows);
-          break;
-        case 2:
-          LegacyMicroT<kType, 2>(nt, rows, nb, x.q, t0, yt, w.rows);
-          break;
-        default:
-          LegacyMicroT<kType, 1>(nt, rows, nb, x.q, t0, yt, w.rows);
-          break;
-      }
     }
   }
 }
@@ -309,9 +167,9 @@ const KernelSet* Avx2Kernels() {
     k.f32 = FloatTile<GgmlType::kF32>;
     k.f16 = FloatTile<GgmlType::kF16>;
     k.bf16 = FloatTile<GgmlType::kBF16>;
-    k.q4_0 = LegacyTile<GgmlType::kQ4_0>;
-    k.q4_1 = LegacyTile<GgmlType::kQ4_1>;
-    k.q8_0 = LegacyTile<GgmlType::kQ8_0>;
+    k.q4_0 = ymm::LegacyTile<GgmlType::kQ4_0, false>;
+    k.q4_1 = ymm::LegacyTile<GgmlType::kQ4_1, false>;
+    k.q8_0 = ymm::LegacyTile<GgmlType::kQ8_0, false>;
     k.quantize32 = Quantize32;
     k.q4_layout = ActLayout::kNatural;
     return k;
