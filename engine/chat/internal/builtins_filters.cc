@@ -45,7 +45,7 @@ absl::StatusOr<Value> ToJsonFilter(const Value& v, const CallArgs& args) {
   if (const Value* a = Arg(args, 0, "ensure_ascii")) options.ensure_ascii = Truthy(*a);
   if (const Value* indent = Arg(args, 1, "indent"); indent != nullptr && !indent->is_none()) {
     options.has_indent = true;
-    options.item_separator = ",";
+    options.item_separator.assign(1, ',');  // json.dumps drops the space when indenting
     if (indent->is_string()) {
       options.indent = indent->string_value();
     } else {

@@ -13,6 +13,14 @@
 namespace spillway::engine::chat::internal {
 namespace {
 
+// Most items split() or iterating a string may produce (bounds memory for huge strings).
+constexpr int64_t kMaxItems = 1'000'000;
+
+absl::Status TooManyItems() {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("template made a sequence of more than ", kMaxItems, " items"));
+}
+
 // jinja2's object_type_repr, used in Undefined messages.
 std::string ObjectTypeRepr(const Value& v) {
   if (v.is_none()) return "None";
@@ -50,13 +58,15 @@ absl::StatusOr<Value> StrSplit(const Value& self, const CallArgs& args) {
     SPW_ASSIGN_OR_RETURN(limit, IntArg(*maxsplit, "split"));
   }
   std::vector<std::string> parts;
+  int64_t bounded = limit < 0 || limit > kMaxItems ? kMaxItems : limit;
   if (sep != nullptr && !sep->is_none()) {
     SPW_ASSIGN_OR_RETURN(std::string s, StringArg(*sep, "split"));
     if (s.empty()) return absl::InvalidArgumentError("empty separator");
-    parts = PySplit(self.string_value(), &s, limit);
+    parts = PySplit(self.string_value(), &s, bounded);
   } else {
-    parts = PySplit(self.string_value(), nullptr, limit);
+    parts = PySplit(self.string_value(), nullptr, bounded);
   }
+  if (static_cast<int64_t>(parts.size()) > kMaxItems) return TooManyItems();
   std::vector<Value> items;
   for (auto& p : parts) items.push_back(Value::String(std::move(p)));
   return Value::List(std::move(items));
@@ -426,6 +436,7 @@ absl::StatusOr<std::vector<Value>> Iterate(const Value& v) {
       return keys;
     }
     case Value::Kind::kString: {
+      if (CodePointCount(v.string_value()) > kMaxItems) return TooManyItems();
       std::vector<Value> chars;
       std::string one;
       for (char32_t c : DecodeUtf8(v.string_value())) {
@@ -467,9 +478,13 @@ std::optional<Value> LookupGlobal(const std::string& name) {
   if (name == "range") return Value::Function(name, Range);
   if (name == "namespace" || name == "dict") {
     bool is_namespace = name == "namespace";
-    return Value::Function(name, [is_namespace](Evaluator&, const CallArgs& args) {
-      return MakeDictLike(args, is_namespace);
-    });
+    return Value::Function(
+        name, [is_namespace](Evaluator& ev, const CallArgs& args) -> absl::StatusOr<Value> {
+          absl::StatusOr<Value> made = MakeDictLike(args, is_namespace);
+          if (made.ok() && is_namespace) ev.TrackNamespace(*made);
+          if (made.ok()) SPW_RETURN_IF_ERROR(ev.CheckWeight(*made));
+          return made;
+        });
   }
   if (name == "raise_exception") {
     return Value::Function(name, [](Evaluator& ev, const CallArgs& args) -> absl::StatusOr<Value> {

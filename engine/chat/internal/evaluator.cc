@@ -87,6 +87,9 @@ absl::StatusOr<std::string> Evaluator::Render(
   frames_.push_back(std::move(variables));
   out_.clear();
   absl::StatusOr<Flow> flow = ExecBody(ast_.body);
+  for (const Value& ns : namespaces_) ns.ns().attrs.items.clear();
+  namespaces_.clear();
+  frames_.clear();
   if (!flow.ok()) {
     if (raised_) return absl::InvalidArgumentError(raised_message_);
     return flow.status();
@@ -112,6 +115,14 @@ absl::Status Evaluator::CheckSize(size_t bytes) const {
   if (static_cast<int64_t>(bytes) > limits_.max_output_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "template rendering exceeded the size limit of ", limits_.max_output_bytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Evaluator::CheckWeight(const Value& v) const {
+  if (v.weight() > limits_.max_value_weight) {
+    return absl::ResourceExhaustedError(absl::StrCat("template built a list or dict of more than ",
+                                                     limits_.max_value_weight, " values"));
   }
   return absl::OkStatus();
 }
@@ -449,14 +460,18 @@ absl::StatusOr<Value> Evaluator::EvalCollection(const Expr& expr) {
       }
       dict.Set(key.string_value(), std::move(value));
     }
-    return Value::Dict(std::move(dict));
+    Value result = Value::Dict(std::move(dict));
+    SPW_RETURN_IF_ERROR(CheckWeight(result));
+    return result;
   }
   std::vector<Value> items;
   for (const auto& arg : expr.args) {
     SPW_ASSIGN_OR_RETURN(Value v, Eval(*arg));
     items.push_back(std::move(v));
   }
-  return Value::List(std::move(items), expr.kind == Expr::Kind::kTuple);
+  Value result = Value::List(std::move(items), expr.kind == Expr::Kind::kTuple);
+  SPW_RETURN_IF_ERROR(CheckWeight(result));
+  return result;
 }
 
 absl::StatusOr<Value> Evaluator::EvalBinary(const Expr& expr) {
@@ -489,13 +504,18 @@ absl::StatusOr<Value> Evaluator::EvalBinary(const Expr& expr) {
     SPW_RETURN_IF_ERROR(CheckSize(a.list().items.size() + b.list().items.size()));
     std::vector<Value> items = a.list().items;
     items.insert(items.end(), b.list().items.begin(), b.list().items.end());
-    return Value::List(std::move(items), a.list().is_tuple);
+    Value result = Value::List(std::move(items), a.list().is_tuple);
+    SPW_RETURN_IF_ERROR(CheckWeight(result));
+    return result;
   }
   if (op == "*" && (a.is_string() || a.is_list()) && (b.is_int() || b.is_bool())) {
     int64_t times = std::max<int64_t>(0, IntOf(b));
     size_t unit = a.is_string() ? a.string_value().size() : a.list().items.size();
     if (unit > 0 && times > limits_.max_output_bytes / static_cast<int64_t>(unit)) {
       return CheckSize(static_cast<size_t>(limits_.max_output_bytes) + 1);
+    }
+    if (a.is_list() && times > limits_.max_value_weight / a.weight()) {
+      return CheckWeight(Value::List(std::vector<Value>(2, a)));  // fails: too heavy
     }
     if (a.is_string()) {
       std::string s;
@@ -506,7 +526,9 @@ absl::StatusOr<Value> Evaluator::EvalBinary(const Expr& expr) {
     for (int64_t i = 0; i < times; ++i) {
       items.insert(items.end(), a.list().items.begin(), a.list().items.end());
     }
-    return Value::List(std::move(items), a.list().is_tuple);
+    Value result = Value::List(std::move(items), a.list().is_tuple);
+    SPW_RETURN_IF_ERROR(CheckWeight(result));
+    return result;
   }
   if (op == "+" && a.is_string()) {
     return absl::InvalidArgumentError(

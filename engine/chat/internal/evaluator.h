@@ -23,6 +23,7 @@ struct RenderLimits {
   int64_t max_output_bytes = int64_t{16} << 20;  // also bounds every intermediate string/list
   int64_t max_steps = 1'000'000;                 // statements, loop iterations and calls
   int max_call_depth = 64;                       // nested macro calls
+  Weight max_value_weight = 1'000'000;           // flattened size of one list or dict
 };
 
 class Evaluator {
@@ -39,10 +40,15 @@ class Evaluator {
   absl::StatusOr<Value> Call(const Value& callee, const CallArgs& args);
   // Records that raise_exception() was called, so its message is returned unchanged.
   absl::Status Raise(std::string message);
+  // Remembers a namespace made during this render; Render empties them all at the end so that
+  // a namespace that holds itself (`{% set ns.me = ns %}`) is not leaked.
+  void TrackNamespace(const Value& ns) { namespaces_.push_back(ns); }
   // Counts one unit of work against max_steps.
   absl::Status Tick();
   // Fails when a value of `bytes` would exceed max_output_bytes.
   absl::Status CheckSize(size_t bytes) const;
+  // Fails when `v` is a list or dict heavier than max_value_weight.
+  absl::Status CheckWeight(const Value& v) const;
   const RenderLimits& limits() const { return limits_; }
   const std::optional<std::tm>& now() const { return now_; }
   // True once raise_exception() was called.
@@ -74,6 +80,7 @@ class Evaluator {
   std::optional<std::tm> now_;
   std::vector<Frame> frames_;  // frames_[0] holds the variables and top-level sets
   std::string out_;
+  std::vector<Value> namespaces_;
   int64_t steps_ = 0;
   int call_depth_ = 0;
   bool raised_ = false;

@@ -304,7 +304,10 @@ std::string PyFloatRepr(double v) {
   int num_digits = static_cast<int>(digits.size());
   if (exponent < -4 || exponent >= 16) {
     out += digits.substr(0, 1);
-    if (num_digits > 1) out += "." + digits.substr(1);
+    if (num_digits > 1) {
+      out.push_back('.');
+      out.append(digits, 1, std::string::npos);
+    }
     char exp_buf[16];
     std::snprintf(exp_buf, sizeof(exp_buf), "e%c%02d", exponent < 0 ? '-' : '+',
                   std::abs(exponent));

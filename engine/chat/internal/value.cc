@@ -34,6 +34,7 @@ void AppendDictRepr(const DictData& dict, int depth, std::string& out) {
 }
 
 void AppendRepr(const Value& v, int depth, std::string& out) {
+  if (out.size() > kMaxTextBytes) return;
   if (depth > kMaxNesting) {
     out += "...";
     return;
@@ -166,6 +167,9 @@ absl::Status AppendJsonDict(const DictData& dict, const JsonOptions& options, in
 }
 
 absl::Status AppendJson(const Value& v, const JsonOptions& options, int depth, std::string& out) {
+  if (out.size() > kMaxTextBytes) {
+    return absl::ResourceExhaustedError("tojson: the JSON text is too long");
+  }
   if (depth > kMaxNesting) {
     return absl::InvalidArgumentError("tojson: value is nested too deeply (circular reference?)");
   }
@@ -214,15 +218,31 @@ void DictData::Set(std::string key, Value value) {
   items.emplace_back(std::move(key), std::move(value));
 }
 
+namespace {
+Weight AddWeight(Weight total, Weight more) {
+  constexpr Weight kCap = Weight{1} << 60;
+  return total > kCap - more ? kCap : total + more;
+}
+}  // namespace
+
 Value Value::List(std::vector<Value> items, bool is_tuple) {
   auto data = std::make_shared<ListData>();
   data->items = std::move(items);
   data->is_tuple = is_tuple;
+  for (const Value& item : data->items) data->weight = AddWeight(data->weight, item.weight());
   return Value(std::shared_ptr<const ListData>(std::move(data)));
 }
 
 Value Value::Dict(DictData dict) {
+  dict.weight = 1;
+  for (const auto& entry : dict.items) dict.weight = AddWeight(dict.weight, entry.second.weight());
   return Value(std::shared_ptr<const DictData>(std::make_shared<DictData>(std::move(dict))));
+}
+
+Weight Value::weight() const {
+  if (is_list()) return list().weight;
+  if (is_dict()) return dict().weight;
+  return 1;
 }
 
 Value Value::Namespace(DictData attrs) {

@@ -28,14 +28,20 @@ struct Undefined {
 };
 struct None {};
 
+// Values a list or dict holds when flattened (itself, its items, their items, ...): shared
+// sub-lists count once per reference, so it bounds the work of printing or comparing it.
+using Weight = int64_t;
+
 struct ListData {
   std::vector<Value> items;
   bool is_tuple = false;  // only changes how the value prints: (1, 2) rather than [1, 2]
+  Weight weight = 1;
 };
 
 // An insertion-ordered str -> Value map (Python dicts keep insertion order).
 struct DictData {
   std::vector<std::pair<std::string, Value>> items;
+  Weight weight = 1;  // set by Value::Dict
   const Value* Find(std::string_view key) const;
   void Set(std::string key, Value value);
 };
@@ -108,6 +114,8 @@ class Value {
   const DictData& dict() const { return *std::get<std::shared_ptr<const DictData>>(data_); }
   NamespaceData& ns() const { return *std::get<std::shared_ptr<NamespaceData>>(data_); }
   const Callable& callable() const { return *std::get<std::shared_ptr<const Callable>>(data_); }
+  // See Weight; 1 for anything but lists and dicts.
+  Weight weight() const;
   // int, bool (as 0/1) or float as a double. REQUIRES: is_number().
   double AsDouble() const;
 
@@ -120,6 +128,10 @@ class Value {
 
   Storage data_;
 };
+
+// Longest text Repr, ToString and ToJson produce; longer results are cut short (Repr) or fail
+// (ToJson), so that printing a value that references itself stays bounded.
+inline constexpr size_t kMaxTextBytes = size_t{16} << 20;
 
 // Python truthiness; Undefined is false.
 bool Truthy(const Value& v);

@@ -212,6 +212,23 @@ TEST(ChatTemplate, LimitsStopRunawayTemplates) {
   EXPECT_FALSE(ChatTemplate::Parse(nested).ok());
 }
 
+TEST(ChatTemplate, SelfReferencesAndSharedValuesStayBounded) {
+  // A namespace that holds itself renders, prints boundedly and is freed (LeakSanitizer).
+  EXPECT_EQ(*RenderSource("{% set ns = namespace() %}{% set ns.me = ns %}"
+                          "{{ ns.me.me is defined }}"),
+            "True");
+  absl::StatusOr<std::string> printed =
+      RenderSource("{% set ns = namespace() %}{% set ns.a = ns %}{% set ns.b = ns %}{{ ns }}");
+  EXPECT_EQ(printed.status().code(), absl::StatusCode::kResourceExhausted);
+  // Doubling a list by reference would print 2^60 items; its weight is refused early.
+  absl::StatusOr<std::string> doubled = RenderSource(
+      "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}"
+      "{% endfor %}{{ ns.x == ns.x }}");
+  EXPECT_EQ(doubled.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RenderSource("{{ [1] * 100000000 }}").status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
 TEST(ChatTemplate, MalformedTemplatesNeverCrash) {
   std::vector<std::string> sources;
   for (const char* name : {"llama3_1", "qwen2_5", "mistral_v0_3"}) {
