@@ -180,7 +180,8 @@ TEST_P(MatMulTest, MatchesDoubleReferenceOnEveryIsa) {
     for (int64_t rows : {1, 5, 17, 192}) {
       const Weights w = MakeWeights(type, rows, cols, seed++);
       for (int64_t n_tokens : {1, 3, 7, 33, 70}) {
-        if (n_tokens == 70 && rows == 1) continue;
+        // 70 tokens takes the prefill split (token blocks of 64); one row count covers it.
+        if (n_tokens == 70 && rows != 17) continue;
         const auto x = MakeActivations(n_tokens, cols, seed++);
         const Reference ref = ComputeReference(w, x, n_tokens);
         for (MatMulIsa isa : SupportedIsas()) {
