@@ -47,7 +47,7 @@ int RunBenchEngine(const BenchEngineOptions& o) {
       max_batch * ((short_prompt + o.decode_tokens) / kvcache::kBlockTokens + 2));
   absl::StatusOr<LoadedEngine> e = LoadEngine(o.model, o.threads, blocks);
   if (!e.ok()) {
-    spdlog::error("{}", e.status().message());
+    spdlog::error("{}", std::string(e.status().message()));
     return 1;
   }
   const int64_t vocab = e->model->config().vocab_size;
@@ -63,7 +63,7 @@ int RunBenchEngine(const BenchEngineOptions& o) {
     engine::GenerateRequest r{.prompt = RandomTokens(o.prompt_tokens, vocab, 10 + rep),
                               .max_tokens = 1, .ignore_eos = true};
     if (auto res = g.Run({&r, 1}); !res.ok()) {
-      spdlog::error("{}", res.status().message());
+      spdlog::error("{}", std::string(res.status().message()));
       return 1;
     }
     prefill.push_back(o.prompt_tokens / g.stats().prefill_seconds);
@@ -84,7 +84,7 @@ int RunBenchEngine(const BenchEngineOptions& o) {
     }
     engine::Generator g(*e->model, *e->kv, {.max_batch_tokens = short_prompt * b});
     if (auto res = g.Run(reqs); !res.ok()) {
-      spdlog::error("{}", res.status().message());
+      spdlog::error("{}", std::string(res.status().message()));
       return 1;
     }
     const double tg = (g.stats().generated_tokens - b) / g.stats().decode_seconds;

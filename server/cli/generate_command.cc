@@ -42,12 +42,12 @@ int RunGenerate(const GenerateOptions& o) {
       static_cast<int32_t>((o.prompt.size() * 2 + o.max_tokens) / kvcache::kBlockTokens + 64);
   absl::StatusOr<LoadedEngine> e = LoadEngine(o.model, o.threads, blocks);
   if (!e.ok()) {
-    spdlog::error("{}", e.status().message());
+    spdlog::error("{}", std::string(e.status().message()));
     return 1;
   }
   absl::StatusOr<std::vector<engine::TokenId>> prompt = PromptTokens(o, *e);
   if (!prompt.ok()) {
-    spdlog::error("{}", prompt.status().message());
+    spdlog::error("{}", std::string(prompt.status().message()));
     return 1;
   }
   engine::GenerateRequest request{.prompt = *prompt, .max_tokens = o.max_tokens};
@@ -61,7 +61,7 @@ int RunGenerate(const GenerateOptions& o) {
   request.stop_ids.insert(request.stop_ids.end(), spec.eot_ids.begin(), spec.eot_ids.end());
   if (absl::Status s = engine::Validate(request.sampling, e->model->config().vocab_size);
       !s.ok()) {
-    spdlog::error("{}", s.message());
+    spdlog::error("{}", std::string(s.message()));
     return 1;
   }
 
@@ -72,7 +72,7 @@ int RunGenerate(const GenerateOptions& o) {
   });
   std::cout << detok.Flush() << std::endl;
   if (!result.ok()) {
-    spdlog::error("{}", result.status().message());
+    spdlog::error("{}", std::string(result.status().message()));
     return 1;
   }
   const engine::GenerateStats& s = generator.stats();

@@ -15,10 +15,23 @@
 namespace spillway::engine {
 namespace {
 
+struct GoldenStep {
+  std::vector<TokenId> ids;     // llama.cpp's top 5 at this step, best first
+  std::vector<double> logits;   // llama.cpp's logits of `ids`
+  std::vector<double> exact;    // an exact float64 forward's logits of `ids`
+};
+
 struct GoldenCase {
   std::string prompt;
-  std::vector<TokenId> prompt_ids, greedy_ids, logit_ids;
-  std::vector<double> logits;
+  std::vector<TokenId> prompt_ids, greedy_ids;
+  std::vector<GoldenStep> steps;
+
+  // The smallest gap between llama.cpp's first and second choice along its greedy path.
+  double MinMargin() const {
+    double m = 1e9;
+    for (const GoldenStep& s : steps) m = std::min(m, s.logits[0] - s.logits[1]);
+    return m;
+  }
 };
 
 std::vector<TokenId> Ints(const boost::json::value& v) {
@@ -38,8 +51,13 @@ std::vector<GoldenCase> LoadGoldens() {
     g.prompt = std::string(c.at("prompt").as_string());
     g.prompt_ids = Ints(c.at("prompt_ids"));
     g.greedy_ids = Ints(c.at("greedy_ids"));
-    g.logit_ids = Ints(c.at("logit_ids"));
-    for (const auto& x : c.at("logits").as_array()) g.logits.push_back(x.to_number<double>());
+    for (const auto& st : c.at("steps").as_array()) {
+      GoldenStep step;
+      step.ids = Ints(st.at("ids"));
+      for (const auto& x : st.at("logits").as_array()) step.logits.push_back(x.to_number<double>());
+      for (const auto& x : st.at("exact").as_array()) step.exact.push_back(x.to_number<double>());
+      g.steps.push_back(std::move(step));
+    }
     cases.push_back(std::move(g));
   }
   return cases;
@@ -65,10 +83,93 @@ class LlamaGoldenTest : public ::testing::Test {
   std::unique_ptr<kvcache::KvCache> kv_;
 };
 
-TEST_F(LlamaGoldenTest, GreedyContinuationsEqualLlamaCpp) {
+// NOTE(lead): how close is close enough. Both engines multiply the Q4_1/Q8_0 weights by
+// activations rounded to 8 bits per 32 values, which moves every matmul's output by about 1%
+// (measured on this model's weights), through 30 layers. A different order of float sums flips
+// some of those roundings, so two such engines do not agree bit for bit, and neither agrees
+// with an exact forward of the same weights: the goldens hold that exact forward too (float64
+// Hugging Face transformers), and llama.cpp's own logits stray from it by up to about 1.1
+// (mean about 0.17) on logits spanning ±35. So the test measures spillway against the exact
+// forward and requires it to be about as accurate as llama.cpp: no value further off than 1.5×
+// llama.cpp's worst, and a mean error at most 1.25× llama.cpp's. A real bug (a wrong RoPE, a
+// misplaced block, a bad scale) moves logits by several units and fails at once.
+constexpr double kWorstFactor = 1.5;
+constexpr double kMeanFactor = 1.25;
+// A step whose exact top-1 leads its second by more than this is no tie: spillway must pick it.
+constexpr double kTieMargin = 1.0;
+
+struct Deviation {
+  double worst = 0, sum = 0;
+  int64_t count = 0;
+  void Add(double d) {
+    worst = std::max(worst, d);
+    sum += d;
+    ++count;
+  }
+  double mean() const { return count ? sum / static_cast<double>(count) : 0; }
+};
+
+// Teacher-forced along llama.cpp's greedy path: 32 steps per prompt, each a real decode step
+// over the paged cache.
+TEST_F(LlamaGoldenTest, LogitsAlongTheGreedyPathAreAsAccurateAsLlamaCpp) {
   const std::vector<GoldenCase> cases = LoadGoldens();
   ASSERT_GE(cases.size(), 5u);
+  Deviation ref, ours;
   for (const GoldenCase& c : cases) {
+    for (const GoldenStep& g : c.steps) {
+      for (size_t i = 0; i < g.ids.size(); ++i) ref.Add(std::abs(g.logits[i] - g.exact[i]));
+    }
+  }
+  ASSERT_GT(ref.count, 0);
+  ASSERT_LT(ref.worst, 2.0) << "the goldens look broken";
+  int tie_free_steps = 0;
+  for (const GoldenCase& c : cases) {
+    std::vector<TokenId> context = c.prompt_ids;
+    std::vector<float> logits;
+    for (size_t step = 0; step < c.steps.size(); ++step) {
+      const int32_t first = step == 0 ? 0 : static_cast<int32_t>(context.size()) - 1;
+      const int32_t n = static_cast<int32_t>(context.size()) - first;
+      ASSERT_TRUE(kv_->Grow(1, n).has_value());
+      Batch batch{.tokens = std::vector<TokenId>(context.begin() + first, context.end()),
+                  .chunks = {{.num_tokens = n,
+                              .first_position = first,
+                              .block_table = kv_->block_table(1),
+                              .want_logits = true}}};
+      ASSERT_TRUE(model_->Forward(batch, &logits).ok());
+      const GoldenStep& g = c.steps[step];
+      for (size_t i = 0; i < g.ids.size(); ++i) {
+        const double d = std::abs(logits[g.ids[i]] - g.exact[i]);
+        ours.Add(d);
+        EXPECT_LE(d, kWorstFactor * ref.worst)
+            << "prompt: " << c.prompt << " step " << step << " token " << g.ids[i];
+      }
+      const size_t exact_best = std::max_element(g.exact.begin(), g.exact.end()) - g.exact.begin();
+      double runner_up = -1e30;
+      for (size_t i = 0; i < g.exact.size(); ++i) {
+        if (i != exact_best) runner_up = std::max(runner_up, g.exact[i]);
+      }
+      if (g.exact[exact_best] - runner_up > kTieMargin) {
+        ++tie_free_steps;
+        const TokenId pick = static_cast<TokenId>(
+            std::max_element(logits.begin(), logits.end()) - logits.begin());
+        EXPECT_EQ(pick, g.ids[exact_best]) << "prompt: " << c.prompt << " step " << step;
+      }
+      context.push_back(c.greedy_ids[step]);
+    }
+    kv_->Release(1);
+  }
+  EXPECT_LE(ours.mean(), kMeanFactor * ref.mean())
+      << "spillway's mean error " << ours.mean() << " vs llama.cpp's " << ref.mean();
+  EXPECT_GE(tie_free_steps, 200) << "too few clear steps to say anything";
+  std::printf("mean |logit - exact|: spillway %.4f, llama.cpp %.4f; worst %.4f vs %.4f\n",
+              ours.mean(), ref.mean(), ours.worst, ref.worst);
+}
+
+// Free-running greedy generation gives llama.cpp's tokens exactly wherever its path has no near
+// tie (on a near tie either engine may go either way, and the texts part from there on).
+TEST_F(LlamaGoldenTest, GreedyContinuationsEqualLlamaCppWithoutNearTies) {
+  int checked = 0;
+  for (const GoldenCase& c : LoadGoldens()) {
     GenerateRequest r{.prompt = c.prompt_ids,
                       .max_tokens = static_cast<int32_t>(c.greedy_ids.size()),
                       .ignore_eos = true};
@@ -76,39 +177,19 @@ TEST_F(LlamaGoldenTest, GreedyContinuationsEqualLlamaCpp) {
     Generator g(*model_, *kv_);
     auto out = g.Run({&r, 1});
     ASSERT_TRUE(out.ok()) << out.status();
-    EXPECT_EQ((*out)[0].tokens, c.greedy_ids) << "prompt: " << c.prompt;
-  }
-}
-
-// NOTE(lead): the tolerance. Both engines multiply Q4_1 weights by activations quantized to
-// 8 bits per 32 values and keep the KV cache in f16, but they sum in different orders and use
-// different exp/rsqrt approximations, and the errors pass through 30 layers. Logits of this
-// model span about ±30; 0.25 absolute is under 1% of that range, far tighter than the gap
-// between the top-1 and top-2 logits in these prompts (checked by the top-1 assertion).
-constexpr double kLogitTolerance = 0.25;
-
-TEST_F(LlamaGoldenTest, LastPositionLogitsAgreeWithLlamaCpp) {
-  for (const GoldenCase& c : LoadGoldens()) {
-    ASSERT_TRUE(kv_->Grow(1, static_cast<int32_t>(c.prompt_ids.size())).has_value());
-    Batch batch{.tokens = c.prompt_ids,
-                .chunks = {{.num_tokens = static_cast<int32_t>(c.prompt_ids.size()),
-                            .first_position = 0,
-                            .block_table = kv_->block_table(1),
-                            .want_logits = true}}};
-    std::vector<float> logits;
-    ASSERT_TRUE(model_->Forward(batch, &logits).ok());
-    kv_->Release(1);
-    double max_diff = 0;
-    size_t best = 0;
-    for (size_t i = 0; i < c.logit_ids.size(); ++i) {
-      max_diff = std::max(max_diff, std::abs(logits[c.logit_ids[i]] - c.logits[i]));
-      if (c.logits[i] > c.logits[best]) best = i;
+    // Compare up to the first near tie on llama.cpp's path.
+    size_t stable = 0;
+    while (stable < c.steps.size() && c.steps[stable].logits[0] - c.steps[stable].logits[1] > kTieMargin) {
+      ++stable;
     }
-    EXPECT_LE(max_diff, kLogitTolerance) << "prompt: " << c.prompt;
-    const TokenId ours = static_cast<TokenId>(
-        std::max_element(logits.begin(), logits.end()) - logits.begin());
-    EXPECT_EQ(ours, c.logit_ids[best]) << "prompt: " << c.prompt;
+    // A near tie is still decided the same way when ours agrees; count the common prefix
+    // through it only if it is there.
+    const std::vector<TokenId> want(c.greedy_ids.begin(), c.greedy_ids.begin() + stable + (stable < c.greedy_ids.size()));
+    std::vector<TokenId> got((*out)[0].tokens.begin(), (*out)[0].tokens.begin() + stable);
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "prompt: " << c.prompt;
+    checked += static_cast<int>(stable);
   }
+  EXPECT_GE(checked, 30) << "too few tokens before the first near tie to say anything";
 }
 
 }  // namespace
