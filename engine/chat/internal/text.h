@@ -24,8 +24,9 @@ bool IsPyWhitespace(char32_t cp);
 std::string PyStrip(std::string_view s, const std::string* chars, bool left, bool right);
 
 // Python's str.upper/lower/capitalize and jinja2's `title` filter.
-// NOTE(chat): case mapping covers ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic basics;
-// other scripts pass through unchanged (Python maps a few more, e.g. Armenian).
+// NOTE(chat): case mapping covers ASCII, Latin-1 (with ß -> SS), basic Greek and Cyrillic;
+// other scripts and Python's final-sigma rule are not mapped. Chat templates case-map only
+// their own ASCII strings, so this has not mattered in practice.
 std::string PyUpper(std::string_view s);
 std::string PyLower(std::string_view s);
 std::string PyCapitalize(std::string_view s);
