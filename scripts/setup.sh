@@ -4,7 +4,7 @@
 #   - Debian packages (compiler toolchain, libraries)
 #   - a Python virtual environment in .venv with the test tools (tests/requirements.txt)
 #   - the default model in $SPILLWAY_CACHE (default ~/.cache/spillway), checked by sha256
-#   - a Release build in build/
+#   - a Release build in build/, and tiny random test models in build/tiny_models
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,3 +55,9 @@ fi
 log "building (build/)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build --parallel "$(nproc)"
+
+# Tiny random Hugging Face models for the safetensors tests (numpy only; deterministic).
+if ! (cd build/tiny_models 2>/dev/null && sha256sum --status -c ../../tests/golden/hf/tiny_models.sha256); then
+  log "writing tiny test models into build/tiny_models"
+  .venv/bin/python tests/golden/hf/make_tiny_models.py build/tiny_models >/dev/null
+fi
