@@ -39,6 +39,10 @@ int main(int argc, char** argv) {
   bench_engine->add_option("--prompt-tokens", bench.prompt_tokens)->check(CLI::Range(1, 1 << 20));
   bench_engine->add_option("--decode-tokens", bench.decode_tokens)->check(CLI::Range(1, 1 << 20));
   bench_engine->add_option("--batch-sizes", bench.batch_sizes, "comma-separated");
+  bench_engine->add_option("--peer-prefill", bench.peer_prefill,
+                           "llama.cpp prefill tok/s measured in the same run");
+  bench_engine->add_option("--peer-decode", bench.peer_decode,
+                           "llama.cpp batch-1 decode tok/s measured in the same run");
 
   CLI11_PARSE(app, argc, argv);
   if (version->parsed()) return spillway::server::RunVersion();

@@ -15,11 +15,11 @@
 namespace spillway::server {
 namespace {
 
-// NOTE(lead): llama.cpp build 84f712946 with SmolLM2-135M Q4_1 on this machine kind (2 cores,
-// AMD EPYC with AVX-512), as measured in issue #2: pp512 486-501 tok/s, tg128 181-202 tok/s.
-// We compare with the middle of each range.
-constexpr double kLlamaCppPrefill = 493.5;
-constexpr double kLlamaCppDecode = 191.5;
+// NOTE(lead): when no same-run figures are given, llama.cpp build 84f712946 with SmolLM2-135M
+// Q4_1 on this machine kind (2 cores, AMD EPYC with AVX-512), as recorded in issue #2: pp512
+// 486-501 tok/s, tg128 181-202 tok/s. We compare with the middle of each range.
+constexpr double kRecordedPrefill = 493.5;
+constexpr double kRecordedDecode = 191.5;
 
 std::vector<engine::TokenId> RandomTokens(int32_t n, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -69,11 +69,13 @@ int RunBenchEngine(const BenchEngineOptions& o) {
     prefill.push_back(o.prompt_tokens / g.stats().prefill_seconds);
   }
   const double pp = Median(prefill);
-  std::printf("model %s, %d threads\n", e->model->config().name.c_str(), o.threads);
+  const double peer_pp = o.peer_prefill.value_or(kRecordedPrefill);
+  const double peer_tg = o.peer_decode.value_or(kRecordedDecode);
+  std::printf("model %s, %d threads; llama.cpp figures: %s\n", e->model->config().name.c_str(),
+              o.threads, o.peer_prefill ? "measured in this run" : "recorded in issue #2");
   std::printf("%-28s %10s %12s %8s\n", "test", "tok/s", "llama.cpp", "ratio");
   std::printf("%-28s %10.1f %12.1f %8.2f\n",
-              ("prefill pp" + std::to_string(o.prompt_tokens)).c_str(), pp, kLlamaCppPrefill,
-              pp / kLlamaCppPrefill);
+              ("prefill pp" + std::to_string(o.prompt_tokens)).c_str(), pp, peer_pp, pp / peer_pp);
 
   double batch1 = 0;
   for (int b : batch_sizes) {
@@ -92,8 +94,7 @@ int RunBenchEngine(const BenchEngineOptions& o) {
     const std::string name = "decode tg" + std::to_string(o.decode_tokens) + " batch " +
                              std::to_string(b);
     if (b == 1) {
-      std::printf("%-28s %10.1f %12.1f %8.2f\n", name.c_str(), tg, kLlamaCppDecode,
-                  tg / kLlamaCppDecode);
+      std::printf("%-28s %10.1f %12.1f %8.2f\n", name.c_str(), tg, peer_tg, tg / peer_tg);
     } else {
       std::printf("%-28s %10.1f %12s %8s   (%.2fx batch 1)\n", name.c_str(), tg, "-", "-",
                   batch1 > 0 ? tg / batch1 : 0.0);

@@ -28,8 +28,12 @@ struct BenchEngineOptions {
   std::string model;
   int threads = 2;
   int32_t prompt_tokens = 512;
-  int32_t decode_tokens = 64;
+  int32_t decode_tokens = 128;
   std::string batch_sizes = "1,8,32";
+  // llama.cpp's figures to compare with, measured in the same run by
+  // benchmarks/llama_cpp_engine_peer.py; unset: the figures recorded in issue #2.
+  std::optional<double> peer_prefill;
+  std::optional<double> peer_decode;
 };
 
 // Prints the version and the compiled-in backends to stdout.
