@@ -19,7 +19,7 @@ struct BatchChunk {
   int32_t num_tokens = 0;
   int32_t first_position = 0;
   // Covers at least first_position + num_tokens tokens (kvcache::KvCache::Grow).
-  std::span<const kvcache::BlockId> block_table;
+  std::span<const kvcache::BlockId> block_table = {};
   bool want_logits = false;  // logits of this chunk's last token
 };
 

@@ -18,11 +18,11 @@
 namespace spillway::engine {
 
 struct GenerateRequest {
-  std::vector<TokenId> prompt;
-  SamplingParams sampling;
+  std::vector<TokenId> prompt = {};
+  SamplingParams sampling = {};
   int32_t max_tokens = 16;
   bool ignore_eos = false;
-  std::vector<TokenId> stop_ids;  // end-of-generation ids (the tokenizer's EOS/EOT)
+  std::vector<TokenId> stop_ids = {};  // end-of-generation ids (the tokenizer's EOS/EOT)
 };
 
 enum class FinishReason { kStop, kLength };

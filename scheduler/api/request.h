@@ -1,0 +1,49 @@
+// Request: one generation request as both front ends (HTTP/OpenAI and gRPC) hand it to the
+// scheduler (DESIGN.md "Request / TokenEvent"). Built and validated in server/, never deeper:
+// by the time a Request exists its prompt fits the context and its parameters are in range.
+// Plain data; moved into the engine loop through EngineLoop::Submit.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/sampler/sampling_params.h"
+#include "engine/tokenizer/tokenizer_spec.h"
+#include "scheduler/api/token_event.h"
+
+namespace spillway::scheduler {
+
+using engine::TokenId;
+
+// Unique per server process; the front end allocates it (EngineLoop::NextRequestId).
+using RequestId = uint64_t;
+
+struct StopRules {
+  int32_t max_tokens = 16;  // generated tokens per choice; >= 1
+  // Stop at the model's end-of-sequence / end-of-turn tokens unless ignore_eos.
+  bool ignore_eos = false;
+  std::vector<TokenId> stop_token_ids;    // extra stop tokens; they apply even with ignore_eos
+  std::vector<std::string> stop_strings;  // matched across token boundaries; never emitted
+  int32_t min_tokens = 0;                 // no stop (token or string) before this many tokens
+};
+
+struct Request {
+  RequestId id = 0;
+  std::vector<TokenId> prompt;  // 1 <= size < context
+  engine::SamplingParams sampling;
+  StopRules stop;
+  int32_t n = 1;  // choices; each is a sequence, all sharing the prompt's KV blocks
+  // Lower runs earlier; equal priorities run first come, first served (vLLM's convention).
+  int32_t priority = 0;
+  // When set, the request is dropped (FinishReason::kCancelled, DEADLINE_EXCEEDED) if it has
+  // not finished by then.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  // Where the engine loop sends this request's events. Never null.
+  std::shared_ptr<TokenChannel> channel;
+};
+
+}  // namespace spillway::scheduler

@@ -1,0 +1,70 @@
+// EngineLoop: the one thread that owns the scheduler, the model and the KV cache (DESIGN.md
+// "Threads"; STYLE.md §7). Front ends call Submit and Cancel from any thread; those post into
+// the inbox, which the loop drains at the start of each step. Each step plans one batch
+// (running sequences' next tokens plus chunks of waiting prompts), runs Model::Forward,
+// samples, applies stop rules and pushes TokenEvents into each request's channel.
+//
+// Thread safety: Submit, Cancel, stats() and Stop are safe from any thread. Everything else
+// runs on the loop's own thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "engine/model.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "kvcache/kv_cache.h"
+#include "scheduler/api/request.h"
+
+namespace spillway::scheduler {
+
+struct EngineLoopOptions {
+  int32_t max_batch_tokens = 512;      // tokens per step (decode tokens + prompt chunks)
+  int32_t max_running_seqs = 64;       // sequences decoding at once
+  int32_t max_queued_requests = 256;   // waiting requests; past this Submit fails (429)
+};
+
+// A consistent snapshot for /health, /metrics and tests.
+struct EngineStats {
+  int32_t running_seqs = 0;
+  int32_t waiting_requests = 0;
+  int32_t kv_used_blocks = 0;
+  int32_t kv_total_blocks = 0;
+  int64_t preemptions = 0;
+  int64_t prefix_cache_queries = 0;  // prompt tokens looked up
+  int64_t prefix_cache_hits = 0;     // prompt tokens found cached
+  int64_t steps = 0;
+};
+
+class EngineLoop {
+ public:
+  // `model`, `kv` and `tokenizer` must outlive the loop; after Start they are touched only by
+  // the loop's thread.
+  EngineLoop(engine::Model& model, kvcache::KvCache& kv, const engine::Tokenizer& tokenizer,
+             EngineLoopOptions options);
+  ~EngineLoop();  // Stop()s
+
+  // Starts the loop's thread (named "spw-engine").
+  void Start();
+  // Finishes every request with kCancelled (UNAVAILABLE) and joins the thread.
+  void Stop();
+
+  // Queues `request`. Fails with ResourceExhausted when max_queued_requests are already
+  // waiting (the request's channel then gets nothing). Otherwise every choice of the request
+  // ends with exactly one event whose finish_reason is not kNone, then the channel is closed.
+  [[nodiscard]] absl::Status Submit(Request request);
+  // Drops the request within one step (kCancelled); its KV blocks are freed. Unknown or
+  // finished ids are ignored.
+  void Cancel(RequestId id);
+  RequestId NextRequestId();
+
+  EngineStats stats() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace spillway::scheduler
