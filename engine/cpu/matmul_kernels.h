@@ -12,6 +12,20 @@
 //   for Q4_K / Q5_K / Q6_K weights (256-value blocks, nb = cols / 256)
 //     q[cols], d[nb] as above, per 256 values
 //     bsums[nb * 16]  int16 sum of each 16 consecutive q
+//
+// Canonical order (batch invariance). Every kernel of every set computes each output y[t, r]
+// with the same sequence of f32 operations, so the result depends only on w[r] and x[t]: not on
+// n_tokens, the other rows or tokens of the call, the tile shape, the thread count or the task
+// split, and not on the instruction set either (scalar, AVX2 and AVX-512 agree bit for bit).
+// There are kLanes = 16 f32 accumulators ("lanes"), all +0 at the start:
+//   F32/F16/BF16: column c:  lane[c % 16] = fma(w_c, x_c, lane[c % 16])
+//   Q4_0/Q8_0:    block b:   lane[b % 16] = fma(d_w * d_x, isum_b, lane[b % 16])
+//   Q4_1:         block b:   the same, then lane[b % 16] = fma(m_w, s_x, lane[b % 16])
+// in increasing c or b, where isum_b is the exact integer dot of block b (signed weights
+// q - 8 for Q4_0, q for Q8_0; unsigned nibbles for Q4_1), converted to f32 exactly (|isum_b| <
+// 2^24), and d_w * d_x is one rounded f32 product. Then y = ReduceLanes(lane). Integer sums
+// may be formed in any order (they are exact); that is what lets each kernel lay its integer
+// work out as it likes. K-quant kernels are shared by all sets (scalar for now).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +33,18 @@
 #include "engine/cpu/matmul.h"
 
 namespace spillway::engine::cpu::internal {
+
+inline constexpr int kLanes = 16;
+
+// The fixed reduction tree of the canonical order: halves, then quarters, eighths, sixteenths
+// (lane i + lane i + 8, then + 4, + 2, + 1), as a 512-bit register folds onto its lower half.
+inline float ReduceLanes(const float* lane) {
+  float b[8], c[4];
+  for (int i = 0; i < 8; ++i) b[i] = lane[i] + lane[i + 8];
+  for (int i = 0; i < 4; ++i) c[i] = b[i] + b[i + 4];
+  const float d0 = c[0] + c[2], d1 = c[1] + c[3];
+  return d0 + d1;
+}
 
 // Order of the int8 values of one 32-block activation row.
 enum class ActLayout {

@@ -35,7 +35,8 @@ const uint8_t* RowPtr(const WeightMatrix& w, int64_t r) {
   return static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
 }
 
-// Dot products of one row, dequantized to f32, with a range of tokens.
+// Dot products of one row, dequantized to f32, with a range of tokens, in the canonical order
+// (matmul_kernels.h): column c goes to lane c % 16 by FMA, then ReduceLanes.
 template <GgmlType kType>
 void FloatTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Activations& x,
                int64_t tok_begin, int64_t tok_end, float* y) {
@@ -45,40 +46,46 @@ void FloatTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const 
     DequantizeRowInto(kType, RowPtr(w, r), row.data(), w.cols);
     for (int64_t t = tok_begin; t < tok_end; ++t) {
       const float* xt = x.x + t * w.cols;
-      float sum = 0.0f;
-      for (int64_t c = 0; c < w.cols; ++c) sum += row[c] * xt[c];
-      y[t * w.rows + r] = sum;
+      float lanes[kLanes] = {};
+      for (int64_t c = 0; c < w.cols; ++c) {
+        lanes[c % kLanes] = std::fma(row[c], xt[c], lanes[c % kLanes]);
+      }
+      y[t * w.rows + r] = ReduceLanes(lanes);
     }
   }
 }
 
-// Q4_0 / Q4_1 / Q8_0: integer dot per 32-block, then d_w * d_x (+ m_w * s_x for Q4_1).
+// Q4_0 / Q4_1 / Q8_0 in the canonical order (matmul_kernels.h): the exact integer dot of each
+// 32-block (signed weights for Q4_0 and Q8_0, unsigned nibbles for Q4_1), then per block
+// lane[b % 16] = fma(d_w * d_x, isum, lane) (and fma(m_w, s_x, lane) for Q4_1).
 template <GgmlType kType>
 float DotLegacyRow(const uint8_t* wrow, int64_t nb, const int8_t* xq, const float* xd,
                    const float* xs) {
-  float sum = 0.0f;
+  float lanes[kLanes] = {};
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t* q = xq + b * kQk;
+    float& lane = lanes[b % kLanes];
     int isum = 0;
     if constexpr (kType == GgmlType::kQ8_0) {
       const auto* blk = reinterpret_cast<const BlockQ8_0*>(wrow) + b;
       for (int j = 0; j < kQk; ++j) isum += blk->qs[j] * q[j];
-      sum += F16ToF32(blk->d) * xd[b] * static_cast<float>(isum);
+      lane = std::fma(F16ToF32(blk->d) * xd[b], static_cast<float>(isum), lane);
     } else if constexpr (kType == GgmlType::kQ4_0) {
       const auto* blk = reinterpret_cast<const BlockQ4_0*>(wrow) + b;
       for (int j = 0; j < kQk / 2; ++j) {
         isum += ((blk->qs[j] & 0xF) - 8) * q[j] + ((blk->qs[j] >> 4) - 8) * q[j + kQk / 2];
       }
-      sum += F16ToF32(blk->d) * xd[b] * static_cast<float>(isum);
+      lane = std::fma(F16ToF32(blk->d) * xd[b], static_cast<float>(isum), lane);
     } else {
       const auto* blk = reinterpret_cast<const BlockQ4_1*>(wrow) + b;
       for (int j = 0; j < kQk / 2; ++j) {
         isum += (blk->qs[j] & 0xF) * q[j] + (blk->qs[j] >> 4) * q[j + kQk / 2];
       }
-      sum += F16ToF32(blk->d) * xd[b] * static_cast<float>(isum) + F16ToF32(blk->m) * xs[b];
+      lane = std::fma(F16ToF32(blk->d) * xd[b], static_cast<float>(isum), lane);
+      lane = std::fma(F16ToF32(blk->m), xs[b], lane);
     }
   }
-  return sum;
+  return ReduceLanes(lanes);
 }
 
 template <GgmlType kType>

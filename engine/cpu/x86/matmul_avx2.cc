@@ -1,6 +1,7 @@
 // The AVX2 + FMA + F16C kernel set (x86-64 CPUs from about 2013 on). Q4_0/Q4_1 multiply
-// unsigned nibbles by int8 activations with _mm256_maddubs_epi16; Q8_0 uses the abs/sign trick;
-// F32/F16/BF16 convert weights to f32 and use FMA. K-quants fall back to the scalar kernels.
+// unsigned nibbles by int8 activations with _mm256_maddubs_epi16; Q4_0 (as q - 8) and Q8_0 use
+// the abs/sign trick; F32/F16/BF16 convert weights to f32 and use FMA. All follow the canonical
+// order of matmul_kernels.h. K-quants fall back to the scalar kernels.
 #include "engine/cpu/matmul_kernels.h"
 
 #if defined(__x86_64__)
@@ -21,7 +22,6 @@ SPW_TARGET_BEGIN("avx2,fma,f16c")
 namespace spillway::engine::cpu::internal {
 namespace {
 
-using ymm::Hsum;
 using ymm::HsumI32;
 using ymm::kMaxRows;
 using ymm::kMaxTokens;
@@ -97,28 +97,48 @@ inline float LoadWeight1(const uint8_t* row, int64_t c) {
   }
 }
 
+// Canonical order (matmul_kernels.h): column c to lane c % 16; acc[..][0] holds lanes 0-7,
+// acc[..][1] lanes 8-15. The last cols % 16 columns go through zero-padded copies.
 template <GgmlType kType, int R, int T>
 void FloatMicro(const uint8_t* const* rows, int64_t cols, const float* x, int64_t t0, float* y,
                 int64_t ldy) {
-  __m256 acc[R][T];
+  __m256 acc[R][T][2];
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; ++t) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
   int64_t c = 0;
-  for (; c + 8 <= cols; c += 8) {
-    __m256 wv[R];
-    for (int r = 0; r < R; ++r) wv[r] = LoadWeights8<kType>(rows[r], c);
+  for (; c + 16 <= cols; c += 16) {
+    __m256 wv[R][2];
+    for (int r = 0; r < R; ++r) {
+      wv[r][0] = LoadWeights8<kType>(rows[r], c);
+      wv[r][1] = LoadWeights8<kType>(rows[r], c + 8);
+    }
     for (int t = 0; t < T; ++t) {
-      const __m256 xv = _mm256_loadu_ps(x + (t0 + t) * cols + c);
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+      const float* xt = x + (t0 + t) * cols + c;
+      const __m256 x0 = _mm256_loadu_ps(xt), x1 = _mm256_loadu_ps(xt + 8);
+      for (int r = 0; r < R; ++r) {
+        acc[r][t][0] = _mm256_fmadd_ps(wv[r][0], x0, acc[r][t][0]);
+        acc[r][t][1] = _mm256_fmadd_ps(wv[r][1], x1, acc[r][t][1]);
+      }
+    }
+  }
+  if (c < cols) {
+    alignas(32) float wt[R][16] = {};
+    alignas(32) float xt[T][16] = {};
+    for (int64_t k = c; k < cols; ++k) {
+      for (int r = 0; r < R; ++r) wt[r][k - c] = LoadWeight1<kType>(rows[r], k);
+      for (int t = 0; t < T; ++t) xt[t][k - c] = x[(t0 + t) * cols + k];
+    }
+    for (int t = 0; t < T; ++t) {
+      for (int r = 0; r < R; ++r) {
+        for (int h = 0; h < 2; ++h) {
+          acc[r][t][h] = _mm256_fmadd_ps(_mm256_load_ps(wt[r] + 8 * h),
+                                         _mm256_load_ps(xt[t] + 8 * h), acc[r][t][h]);
+        }
+      }
     }
   }
   for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < R; ++r) {
-      float v = Hsum(acc[r][t]);
-      for (int64_t k = c; k < cols; ++k)
-        v += LoadWeight1<kType>(rows[r], k) * x[(t0 + t) * cols + k];
-      y[t * ldy + r] = v;
-    }
+    for (int r = 0; r < R; ++r) y[t * ldy + r] = ymm::ReduceLanes16(acc[r][t][0], acc[r][t][1]);
   }
 }
 

@@ -1,16 +1,18 @@
 // The AVX-512 kernel set (F, BW, VL, DQ, VNNI: Intel Ice Lake / AMD Zen 4 and later).
 //
-// Q4_0 / Q4_1 / Q8_0 weights are all handled as w = d * u + m with u an unsigned byte:
-//   Q4_1: u = nibble, m = m;  Q4_0: u = nibble, m = -8 d;  Q8_0: u = q ^ 0x80 (= q + 128),
-//   m = -128 d.
-// so that one _mm512_dpbusd_epi32 (u8 x s8, summed in int32) multiplies two blocks of weights by
-// two blocks of int8 activations, and the m terms add sum_b m_b * s_b (s = d_x * sum(q_x)) once
-// per row and token. A micro-tile is up to 4 rows x 4 tokens: each weight block is unpacked
-// once per 4 tokens, each activation block loaded once per 4 rows.
+// Q4_0 / Q4_1 / Q8_0 weights are all handled as unsigned bytes u (Q4: the nibble; Q8_0:
+// q ^ 0x80 = q + 128) so that one _mm512_dpbusd_epi32 (u8 x s8, summed in int32) multiplies two
+// blocks of weights by two blocks of int8 activations. For Q4_0 and Q8_0 the dot starts from
+// -8 (-128) times the sums of x over each 4 bytes, so it comes out as the signed dot.
+// A micro-tile is up to 4 rows x 4 tokens: each weight block is unpacked once per 4 tokens,
+// each activation block loaded once per 4 rows.
+//
+// Canonical order (matmul_kernels.h): for each run of 16 blocks, the 8 pair dots of a row and a
+// token fold into one vector of 16 exact block sums (Fold16), then one FMA adds them to lanes
+// b % 16 of that output's accumulator.
 //
 // Two Q4 blocks unpack as [b0 lo nibbles, b1 lo, b0 hi, b1 hi] (16 bytes each), so MatMul lays
-// the activations out the same way (ActLayout::kPairInterleaved) and scales are permuted to
-// [d0 x4, d1 x4, d0 x4, d1 x4] per 128-bit lane.
+// the activations out the same way (ActLayout::kPairInterleaved).
 #include "engine/cpu/matmul_kernels.h"
 
 #if defined(__x86_64__)
@@ -35,26 +37,9 @@ constexpr int kMaxRows = 4;
 constexpr int kMaxTokens = 4;
 constexpr int64_t kWideMinTokens = 4;
 
-inline float HsumI32ToF32(__m256i v) {
-  const __m256 f = _mm256_cvtepi32_ps(v);
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// sum_b m[b] * s[b]
-inline float MinTerm(const float* m, const float* s, int64_t nb) {
-  __m512 acc = _mm512_setzero_ps();
-  int64_t b = 0;
-  for (; b + 16 <= nb; b += 16) {
-    acc = _mm512_fmadd_ps(_mm512_loadu_ps(m + b), _mm512_loadu_ps(s + b), acc);
-  }
-  if (b < nb) {
-    const __mmask16 k = static_cast<__mmask16>((1u << (nb - b)) - 1);
-    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, m + b), _mm512_maskz_loadu_ps(k, s + b), acc);
-  }
-  return _mm512_reduce_add_ps(acc);
+// ReduceLanes (matmul_kernels.h) of one accumulator.
+inline float ReduceLanes16(__m512 v) {
+  return ymm::ReduceLanes16(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
 }
 
 void Quantize32(const float* x, int64_t cols, ActLayout layout, int8_t* q, float* d, float* s) {
@@ -89,7 +74,7 @@ constexpr int64_t LegacyBlockBytes() {
   return kType == GgmlType::kQ4_0 ? 18 : kType == GgmlType::kQ4_1 ? 20 : 34;
 }
 
-// d and m (see the file comment) of `nb` blocks of one row, as f32.
+// d and m (Q4_1) of `nb` blocks of one row as f32, then zeros up to a multiple of 16.
 // NOTE(kernels): plain 16-bit loads, 16 blocks at a time, then one vector conversion. A gather
 // here was twice as slow on weights streamed from DRAM (it holds retirement until every cache
 // miss it touches is served).
@@ -105,23 +90,16 @@ void ExtractScales(const uint8_t* row, int64_t nb, float* d, float* m) {
       if constexpr (kType == GgmlType::kQ4_1) std::memcpy(&mh[i], row + (b + i) * kBytes + 2, 2);
     }
     const __mmask16 k = static_cast<__mmask16>((1u << n) - 1);
-    const __m512 dv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, dh));
-    __m512 mv;
+    _mm512_storeu_ps(d + b, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, dh)));
     if constexpr (kType == GgmlType::kQ4_1) {
-      mv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, mh));
-    } else if constexpr (kType == GgmlType::kQ4_0) {
-      mv = _mm512_mul_ps(dv, _mm512_set1_ps(-8.0f));
-    } else {
-      mv = _mm512_mul_ps(dv, _mm512_set1_ps(-128.0f));
+      _mm512_storeu_ps(m + b, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, mh)));
     }
-    _mm512_mask_storeu_ps(d + b, k, dv);
-    _mm512_mask_storeu_ps(m + b, k, mv);
   }
 }
 
 struct LegacyRows {
   const uint8_t* row[kMaxRows];
-  const float* d[kMaxRows];
+  const float* d[kMaxRows];  // padded with zeros to a multiple of 16 blocks
   const float* m[kMaxRows];
 };
 
@@ -144,77 +122,109 @@ inline __m512i UnpackPair(const uint8_t* blk0) {
   }
 }
 
-// One block of one row as 32 unsigned bytes in natural order (the odd last block).
+// The starting value of a pair's dot for activations xv (see the file comment).
 template <GgmlType kType>
-inline __m256i UnpackOne(const uint8_t* blk) {
-  constexpr int64_t kQs = kType == GgmlType::kQ4_1 ? 4 : 2;
-  if constexpr (kType == GgmlType::kQ8_0) {
-    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQs)),
-                            _mm256_set1_epi8(static_cast<char>(0x80)));
+inline __m512i PairBias(__m512i xv) {
+  if constexpr (kType == GgmlType::kQ4_1) {
+    return _mm512_setzero_si512();
   } else {
-    const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kQs));
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(0x0F));
+    const __m512i sum4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), xv);
+    constexpr int kShift = kType == GgmlType::kQ8_0 ? 7 : 3;
+    return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum4, kShift));
   }
 }
 
+// For four int32 vectors: lane (4 k + i) = the sum of 128-bit lane k of d[i].
+inline __m512i Transpose4Sum(__m512i d0, __m512i d1, __m512i d2, __m512i d3) {
+  const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(d0, d1), _mm512_unpackhi_epi32(d0, d1));
+  const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(d2, d3), _mm512_unpackhi_epi32(d2, d3));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+}
+
+// The 16 block sums, in block order, of 8 pair dots d[p] (blocks 2p, 2p + 1). 128-bit lane k of
+// d[p] belongs to block 2p + (k & 1) for Q4 (pair-interleaved) and 2p + (k >> 1) for Q8_0.
 template <GgmlType kType>
-inline __m512 PairScales(const float* v) {
-  // Q4: lanes [v0 x4, v1 x4, v0 x4, v1 x4]; Q8_0: [v0 x8, v1 x8].
-  const __m512i idx = kType == GgmlType::kQ8_0
-                          ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-                          : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-  const __m128 two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(v)));
-  return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(two));
+inline __m512i Fold16(const __m512i* d) {
+  const __m512i e0 = Transpose4Sum(d[0], d[1], d[2], d[3]);
+  const __m512i e1 = Transpose4Sum(d[4], d[5], d[6], d[7]);
+  __m512i f;
+  if constexpr (kType == GgmlType::kQ8_0) {
+    f = _mm512_add_epi32(_mm512_shuffle_i32x4(e0, e1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_i32x4(e0, e1, _MM_SHUFFLE(3, 1, 3, 1)));
+  } else {
+    f = _mm512_add_epi32(_mm512_shuffle_i32x4(e0, e1, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_i32x4(e0, e1, _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // f: [b0 b2 b4 b6 | b1 b3 b5 b7 | b8 b10 b12 b14 | b9 b11 b13 b15].
+  return _mm512_permutexvar_epi32(
+      _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15), f);
+}
+
+// The pair dot of an odd last block alone (natural layout in both operands), laid out as a
+// pair dot whose second block is zero.
+template <GgmlType kType>
+inline __m512i OddBlockDot(const uint8_t* blk, const int8_t* xq) {
+  const __m256i u = ymm::UnpackBlock<kType, true>(blk);
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
+  const __m256i bias = ymm::DotBias<kType, true>(xv);
+  const __m256i dot = _mm256_dpbusd_epi32(bias, u, xv);
+  if constexpr (kType == GgmlType::kQ8_0) return _mm512_zextsi256_si512(dot);
+  // Values 0-15 to 128-bit lane 0, 16-31 to lane 2.
+  return _mm512_inserti32x4(_mm512_zextsi128_si512(_mm256_castsi256_si128(dot)),
+                            _mm256_extracti128_si256(dot, 1), 2);
+}
+
+// Adds blocks [b, b + n) (n <= 16, b % 16 == 0) of R rows x T tokens to acc.
+template <GgmlType kType, int R, int T, bool kFull>
+inline void LegacyRun(const LegacyRows& w, int64_t b, int n, const QuantizedActivations& a,
+                      int64_t t0, __m512 (&acc)[R][T]) {
+  constexpr int64_t kBytes = LegacyBlockBytes<kType>();
+  const int pairs = kFull ? 8 : n / 2;
+  const bool odd = !kFull && (n & 1);
+  const __mmask16 k = kFull ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << n) - 1);
+  __m512i u[R][8];
+  for (int r = 0; r < R; ++r) {
+    for (int p = 0; p < pairs; ++p) u[r][p] = UnpackPair<kType>(w.row[r] + (b + 2 * p) * kBytes);
+  }
+  for (int t = 0; t < T; ++t) {
+    const int8_t* xq = a.q + (t0 + t) * a.q_stride + b * kQk;
+    const float* xd = a.d + (t0 + t) * a.scale_stride + b;
+    const float* xs = a.s + (t0 + t) * a.scale_stride + b;
+    __m512i xv[8], bias[8];
+    for (int p = 0; p < pairs; ++p) {
+      xv[p] = _mm512_loadu_si512(xq + 2 * p * kQk);
+      bias[p] = PairBias<kType>(xv[p]);
+    }
+    const __m512 dx = _mm512_maskz_loadu_ps(k, xd);
+    __m512 sx;
+    if constexpr (kType == GgmlType::kQ4_1) sx = _mm512_maskz_loadu_ps(k, xs);
+    for (int r = 0; r < R; ++r) {
+      __m512i dot[8];
+      for (int p = 0; p < 8; ++p) {
+        dot[p] = p < pairs ? _mm512_dpbusd_epi32(bias[p], u[r][p], xv[p]) : _mm512_setzero_si512();
+      }
+      if (odd) dot[pairs] = OddBlockDot<kType>(w.row[r] + (b + n - 1) * kBytes, xq + (n - 1) * kQk);
+      const __m512 isum = _mm512_cvtepi32_ps(Fold16<kType>(dot));
+      const __m512 dd = _mm512_mul_ps(_mm512_loadu_ps(w.d[r] + b), dx);
+      acc[r][t] = _mm512_fmadd_ps(dd, isum, acc[r][t]);
+      if constexpr (kType == GgmlType::kQ4_1) {
+        acc[r][t] = _mm512_fmadd_ps(_mm512_loadu_ps(w.m[r] + b), sx, acc[r][t]);
+      }
+    }
+  }
 }
 
 template <GgmlType kType, int R, int T>
 void LegacyMicro(const LegacyRows& w, int64_t nb, const QuantizedActivations& a, int64_t t0,
                  float* y, int64_t ldy) {
-  constexpr int64_t kBytes = LegacyBlockBytes<kType>();
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
-  const int8_t* xq[T];
-  const float* xd[T];
-  for (int t = 0; t < T; ++t) {
-    xq[t] = a.q + (t0 + t) * a.q_stride;
-    xd[t] = a.d + (t0 + t) * a.scale_stride;
-  }
-  const int64_t pairs_end = nb & ~int64_t{1};
-  for (int64_t b = 0; b < pairs_end; b += 2) {
-    __m512i u[R];
-    __m512 dw[R];
-    for (int r = 0; r < R; ++r) {
-      u[r] = UnpackPair<kType>(w.row[r] + b * kBytes);
-      dw[r] = PairScales<kType>(w.d[r] + b);
-    }
-    for (int t = 0; t < T; ++t) {
-      const __m512i xv = _mm512_loadu_si512(xq[t] + b * kQk);
-      const __m512 dx = PairScales<kType>(xd[t] + b);
-      for (int r = 0; r < R; ++r) {
-        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[r], xv);
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[r], dx), acc[r][t]);
-      }
-    }
-  }
-  float tail[R][T] = {};
-  if (nb & 1) {
-    const int64_t b = nb - 1;
-    for (int r = 0; r < R; ++r) {
-      const __m256i u = UnpackOne<kType>(w.row[r] + b * kBytes);
-      for (int t = 0; t < T; ++t) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + b * kQk));
-        const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, xv);
-        tail[r][t] = HsumI32ToF32(dot) * (w.d[r][b] * xd[t][b]);
-      }
-    }
-  }
-  for (int t = 0; t < T; ++t) {
-    const float* xs = a.s + (t0 + t) * a.scale_stride;
-    for (int r = 0; r < R; ++r) {
-      y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]) + tail[r][t] + MinTerm(w.m[r], xs, nb);
-    }
-  }
+  int64_t b = 0;
+  for (; b + 16 <= nb; b += 16) LegacyRun<kType, R, T, true>(w, b, 16, a, t0, acc);
+  if (b < nb) LegacyRun<kType, R, T, false>(w, b, static_cast<int>(nb - b), a, t0, acc);
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) y[t * ldy + r] = ReduceLanes16(acc[r][t]);
 }
 
 template <GgmlType kType, int R>
@@ -308,7 +318,7 @@ void FloatMicro(const uint8_t* const* rows, int64_t cols, const float* x, int64_
     }
   }
   for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
+    for (int r = 0; r < R; ++r) y[t * ldy + r] = ReduceLanes16(acc[r][t]);
 }
 
 template <GgmlType kType, int R>
