@@ -1,7 +1,15 @@
-// KvCache: what the engine loop may ask of the KV cache — room for a sequence's next tokens,
-// its block table, and release. One tier for now (the tiering issue adds host and SSD tiers,
-// the serving issue prefix reuse). "No room" is a value (nullopt), not an error.
-// Engine-loop thread only.
+// KvCache: what the engine loop may ask of the KV cache (STYLE.md §3) — prefix lookups, room
+// for a sequence's next tokens (taking cached prefix blocks), registering computed blocks in
+// the prefix index, block tables, and release. One tier for now (the tiering issue adds host
+// and SSD tiers). "No room" is a value (nullopt), not an error. Lookups do not pin; Grow
+// commits. Engine-loop thread only (no locking).
+//
+// Prefix caching (vLLM v1 style): once a block of a sequence is full and its KV computed, the
+// engine loop calls CommitComputed and the block is indexed under the chained hash of its
+// tokens (kvcache/block_hash.h). A later sequence whose tokens start the same way finds those
+// blocks with MatchPrefix and takes them with Grow instead of computing them. A released
+// block stays indexed (evictable) until a free block is needed and none is left
+// (kvcache/block_pool.h).
 #pragma once
 
 #include <cstdint>
@@ -16,31 +24,62 @@
 namespace spillway::kvcache {
 
 struct Occupancy {
-  int32_t used_blocks = 0;
+  int32_t used_blocks = 0;    // referenced by at least one sequence
+  int32_t cached_blocks = 0;  // indexed for prefix reuse (in use or evictable)
   int32_t total_blocks = 0;
+};
+
+struct PrefixHit {
+  std::vector<BlockId> blocks;    // full cached blocks, in order; not yet owned by anyone
+  int32_t num_cached_tokens = 0;  // blocks.size() * kBlockTokens
 };
 
 class KvCache {
  public:
   explicit KvCache(int32_t num_blocks);
 
-  // Makes room in `seq`'s block table for `num_new_tokens` more tokens (creating the table on
-  // first use). Returns the blocks newly added to the table, or nullopt when the pool cannot
-  // hold them right now; on nullopt nothing has changed.
-  std::optional<std::span<const BlockId>> Grow(SeqId seq, int32_t num_new_tokens);
+  // MatchPrefix returns the longest run of full cached blocks that starts `tokens` (computed
+  // with `adapter`). Read-only: pins nothing, so a caller that gives up needs no clean-up; the
+  // hit is valid until the next call that allocates. Never fails; may be empty.
+  // NOTE(sched): to get logits for the last prompt token, callers pass all tokens but the last
+  // (vLLM does the same), so a hit never covers a whole prompt.
+  PrefixHit MatchPrefix(std::span<const TokenId> tokens, AdapterId adapter) const;
+
+  // Grow gives `seq` the blocks of `hit` (ref count +1 each; only for a sequence with no
+  // tokens yet) and room for `num_new_tokens` more tokens, creating the table on first use.
+  // Returns the blocks newly allocated for it (valid until the next call that changes `seq`),
+  // or nullopt when the pool cannot hold them right now; on nullopt nothing has changed.
+  // REQUIRES: hit.blocks are empty or num_tokens(seq) == 0; `hit` comes from MatchPrefix with
+  // no allocation since.
+  std::optional<std::span<const BlockId>> Grow(SeqId seq, int32_t num_new_tokens,
+                                               const PrefixHit& hit = {});
+
+  // CommitComputed records that the KV of `computed_tokens` (the first tokens of `seq`) has
+  // been written: every full block among them that is not yet indexed is registered under its
+  // key, so later MatchPrefix calls can find it. Call after the forward pass that computed
+  // them, never before. REQUIRES: computed_tokens.size() <= num_tokens(seq); the same adapter
+  // on every call for `seq`.
+  void CommitComputed(SeqId seq, std::span<const TokenId> computed_tokens, AdapterId adapter);
+
   // The block table of `seq` (empty if unknown) and the tokens it has room for.
   std::span<const BlockId> block_table(SeqId seq) const;
   int32_t num_tokens(SeqId seq) const;
-  // Drops `seq`'s references to its blocks and forgets the sequence.
+  // Drops `seq`'s references to its blocks and forgets the sequence. Blocks that drop to zero
+  // references stay cached if indexed; the table's last blocks are released first, so that
+  // they are evicted before the blocks they extend.
   void Release(SeqId seq);
 
   Occupancy occupancy() const;
+  // Blocks that Grow can still allocate (free plus evictable).
   int32_t num_free_blocks() const { return pool_.num_free(); }
+  const BlockPool& pool() const { return pool_; }
 
  private:
   struct Table {
     std::vector<BlockId> blocks;
     int32_t num_tokens = 0;
+    int32_t num_hashed_blocks = 0;  // blocks [0, num_hashed_blocks) have known keys
+    BlockHash last_hash = 0;        // key of block num_hashed_blocks - 1 (when > 0)
   };
   BlockPool pool_;
   std::unordered_map<SeqId, Table> tables_;
