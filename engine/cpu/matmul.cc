@@ -17,7 +17,6 @@ namespace spillway::engine::cpu {
 namespace {
 
 using internal::Activations;
-using internal::ActLayout;
 using internal::KernelSet;
 using internal::TileFn;
 
@@ -105,6 +104,7 @@ struct ActivationBuffers {
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<float> s;
+  std::vector<int32_t> qsum;
   std::vector<int16_t> bsums;
 };
 
@@ -127,7 +127,7 @@ Activations QuantizeActivations(const KernelSet& k, GgmlType type, const float* 
   const int64_t nb = cols / block;
   // NOTE(kernels): rows of q start on 64-byte boundaries so that vector loads never split
   // cache lines more than the weights force them to.
-  const int64_t q_stride = RoundUp(cols, 64);
+  const int64_t q_stride = k_quant ? RoundUp(cols, 64) : internal::Run32RowBytes(cols);
   const int64_t scale_stride = RoundUp(nb, 16);
   const int64_t bsum_stride = RoundUp(cols / 16, 32);
   buf.q.resize(static_cast<size_t>(n_tokens * q_stride + 64));
@@ -151,13 +151,15 @@ Activations QuantizeActivations(const KernelSet& k, GgmlType type, const float* 
     };
   } else {
     buf.s.resize(static_cast<size_t>(n_tokens * scale_stride));
+    buf.qsum.resize(static_cast<size_t>(n_tokens * scale_stride));
     a.s = buf.s.data();
+    a.qsum = buf.qsum.data();
     a.wide = n_tokens >= k.wide_min_tokens;
-    const ActLayout layout = type == GgmlType::kQ8_0 || !a.wide ? ActLayout::kNatural : k.q4_layout;
-    fn = [&, layout, d = buf.d.data(), s = buf.s.data()](int, int64_t begin, int64_t end) {
+    fn = [&, d = buf.d.data(), s = buf.s.data(), qsum = buf.qsum.data()](int, int64_t begin,
+                                                                         int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        k.quantize32(x + t * cols, cols, layout, q + t * q_stride, d + t * scale_stride,
-                     s + t * scale_stride);
+        k.quantize32(x + t * cols, cols, q + t * q_stride, d + t * scale_stride,
+                     s + t * scale_stride, qsum + t * scale_stride);
       }
     };
   }

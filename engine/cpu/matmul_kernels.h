@@ -6,9 +6,16 @@
 // Quantized activations (one token row each, written by a QuantizeFn):
 //
 //   for Q4_0 / Q4_1 / Q8_0 weights (32-value blocks, nb = cols / 32)
-//     q[cols]  int8, q = round_to_even(x / d), |q| <= 127  (order: see ActLayout)
+//     q        int8, q = round_to_even(x / d), |q| <= 127, in runs of 16 blocks (RunOffset):
+//              run g holds blocks 16g..16g+15 in 512 bytes, as 8 steps of 64 bytes; step k
+//              holds values 4k..4k+3 of each of the 16 blocks, block after block. So one
+//              64-byte load gives 4 values of 16 blocks, one block per 32-bit lane, and a
+//              dot product accumulated over the 8 steps leaves each block's sum in its own
+//              lane (no horizontal sums). Blocks past nb in the last run are zero.
 //     d[nb]    f32, d = max|x| / 127 over the block
 //     s[nb]    f32, s = d * sum(q) over the block (for the min/offset terms of the weights)
+//     qsum[nb] int32 sum(q) over the block
+//     (d, s and qsum are zero from nb up to the next multiple of 16.)
 //   for Q4_K / Q5_K / Q6_K weights (256-value blocks, nb = cols / 256)
 //     q[cols], d[nb] as above, per 256 values
 //     bsums[nb * 16]  int16 sum of each 16 consecutive q
@@ -46,24 +53,31 @@ inline float ReduceLanes(const float* lane) {
   return d0 + d1;
 }
 
-// Order of the int8 values of one 32-block activation row.
-enum class ActLayout {
-  kNatural,  // value j of the row at q[j]
-  // Blocks in pairs (2p, 2p + 1), 64 bytes: [b0 0-15, b1 0-15, b0 16-31, b1 16-31]; an odd
-  // last block stays natural. Matches how AVX-512 unpacks two Q4 blocks' nibbles at once.
-  kPairInterleaved,
-};
+inline constexpr int kRunBlocks = 16;  // 32-blocks per run of the activation layout
+inline constexpr int kRunBytes = 512;  // bytes of one run
+inline constexpr int kStepBytes = 64;  // bytes of one step of a run
+
+// Where value i (0..31) of 32-block b sits in a row of quantized activations.
+inline constexpr int64_t RunOffset(int64_t b, int i) {
+  return (b / kRunBlocks) * kRunBytes + (i / 4) * kStepBytes + (b % kRunBlocks) * 4 + i % 4;
+}
+
+// Bytes of one row of quantized activations for 32-blocks: whole runs.
+inline constexpr int64_t Run32RowBytes(int64_t cols) {
+  return (cols / 32 + kRunBlocks - 1) / kRunBlocks * kRunBytes;
+}
 
 struct QuantizedActivations {
   const int8_t* q = nullptr;  // [n_tokens, q_stride]
   int64_t q_stride = 0;
-  const float* d = nullptr;  // [n_tokens, scale_stride]
-  const float* s = nullptr;  // [n_tokens, scale_stride] (32-blocks only)
+  const float* d = nullptr;       // [n_tokens, scale_stride]
+  const float* s = nullptr;       // [n_tokens, scale_stride] (32-blocks only)
+  const int32_t* qsum = nullptr;  // [n_tokens, scale_stride] (32-blocks only)
   int64_t scale_stride = 0;
   const int16_t* bsums = nullptr;  // [n_tokens, bsum_stride] (K-quants only)
   int64_t bsum_stride = 0;
-  // n_tokens >= KernelSet::wide_min_tokens: the kernel set's wide kernels run, and Q4_0/Q4_1
-  // activations are in KernelSet::q4_layout; otherwise they are kNatural.
+  // n_tokens >= KernelSet::wide_min_tokens: the kernel set's wide kernels may run (the
+  // results are the same either way; only speed differs).
   bool wide = false;
 };
 
@@ -77,9 +91,10 @@ struct Activations {
 using TileFn = void (*)(const WeightMatrix& w, int64_t row_begin, int64_t row_end,
                         const Activations& x, int64_t tok_begin, int64_t tok_end, float* y);
 
-// Quantizes one row of `cols` f32 values into 32-blocks: q[cols], d[cols / 32], s[cols / 32].
-using Quantize32Fn = void (*)(const float* x, int64_t cols, ActLayout layout, int8_t* q, float* d,
-                              float* s);
+// Quantizes one row of `cols` f32 values into 32-blocks: q[Run32RowBytes(cols)] (run layout),
+// d, s, qsum[RoundUp(cols / 32, 16)].
+using Quantize32Fn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, float* s,
+                              int32_t* qsum);
 // Quantizes one row into 256-blocks: q[cols], d[cols / 256], bsums[cols / 16].
 using Quantize256Fn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, int16_t* bsums);
 
@@ -96,8 +111,7 @@ struct KernelSet {
   TileFn q6_k = nullptr;
   Quantize32Fn quantize32 = nullptr;
   Quantize256Fn quantize256 = nullptr;
-  ActLayout q4_layout = ActLayout::kNatural;  // layout wanted for Q4_0/Q4_1 weights when wide
-  int64_t wide_min_tokens = 1;                // see QuantizedActivations::wide
+  int64_t wide_min_tokens = 1;  // see QuantizedActivations::wide
 };
 
 // The portable kernels (any CPU).
@@ -109,8 +123,8 @@ const KernelSet* Avx2Kernels();
 const KernelSet* Avx512Kernels();
 
 // Scalar row quantizers, also the reference the SIMD ones must match bit for bit.
-void QuantizeRow32Scalar(const float* x, int64_t cols, ActLayout layout, int8_t* q, float* d,
-                         float* s);
+void QuantizeRow32Scalar(const float* x, int64_t cols, int8_t* q, float* d, float* s,
+                         int32_t* qsum);
 void QuantizeRow256Scalar(const float* x, int64_t cols, int8_t* q, float* d, int16_t* bsums);
 
 }  // namespace spillway::engine::cpu::internal

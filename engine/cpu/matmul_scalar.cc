@@ -62,8 +62,9 @@ template <GgmlType kType>
 float DotLegacyRow(const uint8_t* wrow, int64_t nb, const int8_t* xq, const float* xd,
                    const float* xs) {
   float lanes[kLanes] = {};
+  int8_t q[kQk];
   for (int64_t b = 0; b < nb; ++b) {
-    const int8_t* q = xq + b * kQk;
+    for (int i = 0; i < kQk; ++i) q[i] = xq[RunOffset(b, i)];
     float& lane = lanes[b % kLanes];
     int isum = 0;
     if constexpr (kType == GgmlType::kQ8_0) {
@@ -213,23 +214,25 @@ void KTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Acti
 
 }  // namespace
 
-void QuantizeRow32Scalar(const float* x, int64_t cols, ActLayout layout, int8_t* q, float* d,
-                         float* s) {
+void QuantizeRow32Scalar(const float* x, int64_t cols, int8_t* q, float* d, float* s,
+                         int32_t* qsum) {
   const int64_t nb = cols / kQk;
-  for (int64_t b = 0; b < nb; ++b) {
-    const int sum = QuantizeBlock32(x + b * kQk, q + b * kQk, &d[b]);
-    s[b] = d[b] * static_cast<float>(sum);
+  const int64_t nb_padded = (nb + kRunBlocks - 1) / kRunBlocks * kRunBlocks;
+  if (nb % kRunBlocks != 0) {
+    const int64_t last_run = nb / kRunBlocks * kRunBytes;
+    std::memset(q + last_run, 0, kRunBytes);
   }
-  if (layout == ActLayout::kPairInterleaved) {
-    int8_t tmp[2 * kQk];
-    for (int64_t b = 0; b + 1 < nb; b += 2) {
-      int8_t* p = q + b * kQk;
-      std::memcpy(tmp, p, sizeof(tmp));
-      std::memcpy(p + 0, tmp + 0, 16);
-      std::memcpy(p + 16, tmp + 32, 16);
-      std::memcpy(p + 32, tmp + 16, 16);
-      std::memcpy(p + 48, tmp + 48, 16);
-    }
+  int8_t block[kQk];
+  for (int64_t b = 0; b < nb; ++b) {
+    const int sum = QuantizeBlock32(x + b * kQk, block, &d[b]);
+    for (int i = 0; i < kQk; ++i) q[RunOffset(b, i)] = block[i];
+    s[b] = d[b] * static_cast<float>(sum);
+    qsum[b] = sum;
+  }
+  for (int64_t b = nb; b < nb_padded; ++b) {
+    d[b] = 0.0f;
+    s[b] = 0.0f;
+    qsum[b] = 0;
   }
 }
 
@@ -268,7 +271,6 @@ const KernelSet& ScalarKernels() {
       .q6_k = KTile<GgmlType::kQ6_K>,
       .quantize32 = QuantizeRow32Scalar,
       .quantize256 = QuantizeRow256Scalar,
-      .q4_layout = ActLayout::kNatural,
   };
   return kSet;
 }

@@ -25,10 +25,13 @@ namespace {
 using ymm::HsumI32;
 using ymm::kMaxRows;
 using ymm::kMaxTokens;
+using ymm::StoreBlockInRuns;
+using ymm::ZeroRunPadding;
 
-void Quantize32(const float* x, int64_t cols, ActLayout layout, int8_t* q, float* d, float* s) {
+void Quantize32(const float* x, int64_t cols, int8_t* q, float* d, float* s, int32_t* qsum) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const int64_t nb = cols / kQk;
+  ZeroRunPadding(nb, q, d, s, qsum);
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + b * kQk;
     __m256 v[4];
@@ -52,19 +55,12 @@ void Quantize32(const float* x, int64_t cols, ActLayout layout, int8_t* q, float
     const __m256i i16b = _mm256_packs_epi32(i32[2], i32[3]);
     __m256i i8 = _mm256_packs_epi16(i16a, i16b);
     i8 = _mm256_permutevar8x32_epi32(i8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQk), i8);
+    alignas(32) int8_t block[kQk];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(block), i8);
+    StoreBlockInRuns(block, b, q);
     d[b] = db;
     s[b] = db * static_cast<float>(sum);
-  }
-  if (layout == ActLayout::kPairInterleaved) {
-    for (int64_t b = 0; b + 1 < nb; b += 2) {
-      int8_t* p = q + b * kQk;
-      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kQk));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute2x128_si256(b0, b1, 0x20));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + kQk),
-                          _mm256_permute2x128_si256(b0, b1, 0x31));
-    }
+    qsum[b] = sum;
   }
 }
 
@@ -191,7 +187,6 @@ const KernelSet* Avx2Kernels() {
     k.q4_1 = ymm::LegacyTile<GgmlType::kQ4_1, false>;
     k.q8_0 = ymm::LegacyTile<GgmlType::kQ8_0, false>;
     k.quantize32 = Quantize32;
-    k.q4_layout = ActLayout::kNatural;
     return k;
   }();
   return &kSet;

@@ -294,25 +294,42 @@ TEST(MatMul, RowStrideLargerThanRow) {
 }
 
 TEST(MatMulQuantize, SimdQuantizersMatchScalarBitForBit) {
-  using internal::ActLayout;
-  const int64_t cols = 1024;
-  auto x = MakeActivations(1, cols, 11);
-  x[100] = 0.5f * 127;                        // exact halves after scaling probe the rounding mode
-  for (int i = 32; i < 64; ++i) x[i] = 0.0f;  // an all-zero block
   std::vector<const internal::KernelSet*> sets = {&internal::ScalarKernels()};
   if (MatMulIsaSupported(MatMulIsa::kAvx2)) sets.push_back(internal::Avx2Kernels());
   if (MatMulIsaSupported(MatMulIsa::kAvx512)) sets.push_back(internal::Avx512Kernels());
-  for (ActLayout layout : {ActLayout::kNatural, ActLayout::kPairInterleaved}) {
-    std::vector<int8_t> q0(cols), q1(cols);
-    std::vector<float> d0(cols / 32), d1(cols / 32), s0(cols / 32), s1(cols / 32);
-    internal::QuantizeRow32Scalar(x.data(), cols, layout, q0.data(), d0.data(), s0.data());
+  // 32 blocks: whole runs; 18 and 7: a partial last run (zero padding checked).
+  for (int64_t cols : {1024, 576, 224}) {
+    auto x = MakeActivations(1, cols, 11);
+    x[100] = 0.5f * 127;                        // exact halves after scaling probe the rounding
+    for (int i = 32; i < 64; ++i) x[i] = 0.0f;  // an all-zero block
+    const int64_t bytes = internal::Run32RowBytes(cols);
+    const int64_t scales = (cols / 32 + 15) / 16 * 16;
+    std::vector<int8_t> q0(bytes, 1), q1(bytes, 2);
+    std::vector<float> d0(scales, 1), d1(scales, 2), s0(scales, 1), s1(scales, 2);
+    std::vector<int32_t> n0(scales, 1), n1(scales, 2);
+    internal::QuantizeRow32Scalar(x.data(), cols, q0.data(), d0.data(), s0.data(), n0.data());
+    for (int64_t b = 0; b < cols / 32; ++b) {
+      int sum = 0;
+      for (int i = 0; i < 32; ++i) sum += q0[internal::RunOffset(b, i)];
+      ASSERT_EQ(sum, n0[b]) << "block " << b;
+      ASSERT_EQ(s0[b], d0[b] * static_cast<float>(sum)) << "block " << b;
+    }
+    for (int64_t b = cols / 32; b < scales; ++b) {
+      for (int i = 0; i < 32; ++i) ASSERT_EQ(q0[internal::RunOffset(b, i)], 0) << "padding " << b;
+      ASSERT_EQ(d0[b], 0.0f);
+      ASSERT_EQ(s0[b], 0.0f);
+      ASSERT_EQ(n0[b], 0);
+    }
     for (const auto* k : sets) {
-      k->quantize32(x.data(), cols, layout, q1.data(), d1.data(), s1.data());
-      EXPECT_EQ(q0, q1) << k->name;
-      EXPECT_EQ(d0, d1) << k->name;
-      EXPECT_EQ(s0, s1) << k->name;
+      k->quantize32(x.data(), cols, q1.data(), d1.data(), s1.data(), n1.data());
+      EXPECT_EQ(q0, q1) << k->name << " " << cols;
+      EXPECT_EQ(d0, d1) << k->name << " " << cols;
+      EXPECT_EQ(s0, s1) << k->name << " " << cols;
+      EXPECT_EQ(n0, n1) << k->name << " " << cols;
     }
   }
+  const int64_t cols = 1024;
+  const auto x = MakeActivations(1, cols, 11);
   std::vector<int8_t> q0(cols), q1(cols);
   std::vector<float> d0(cols / 256), d1(cols / 256);
   std::vector<int16_t> b0(cols / 16), b1(cols / 16);
