@@ -4,7 +4,8 @@
 #   - Debian packages (compiler toolchain, libraries)
 #   - a Python virtual environment in .venv with the test tools (tests/requirements.txt)
 #   - the default model in $SPILLWAY_CACHE (default ~/.cache/spillway), checked by sha256
-#   - a Release build in build/, and tiny random test models in build/tiny_models
+#   - a Release build in build/, and tiny random test models in build/tiny_models and
+#     build/gguf_models
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,4 +61,9 @@ cmake --build build --parallel "$(nproc)"
 if ! (cd build/tiny_models 2>/dev/null && sha256sum --status -c ../../tests/golden/hf/tiny_models.sha256); then
   log "writing tiny test models into build/tiny_models"
   .venv/bin/python tests/golden/hf/make_tiny_models.py build/tiny_models >/dev/null
+fi
+# Tiny random GGUF models of every supported tensor type (and qwen2, rope_freqs).
+if ! (cd build/gguf_models 2>/dev/null && sha256sum --status -c ../../tests/golden/gguf/gguf_models.sha256); then
+  log "writing tiny GGUF test models into build/gguf_models"
+  .venv/bin/python tests/golden/gguf/make_gguf_models.py build/gguf_models >/dev/null
 fi

@@ -65,8 +65,8 @@ absl::Status LlamaModel::LoadWeights(const ModelFile& file) {
     SPW_ASSIGN_OR_RETURN(output_, load("output.weight"));
   }
   std::vector<float> freq_factors;
-  if (const WeightTensor* f = file.Find("rope_freqs.weight");
-      f != nullptr && f->type == GgmlType::kF32 && f->num_elements() == config_.head_dim / 2) {
+  // OpenGguf checked its type (f32) and shape ([head_dim / 2]).
+  if (const WeightTensor* f = file.Find("rope_freqs.weight"); f != nullptr) {
     freq_factors.resize(f->num_elements());
     std::memcpy(freq_factors.data(), f->data, freq_factors.size() * sizeof(float));
   }

@@ -166,6 +166,12 @@ absl::Status GgufModelFile::CheckTensors() const {
     return absl::OkStatus();
   };
   SPW_RETURN_IF_ERROR(expect("output_norm.weight", {c.hidden}));
+  if (const WeightTensor* f = Find("rope_freqs.weight"); f != nullptr) {
+    SPW_RETURN_IF_ERROR(expect("rope_freqs.weight", {c.head_dim / 2}));
+    if (f->type != GgmlType::kF32) {
+      return absl::InvalidArgumentError("tensor rope_freqs.weight must be f32");
+    }
+  }
   if (!c.tied_embeddings) SPW_RETURN_IF_ERROR(expect("output.weight", {c.hidden, c.vocab_size}));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string p = absl::StrFormat("blk.%d.", l);
