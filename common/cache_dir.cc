@@ -12,8 +12,6 @@ std::string CacheDir() {
   return std::string(home != nullptr ? home : ".") + "/.cache/spillway";
 }
 
-std::string DefaultModelPath() {
-  return CacheDir() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+std::string DefaultModelPath() { return CacheDir() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf"; }
 
 }  // namespace spillway

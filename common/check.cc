@@ -1,8 +1,8 @@
 #include "common/check.h"
 
-#include <cstdlib>
-
 #include <spdlog/spdlog.h>
+
+#include <cstdlib>
 
 namespace spillway::internal {
 

@@ -31,8 +31,8 @@ struct Voidify {
 
 }  // namespace spillway::internal
 
-#define SPW_CHECK(cond)                \
-  (cond) ? (void)0                     \
+#define SPW_CHECK(cond)                      \
+  (cond) ? (void)0                           \
          : ::spillway::internal::Voidify() & \
                ::spillway::internal::CheckFailure(#cond, __FILE__, __LINE__)
 

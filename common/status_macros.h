@@ -5,11 +5,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-#define SPW_RETURN_IF_ERROR(expr)                    \
-  do {                                               \
+#define SPW_RETURN_IF_ERROR(expr)                                 \
+  do {                                                            \
     if (::absl::Status spw_status_ = (expr); !spw_status_.ok()) { \
-      return spw_status_;                            \
-    }                                                \
+      return spw_status_;                                         \
+    }                                                             \
   } while (false)
 
 #define SPW_STATUS_CONCAT_INNER(a, b) a##b

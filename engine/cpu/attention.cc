@@ -9,6 +9,7 @@
 
 #include "common/check.h"
 #include "engine/cpu/fp16.h"
+#include "engine/cpu/vec_math.h"
 #include "kvcache/ids.h"
 
 namespace spillway::engine::cpu {
@@ -20,12 +21,6 @@ using kvcache::kBlockTokens;
 // items for every thread; each item converts its keys to f32 once and reuses them for all
 // queries and all query heads of its KV head.
 constexpr int64_t kQueryTile = 32;
-
-bool HasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
-  return has;
-}
 
 __attribute__((target("avx2,fma,f16c"))) void F16ToF32Avx2(const uint16_t* src, float* dst,
                                                            int64_t n) {
@@ -47,38 +42,11 @@ __attribute__((target("avx2,fma,f16c"))) void F32ToF16Avx2(const float* src, uin
   for (; i < n; ++i) dst[i] = F32ToF16(src[i]);
 }
 
-// exp(x) for x <= 0 (softmax after max subtraction), ~1 ulp: exp(x) = 2^k * p(r).
-__attribute__((target("avx2,fma"))) __m256 Exp256(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT);
-  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-__attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // Softmax-weighted sum for one query over keys [0, n): the AVX2 path.
 // REQUIRES: d % 8 == 0.
 __attribute__((target("avx2,fma"))) void AttendOneAvx2(const float* q, const float* keys,
-                                                      const float* values, int64_t n,
-                                                      int64_t d, float scale, float* scores,
-                                                      float* out) {
+                                                       const float* values, int64_t n, int64_t d,
+                                                       float scale, float* scores, float* out) {
   float max_score = -INFINITY;
   for (int64_t j = 0; j < n; ++j) {
     const float* kj = keys + j * d;
@@ -112,8 +80,8 @@ __attribute__((target("avx2,fma"))) void AttendOneAvx2(const float* q, const flo
   }
 }
 
-void AttendOneScalar(const float* q, const float* keys, const float* values, int64_t n,
-                     int64_t d, float scale, float* scores, float* out) {
+void AttendOneScalar(const float* q, const float* keys, const float* values, int64_t n, int64_t d,
+                     float scale, float* scores, float* out) {
   float max_score = -INFINITY;
   for (int64_t j = 0; j < n; ++j) {
     float s = 0.0f;
@@ -140,12 +108,12 @@ struct ThreadScratch {
 }  // namespace
 
 void F16ToF32Bulk(const uint16_t* src, float* dst, int64_t n) {
-  if (HasAvx2()) return F16ToF32Avx2(src, dst, n);
+  if (HasAvx2Fma()) return F16ToF32Avx2(src, dst, n);
   for (int64_t i = 0; i < n; ++i) dst[i] = F16ToF32(src[i]);
 }
 
 void F32ToF16Bulk(const float* src, uint16_t* dst, int64_t n) {
-  if (HasAvx2()) return F32ToF16Avx2(src, dst, n);
+  if (HasAvx2Fma()) return F32ToF16Avx2(src, dst, n);
   for (int64_t i = 0; i < n; ++i) dst[i] = F32ToF16(src[i]);
 }
 
@@ -163,15 +131,15 @@ void WriteKv(const BatchLayout& layout, const float* k, const float* v, KvLayerV
   }
 }
 
-void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads,
-                    KvLayerView cache, float* out, ThreadPool& pool) {
+void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads, KvLayerView cache,
+                    float* out, ThreadPool& pool) {
   const int64_t d = cache.head_dim;
   const int64_t kv_heads = cache.num_kv_heads;
   const int64_t group = num_heads / kv_heads;
   const int64_t kv_width = kv_heads * d;
   const int64_t q_width = num_heads * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const bool avx2 = HasAvx2() && d % 8 == 0;
+  const bool avx2 = HasAvx2Fma() && d % 8 == 0;
 
   // Work items: (chunk, kv head, query tile).
   struct Item {
@@ -190,8 +158,7 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
     }
   }
   static thread_local ThreadScratch scratch;
-  pool.ParallelFor(static_cast<int64_t>(items.size()), 1,
-                   [&](int, int64_t begin, int64_t end) {
+  pool.ParallelFor(static_cast<int64_t>(items.size()), 1, [&](int, int64_t begin, int64_t end) {
     ThreadScratch& s = scratch;
     for (int64_t it = begin; it < end; ++it) {
       const Item& item = items[it];

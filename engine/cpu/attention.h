@@ -26,8 +26,8 @@ void WriteKv(const BatchLayout& layout, const float* k, const float* v, KvLayerV
 // out[t, h] = softmax(q[t, h] · K[0..pos(t)]ᵀ / sqrt(head_dim)) · V[0..pos(t)], with q head h
 // reading KV head h / (num_heads / num_kv_heads).
 //   q, out: [num_tokens, num_heads * head_dim] f32
-void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads,
-                    KvLayerView cache, float* out, ThreadPool& pool);
+void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads, KvLayerView cache,
+                    float* out, ThreadPool& pool);
 
 // F16 <-> F32 of `n` values, with F16C when the CPU has it (runtime dispatch).
 void F16ToF32Bulk(const uint16_t* src, float* dst, int64_t n);

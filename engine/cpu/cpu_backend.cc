@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "common/check.h"
 #include "engine/cpu/matmul.h"
+#include "engine/cpu/vec_math.h"
 #include "kvcache/ids.h"
 
 namespace spillway::engine::cpu {
@@ -38,6 +39,20 @@ void NormRow(const float* x, const float* w, int64_t n, float eps, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
 }
 
+// o = silu(g) * u for the first multiple of 8 values; returns how many it did.
+__attribute__((target("avx2,fma"))) int64_t SwiGluAvx2(const float* g, const float* u, int64_t n,
+                                                       float* o) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256 silu =
+        _mm256_div_ps(x, _mm256_add_ps(one, Exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    _mm256_storeu_ps(o + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+  }
+  return i;
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
@@ -50,14 +65,17 @@ absl::StatusOr<std::unique_ptr<BackendWeight>> CpuBackend::LoadWeight(const Weig
     return std::make_unique<CpuWeight>(m, std::move(values));
   }
   if (t.shape.size() != 2) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("tensor %s has %d dimensions; weights have 1 or 2", t.name, t.shape.size()));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor %s has %d dimensions; weights have 1 or 2", t.name, t.shape.size()));
   }
   const std::optional<int64_t> row_bytes = RowBytes(t.type, t.shape[0]);
   if (!row_bytes.has_value() || *row_bytes * t.shape[1] != t.nbytes) {
     return absl::InvalidArgumentError("tensor " + t.name + " has an inconsistent size");
   }
-  WeightMatrix m{.type = t.type, .rows = t.shape[1], .cols = t.shape[0], .data = t.data,
+  WeightMatrix m{.type = t.type,
+                 .rows = t.shape[1],
+                 .cols = t.shape[0],
+                 .data = t.data,
                  .row_bytes = *row_bytes};
   return std::make_unique<CpuWeight>(m, std::vector<float>{});
 }
@@ -69,9 +87,9 @@ absl::Status CpuBackend::AllocateKv(const KvLayout& layout) {
     k_cache_.assign(layout.num_layers, std::vector<uint16_t>(per_layer));
     v_cache_.assign(layout.num_layers, std::vector<uint16_t>(per_layer));
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "cannot allocate a KV cache of %d blocks (%d MiB)", layout.num_blocks,
-        per_layer * 4 * layout.num_layers >> 20));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("cannot allocate a KV cache of %d blocks (%d MiB)", layout.num_blocks,
+                        per_layer * 4 * layout.num_layers >> 20));
   }
   kv_layout_ = layout;
   return absl::OkStatus();
@@ -80,6 +98,7 @@ absl::Status CpuBackend::AllocateKv(const KvLayout& layout) {
 void CpuBackend::BeginForward(const BatchLayout& layout) {
   layout_ = layout;
   next_scratch_ = 0;
+  rope_table_ = nullptr;
 }
 
 Activation CpuBackend::Scratch(int64_t rows, int64_t cols) {
@@ -101,7 +120,8 @@ void CpuBackend::Embed(const BackendWeight& table, Activation out) {
 void CpuBackend::RmsNorm(Activation x, const BackendWeight& w, float eps, Activation out) {
   const float* wv = AsCpu(w).vec();
   pool_.ParallelFor(x.rows, kRowGrain, [&](int, int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) NormRow(x.data + r * x.cols, wv, x.cols, eps, out.data + r * out.cols);
+    for (int64_t r = b; r < e; ++r)
+      NormRow(x.data + r * x.cols, wv, x.cols, eps, out.data + r * out.cols);
   });
 }
 
@@ -136,15 +156,25 @@ void CpuBackend::Rope(Activation x, int64_t num_heads, const RopeTable& rope) {
   const int64_t d = x.cols / num_heads;
   const int64_t pairs = static_cast<int64_t>(rope.inv_freq.size());
   SPW_CHECK(pairs * 2 == d) << pairs << " " << d;
-  pool_.ParallelFor(x.rows, kRowGrain, [&](int, int64_t b, int64_t e) {
-    std::vector<float> cos_v(pairs), sin_v(pairs);
-    for (int64_t t = b; t < e; ++t) {
+  SPW_CHECK(x.rows == static_cast<int64_t>(layout_.positions.size()));
+  // Every layer rotates q and k by the same angles: compute them once per forward pass.
+  if (rope_table_ != &rope) {
+    rope_table_ = &rope;
+    rope_cos_.resize(x.rows * pairs);
+    rope_sin_.resize(x.rows * pairs);
+    for (int64_t t = 0; t < x.rows; ++t) {
       const double pos = layout_.positions[t];
       for (int64_t i = 0; i < pairs; ++i) {
         const float angle = static_cast<float>(pos * rope.inv_freq[i]);
-        cos_v[i] = std::cos(angle);
-        sin_v[i] = std::sin(angle);
+        rope_cos_[t * pairs + i] = std::cos(angle);
+        rope_sin_[t * pairs + i] = std::sin(angle);
       }
+    }
+  }
+  pool_.ParallelFor(x.rows, kRowGrain, [&](int, int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const float* cos_v = rope_cos_.data() + t * pairs;
+      const float* sin_v = rope_sin_.data() + t * pairs;
       for (int64_t h = 0; h < num_heads; ++h) {
         float* v = x.data + t * x.cols + h * d;
         for (int64_t i = 0; i < pairs; ++i) {
@@ -160,20 +190,24 @@ void CpuBackend::Rope(Activation x, int64_t num_heads, const RopeTable& rope) {
 }
 
 void CpuBackend::SwiGlu(Activation gate, Activation up, Activation out) {
+  const bool avx2 = HasAvx2Fma();
   pool_.ParallelFor(gate.rows, kRowGrain, [&](int, int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const float* g = gate.data + r * gate.cols;
       const float* u = up.data + r * up.cols;
       float* o = out.data + r * out.cols;
-      for (int64_t i = 0; i < gate.cols; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      int64_t i = avx2 ? SwiGluAvx2(g, u, gate.cols, o) : 0;
+      for (; i < gate.cols; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
     }
   });
 }
 
 void CpuBackend::Attention(int64_t layer, Activation q, Activation k, Activation v,
                            int64_t num_heads, Activation out) {
-  KvLayerView cache{.k = k_cache_[layer].data(), .v = v_cache_[layer].data(),
-                    .num_kv_heads = kv_layout_.num_kv_heads, .head_dim = kv_layout_.head_dim};
+  KvLayerView cache{.k = k_cache_[layer].data(),
+                    .v = v_cache_[layer].data(),
+                    .num_kv_heads = kv_layout_.num_kv_heads,
+                    .head_dim = kv_layout_.head_dim};
   WriteKv(layout_, k.data, v.data, cache);
   PagedAttention(layout_, q.data, num_heads, cache, out.data, pool_);
 }

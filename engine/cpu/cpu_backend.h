@@ -48,6 +48,9 @@ class CpuBackend final : public Backend {
   // so after the first pass no allocation happens.
   std::vector<std::vector<float>> scratch_;
   size_t next_scratch_ = 0;
+  // cos/sin of every (token, pair) angle of this forward pass, for the table `rope_table_`.
+  const RopeTable* rope_table_ = nullptr;
+  std::vector<float> rope_cos_, rope_sin_;
 };
 
 }  // namespace spillway::engine::cpu

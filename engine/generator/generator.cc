@@ -13,7 +13,7 @@ namespace {
 struct Sequence {
   const GenerateRequest* request;
   Sampler sampler;
-  int32_t computed = 0;  // tokens already in the KV cache
+  int32_t computed = 0;             // tokens already in the KV cache
   std::vector<TokenId> all_tokens;  // prompt + generated
   bool done = false;
 };
@@ -61,9 +61,9 @@ absl::StatusOr<std::vector<GenerateResult>> Generator::Run(
         const auto seq_id = static_cast<kvcache::SeqId>(i);
         if (!kv_.Grow(seq_id, n).has_value()) {
           release_all();
-          return absl::ResourceExhaustedError(absl::StrFormat(
-              "the KV cache (%d blocks) cannot hold these %d requests at once",
-              kv_.occupancy().total_blocks, requests.size()));
+          return absl::ResourceExhaustedError(
+              absl::StrFormat("the KV cache (%d blocks) cannot hold these %d requests at once",
+                              kv_.occupancy().total_blocks, requests.size()));
         }
         const bool last = s.computed + n == static_cast<int32_t>(s.all_tokens.size());
         batch.tokens.insert(batch.tokens.end(), s.all_tokens.begin() + s.computed,

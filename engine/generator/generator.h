@@ -28,8 +28,8 @@ struct GenerateRequest {
 enum class FinishReason { kStop, kLength };
 
 struct GenerateResult {
-  std::vector<TokenId> tokens;         // generated tokens (the stop token included)
-  std::vector<SampleResult> samples;   // one per token (logprobs when requested)
+  std::vector<TokenId> tokens;        // generated tokens (the stop token included)
+  std::vector<SampleResult> samples;  // one per token (logprobs when requested)
   FinishReason finish_reason = FinishReason::kLength;
 };
 

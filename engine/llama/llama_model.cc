@@ -40,8 +40,8 @@ RopeTable MakeRopeTable(const ModelConfig& config, std::span<const float> freq_f
 }
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelFile& file,
-                                                                Backend& backend,
-                                                                int32_t kv_blocks) {
+                                                               Backend& backend,
+                                                               int32_t kv_blocks) {
   std::unique_ptr<LlamaModel> model(new LlamaModel(file.config(), backend));
   SPW_RETURN_IF_ERROR(model->LoadWeights(file));
   const ModelConfig& c = model->config_;
@@ -98,14 +98,14 @@ absl::Status LlamaModel::CheckBatch(const Batch& batch) const {
   for (const BatchChunk& c : batch.chunks) {
     const int64_t end = int64_t{c.first_position} + c.num_tokens;
     if (c.num_tokens <= 0 || c.first_position < 0 || end > config_.context_length) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "batch chunk covers positions [%d, %d); the context is %d tokens", c.first_position,
-          end, config_.context_length));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("batch chunk covers positions [%d, %d); the context is %d tokens",
+                          c.first_position, end, config_.context_length));
     }
     if (static_cast<int64_t>(c.block_table.size()) * kvcache::kBlockTokens < end) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "batch chunk ends at position %d but its block table holds %d blocks", end,
-          c.block_table.size()));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("batch chunk ends at position %d but its block table holds %d blocks",
+                          end, c.block_table.size()));
     }
     for (kvcache::BlockId b : c.block_table) {
       if (b < 0 || b >= kv_blocks_) {

@@ -17,9 +17,8 @@ class LlamaModel final : public Model {
  public:
   // Loads the weights of `file` into `backend` and allocates a KV cache of `kv_blocks` blocks.
   // `file` and `backend` must outlive the model (CPU weights point into the file's mapping).
-  static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(const ModelFile& file,
-                                                             Backend& backend,
-                                                             int32_t kv_blocks);
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(const ModelFile& file, Backend& backend,
+                                                            int32_t kv_blocks);
 
   const ModelConfig& config() const override { return config_; }
   [[nodiscard]] absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;

@@ -16,8 +16,19 @@ constexpr int64_t kMaxStringBytes = 64 << 20;
 constexpr int kMaxDims = 4;
 
 enum ValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 // Reads little-endian values from [data, data + size) with bounds checks. Every error names
@@ -41,9 +52,9 @@ class Cursor {
   absl::StatusOr<std::string> ReadString(const char* what) {
     SPW_ASSIGN_OR_RETURN(uint64_t len, Read<uint64_t>(what));
     if (len > static_cast<uint64_t>(kMaxStringBytes)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "GGUF %s at byte %d has length %d, over the %d-byte limit", what, pos_ - 8, len,
-          kMaxStringBytes));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("GGUF %s at byte %d has length %d, over the %d-byte limit", what,
+                          pos_ - 8, len, kMaxStringBytes));
     }
     if (static_cast<int64_t>(len) > remaining()) return Truncated(what);
     std::string s(reinterpret_cast<const char*>(data_ + pos_), len);
@@ -65,12 +76,26 @@ class Cursor {
 
 int64_t MinValueBytes(uint32_t type) {
   switch (type) {
-    case kU8: case kI8: case kBool: return 1;
-    case kU16: case kI16: return 2;
-    case kU32: case kI32: case kF32: return 4;
-    case kU64: case kI64: case kF64: case kString: return 8;
-    case kArray: return 12;
-    default: return 1;
+    case kU8:
+    case kI8:
+    case kBool:
+      return 1;
+    case kU16:
+    case kI16:
+      return 2;
+    case kU32:
+    case kI32:
+    case kF32:
+      return 4;
+    case kU64:
+    case kI64:
+    case kF64:
+    case kString:
+      return 8;
+    case kArray:
+      return 12;
+    default:
+      return 1;
   }
 }
 
@@ -78,26 +103,69 @@ int64_t MinValueBytes(uint32_t type) {
 absl::StatusOr<GgufValue> ReadScalar(Cursor& c, uint32_t type, const std::string& key) {
   GgufValue v;
   switch (type) {
-    case kU8: { SPW_ASSIGN_OR_RETURN(uint8_t x, c.Read<uint8_t>("value")); v.value = int64_t{x}; break; }
-    case kI8: { SPW_ASSIGN_OR_RETURN(int8_t x, c.Read<int8_t>("value")); v.value = int64_t{x}; break; }
-    case kU16: { SPW_ASSIGN_OR_RETURN(uint16_t x, c.Read<uint16_t>("value")); v.value = int64_t{x}; break; }
-    case kI16: { SPW_ASSIGN_OR_RETURN(int16_t x, c.Read<int16_t>("value")); v.value = int64_t{x}; break; }
-    case kU32: { SPW_ASSIGN_OR_RETURN(uint32_t x, c.Read<uint32_t>("value")); v.value = int64_t{x}; break; }
-    case kI32: { SPW_ASSIGN_OR_RETURN(int32_t x, c.Read<int32_t>("value")); v.value = int64_t{x}; break; }
-    case kU64: { SPW_ASSIGN_OR_RETURN(uint64_t x, c.Read<uint64_t>("value")); v.value = x; break; }
-    case kI64: { SPW_ASSIGN_OR_RETURN(int64_t x, c.Read<int64_t>("value")); v.value = x; break; }
-    case kF32: { SPW_ASSIGN_OR_RETURN(float x, c.Read<float>("value")); v.value = double{x}; break; }
-    case kF64: { SPW_ASSIGN_OR_RETURN(double x, c.Read<double>("value")); v.value = x; break; }
+    case kU8: {
+      SPW_ASSIGN_OR_RETURN(uint8_t x, c.Read<uint8_t>("value"));
+      v.value = int64_t{x};
+      break;
+    }
+    case kI8: {
+      SPW_ASSIGN_OR_RETURN(int8_t x, c.Read<int8_t>("value"));
+      v.value = int64_t{x};
+      break;
+    }
+    case kU16: {
+      SPW_ASSIGN_OR_RETURN(uint16_t x, c.Read<uint16_t>("value"));
+      v.value = int64_t{x};
+      break;
+    }
+    case kI16: {
+      SPW_ASSIGN_OR_RETURN(int16_t x, c.Read<int16_t>("value"));
+      v.value = int64_t{x};
+      break;
+    }
+    case kU32: {
+      SPW_ASSIGN_OR_RETURN(uint32_t x, c.Read<uint32_t>("value"));
+      v.value = int64_t{x};
+      break;
+    }
+    case kI32: {
+      SPW_ASSIGN_OR_RETURN(int32_t x, c.Read<int32_t>("value"));
+      v.value = int64_t{x};
+      break;
+    }
+    case kU64: {
+      SPW_ASSIGN_OR_RETURN(uint64_t x, c.Read<uint64_t>("value"));
+      v.value = x;
+      break;
+    }
+    case kI64: {
+      SPW_ASSIGN_OR_RETURN(int64_t x, c.Read<int64_t>("value"));
+      v.value = x;
+      break;
+    }
+    case kF32: {
+      SPW_ASSIGN_OR_RETURN(float x, c.Read<float>("value"));
+      v.value = double{x};
+      break;
+    }
+    case kF64: {
+      SPW_ASSIGN_OR_RETURN(double x, c.Read<double>("value"));
+      v.value = x;
+      break;
+    }
     case kBool: {
       SPW_ASSIGN_OR_RETURN(uint8_t x, c.Read<uint8_t>("value"));
       v.value = x != 0;
       break;
     }
-    case kString: { SPW_ASSIGN_OR_RETURN(v.value, c.ReadString("string value")); break; }
+    case kString: {
+      SPW_ASSIGN_OR_RETURN(v.value, c.ReadString("string value"));
+      break;
+    }
     default:
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "GGUF metadata key '%s' has unknown value type %d (at byte %d)", key, type,
-          c.offset() - 4));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("GGUF metadata key '%s' has unknown value type %d (at byte %d)", key,
+                          type, c.offset() - 4));
   }
   return v;
 }
@@ -157,9 +225,9 @@ absl::StatusOr<GgufTensorInfo> ReadTensorInfo(Cursor& c) {
   SPW_ASSIGN_OR_RETURN(info.name, c.ReadString("tensor name"));
   SPW_ASSIGN_OR_RETURN(uint32_t n_dims, c.Read<uint32_t>("tensor rank"));
   if (n_dims == 0 || n_dims > kMaxDims) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "GGUF tensor '%s' has %d dimensions; spillway supports 1 to %d", info.name, n_dims,
-        kMaxDims));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("GGUF tensor '%s' has %d dimensions; spillway supports 1 to %d", info.name,
+                        n_dims, kMaxDims));
   }
   int64_t elements = 1;
   for (uint32_t d = 0; d < n_dims; ++d) {
@@ -189,8 +257,7 @@ absl::StatusOr<GgufTensorInfo> ReadTensorInfo(Cursor& c) {
   }
   const int64_t rows = elements / info.shape[0];
   if (rows > std::numeric_limits<int64_t>::max() / std::max<int64_t>(*row, 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("GGUF tensor '%s' is too large", info.name));
+    return absl::InvalidArgumentError(absl::StrFormat("GGUF tensor '%s' is too large", info.name));
   }
   info.nbytes = rows * *row;
   SPW_ASSIGN_OR_RETURN(uint64_t offset, c.Read<uint64_t>("tensor offset"));
@@ -246,8 +313,8 @@ absl::StatusOr<GgufContents> ParseGguf(const uint8_t* data, int64_t size) {
   Cursor c(data, size);
   SPW_ASSIGN_OR_RETURN(uint32_t magic, c.Read<uint32_t>("magic"));
   if (magic != kGgufMagic) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "not a GGUF file: the first 4 bytes are 0x%08x, expected \"GGUF\"", magic));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("not a GGUF file: the first 4 bytes are 0x%08x, expected \"GGUF\"", magic));
   }
   GgufContents out;
   SPW_ASSIGN_OR_RETURN(out.version, c.Read<uint32_t>("version"));
@@ -268,8 +335,7 @@ absl::StatusOr<GgufContents> ParseGguf(const uint8_t* data, int64_t size) {
   for (uint64_t i = 0; i < kv_count; ++i) {
     SPW_ASSIGN_OR_RETURN(std::string key, c.ReadString("metadata key"));
     SPW_ASSIGN_OR_RETURN(uint32_t type, c.Read<uint32_t>("metadata value type"));
-    absl::StatusOr<GgufValue> value =
-        type == kArray ? ReadArray(c, key) : ReadScalar(c, type, key);
+    absl::StatusOr<GgufValue> value = type == kArray ? ReadArray(c, key) : ReadScalar(c, type, key);
     if (!value.ok()) return value.status();
     out.metadata.insert_or_assign(std::move(key), *std::move(value));
   }

@@ -140,7 +140,8 @@ absl::Status GgufModelFile::ReadTokenizer(const GgufContents& gguf) {
   t.unk_id = static_cast<TokenId>(md.IntOr("tokenizer.ggml.unknown_token_id", -1));
   t.pad_id = static_cast<TokenId>(md.IntOr("tokenizer.ggml.padding_token_id", -1));
   for (const char* key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
-    if (const int64_t id = md.IntOr(key, -1); id >= 0) t.eot_ids.push_back(static_cast<TokenId>(id));
+    if (const int64_t id = md.IntOr(key, -1); id >= 0)
+      t.eot_ids.push_back(static_cast<TokenId>(id));
   }
   t.add_bos = md.BoolOr("tokenizer.ggml.add_bos_token", t.model == "llama");
   t.add_eos = md.BoolOr("tokenizer.ggml.add_eos_token", false);
@@ -159,9 +160,9 @@ absl::Status GgufModelFile::CheckTensors() const {
     const WeightTensor* t = Find(name);
     if (t == nullptr) return absl::InvalidArgumentError("model file lacks tensor " + name);
     if (t->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tensor %s has shape [%s], expected [%s]", name, absl::StrJoin(t->shape, ", "),
-          absl::StrJoin(shape, ", ")));
+      return absl::InvalidArgumentError(absl::StrFormat("tensor %s has shape [%s], expected [%s]",
+                                                        name, absl::StrJoin(t->shape, ", "),
+                                                        absl::StrJoin(shape, ", ")));
     }
     return absl::OkStatus();
   };
@@ -213,11 +214,11 @@ absl::StatusOr<std::unique_ptr<ModelFile>> GgufModelFile::Open(const std::string
   absl::Status status = model->ReadConfig(*gguf);
   if (status.ok()) status = model->ReadTokenizer(*gguf);
   if (status.ok()) status = model->CheckTensors();
-  if (status.ok() && static_cast<int64_t>(model->tokenizer_.tokens.size()) !=
-                         model->config_.vocab_size) {
-    status = absl::InvalidArgumentError(absl::StrFormat(
-        "the tokenizer has %d tokens but the embedding table has %d rows",
-        model->tokenizer_.tokens.size(), model->config_.vocab_size));
+  if (status.ok() &&
+      static_cast<int64_t>(model->tokenizer_.tokens.size()) != model->config_.vocab_size) {
+    status = absl::InvalidArgumentError(
+        absl::StrFormat("the tokenizer has %d tokens but the embedding table has %d rows",
+                        model->tokenizer_.tokens.size(), model->config_.vocab_size));
   }
   if (!status.ok()) {
     return absl::Status(status.code(), path + ": " + std::string(status.message()));

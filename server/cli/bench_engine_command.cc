@@ -1,11 +1,11 @@
 // `spillway bench-engine`: prefill and decode speed of the engine alone (no server), printed
 // beside llama.cpp's figures for the same model shape on the same machine kind.
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <random>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "engine/generator/generator.h"
 #include "kvcache/ids.h"
@@ -42,9 +42,9 @@ int RunBenchEngine(const BenchEngineOptions& o) {
   for (std::string item; std::getline(ss, item, ',');) batch_sizes.push_back(std::stoi(item));
   const int max_batch = *std::max_element(batch_sizes.begin(), batch_sizes.end());
   const int32_t short_prompt = 16;
-  const int32_t blocks = std::max<int32_t>(
-      (o.prompt_tokens + 16) / kvcache::kBlockTokens + 2,
-      max_batch * ((short_prompt + o.decode_tokens) / kvcache::kBlockTokens + 2));
+  const int32_t blocks =
+      std::max<int32_t>((o.prompt_tokens + 16) / kvcache::kBlockTokens + 2,
+                        max_batch * ((short_prompt + o.decode_tokens) / kvcache::kBlockTokens + 2));
   absl::StatusOr<LoadedEngine> e = LoadEngine(o.model, o.threads, blocks);
   if (!e.ok()) {
     spdlog::error("{}", std::string(e.status().message()));
@@ -52,8 +52,8 @@ int RunBenchEngine(const BenchEngineOptions& o) {
   }
   const int64_t vocab = e->model->config().vocab_size;
   engine::Generator warm(*e->model, *e->kv);
-  engine::GenerateRequest warm_req{.prompt = RandomTokens(64, vocab, 1), .max_tokens = 4,
-                                   .ignore_eos = true};
+  engine::GenerateRequest warm_req{
+      .prompt = RandomTokens(64, vocab, 1), .max_tokens = 4, .ignore_eos = true};
   (void)warm.Run({&warm_req, 1});
 
   // Prefill: one prompt of prompt_tokens in one forward pass, median of 3.
@@ -61,7 +61,8 @@ int RunBenchEngine(const BenchEngineOptions& o) {
   for (int rep = 0; rep < 3; ++rep) {
     engine::Generator g(*e->model, *e->kv, {.max_batch_tokens = o.prompt_tokens});
     engine::GenerateRequest r{.prompt = RandomTokens(o.prompt_tokens, vocab, 10 + rep),
-                              .max_tokens = 1, .ignore_eos = true};
+                              .max_tokens = 1,
+                              .ignore_eos = true};
     if (auto res = g.Run({&r, 1}); !res.ok()) {
       spdlog::error("{}", std::string(res.status().message()));
       return 1;
@@ -82,7 +83,8 @@ int RunBenchEngine(const BenchEngineOptions& o) {
     std::vector<engine::GenerateRequest> reqs;
     for (int i = 0; i < b; ++i) {
       reqs.push_back({.prompt = RandomTokens(short_prompt, vocab, 100 + i),
-                      .max_tokens = o.decode_tokens, .ignore_eos = true});
+                      .max_tokens = o.decode_tokens,
+                      .ignore_eos = true});
     }
     engine::Generator g(*e->model, *e->kv, {.max_batch_tokens = short_prompt * b});
     if (auto res = g.Run(reqs); !res.ok()) {
@@ -91,8 +93,8 @@ int RunBenchEngine(const BenchEngineOptions& o) {
     }
     const double tg = (g.stats().generated_tokens - b) / g.stats().decode_seconds;
     if (b == 1) batch1 = tg;
-    const std::string name = "decode tg" + std::to_string(o.decode_tokens) + " batch " +
-                             std::to_string(b);
+    const std::string name =
+        "decode tg" + std::to_string(o.decode_tokens) + " batch " + std::to_string(b);
     if (b == 1) {
       std::printf("%-28s %10.1f %12.1f %8.2f\n", name.c_str(), tg, peer_tg, tg / peer_tg);
     } else {

@@ -2,11 +2,10 @@
 // `bench-engine`. main.cc registers them with CLI11 and runs the chosen one.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <optional>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 namespace spillway::server {
 

@@ -1,8 +1,8 @@
 // `spillway generate`: one prompt, streamed to stdout.
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 #include <iostream>
-
-#include <spdlog/spdlog.h>
 
 #include "engine/chat/chat_template.h"
 #include "engine/generator/generator.h"
@@ -59,8 +59,7 @@ int RunGenerate(const GenerateOptions& o) {
   const engine::TokenizerSpec& spec = e->file->tokenizer();
   if (spec.eos_id >= 0) request.stop_ids.push_back(spec.eos_id);
   request.stop_ids.insert(request.stop_ids.end(), spec.eot_ids.begin(), spec.eot_ids.end());
-  if (absl::Status s = engine::Validate(request.sampling, e->model->config().vocab_size);
-      !s.ok()) {
+  if (absl::Status s = engine::Validate(request.sampling, e->model->config().vocab_size); !s.ok()) {
     spdlog::error("{}", std::string(s.message()));
     return 1;
   }

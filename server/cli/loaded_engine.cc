@@ -1,8 +1,8 @@
 #include "server/cli/loaded_engine.h"
 
-#include <chrono>
-
 #include <spdlog/spdlog.h>
+
+#include <chrono>
 
 #include "common/cache_dir.h"
 #include "common/status_macros.h"
@@ -18,8 +18,7 @@ absl::StatusOr<LoadedEngine> LoadEngine(const std::string& path, int threads, in
   SPW_ASSIGN_OR_RETURN(e.file, engine::OpenModelFile(model_path));
   const engine::ModelConfig& c = e.file->config();
   spdlog::info("model '{}': {} layers, hidden {}, {} heads ({} KV), vocab {}, context {}", c.name,
-               c.num_layers, c.hidden, c.num_heads, c.num_kv_heads, c.vocab_size,
-               c.context_length);
+               c.num_layers, c.hidden, c.num_heads, c.num_kv_heads, c.vocab_size, c.context_length);
   SPW_ASSIGN_OR_RETURN(e.tokenizer, engine::Tokenizer::Create(e.file->tokenizer()));
   auto backend = std::make_unique<engine::cpu::CpuBackend>(threads);
   spdlog::info("backend cpu with {} threads; KV cache {} blocks", backend->num_threads(),

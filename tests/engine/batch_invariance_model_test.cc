@@ -38,8 +38,8 @@ TEST(BatchInvariance, EightPromptsTogetherEqualEachAlone) {
   };
   std::vector<GenerateRequest> requests;
   for (const std::string& p : prompts) {
-    GenerateRequest r{.prompt = (*tokenizer)->Encode(p, false, true), .max_tokens = 24,
-                      .ignore_eos = true};
+    GenerateRequest r{
+        .prompt = (*tokenizer)->Encode(p, false, true), .max_tokens = 24, .ignore_eos = true};
     r.sampling.temperature = 0.0f;
     requests.push_back(std::move(r));
   }

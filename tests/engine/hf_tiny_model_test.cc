@@ -3,11 +3,11 @@
 // writes into the build tree at setup, read by OpenHfDirectory and run by the CPU backend,
 // against Hugging Face transformers' logits, greedy tokens and tokenizer ids (logits.json).
 // Label `model`: it needs the generated directories.
-#include <fstream>
-#include <sstream>
+#include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <gtest/gtest.h>
+#include <fstream>
+#include <sstream>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/generator/generator.h"
@@ -66,7 +66,8 @@ TEST_P(HfTinyModelTest, MatchesTransformers) {
     for (size_t i = 0; i < want.size(); ++i) {
       ASSERT_NEAR(logits[i], want[i].to_number<double>(), kLogitTolerance) << "token " << i;
     }
-    GenerateRequest r{.prompt = ids, .max_tokens = static_cast<int32_t>(c.at("greedy").as_array().size()),
+    GenerateRequest r{.prompt = ids,
+                      .max_tokens = static_cast<int32_t>(c.at("greedy").as_array().size()),
                       .ignore_eos = true};
     r.sampling.temperature = 0.0f;
     Generator g(**model, kv);

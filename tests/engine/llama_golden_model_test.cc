@@ -1,10 +1,10 @@
 // The default model on the CPU backend against llama.cpp (tests/golden/model/make_goldens.py):
 // greedy continuations must be the same tokens, and last-position logits must agree.
-#include <fstream>
-#include <sstream>
+#include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <gtest/gtest.h>
+#include <fstream>
+#include <sstream>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/generator/generator.h"
@@ -16,9 +16,9 @@ namespace spillway::engine {
 namespace {
 
 struct GoldenStep {
-  std::vector<TokenId> ids;     // llama.cpp's top 5 at this step, best first
-  std::vector<double> logits;   // llama.cpp's logits of `ids`
-  std::vector<double> exact;    // an exact float64 forward's logits of `ids`
+  std::vector<TokenId> ids;    // llama.cpp's top 5 at this step, best first
+  std::vector<double> logits;  // llama.cpp's logits of `ids`
+  std::vector<double> exact;   // an exact float64 forward's logits of `ids`
 };
 
 struct GoldenCase {
@@ -150,8 +150,8 @@ TEST_F(LlamaGoldenTest, LogitsAlongTheGreedyPathAreAsAccurateAsLlamaCpp) {
       }
       if (g.exact[exact_best] - runner_up > kTieMargin) {
         ++tie_free_steps;
-        const TokenId pick = static_cast<TokenId>(
-            std::max_element(logits.begin(), logits.end()) - logits.begin());
+        const TokenId pick =
+            static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
         EXPECT_EQ(pick, g.ids[exact_best]) << "prompt: " << c.prompt << " step " << step;
       }
       context.push_back(c.greedy_ids[step]);
@@ -179,12 +179,14 @@ TEST_F(LlamaGoldenTest, GreedyContinuationsEqualLlamaCppWithoutNearTies) {
     ASSERT_TRUE(out.ok()) << out.status();
     // Compare up to the first near tie on llama.cpp's path.
     size_t stable = 0;
-    while (stable < c.steps.size() && c.steps[stable].logits[0] - c.steps[stable].logits[1] > kTieMargin) {
+    while (stable < c.steps.size() &&
+           c.steps[stable].logits[0] - c.steps[stable].logits[1] > kTieMargin) {
       ++stable;
     }
     // A near tie is still decided the same way when ours agrees; count the common prefix
     // through it only if it is there.
-    const std::vector<TokenId> want(c.greedy_ids.begin(), c.greedy_ids.begin() + stable + (stable < c.greedy_ids.size()));
+    const std::vector<TokenId> want(c.greedy_ids.begin(),
+                                    c.greedy_ids.begin() + stable + (stable < c.greedy_ids.size()));
     std::vector<TokenId> got((*out)[0].tokens.begin(), (*out)[0].tokens.begin() + stable);
     EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "prompt: " << c.prompt;
     checked += static_cast<int>(stable);

@@ -4,10 +4,10 @@
 // without the SIMD path.
 #include "engine/cpu/attention.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <random>
-
-#include <gtest/gtest.h>
 
 #include "engine/cpu/fp16.h"
 #include "kvcache/ids.h"
@@ -51,8 +51,11 @@ void RunCase(int64_t num_heads, int64_t kv_heads, int64_t d, const std::vector<C
   ASSERT_LE(next_block, num_blocks);
   const int64_t n = static_cast<int64_t>(positions.size());
   std::vector<TokenId> tokens(n, 0);
-  BatchLayout layout{.tokens = tokens, .positions = positions, .chunk_starts = chunk_starts,
-                     .first_positions = first_positions, .block_table_starts = table_starts,
+  BatchLayout layout{.tokens = tokens,
+                     .positions = positions,
+                     .chunk_starts = chunk_starts,
+                     .first_positions = first_positions,
+                     .block_table_starts = table_starts,
                      .block_tables = tables};
   std::vector<float> q(n * q_width), k(n * kv_width), v(n * kv_width), out(n * q_width);
   for (auto& x : q) x = u(rng) * 3.0f;
