@@ -21,16 +21,17 @@
 namespace spillway::scheduler {
 
 struct EngineLoopOptions {
-  int32_t max_batch_tokens = 512;      // tokens per step (decode tokens + prompt chunks)
-  int32_t max_running_seqs = 64;       // sequences decoding at once
-  int32_t max_queued_requests = 256;   // waiting requests; past this Submit fails (429)
+  int32_t max_batch_tokens = 512;     // tokens per step (decode tokens + prompt chunks)
+  int32_t max_running_seqs = 64;      // sequences decoding at once
+  int32_t max_queued_requests = 256;  // waiting requests; past this Submit fails (429)
 };
 
 // A consistent snapshot for /health, /metrics and tests.
 struct EngineStats {
   int32_t running_seqs = 0;
   int32_t waiting_requests = 0;
-  int32_t kv_used_blocks = 0;
+  int32_t kv_used_blocks = 0;    // referenced by a running sequence
+  int32_t kv_cached_blocks = 0;  // kept for prefix reuse (some of them also in use)
   int32_t kv_total_blocks = 0;
   int64_t preemptions = 0;
   int64_t prefix_cache_queries = 0;  // prompt tokens looked up
@@ -48,12 +49,17 @@ class EngineLoop {
 
   // Starts the loop's thread (named "spw-engine").
   void Start();
-  // Finishes every request with kCancelled (UNAVAILABLE) and joins the thread.
+  // Finishes every request with kCancelled (UNAVAILABLE) and joins the thread. Later
+  // Submits fail with UNAVAILABLE. Idempotent.
   void Stop();
 
   // Queues `request`. Fails with ResourceExhausted when max_queued_requests are already
-  // waiting (the request's channel then gets nothing). Otherwise every choice of the request
-  // ends with exactly one event whose finish_reason is not kNone, then the channel is closed.
+  // waiting (submitted, none of their choices started), with InvalidArgument for a request
+  // the front end should have refused (empty prompt or one of >= context tokens, a token
+  // outside the vocabulary, n < 1, max_tokens < 1, invalid sampling parameters, no channel),
+  // and with Unavailable after Stop; in all these cases the channel gets nothing. Otherwise every
+  // choice of the request ends with exactly one event whose finish_reason is not kNone, then the
+  // channel is closed.
   [[nodiscard]] absl::Status Submit(Request request);
   // Drops the request within one step (kCancelled); its KV blocks are freed. Unknown or
   // finished ids are ignored.

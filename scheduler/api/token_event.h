@@ -36,17 +36,18 @@ struct Usage {
 };
 
 struct TokenEvent {
-  int32_t index = 0;                      // the choice, 0 <= index < n
-  std::vector<engine::TokenId> token_ids;  // tokens new in this event (stop tokens excluded)
-  std::string text;                       // their text: whole UTF-8 characters, stop strings cut
-  std::vector<engine::SampleResult> logprobs;  // one per token id when logprobs were asked
+  int32_t index = 0;                            // the choice, 0 <= index < n
+  std::vector<engine::TokenId> token_ids = {};  // tokens new in this event (stop tokens excluded)
+  std::string text = {};  // their text: whole UTF-8 characters, stop strings cut
+  std::vector<engine::SampleResult> logprobs = {};  // one per token id when logprobs were asked
   FinishReason finish_reason = FinishReason::kNone;
   // The stop string or stop token id that ended the choice, when finish_reason is kStop
   // because of one (vLLM's `stop_reason`).
-  std::optional<std::string> stop_string;
-  std::optional<engine::TokenId> stop_token;
-  absl::Status error;            // set with kError / kCancelled
-  std::optional<Usage> usage;    // on the request's last event (after every choice finished)
+  std::optional<std::string> stop_string = std::nullopt;
+  std::optional<engine::TokenId> stop_token = std::nullopt;
+  absl::Status error = {};  // set with kError / kCancelled
+  std::optional<Usage> usage =
+      std::nullopt;  // on the request's last event (after every choice finished)
 };
 
 class TokenChannel {

@@ -1,0 +1,179 @@
+#include "scheduler/engine_loop.h"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "common/check.h"
+#include "scheduler/inbox.h"
+#include "scheduler/scheduler.h"
+
+namespace spillway::scheduler {
+
+struct EngineLoop::State {
+  State(engine::Model& model, kvcache::KvCache& kv, const engine::Tokenizer& tokenizer,
+        EngineLoopOptions options)
+      : model(model),
+        kv(kv),
+        tokenizer(tokenizer),
+        options(options),
+        context_tokens(model.config().context_length),
+        vocab_size(model.config().vocab_size),
+        scheduler(tokenizer, {.max_batch_tokens = options.max_batch_tokens,
+                              .max_running_seqs = options.max_running_seqs,
+                              .context_tokens = context_tokens,
+                              .vocab_size = vocab_size}) {}
+
+  void Run();
+  // Applies the inbox's messages; returns false on the stop signal.
+  bool ApplyInbox(Inbox::Messages messages);
+  void RunStep();
+  void PublishStats();
+
+  // Set at construction, then read-only (any thread).
+  engine::Model& model;
+  kvcache::KvCache& kv;
+  const engine::Tokenizer& tokenizer;
+  const EngineLoopOptions options;
+  const int64_t context_tokens;
+  const int64_t vocab_size;
+
+  // Any thread.
+  Inbox inbox;
+  std::atomic<int32_t> queued{0};  // submitted requests none of whose choices ran yet
+  std::atomic<RequestId> next_id{1};
+  mutable absl::Mutex stats_mu;
+  EngineStats stats ABSL_GUARDED_BY(stats_mu);
+
+  // The loop's thread only (no locks).
+  Scheduler scheduler;
+  std::vector<float> logits;
+  int32_t last_waiting = 0;  // scheduler.num_waiting_requests() when `queued` was last settled
+  int32_t added = 0;         // requests added since then
+
+  std::thread thread;  // Start / Stop callers
+};
+
+EngineLoop::EngineLoop(engine::Model& model, kvcache::KvCache& kv,
+                       const engine::Tokenizer& tokenizer, EngineLoopOptions options)
+    : state_(std::make_unique<State>(model, kv, tokenizer, options)) {
+  SPW_CHECK(options.max_batch_tokens > 0 && options.max_running_seqs > 0 &&
+            options.max_queued_requests >= 0);
+}
+
+EngineLoop::~EngineLoop() { Stop(); }
+
+void EngineLoop::Start() {
+  SPW_CHECK(!state_->thread.joinable()) << "EngineLoop started twice";
+  state_->thread = std::thread([s = state_.get()] { s->Run(); });
+  pthread_setname_np(state_->thread.native_handle(), "spw-engine");
+}
+
+void EngineLoop::Stop() {
+  state_->inbox.PostStop();
+  if (state_->thread.joinable()) state_->thread.join();
+}
+
+absl::Status EngineLoop::Submit(Request request) {
+  State& s = *state_;
+  if (request.channel == nullptr) return absl::InvalidArgumentError("request has no channel");
+  const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+  if (prompt < 1 || prompt >= s.context_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("prompt is %d tokens; it must be between 1 and %d (this model's context "
+                        "is %d tokens)",
+                        prompt, s.context_tokens - 1, s.context_tokens));
+  }
+  for (TokenId t : request.prompt) {
+    if (t < 0 || t >= s.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("prompt token %d is not in the vocabulary (%d tokens)", t, s.vocab_size));
+    }
+  }
+  if (request.n < 1) return absl::InvalidArgumentError("n must be >= 1");
+  if (request.stop.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be >= 1");
+  if (absl::Status st = engine::Validate(request.sampling, s.vocab_size); !st.ok()) return st;
+
+  int32_t queued = s.queued.load();
+  do {
+    if (queued >= s.options.max_queued_requests) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%d requests are already waiting (the limit is %d); retry later", queued,
+                          s.options.max_queued_requests));
+    }
+  } while (!s.queued.compare_exchange_weak(queued, queued + 1));
+  if (!s.inbox.PostRequest(std::move(request))) {
+    s.queued.fetch_sub(1);
+    return absl::UnavailableError("the engine loop is stopping");
+  }
+  return absl::OkStatus();
+}
+
+void EngineLoop::Cancel(RequestId id) { state_->inbox.PostCancel(id); }
+
+RequestId EngineLoop::NextRequestId() { return state_->next_id.fetch_add(1); }
+
+EngineStats EngineLoop::stats() const {
+  absl::MutexLock lock(&state_->stats_mu);
+  return state_->stats;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop's thread
+
+void EngineLoop::State::Run() {
+  while (ApplyInbox(inbox.Take(/*wait=*/scheduler.idle()))) {
+    RunStep();
+    PublishStats();
+  }
+  // Requests posted before the stop signal were applied above; end everything.
+  scheduler.CancelAll(absl::UnavailableError("the server is shutting down"), kv);
+  PublishStats();
+}
+
+bool EngineLoop::State::ApplyInbox(Inbox::Messages messages) {
+  for (Request& r : messages.requests) {
+    scheduler.Add(std::move(r));
+    ++added;
+  }
+  for (RequestId id : messages.cancels) {
+    scheduler.Cancel(id, absl::CancelledError("the request was cancelled"), kv);
+  }
+  return !messages.stop;
+}
+
+void EngineLoop::State::RunStep() {
+  scheduler.CancelExpired(std::chrono::steady_clock::now(), kv);
+  const BatchPlan plan = scheduler.PlanIteration(kv);
+  if (plan.empty()) return;
+  if (absl::Status st = model.Forward(plan.batch, &logits); st.ok()) {
+    scheduler.ApplyResults(plan, logits, kv);
+  } else {
+    scheduler.FailBatch(plan, st, kv);
+  }
+}
+
+void EngineLoop::State::PublishStats() {
+  // Requests that left the queue (ran or ended) since the last settlement.
+  const int32_t waiting = scheduler.num_waiting_requests();
+  queued.fetch_sub(last_waiting + added - waiting);
+  last_waiting = waiting;
+  added = 0;
+  const kvcache::Occupancy occ = kv.occupancy();
+  const SchedulerCounters& c = scheduler.counters();
+  absl::MutexLock lock(&stats_mu);
+  stats = {.running_seqs = scheduler.num_running_seqs(),
+           .waiting_requests = waiting,
+           .kv_used_blocks = occ.used_blocks,
+           .kv_cached_blocks = occ.cached_blocks,
+           .kv_total_blocks = occ.total_blocks,
+           .preemptions = c.preemptions,
+           .prefix_cache_queries = c.prefix_cache_queries,
+           .prefix_cache_hits = c.prefix_cache_hits,
+           .steps = c.steps};
+}
+
+}  // namespace spillway::scheduler

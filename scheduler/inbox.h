@@ -1,0 +1,63 @@
+// Inbox: the one way into the engine loop (STYLE.md §7). Any thread posts new requests,
+// cancellations and the stop signal; the loop takes everything pending at the start of each
+// step under the lock and applies it outside (mlc-llm's ThreadedEngine). When the loop has
+// nothing to do it blocks in Take until something is posted — no busy waiting.
+//
+// Thread safety: every method is safe from any thread; Take is called by the loop only.
+#pragma once
+
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "scheduler/api/request.h"
+
+namespace spillway::scheduler {
+
+class Inbox {
+ public:
+  struct Messages {
+    std::vector<Request> requests;  // in posting order; apply before `cancels`
+    std::vector<RequestId> cancels;
+    bool stop = false;
+  };
+
+  // Returns false (and drops `request`) once Stop has been posted.
+  bool PostRequest(Request request) {
+    absl::MutexLock lock(&mu_);
+    if (stop_) return false;
+    requests_.push_back(std::move(request));
+    cv_.Signal();
+    return true;
+  }
+  void PostCancel(RequestId id) {
+    absl::MutexLock lock(&mu_);
+    cancels_.push_back(id);
+    cv_.Signal();
+  }
+  void PostStop() {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+    cv_.Signal();
+  }
+
+  // Take returns everything posted since the last call; with `wait`, first blocks until there
+  // is something (or the stop signal).
+  Messages Take(bool wait) {
+    absl::MutexLock lock(&mu_);
+    while (wait && requests_.empty() && cancels_.empty() && !stop_) cv_.Wait(&mu_);
+    Messages m{.requests = std::move(requests_), .cancels = std::move(cancels_), .stop = stop_};
+    requests_.clear();
+    cancels_.clear();
+    return m;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);
+  std::vector<RequestId> cancels_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace spillway::scheduler
