@@ -146,6 +146,19 @@ BENCHMARK(BM_SmolLm2Step)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
+// The fixed cost of one ParallelFor over `n` items of no work (n = 1 runs inline), which every
+// MatMul of a decode step pays once (twice with a parallel activation quantization).
+void BM_ParallelForOverhead(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  std::vector<int64_t> sink(64 * 8);
+  for (auto _ : state) {
+    Pool(threads).ParallelFor(
+        8, 1, [&](int thread, int64_t begin, int64_t end) { sink[thread * 64] += end - begin; });
+  }
+  benchmark::DoNotOptimize(sink.data());
+}
+BENCHMARK(BM_ParallelForOverhead)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+
 }  // namespace
 }  // namespace spillway::engine::cpu
 
