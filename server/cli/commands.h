@@ -1,5 +1,5 @@
-// The `spillway` command-line subcommands other than serving: `version`, `generate` and
-// `bench-engine`. main.cc registers them with CLI11 and runs the chosen one.
+// The `spillway` command-line subcommands: `version`, `generate`, `bench-engine` and `serve`.
+// main.cc registers them with CLI11 and runs the chosen one.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -35,6 +35,21 @@ struct BenchEngineOptions {
   std::optional<double> peer_decode;
 };
 
+struct ServeOptions {
+  std::string model;              // empty: the default model in the cache
+  std::string served_model_name;  // empty: the model file's name without .gguf
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  int32_t max_batch_tokens = 512;
+  int32_t max_running_seqs = 64;
+  int32_t max_queued_requests = 256;
+  int64_t max_body_bytes = 4 << 20;
+  int threads = 0;        // CPU compute threads (0 = all cores)
+  int http_threads = 2;   // network threads
+  int32_t kv_blocks = 0;  // 0: 16 full contexts, capped at 1 GiB
+  int shutdown_grace_s = 5;
+};
+
 // Prints the version and the compiled-in backends to stdout.
 int RunVersion();
 // Streams the completion of one prompt to stdout; prompt and decode speed to stderr.
@@ -42,5 +57,7 @@ int RunGenerate(const GenerateOptions& options);
 // Prefill tokens/s of a prompt and decode tokens/s at several batch sizes, with the ratio to
 // llama.cpp's figures on the same machine kind (docs/benchmarks.md).
 int RunBenchEngine(const BenchEngineOptions& options);
+// Serves the OpenAI-compatible HTTP API until SIGINT/SIGTERM; returns the exit code.
+int RunServe(const ServeOptions& options);
 
 }  // namespace spillway::server

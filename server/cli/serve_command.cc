@@ -1,0 +1,191 @@
+// `spillway serve`: loads the model, starts the engine loop and the OpenAI-compatible HTTP
+// server, and runs until SIGINT or SIGTERM. Shutdown: stop accepting, let in-flight requests
+// finish for a grace period, cancel the rest (EngineLoop::Stop), close connections, exit 0.
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <thread>
+
+#include "common/cache_dir.h"
+#include "kvcache/ids.h"
+#include "scheduler/engine_loop.h"
+#include "server/cli/commands.h"
+#include "server/cli/loaded_engine.h"
+#include "server/http/http_server.h"
+#include "server/http/router.h"
+#include "server/openai/generation_engine.h"
+#include "server/openai/openai_api.h"
+#include "server/openai/served_model.h"
+
+namespace spillway::server {
+namespace {
+
+// NOTE(http): the default KV cache holds 16 full contexts of the model, capped at 1 GiB
+// (fp16 K and V); for SmolLM2-135M that is 2,912 blocks (46,592 tokens).
+constexpr int64_t kDefaultKvCapBytes = int64_t{1} << 30;
+constexpr int64_t kDefaultKvContexts = 16;
+
+class EngineLoopAdapter final : public openai::GenerationEngine {
+ public:
+  explicit EngineLoopAdapter(scheduler::EngineLoop& loop) : loop_(loop) {}
+  absl::Status Submit(scheduler::Request request) override {
+    return loop_.Submit(std::move(request));
+  }
+  void Cancel(scheduler::RequestId id) override { loop_.Cancel(id); }
+  scheduler::RequestId NextRequestId() override { return loop_.NextRequestId(); }
+  scheduler::EngineStats stats() const override { return loop_.stats(); }
+
+ private:
+  scheduler::EngineLoop& loop_;
+};
+
+absl::StatusOr<int32_t> DefaultKvBlocks(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<engine::ModelFile>> file = engine::OpenModelFile(path);
+  if (!file.ok()) return file.status();
+  const engine::ModelConfig& c = (*file)->config();
+  const int64_t bytes_per_block =
+      int64_t{kvcache::kBlockTokens} * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 2;
+  const int64_t for_contexts =
+      kDefaultKvContexts * ((c.context_length + kvcache::kBlockTokens - 1) / kvcache::kBlockTokens);
+  return static_cast<int32_t>(
+      std::max<int64_t>(1, std::min(for_contexts, kDefaultKvCapBytes / bytes_per_block)));
+}
+
+// "SmolLM2-135M-Instruct.Q4_1" for ".../SmolLM2-135M-Instruct.Q4_1.gguf"; a directory's name
+// for a Hugging Face directory.
+std::string DefaultServedName(const std::string& path) {
+  std::filesystem::path p(path);
+  while (!p.empty() && !p.has_filename()) p = p.parent_path();
+  if (p.extension() == ".gguf") return p.stem().string();
+  return p.filename().string();
+}
+
+void RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+openai::ServedModel MakeServedModel(const ServeOptions& o, const std::string& path,
+                                    const LoadedEngine& e, int32_t kv_blocks,
+                                    const engine::ChatTemplate* chat_template) {
+  openai::ServedModel m;
+  m.name = o.served_model_name.empty() ? DefaultServedName(path) : o.served_model_name;
+  m.path = path;
+  m.tokenizer = e.tokenizer.get();
+  m.chat_template = chat_template;
+  const engine::TokenizerSpec& spec = e.file->tokenizer();
+  if (spec.bos_id >= 0) m.bos_token = std::string(e.tokenizer->TokenPiece(spec.bos_id));
+  if (spec.eos_id >= 0) m.eos_token = std::string(e.tokenizer->TokenPiece(spec.eos_id));
+  // NOTE(http): a sequence can never hold more tokens than the whole KV cache, so a smaller
+  // cache lowers the context the API admits (and reports as max_model_len).
+  m.context_tokens = static_cast<int32_t>(std::min<int64_t>(
+      e.model->config().context_length, int64_t{kv_blocks} * kvcache::kBlockTokens));
+  m.created_unix = std::time(nullptr);
+  return m;
+}
+
+// Blocks until SIGINT or SIGTERM. REQUIRES: both blocked in every thread (BlockSignals).
+int WaitForSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+void BlockSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void WaitUntilIdle(const openai::OpenAiApi& api, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (api.num_active_generations() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace
+
+int RunServe(const ServeOptions& o) {
+  BlockSignals();  // before any thread starts, so that only sigwait sees them
+  RaiseOpenFileLimit();
+  const std::string path = o.model.empty() ? DefaultModelPath() : o.model;
+  int32_t kv_blocks = o.kv_blocks;
+  if (kv_blocks <= 0) {
+    absl::StatusOr<int32_t> blocks = DefaultKvBlocks(path);
+    if (!blocks.ok()) {
+      spdlog::error("{}", std::string(blocks.status().message()));
+      return 1;
+    }
+    kv_blocks = *blocks;
+  }
+  absl::StatusOr<LoadedEngine> e = LoadEngine(path, o.threads, kv_blocks);
+  if (!e.ok()) {
+    spdlog::error("{}", std::string(e.status().message()));
+    return 1;
+  }
+  std::optional<engine::ChatTemplate> chat_template;
+  if (!e->file->chat_template().empty()) {
+    absl::StatusOr<engine::ChatTemplate> t = engine::ChatTemplate::Parse(e->file->chat_template());
+    if (t.ok()) {
+      chat_template = std::move(*t);
+    } else {
+      spdlog::warn("chat template unusable, /v1/chat/completions disabled: {}",
+                   std::string(t.status().message()));
+    }
+  }
+  const openai::ServedModel model =
+      MakeServedModel(o, path, *e, kv_blocks, chat_template ? &*chat_template : nullptr);
+
+  scheduler::EngineLoop loop(*e->model, *e->kv, *e->tokenizer,
+                             {.max_batch_tokens = o.max_batch_tokens,
+                              .max_running_seqs = o.max_running_seqs,
+                              .max_queued_requests = o.max_queued_requests});
+  loop.Start();
+  EngineLoopAdapter adapter(loop);
+  openai::OpenAiApi api(model, adapter);
+  http::Router router(openai::OpenAiApi::ErrorPages());
+  api.Register(router);
+  http::HttpServer server(router, {.host = o.host,
+                                   .port = o.port,
+                                   .num_threads = o.http_threads,
+                                   .max_body_bytes = o.max_body_bytes});
+  if (absl::Status s = server.Start(); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
+    loop.Stop();
+    return 1;
+  }
+  spdlog::info("model '{}': context {} tokens, KV cache {} blocks", model.name,
+               model.context_tokens, kv_blocks);
+  spdlog::info("serving on http://{}:{}", o.host, server.port());
+
+  const int sig = WaitForSignal();
+  spdlog::info("{}: shutting down (up to {} s for {} requests in flight)",
+               sig == SIGINT ? "SIGINT" : "SIGTERM", o.shutdown_grace_s,
+               api.num_active_generations());
+  server.StopAccepting();
+  WaitUntilIdle(api, std::chrono::seconds(o.shutdown_grace_s));
+  loop.Stop();  // cancels what is left; their clients get an error
+  WaitUntilIdle(api, std::chrono::seconds(1));
+  server.Stop();
+  server.Join();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace spillway::server
