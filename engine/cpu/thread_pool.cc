@@ -26,6 +26,9 @@ namespace {
 // runs a few hundred loops with a few microseconds of single-threaded work between them; 50 µs
 // of spinning covers those gaps, while a pool that is idle between steps sleeps.
 constexpr auto kSpin = std::chrono::microseconds(50);
+// Pause instructions the caller spins, waiting for workers to leave a loop, before it yields
+// (a few tens of microseconds).
+constexpr int kCloseSpins = 4096;
 
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -180,13 +183,21 @@ void ThreadPool::ParallelFor(
   s.RunChunks(0);
 
   // Close the loop once no worker is inside it.
+  // NOTE(kernels): a worker still inside the loop may have been preempted by another process
+  // on a busy machine; after a short spin the caller yields, so that such a worker can finish
+  // if it waits for this core, instead of the caller burning the core until the next tick.
   uint64_t t = s.ticket.load(std::memory_order_acquire);
+  int spins = 0;
   for (;;) {
     if ((t & kActiveMask) == 0) {
       if (s.ticket.compare_exchange_weak(t, t | kClosed, std::memory_order_acq_rel)) break;
       continue;
     }
-    CpuRelax();
+    if (++spins < kCloseSpins) {
+      CpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
     t = s.ticket.load(std::memory_order_acquire);
   }
 }
