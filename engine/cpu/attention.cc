@@ -80,6 +80,80 @@ __attribute__((target("avx2,fma"))) void AttendOneAvx2(const float* q, const flo
   }
 }
 
+// The sums of each of a[0..7], as one vector: lane k = a[k][0] + ... + a[k][7].
+__attribute__((target("avx2,fma"))) inline __m256 SumEach(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(a[0], a[1]);
+  const __m256 t1 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 t2 = _mm256_hadd_ps(a[4], a[5]);
+  const __m256 t3 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1);  // [a0..a3 low halves | a0..a3 high halves]
+  const __m256 u1 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// AttendOneAvx2 for a head size known at compile time: q and the output stay in registers,
+// eight keys are scored at once (eight independent FMA chains instead of one), and the
+// weighted sum of values runs keys-outer so each of the D/8 accumulators is its own chain.
+template <int D>
+__attribute__((target("avx2,fma"))) void AttendOneAvx2Fixed(const float* q, const float* keys,
+                                                            const float* values, int64_t n,
+                                                            float scale, float* scores,
+                                                            float* out) {
+  constexpr int kChunks = D / 8;
+  __m256 qv[kChunks];
+  for (int c = 0; c < kChunks; ++c) qv[c] = _mm256_loadu_ps(q + 8 * c);
+  const __m256 vscale = _mm256_set1_ps(scale);
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 acc[8];
+    for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
+    for (int c = 0; c < kChunks; ++c) {
+      for (int k = 0; k < 8; ++k) {
+        acc[k] = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(keys + (j + k) * D + 8 * c), acc[k]);
+      }
+    }
+    const __m256 s = _mm256_mul_ps(SumEach(acc), vscale);
+    _mm256_storeu_ps(scores + j, s);
+    vmax = _mm256_max_ps(vmax, s);
+  }
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  float max_score = _mm_cvtss_f32(m);
+  for (; j < n; ++j) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int c = 0; c < kChunks; ++c) {
+      acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(keys + j * D + 8 * c), acc);
+    }
+    scores[j] = HorizontalSum(acc) * scale;
+    max_score = std::max(max_score, scores[j]);
+  }
+  const __m256 bmax = _mm256_set1_ps(max_score);
+  __m256 vsum = _mm256_setzero_ps();
+  j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = Exp256(_mm256_sub_ps(_mm256_loadu_ps(scores + j), bmax));
+    _mm256_storeu_ps(scores + j, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  float sum = HorizontalSum(vsum);
+  for (; j < n; ++j) {
+    scores[j] = std::exp(scores[j] - max_score);
+    sum += scores[j];
+  }
+  __m256 acc[kChunks];
+  for (int c = 0; c < kChunks; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t jj = 0; jj < n; ++jj) {
+    const __m256 w = _mm256_set1_ps(scores[jj]);
+    for (int c = 0; c < kChunks; ++c) {
+      acc[c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(values + jj * D + 8 * c), acc[c]);
+    }
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  for (int c = 0; c < kChunks; ++c) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], inv));
+}
+
 void AttendOneScalar(const float* q, const float* keys, const float* values, int64_t n, int64_t d,
                      float scale, float* scores, float* out) {
   float max_score = -INFINITY;
@@ -183,7 +257,15 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
           const int64_t h = item.kv_head * group + g;
           const float* qh = q + t * q_width + h * d;
           float* oh = out + t * q_width + h * d;
-          if (avx2) {
+          // NOTE(lead): head sizes 64 and 128 (every supported model family) get the
+          // register-resident kernel; other multiples of 8 the general AVX2 one.
+          if (avx2 && d == 64) {
+            AttendOneAvx2Fixed<64>(qh, s.keys.data(), s.values.data(), n, scale, s.scores.data(),
+                                   oh);
+          } else if (avx2 && d == 128) {
+            AttendOneAvx2Fixed<128>(qh, s.keys.data(), s.values.data(), n, scale, s.scores.data(),
+                                    oh);
+          } else if (avx2) {
             AttendOneAvx2(qh, s.keys.data(), s.values.data(), n, d, scale, s.scores.data(), oh);
           } else {
             AttendOneScalar(qh, s.keys.data(), s.values.data(), n, d, scale, s.scores.data(), oh);

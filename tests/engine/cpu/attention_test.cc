@@ -107,12 +107,16 @@ TEST(PagedAttention, MatchesReferenceOnMixedBatch) {
   RunCase(9, 3, 64, {{37, 40}, {100, 1}, {15, 1}, {0, 50}});
 }
 
+TEST(PagedAttention, MatchesReferenceWithHeadSize128) {
+  RunCase(8, 2, 128, {{0, 23}, {70, 1}, {9, 12}});  // Llama 3 / Qwen2 / Mistral head size
+}
+
 TEST(PagedAttention, MatchesReferenceWithoutSimdHeadSize) {
   RunCase(4, 2, 12, {{0, 33}, {20, 1}});  // head size 12: the scalar path
 }
 
 TEST(PagedAttention, MatchesReferenceMultiQueryAndFullHeads) {
-  RunCase(8, 1, 32, {{5, 17}});
+  RunCase(8, 1, 32, {{5, 17}});  // the general AVX2 kernel
   RunCase(4, 4, 16, {{0, 1}, {63, 2}});
 }
 

@@ -1,0 +1,86 @@
+// PagedAttention on the CPU at SmolLM2's shape (9 query heads, 3 KV heads, head size 64):
+// a 512-token prefill chunk, and one decode token over contexts of 512 to 8192 tokens.
+//   build/bin/attention_benchmark
+#include <random>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "engine/cpu/attention.h"
+#include "engine/cpu/fp16.h"
+#include "kvcache/ids.h"
+
+namespace spillway::engine::cpu {
+namespace {
+
+using kvcache::kBlockTokens;
+
+struct Setup {
+  std::vector<uint16_t> k, v;
+  std::vector<float> q, out, kin, vin;
+  std::vector<int32_t> positions, chunk_starts, first_positions, table_starts;
+  std::vector<kvcache::BlockId> table;
+  std::vector<TokenId> tokens;
+  BatchLayout layout;
+  KvLayerView view;
+};
+
+constexpr int64_t kHeads = 9, kKvHeads = 3, kDim = 64;
+
+// One sequence whose chunk covers [first, first + n) over a cache of first + n tokens.
+Setup Make(int32_t first, int32_t n) {
+  Setup s;
+  const int32_t total = first + n;
+  const int32_t blocks = (total + kBlockTokens - 1) / kBlockTokens;
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-1, 1);
+  s.k.resize(int64_t{blocks} * kBlockTokens * kKvHeads * kDim);
+  s.v.resize(s.k.size());
+  for (auto& x : s.k) x = F32ToF16(u(rng));
+  for (auto& x : s.v) x = F32ToF16(u(rng));
+  for (int32_t b = 0; b < blocks; ++b) s.table.push_back(blocks - 1 - b);
+  for (int32_t i = 0; i < n; ++i) s.positions.push_back(first + i);
+  s.chunk_starts = {0, n};
+  s.first_positions = {first};
+  s.table_starts = {0, blocks};
+  s.tokens.assign(n, 0);
+  s.q.resize(int64_t{n} * kHeads * kDim);
+  for (auto& x : s.q) x = u(rng);
+  s.out.resize(s.q.size());
+  s.layout = {.tokens = s.tokens, .positions = s.positions, .chunk_starts = s.chunk_starts,
+              .first_positions = s.first_positions, .block_table_starts = s.table_starts,
+              .block_tables = s.table};
+  s.view = {.k = s.k.data(), .v = s.v.data(), .num_kv_heads = kKvHeads, .head_dim = kDim};
+  return s;
+}
+
+void BM_Prefill512(benchmark::State& state) {
+  Setup s = Make(0, 512);
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    PagedAttention(s.layout, s.q.data(), kHeads, s.view, s.out.data(), pool);
+    benchmark::DoNotOptimize(s.out.data());
+  }
+  // Multiply-adds of QK and PV for all heads: sum over queries of their context.
+  const double macs = 2.0 * kHeads * kDim * (512.0 * 513.0 / 2.0);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2 * macs * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Prefill512)->Arg(1)->Arg(2)->UseRealTime();
+
+void BM_DecodeOneToken(benchmark::State& state) {
+  const int32_t context = static_cast<int32_t>(state.range(0));
+  Setup s = Make(context - 1, 1);
+  ThreadPool pool(2);
+  for (auto _ : state) {
+    PagedAttention(s.layout, s.q.data(), kHeads, s.view, s.out.data(), pool);
+    benchmark::DoNotOptimize(s.out.data());
+  }
+}
+BENCHMARK(BM_DecodeOneToken)->Arg(512)->Arg(2048)->Arg(8192)->UseRealTime();
+
+}  // namespace
+}  // namespace spillway::engine::cpu
+
+
+BENCHMARK_MAIN();
