@@ -73,8 +73,17 @@ void EngineLoop::Start() {
 }
 
 void EngineLoop::Stop() {
-  state_->inbox.PostStop();
-  if (state_->thread.joinable()) state_->thread.join();
+  State& s = *state_;
+  s.inbox.PostStop();
+  if (s.thread.joinable()) {
+    s.thread.join();
+    return;
+  }
+  // Never started (or already joined): no other thread touches the loop's state, so end
+  // whatever was submitted here.
+  s.ApplyInbox(s.inbox.Take(/*wait=*/false));
+  s.scheduler.CancelAll(absl::UnavailableError("the server is shutting down"), s.kv);
+  s.PublishStats();
 }
 
 absl::Status EngineLoop::Submit(Request request) {

@@ -26,9 +26,9 @@ struct StopRules {
   int32_t max_tokens = 16;  // generated tokens per choice; >= 1
   // Stop at the model's end-of-sequence / end-of-turn tokens unless ignore_eos.
   bool ignore_eos = false;
-  std::vector<TokenId> stop_token_ids;    // extra stop tokens; they apply even with ignore_eos
-  std::vector<std::string> stop_strings;  // matched across token boundaries; never emitted
-  int32_t min_tokens = 0;                 // no stop (token or string) before this many tokens
+  std::vector<TokenId> stop_token_ids = {};    // extra stop tokens; they apply even with ignore_eos
+  std::vector<std::string> stop_strings = {};  // matched across token boundaries; never emitted
+  int32_t min_tokens = 0;                      // no stop (token or string) before this many tokens
 };
 
 struct Request {

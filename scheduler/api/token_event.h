@@ -25,29 +25,41 @@ enum class FinishReason {
   kNone,       // more events follow for this choice
   kStop,       // EOS/EOT, a stop token or a stop string
   kLength,     // max_tokens, or the model's context
-  kCancelled,  // the client went away or its deadline passed
-  kError,      // see TokenEvent::error
+  kCancelled,  // error: CANCELLED (EngineLoop::Cancel), DEADLINE_EXCEEDED, UNAVAILABLE (Stop)
+  kError,      // error: the model's failure, or RESOURCE_EXHAUSTED when the sequence can never
+               // fit in the whole KV cache
 };
 
 struct Usage {
   int32_t prompt_tokens = 0;
-  int32_t completion_tokens = 0;  // all choices together
-  int32_t cached_tokens = 0;      // prompt tokens whose KV came from the prefix cache
+  // All choices together, every sampled token: an EOS/stop token that ended a choice counts
+  // (as in vLLM) although no event carries it.
+  int32_t completion_tokens = 0;
+  // Prompt tokens whose KV came from the prefix cache when choice 0 was first admitted (a
+  // multiple of 16, always < prompt_tokens).
+  int32_t cached_tokens = 0;
 };
 
+// Each step, every running choice that sampled gets one event (one token), even when its text
+// is empty (held back: an incomplete UTF-8 character or a possible stop-string start). Every
+// choice gets exactly one event with finish_reason != kNone; the request's very last event
+// (the last choice to finish) also carries `usage`; then the channel is closed.
 struct TokenEvent {
-  int32_t index = 0;                            // the choice, 0 <= index < n
-  std::vector<engine::TokenId> token_ids = {};  // tokens new in this event (stop tokens excluded)
-  std::string text = {};  // their text: whole UTF-8 characters, stop strings cut
-  std::vector<engine::SampleResult> logprobs = {};  // one per token id when logprobs were asked
+  int32_t index = 0;  // the choice, 0 <= index < n
+  // Tokens new in this event: 0 or 1. EOS/EOT (unless ignore_eos) and stop_token_ids end the
+  // choice without appearing here; a token that completes a stop string does appear.
+  std::vector<engine::TokenId> token_ids = {};
+  // Text made final by this event: whole UTF-8 characters, special tokens skipped, stop
+  // strings and everything after them cut. The texts of a choice concatenate to its output.
+  std::string text = {};
+  std::vector<engine::SampleResult> logprobs = {};  // one per token id when logprobs >= 0
   FinishReason finish_reason = FinishReason::kNone;
   // The stop string or stop token id that ended the choice, when finish_reason is kStop
-  // because of one (vLLM's `stop_reason`).
+  // because of one (vLLM's `stop_reason`); both unset for EOS/EOT.
   std::optional<std::string> stop_string = std::nullopt;
   std::optional<engine::TokenId> stop_token = std::nullopt;
-  absl::Status error = {};  // set with kError / kCancelled
-  std::optional<Usage> usage =
-      std::nullopt;  // on the request's last event (after every choice finished)
+  absl::Status error = {};                    // set with kError / kCancelled
+  std::optional<Usage> usage = std::nullopt;  // on the request's last event
 };
 
 class TokenChannel {

@@ -16,6 +16,12 @@ using testing::ByteTokens;
 using testing::kByteEos;
 using testing::kByteEot;
 
+engine::SampleResult Sampled(TokenId token) {
+  engine::SampleResult r;
+  r.token = token;
+  return r;
+}
+
 class ChoiceStreamTest : public ::testing::Test {
  protected:
   // Feeds `tokens` until the stream finishes; returns the events.
@@ -25,7 +31,7 @@ class ChoiceStreamTest : public ::testing::Test {
     std::vector<TokenEvent> events;
     for (size_t i = 0; i < tokens.size() && !stream.finished(); ++i) {
       events.push_back(
-          stream.Accept({.token = tokens[i]}, static_cast<int>(i) + 1 == context_limit_at));
+          stream.Accept(Sampled(tokens[i]), static_cast<int>(i) + 1 == context_limit_at));
     }
     return events;
   }
@@ -126,15 +132,15 @@ TEST_F(ChoiceStreamTest, MinTokensDelaysStopsAndMasksStopTokens) {
   EXPECT_TRUE(std::isinf(logits[kByteEos]) && std::isinf(logits[kByteEot]) &&
               std::isinf(logits['q']));
   EXPECT_EQ(logits['a'], 1.0f);
-  const TokenEvent first = stream.Accept({.token = 'a'}, false);
+  const TokenEvent first = stream.Accept(Sampled('a'), false);
   EXPECT_EQ(first.finish_reason, FinishReason::kNone);
   EXPECT_EQ(first.text, "a");  // before min_tokens a stop string is plain text
-  EXPECT_EQ(stream.Accept({.token = 'q'}, false).finish_reason, FinishReason::kNone);
+  EXPECT_EQ(stream.Accept(Sampled('q'), false).finish_reason, FinishReason::kNone);
   std::vector<float> later(258, 1.0f);
   stream.MaskStopTokens(later);
   EXPECT_TRUE(std::isinf(later['q']));  // as vLLM: masked while fewer than 3 were generated
   // A stop string may end the 3rd token.
-  const TokenEvent third = stream.Accept({.token = 'a'}, false);
+  const TokenEvent third = stream.Accept(Sampled('a'), false);
   EXPECT_EQ(third.finish_reason, FinishReason::kStop);
   EXPECT_EQ(third.stop_string, "a");
   EXPECT_EQ(third.text, "");

@@ -118,6 +118,18 @@ TEST_F(EngineLoopTest, QueueLimitRefusesWithResourceExhaustedThenRecovers) {
   EXPECT_EQ(TokensOf(DrainUntilClosed(*cd)).size(), 2u);
 }
 
+TEST_F(EngineLoopTest, StopWithoutStartEndsWhatWasSubmitted) {
+  MakeLoop({});
+  Request r = MakeRequest(3);
+  auto channel = r.channel;
+  ASSERT_TRUE(loop_->Submit(std::move(r)).ok());
+  loop_->Stop();
+  const std::vector<TokenEvent> events = DrainUntilClosed(*channel);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].finish_reason, FinishReason::kCancelled);
+  EXPECT_EQ(events[0].error.code(), absl::StatusCode::kUnavailable);
+}
+
 TEST_F(EngineLoopTest, RefusesRequestsTheFrontEndShouldHaveCaught) {
   MakeLoop({});
   Request empty = MakeRequest(3, {});
