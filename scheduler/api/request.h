@@ -36,11 +36,16 @@ struct Request {
   std::vector<TokenId> prompt;  // 1 <= size < context
   engine::SamplingParams sampling;
   StopRules stop;
-  int32_t n = 1;  // choices; each is a sequence, all sharing the prompt's KV blocks
+  // Choices, each a sequence with its own Sampler; with sampling.seed set, choice i uses
+  // seed + i. Choice 0 computes the prompt; the others start once it has, reusing its full
+  // KV blocks through the prefix cache (the last partial block is recomputed per choice).
+  int32_t n = 1;
   // Lower runs earlier; equal priorities run first come, first served (vLLM's convention).
+  // When KV blocks run out, the running sequence with the highest (priority, arrival) is
+  // preempted first.
   int32_t priority = 0;
-  // When set, the request is dropped (FinishReason::kCancelled, DEADLINE_EXCEEDED) if it has
-  // not finished by then.
+  // When set, the request is dropped (FinishReason::kCancelled, DEADLINE_EXCEEDED) within one
+  // step of this time if it has not finished by then, waiting or running.
   std::optional<std::chrono::steady_clock::time_point> deadline;
   // Where the engine loop sends this request's events. Never null.
   std::shared_ptr<TokenChannel> channel;
