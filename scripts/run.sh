@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# Sets up spillway (scripts/setup.sh) and runs the default model on one prompt.
-# Extra arguments go to `spillway generate`, e.g.: scripts/run.sh --prompt "Hi" --max-tokens 64
+# Sets up spillway (scripts/setup.sh) and serves the default model with the OpenAI-compatible
+# API on http://127.0.0.1:8000/v1 until Ctrl-C. Extra arguments go to `spillway serve`, e.g.:
+#   scripts/run.sh --port 8080 --max-running-seqs 32        (docs/serving.md lists the flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [ $# -eq 0 ]; then
-  set -- --chat --prompt "What is the capital of France? Answer in one sentence."
-fi
-exec build/bin/spillway generate "$@"
+exec build/bin/spillway serve "$@"
