@@ -36,8 +36,7 @@ Collected Collect(TokenChannel& channel, int n) {
   while (!out.closed && std::chrono::steady_clock::now() < deadline) {
     for (TokenEvent& e : channel.Drain(&out.closed)) {
       EXPECT_TRUE(e.error.ok()) << e.error;
-      out.tokens[e.index].insert(out.tokens[e.index].end(), e.token_ids.begin(),
-                                 e.token_ids.end());
+      out.tokens[e.index].insert(out.tokens[e.index].end(), e.token_ids.begin(), e.token_ids.end());
       out.text[e.index] += e.text;
       if (e.usage.has_value()) out.usage = e.usage;
     }
