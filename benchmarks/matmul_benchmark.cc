@@ -4,11 +4,14 @@
 // tokens). BM_SmolLm2Step runs every matmul of one forward step of the whole model (30 layers
 // + lm_head, distinct random weights, ~96 MB, so nothing stays in cache) and reports tokens/s
 // of the matmuls alone, to set against llama.cpp's whole-model figures on the same machine
-// (~190 tok/s decode, ~500 tok/s prefill of 512 tokens).
+// (~190 tok/s decode, ~500 tok/s prefill of 512 tokens). Weights are packed once (PackWeight,
+// as CpuBackend does) unless the `packed` argument is 0 (a plain WeightMatrix, repacked by
+// every call).
 #include <benchmark/benchmark.h>
 
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/cpu/matmul.h"
@@ -21,12 +24,20 @@ struct Matrix {
   GgmlType type;
   int64_t rows, cols;
   std::vector<uint8_t> data;
+  std::unique_ptr<PackedWeight> packed;
   WeightMatrix view() const {
     return {.type = type,
             .rows = rows,
             .cols = cols,
             .data = data.data(),
             .row_bytes = RowBytes(type, cols).value()};
+  }
+  void Run(bool use_packed, const float* x, int64_t tokens, float* y, ThreadPool& pool) const {
+    if (use_packed) {
+      MatMul(*packed, x, tokens, y, pool);
+    } else {
+      MatMul(view(), x, tokens, y, pool);
+    }
   }
 };
 
@@ -39,6 +50,7 @@ Matrix RandomMatrix(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
     for (float& v : row) v = normal(rng);
     QuantizeRow(type, row.data(), m.data.data() + r * RowBytes(type, cols).value(), cols);
   }
+  m.packed = std::move(PackWeight(m.view()).value());
   return m;
 }
 
@@ -55,12 +67,13 @@ ThreadPool& Pool(int threads) {
   return threads == 1 ? one : two;
 }
 
-// Args: rows, cols, tokens, threads, type, isa (0 scalar, 1 avx2, 2 avx512).
+// Args: rows, cols, tokens, threads, type, isa (0 scalar, 1 avx2, 2 avx512), packed (0, 1).
 void BM_MatMul(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1), tokens = state.range(2);
   const int threads = static_cast<int>(state.range(3));
   const auto type = static_cast<GgmlType>(state.range(4));
   const auto isa = static_cast<MatMulIsa>(state.range(5));
+  const bool packed = state.range(6) != 0;
   if (!MatMulIsaSupported(isa)) {
     state.SkipWithError("ISA not supported on this CPU");
     return;
@@ -70,28 +83,31 @@ void BM_MatMul(benchmark::State& state) {
   const auto x = RandomActivations(tokens * cols);
   std::vector<float> y(tokens * rows);
   for (auto _ : state) {
-    MatMul(w.view(), x.data(), tokens, y.data(), Pool(threads));
+    w.Run(packed, x.data(), tokens, y.data(), Pool(threads));
     benchmark::DoNotOptimize(y.data());
   }
   ResetMatMulIsaForTesting();
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.data.size()));
   state.counters["GFLOP/s"] = benchmark::Counter(
       2.0 * rows * cols * tokens * state.iterations() / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(GgmlTypeName(type)) + " " + MatMulIsaName(isa));
+  state.SetLabel(std::string(GgmlTypeName(type)) + " " + MatMulIsaName(isa) +
+                 (packed ? " packed" : " repacked per call"));
 }
 
 void SmolLm2Shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"rows", "cols", "tokens", "threads", "type", "isa"});
+  b->ArgNames({"rows", "cols", "tokens", "threads", "type", "isa", "packed"});
   const int64_t q41 = static_cast<int64_t>(GgmlType::kQ4_1);
   const int64_t q80 = static_cast<int64_t>(GgmlType::kQ8_0);
-  for (int64_t isa : {2, 1}) {
-    for (int64_t tokens : {1, 8, 32, 512}) {
-      for (int64_t threads : {1, 2}) {
-        b->Args({576, 576, tokens, threads, q41, isa});
-        b->Args({192, 576, tokens, threads, q41, isa});
-        b->Args({1536, 576, tokens, threads, q41, isa});
-        b->Args({576, 1536, tokens, threads, q41, isa});
-        if (tokens <= 32) b->Args({49152, 576, tokens, threads, q80, isa});
+  for (int64_t packed : {1, 0}) {
+    for (int64_t isa : {2, 1}) {
+      for (int64_t tokens : {1, 8, 32, 512}) {
+        for (int64_t threads : {1, 2}) {
+          b->Args({576, 576, tokens, threads, q41, isa, packed});
+          b->Args({192, 576, tokens, threads, q41, isa, packed});
+          b->Args({1536, 576, tokens, threads, q41, isa, packed});
+          b->Args({576, 1536, tokens, threads, q41, isa, packed});
+          if (tokens <= 32) b->Args({49152, 576, tokens, threads, q80, isa, packed});
+        }
       }
     }
   }
@@ -100,11 +116,12 @@ BENCHMARK(BM_MatMul)->Apply(SmolLm2Shapes)->UseRealTime();
 
 // The matmuls of one SmolLM2-135M step over `tokens` tokens; the lm_head runs on one token
 // per sequence: all tokens for decode batches, the last one for a 512-token prefill.
-// Args: tokens, threads, isa (0 scalar, 1 avx2, 2 avx512).
+// Args: tokens, threads, isa (0 scalar, 1 avx2, 2 avx512), packed (0, 1).
 void BM_SmolLm2Step(benchmark::State& state) {
   const int64_t tokens = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   const auto isa = static_cast<MatMulIsa>(state.range(2));
+  const bool packed = state.range(3) != 0;
   if (!MatMulIsaSupported(isa)) {
     state.SkipWithError("ISA not supported on this CPU");
     return;
@@ -130,19 +147,19 @@ void BM_SmolLm2Step(benchmark::State& state) {
   int64_t bytes = static_cast<int64_t>(lm_head.data.size());
   for (const Matrix& m : layers) bytes += static_cast<int64_t>(m.data.size());
   for (auto _ : state) {
-    for (const Matrix& m : layers) MatMul(m.view(), x.data(), tokens, y.data(), Pool(threads));
-    MatMul(lm_head.view(), x.data(), head_tokens, y.data(), Pool(threads));
+    for (const Matrix& m : layers) m.Run(packed, x.data(), tokens, y.data(), Pool(threads));
+    lm_head.Run(packed, x.data(), head_tokens, y.data(), Pool(threads));
     benchmark::DoNotOptimize(y.data());
   }
   ResetMatMulIsaForTesting();
   state.SetBytesProcessed(state.iterations() * bytes);
   state.counters["tok/s"] = benchmark::Counter(static_cast<double>(tokens * state.iterations()),
                                                benchmark::Counter::kIsRate);
-  state.SetLabel(MatMulIsaName(isa));
+  state.SetLabel(std::string(MatMulIsaName(isa)) + (packed ? " packed" : " repacked per call"));
 }
 BENCHMARK(BM_SmolLm2Step)
-    ->ArgNames({"tokens", "threads", "isa"})
-    ->ArgsProduct({{1, 32, 512}, {1, 2}, {1, 2}})
+    ->ArgNames({"tokens", "threads", "isa", "packed"})
+    ->ArgsProduct({{1, 32, 512}, {1, 2}, {1, 2}, {1, 0}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

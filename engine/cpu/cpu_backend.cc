@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <mutex>
 
 #include "absl/strings/str_format.h"
 #include "common/check.h"
@@ -12,19 +14,35 @@
 namespace spillway::engine::cpu {
 namespace {
 
-// A 2-D weight stays a view of the file; a 1-D one (norm, bias) is converted to f32 once.
+// A 2-D weight keeps a view of the file (Embed reads rows of it) and, for MatMul, a copy
+// repacked into the kernels' layout (PackWeight); a 1-D one (norm, bias) is converted to f32
+// once.
 class CpuWeight final : public BackendWeight {
  public:
-  CpuWeight(WeightMatrix matrix, std::vector<float> vec)
-      : matrix_(matrix), vector_(std::move(vec)) {}
+  CpuWeight(WeightMatrix matrix, std::vector<float> vec, std::unique_ptr<PackedWeight> packed)
+      : matrix_(matrix), vector_(std::move(vec)), packed_(std::move(packed)) {}
   int64_t rows() const override { return matrix_.rows; }
   int64_t cols() const override { return matrix_.cols; }
   const WeightMatrix& matrix() const { return matrix_; }
   const float* vec() const { return vector_.data(); }
+  // The packed matrix; packs it on the first call if LoadWeight did not.
+  const PackedWeight& packed() const {
+    std::call_once(pack_once_, [this] {
+      if (packed_ != nullptr) return;
+      absl::StatusOr<std::unique_ptr<PackedWeight>> p = PackWeight(matrix_);
+      SPW_CHECK(p.ok()) << p.status();
+      packed_ = *std::move(p);
+    });
+    return *packed_;
+  }
 
  private:
   WeightMatrix matrix_;
   std::vector<float> vector_;
+  // NOTE(kernels3): mutable for the lazy packing of the embedding table (LoadWeight), which
+  // only a model with tied embeddings multiplies by.
+  mutable std::once_flag pack_once_;
+  mutable std::unique_ptr<PackedWeight> packed_;
 };
 
 const CpuWeight& AsCpu(const BackendWeight& w) { return static_cast<const CpuWeight&>(w); }
@@ -62,7 +80,7 @@ absl::StatusOr<std::unique_ptr<BackendWeight>> CpuBackend::LoadWeight(const Weig
     std::vector<float> values(t.shape[0]);
     DequantizeRow(t.type, t.data, values.data(), t.shape[0]);
     WeightMatrix m{.type = GgmlType::kF32, .rows = 1, .cols = t.shape[0]};
-    return std::make_unique<CpuWeight>(m, std::move(values));
+    return std::make_unique<CpuWeight>(m, std::move(values), nullptr);
   }
   if (t.shape.size() != 2) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -77,7 +95,20 @@ absl::StatusOr<std::unique_ptr<BackendWeight>> CpuBackend::LoadWeight(const Weig
                  .cols = t.shape[0],
                  .data = t.data,
                  .row_bytes = *row_bytes};
-  return std::make_unique<CpuWeight>(m, std::vector<float>{});
+  // NOTE(kernels3): every matrix is packed here, once, except the token embedding table: Embed
+  // reads its rows from the file, and only a model with tied embeddings also multiplies by it
+  // (as the lm_head), so it is packed on its first MatMul instead of costing its size twice in
+  // every model.
+  std::unique_ptr<PackedWeight> packed;
+  if (t.name != "token_embd.weight") {
+    absl::StatusOr<std::unique_ptr<PackedWeight>> p = PackWeight(m);
+    if (!p.ok()) {
+      return absl::Status(p.status().code(),
+                          absl::StrFormat("tensor %s: %s", t.name, p.status().message()));
+    }
+    packed = *std::move(p);
+  }
+  return std::make_unique<CpuWeight>(m, std::vector<float>{}, std::move(packed));
 }
 
 absl::Status CpuBackend::AllocateKv(const KvLayout& layout) {
@@ -139,9 +170,9 @@ void CpuBackend::AddRmsNorm(Activation residual, Activation x, const BackendWeig
 }
 
 void CpuBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
-  const WeightMatrix& m = AsCpu(w).matrix();
-  SPW_CHECK(x.cols == m.cols && y.cols == m.rows && x.rows == y.rows)
-      << x.cols << " " << m.cols << " " << y.cols << " " << m.rows;
+  const PackedWeight& m = AsCpu(w).packed();
+  SPW_CHECK(x.cols == m.cols() && y.cols == m.rows() && x.rows == y.rows)
+      << x.cols << " " << m.cols() << " " << y.cols << " " << m.rows();
   cpu::MatMul(m, x.data, x.rows, y.data, pool_);
 }
 

@@ -1,6 +1,8 @@
-// CpuBackend: the Backend on the host CPU. Weights stay in their file types and point into the
-// model file's mapping (no copy); activations are f32; the KV cache is f16. Parallel inside
-// each op through one ThreadPool. Engine-loop thread only.
+// CpuBackend: the Backend on the host CPU. Weights stay in their file types: matrices are
+// repacked once at load into the MatMul kernels' layout (engine/cpu/matmul.h; a copy about the
+// tensor's size), and embedding rows are read from the model file's mapping; activations are
+// f32; the KV cache is f16. Parallel inside each op through one ThreadPool. Engine-loop thread
+// only.
 #pragma once
 
 #include <memory>

@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
 
+#include "absl/strings/str_format.h"
 #include "common/check.h"
 #include "engine/cpu/matmul_kernels.h"
 #include "engine/cpu/quant_blocks.h"
@@ -18,6 +21,7 @@ namespace {
 
 using internal::Activations;
 using internal::KernelSet;
+using internal::PackedView;
 using internal::TileFn;
 
 struct CpuFeatures {
@@ -154,7 +158,6 @@ Activations QuantizeActivations(const KernelSet& k, GgmlType type, const float* 
     buf.qsum.resize(static_cast<size_t>(n_tokens * scale_stride));
     a.s = buf.s.data();
     a.qsum = buf.qsum.data();
-    a.wide = n_tokens >= k.wide_min_tokens;
     fn = [&, d = buf.d.data(), s = buf.s.data(), qsum = buf.qsum.data()](int, int64_t begin,
                                                                          int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
@@ -182,6 +185,80 @@ constexpr int64_t kRowBlock = 64;
 constexpr int64_t kRowGroup = 4;
 // Smallest task, in bytes of weights times tokens, worth handing to another thread.
 constexpr int64_t kMinTaskBytes = 16 << 10;
+
+// A per-thread buffer of kPackedAlign-aligned bytes.
+uint8_t* PackBuffer(int64_t bytes) {
+  thread_local std::vector<uint8_t> buf;
+  buf.resize(static_cast<size_t>(bytes + internal::kPackedAlign));
+  return reinterpret_cast<uint8_t*>(
+      RoundUp(reinterpret_cast<intptr_t>(buf.data()), internal::kPackedAlign));
+}
+
+// Runs `tile` on rows [r0, r1) x tokens [t0, t1) of `w`. With `raw` (a WeightMatrix whose type
+// packing rearranges; `w` then has no data), packs those rows first, kRowBlock at a time, into
+// a buffer of the running thread.
+void RunTile(TileFn tile, const PackedView& w, const WeightMatrix* raw, int64_t r0, int64_t r1,
+             const Activations& act, int64_t t0, int64_t t1, float* y) {
+  if (raw == nullptr) return tile(w, r0, r1, act, t0, t1, y, w.rows);
+  for (int64_t c0 = r0; c0 < r1; c0 += kRowBlock) {
+    const int64_t c1 = std::min(r1, c0 + kRowBlock);
+    PackedView chunk = w;
+    uint8_t* data = PackBuffer((c1 - c0) * w.row_stride);
+    for (int64_t r = c0; r < c1; ++r) {
+      internal::PackRow(raw->type, static_cast<const uint8_t*>(raw->data) + r * raw->row_bytes,
+                        raw->cols, data + (r - c0) * w.row_stride);
+    }
+    chunk.data = data;
+    chunk.rows = c1 - c0;
+    tile(chunk, 0, c1 - c0, act, t0, t1, y + c0, w.rows);
+  }
+}
+
+void RunMatMul(const PackedView& w, const WeightMatrix* raw, const float* x, int64_t n_tokens,
+               float* y, ThreadPool& pool) {
+  if (n_tokens <= 0 || w.rows <= 0) return;
+  const KernelSet& k = KernelsFor(ActiveMatMulIsa());
+  const TileFn tile = SelectTile(k, w.type);
+  SPW_CHECK(tile != nullptr) << "MatMul does not support " << GgmlTypeName(w.type);
+  const Activations act = QuantizeActivations(k, w.type, x, w.cols, n_tokens, pool);
+
+  if (n_tokens <= kTokenBlock) {
+    const int64_t groups = (w.rows + kRowGroup - 1) / kRowGroup;
+    const int64_t group_work_bytes = w.row_stride * kRowGroup * n_tokens;
+    const int64_t grain = std::max<int64_t>(1, kMinTaskBytes / group_work_bytes);
+    pool.ParallelFor(groups, grain, [&](int, int64_t begin, int64_t end) {
+      RunTile(tile, w, raw, begin * kRowGroup, std::min(w.rows, end * kRowGroup), act, 0, n_tokens,
+              y);
+    });
+    return;
+  }
+  const int64_t row_blocks = (w.rows + kRowBlock - 1) / kRowBlock;
+  const int64_t token_blocks = (n_tokens + kTokenBlock - 1) / kTokenBlock;
+  pool.ParallelFor(row_blocks * token_blocks, 1, [&](int, int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t rb = task / token_blocks, tb = task % token_blocks;
+      RunTile(tile, w, raw, rb * kRowBlock, std::min(w.rows, (rb + 1) * kRowBlock), act,
+              tb * kTokenBlock, std::min(n_tokens, (tb + 1) * kTokenBlock), y);
+    }
+  });
+}
+
+bool Supported(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+      return true;
+    default:
+      return false;
+  }
+}
 
 }  // namespace
 
@@ -230,33 +307,104 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, T
   SPW_CHECK(RowBytes(w.type, w.cols).value_or(-1) <= w.row_bytes)
       << "row_bytes " << w.row_bytes << " is too small for " << w.cols << " values of "
       << GgmlTypeName(w.type);
-  const KernelSet& k = KernelsFor(ActiveMatMulIsa());
-  const TileFn tile = SelectTile(k, w.type);
-  SPW_CHECK(tile != nullptr) << "MatMul does not support " << GgmlTypeName(w.type);
-  const Activations act = QuantizeActivations(k, w.type, x, w.cols, n_tokens, pool);
-
-  if (n_tokens <= kTokenBlock) {
-    const int64_t groups = (w.rows + kRowGroup - 1) / kRowGroup;
-    const int64_t group_work_bytes = w.row_bytes * kRowGroup * n_tokens;
-    const int64_t grain = std::max<int64_t>(1, kMinTaskBytes / group_work_bytes);
-    pool.ParallelFor(groups, grain, [&](int, int64_t begin, int64_t end) {
-      tile(w, begin * kRowGroup, std::min(w.rows, end * kRowGroup), act, 0, n_tokens, y);
-    });
-    return;
+  SPW_CHECK(Supported(w.type)) << "MatMul does not support " << GgmlTypeName(w.type);
+  PackedView view{.type = w.type, .rows = w.rows, .cols = w.cols};
+  if (internal::IsLegacy32(w.type)) {
+    // Packed a few rows at a time, inside the tasks (RunTile).
+    view.row_stride = internal::PackedRowStride(w.type, w.cols);
+    RunMatMul(view, &w, x, n_tokens, y, pool);
+  } else {
+    // The packed layout of the other types is the file's: the kernels read `w` itself.
+    view.data = static_cast<const uint8_t*>(w.data);
+    view.row_stride = w.row_bytes;
+    RunMatMul(view, nullptr, x, n_tokens, y, pool);
   }
-  const int64_t row_blocks = (w.rows + kRowBlock - 1) / kRowBlock;
-  const int64_t token_blocks = (n_tokens + kTokenBlock - 1) / kTokenBlock;
-  pool.ParallelFor(row_blocks * token_blocks, 1, [&](int, int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t rb = task / token_blocks, tb = task % token_blocks;
-      tile(w, rb * kRowBlock, std::min(w.rows, (rb + 1) * kRowBlock), act, tb * kTokenBlock,
-           std::min(n_tokens, (tb + 1) * kTokenBlock), y);
-    }
-  });
+}
+
+void MatMul(const PackedWeight& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  const PackedView view{.type = w.type(),
+                        .rows = w.rows(),
+                        .cols = w.cols(),
+                        .data = w.data(),
+                        .row_stride = w.row_stride()};
+  RunMatMul(view, nullptr, x, n_tokens, y, pool);
+}
+
+void PackedWeight::Free::operator()(uint8_t* p) const { std::free(p); }
+
+absl::StatusOr<std::unique_ptr<PackedWeight>> PackWeight(const WeightMatrix& w) {
+  if (!Supported(w.type)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("MatMul does not support %s weights", GgmlTypeName(w.type)));
+  }
+  if (w.rows < 0 || w.cols <= 0 || w.cols % BlockElements(w.type) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("a %d x %d matrix of %s: cols must be a positive multiple of %d", w.rows,
+                        w.cols, GgmlTypeName(w.type), BlockElements(w.type)));
+  }
+  if (RowBytes(w.type, w.cols).value_or(-1) > w.row_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("row_bytes %d is too small for %d values of %s", w.row_bytes, w.cols,
+                        GgmlTypeName(w.type)));
+  }
+  auto packed = std::unique_ptr<PackedWeight>(new PackedWeight());
+  packed->type_ = w.type;
+  packed->rows_ = w.rows;
+  packed->cols_ = w.cols;
+  packed->row_stride_ = internal::PackedRowStride(w.type, w.cols);
+  const int64_t bytes = std::max<int64_t>(packed->size_bytes(), internal::kPackedAlign);
+  packed->data_.reset(static_cast<uint8_t*>(std::aligned_alloc(internal::kPackedAlign, bytes)));
+  if (packed->data_ == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("cannot allocate %d bytes for packed weights", bytes));
+  }
+  for (int64_t r = 0; r < w.rows; ++r) {
+    internal::PackRow(w.type, static_cast<const uint8_t*>(w.data) + r * w.row_bytes, w.cols,
+                      packed->data_.get() + r * packed->row_stride_);
+  }
+  return packed;
 }
 
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
   DequantizeRowInto(type, src, dst, n);
 }
 
+namespace internal {
+
+int64_t PackedRowStride(GgmlType type, int64_t cols) {
+  return RoundUp(RowBytes(type, cols).value(), kPackedAlign);
+}
+
+void PackRow(GgmlType type, const uint8_t* src, int64_t cols, uint8_t* dst) {
+  const int64_t row_bytes = RowBytes(type, cols).value();
+  const int64_t stride = PackedRowStride(type, cols);
+  std::memset(dst + row_bytes, 0, static_cast<size_t>(stride - row_bytes));
+  if (!IsLegacy32(type)) {
+    std::memcpy(dst, src, static_cast<size_t>(row_bytes));
+    return;
+  }
+  const int64_t nb = cols / kQk;
+  const int64_t block_bytes = BlockBytes(type);
+  const int64_t qs_offset = type == GgmlType::kQ4_1 ? 4 : 2;  // after d (and m)
+  const int64_t steps = LegacyQsBytes(type) / 4;
+  uint8_t* scales = dst + PackedScaleOffset(type, nb);
+  for (int64_t b0 = 0; b0 < nb; b0 += kRunBlocks) {
+    const int64_t width = std::min<int64_t>(kRunBlocks, nb - b0);
+    uint8_t* run = dst + PackedRunOffset(type, b0);
+    for (int64_t j = 0; j < width; ++j) {
+      const uint8_t* blk = src + (b0 + j) * block_bytes;
+      for (int64_t k = 0; k < steps; ++k) {
+        uint8_t* out = run + k * 4 * width + 4 * j;
+        std::memcpy(out, blk + qs_offset + 4 * k, 4);
+        if (type == GgmlType::kQ8_0) {
+          for (int i = 0; i < 4; ++i) out[i] ^= 0x80;
+        }
+      }
+      std::memcpy(scales + 2 * (b0 + j), blk, 2);                                        // d
+      if (type == GgmlType::kQ4_1) std::memcpy(scales + 2 * (nb + b0 + j), blk + 2, 2);  // m
+    }
+  }
+}
+
+}  // namespace internal
 }  // namespace spillway::engine::cpu

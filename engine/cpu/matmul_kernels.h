@@ -1,7 +1,23 @@
 // Private to engine/cpu/matmul*.cc and engine/cpu/x86/: the tile kernels behind MatMul, one
-// set per instruction set (scalar, AVX2, AVX-512), and the activation formats they read.
-// MatMul (matmul.cc) quantizes the activations once per call, splits rows x tokens into tiles
-// and runs a kernel set's TileFn on each tile from the ThreadPool. Stateless; thread-safe.
+// set per instruction set (scalar, AVX2, AVX-512), the packed weight layout they read and the
+// activation formats. MatMul (matmul.cc) quantizes the activations once per call, splits rows x
+// tokens into tiles and runs a kernel set's TileFn on each tile from the ThreadPool. Stateless;
+// thread-safe.
+//
+// Packed weights (PackWeight, once at load; or a few rows at a time inside MatMul for a plain
+// WeightMatrix). One layout serves every kernel set. Each row starts on a kPackedAlign boundary
+// (PackedRowStride bytes apart, zero padded):
+//   F32 / F16 / BF16 / Q4_K / Q5_K / Q6_K: the row exactly as in the file.
+//   Q4_0 / Q4_1 / Q8_0 (nb = cols / 32 blocks, in runs of 16 blocks as the activations below;
+//   the last run has W = nb % 16 blocks if that is not 0, the others W = 16):
+//     qs   the quants of run after run; a run is S steps (S = 4 for Q4, 8 for Q8_0) of 4 * W
+//          bytes; step k holds, for each block j of the run (32-bit lane j), the bytes
+//          4k..4k+3 of the block's quants: Q4 nibble bytes as in the file (low nibbles are
+//          values 4k..4k+3, high nibbles values 16+4k..16+4k+3), Q8_0 bytes q ^ 0x80 (= q + 128,
+//          unsigned). So a 64-byte load of a step gives one block per lane, matching the
+//          activations' step k (and, for Q4 high nibbles, step k + 4).
+//     d    f16[nb], the blocks' scales;  m  f16[nb], Q4_1 only, the blocks' mins.
+//   So the packed row holds exactly the file's bytes for the row, rearranged.
 //
 // Quantized activations (one token row each, written by a QuantizeFn):
 //
@@ -76,9 +92,6 @@ struct QuantizedActivations {
   int64_t scale_stride = 0;
   const int16_t* bsums = nullptr;  // [n_tokens, bsum_stride] (K-quants only)
   int64_t bsum_stride = 0;
-  // n_tokens >= KernelSet::wide_min_tokens: the kernel set's wide kernels may run (the
-  // results are the same either way; only speed differs).
-  bool wide = false;
 };
 
 // What a tile kernel reads: f32 activations for F32/F16/BF16 weights, quantized otherwise.
@@ -87,9 +100,47 @@ struct Activations {
   QuantizedActivations q;
 };
 
-// Computes y[t * w.rows + r] for r in [row_begin, row_end), t in [tok_begin, tok_end).
-using TileFn = void (*)(const WeightMatrix& w, int64_t row_begin, int64_t row_end,
-                        const Activations& x, int64_t tok_begin, int64_t tok_end, float* y);
+inline constexpr int64_t kPackedAlign = 64;  // bytes; packed rows and buffers start on it
+
+// Whether `type` is one of the 32-blocks that packing rearranges (Q4_0, Q4_1, Q8_0).
+inline constexpr bool IsLegacy32(GgmlType type) {
+  return type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0;
+}
+// Bytes of quants per 32-block of a legacy type: 16 (Q4_0, Q4_1) or 32 (Q8_0).
+inline constexpr int64_t LegacyQsBytes(GgmlType type) { return type == GgmlType::kQ8_0 ? 32 : 16; }
+
+// Bytes from one packed row to the next: the file's row, rounded up to kPackedAlign.
+// REQUIRES: a type MatMul supports; cols a multiple of its block.
+int64_t PackedRowStride(GgmlType type, int64_t cols);
+// Writes row `src` (file layout, `cols` values of `type`) to `dst` in the packed layout,
+// PackedRowStride(type, cols) bytes including the zero padding.
+void PackRow(GgmlType type, const uint8_t* src, int64_t cols, uint8_t* dst);
+
+// In a packed Q4_0/Q4_1/Q8_0 row of nb blocks: the run of blocks [b, b + W) (b % 16 == 0,
+// W = min(16, nb - b)) starts at row + PackedRunOffset(type, b), its steps 4 * W bytes apart;
+// d starts at row + PackedScaleOffset(type, nb), m (Q4_1) 2 * nb bytes after d.
+inline constexpr int64_t PackedRunOffset(GgmlType type, int64_t b) {
+  return b * LegacyQsBytes(type);
+}
+inline constexpr int64_t PackedScaleOffset(GgmlType type, int64_t nb) {
+  return nb * LegacyQsBytes(type);
+}
+
+// Rows of weights in the packed layout, as the tile kernels read them.
+struct PackedView {
+  GgmlType type = GgmlType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const uint8_t* data = nullptr;  // row r at data + r * row_stride
+  int64_t row_stride = 0;
+  const uint8_t* row(int64_t r) const { return data + r * row_stride; }
+};
+
+// Computes y[t * ldy + r] for rows r in [row_begin, row_end) of w (indices into w, not into
+// the whole matrix) and tokens t in [tok_begin, tok_end).
+using TileFn = void (*)(const PackedView& w, int64_t row_begin, int64_t row_end,
+                        const Activations& x, int64_t tok_begin, int64_t tok_end, float* y,
+                        int64_t ldy);
 
 // Quantizes one row of `cols` f32 values into 32-blocks: q[Run32RowBytes(cols)] (run layout),
 // d, s, qsum[RoundUp(cols / 32, 16)].
@@ -111,14 +162,13 @@ struct KernelSet {
   TileFn q6_k = nullptr;
   Quantize32Fn quantize32 = nullptr;
   Quantize256Fn quantize256 = nullptr;
-  int64_t wide_min_tokens = 1;  // see QuantizedActivations::wide
 };
 
 // The portable kernels (any CPU).
 const KernelSet& ScalarKernels();
 // AVX2+FMA+F16C kernels; nullptr if this build has none. The caller checks the CPU.
 const KernelSet* Avx2Kernels();
-// AVX-512 F/BW/VL/VNNI kernels; nullptr if this build has none. The caller checks the CPU.
+// AVX-512 F/BW/VL/DQ/VNNI kernels; nullptr if this build has none. The caller checks the CPU.
 // Entries it lacks are filled from Avx2Kernels().
 const KernelSet* Avx512Kernels();
 

@@ -31,73 +31,76 @@ int QuantizeBlock32(const float* x, int8_t* q, float* d_out) {
   return sum;
 }
 
-const uint8_t* RowPtr(const WeightMatrix& w, int64_t r) {
-  return static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
-}
-
 // Dot products of one row, dequantized to f32, with a range of tokens, in the canonical order
 // (matmul_kernels.h): column c goes to lane c % 16 by FMA, then ReduceLanes.
 template <GgmlType kType>
-void FloatTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Activations& x,
-               int64_t tok_begin, int64_t tok_end, float* y) {
+void FloatTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+               int64_t tok_begin, int64_t tok_end, float* y, int64_t ldy) {
   thread_local std::vector<float> row;
   row.resize(static_cast<size_t>(w.cols));
   for (int64_t r = row_begin; r < row_end; ++r) {
-    DequantizeRowInto(kType, RowPtr(w, r), row.data(), w.cols);
+    DequantizeRowInto(kType, w.row(r), row.data(), w.cols);
     for (int64_t t = tok_begin; t < tok_end; ++t) {
       const float* xt = x.x + t * w.cols;
       float lanes[kLanes] = {};
       for (int64_t c = 0; c < w.cols; ++c) {
         lanes[c % kLanes] = std::fma(row[c], xt[c], lanes[c % kLanes]);
       }
-      y[t * w.rows + r] = ReduceLanes(lanes);
+      y[t * ldy + r] = ReduceLanes(lanes);
     }
   }
 }
 
 // Q4_0 / Q4_1 / Q8_0 in the canonical order (matmul_kernels.h): the exact integer dot of each
 // 32-block (signed weights for Q4_0 and Q8_0, unsigned nibbles for Q4_1), then per block
-// lane[b % 16] = fma(d_w * d_x, isum, lane) (and fma(m_w, s_x, lane) for Q4_1).
+// lane[b % 16] = fma(d_w * d_x, isum, lane) (and fma(m_w, s_x, lane) for Q4_1). `row` is a
+// packed row (matmul_kernels.h).
 template <GgmlType kType>
-float DotLegacyRow(const uint8_t* wrow, int64_t nb, const int8_t* xq, const float* xd,
+float DotLegacyRow(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd,
                    const float* xs) {
+  const uint8_t* scales = row + PackedScaleOffset(kType, nb);
+  auto f16 = [scales](int64_t i) {
+    uint16_t h;
+    std::memcpy(&h, scales + 2 * i, 2);
+    return F16ToF32(h);
+  };
   float lanes[kLanes] = {};
   int8_t q[kQk];
   for (int64_t b = 0; b < nb; ++b) {
     for (int i = 0; i < kQk; ++i) q[i] = xq[RunOffset(b, i)];
+    const int64_t b0 = b / kRunBlocks * kRunBlocks;
+    const int64_t step = 4 * std::min<int64_t>(kRunBlocks, nb - b0);
+    // Byte i (0..3) of step k of this block.
+    const uint8_t* wq = row + PackedRunOffset(kType, b0) + 4 * (b - b0);
+    auto byte = [wq, step](int k, int i) { return wq[k * step + i]; };
     float& lane = lanes[b % kLanes];
     int isum = 0;
     if constexpr (kType == GgmlType::kQ8_0) {
-      const auto* blk = reinterpret_cast<const BlockQ8_0*>(wrow) + b;
-      for (int j = 0; j < kQk; ++j) isum += blk->qs[j] * q[j];
-      lane = std::fma(F16ToF32(blk->d) * xd[b], static_cast<float>(isum), lane);
-    } else if constexpr (kType == GgmlType::kQ4_0) {
-      const auto* blk = reinterpret_cast<const BlockQ4_0*>(wrow) + b;
-      for (int j = 0; j < kQk / 2; ++j) {
-        isum += ((blk->qs[j] & 0xF) - 8) * q[j] + ((blk->qs[j] >> 4) - 8) * q[j + kQk / 2];
+      for (int j = 0; j < kQk; ++j) {
+        isum += static_cast<int8_t>(byte(j / 4, j % 4) ^ 0x80) * q[j];
       }
-      lane = std::fma(F16ToF32(blk->d) * xd[b], static_cast<float>(isum), lane);
     } else {
-      const auto* blk = reinterpret_cast<const BlockQ4_1*>(wrow) + b;
+      constexpr int kOffset = kType == GgmlType::kQ4_0 ? 8 : 0;
       for (int j = 0; j < kQk / 2; ++j) {
-        isum += (blk->qs[j] & 0xF) * q[j] + (blk->qs[j] >> 4) * q[j + kQk / 2];
+        const uint8_t v = byte(j / 4, j % 4);
+        isum += ((v & 0xF) - kOffset) * q[j] + ((v >> 4) - kOffset) * q[j + kQk / 2];
       }
-      lane = std::fma(F16ToF32(blk->d) * xd[b], static_cast<float>(isum), lane);
-      lane = std::fma(F16ToF32(blk->m), xs[b], lane);
     }
+    lane = std::fma(f16(b) * xd[b], static_cast<float>(isum), lane);
+    if constexpr (kType == GgmlType::kQ4_1) lane = std::fma(f16(nb + b), xs[b], lane);
   }
   return ReduceLanes(lanes);
 }
 
 template <GgmlType kType>
-void LegacyTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Activations& x,
-                int64_t tok_begin, int64_t tok_end, float* y) {
+void LegacyTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                int64_t tok_begin, int64_t tok_end, float* y, int64_t ldy) {
   const int64_t nb = w.cols / kQk;
   const QuantizedActivations& a = x.q;
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int64_t t = tok_begin; t < tok_end; ++t) {
-      y[t * w.rows + r] = DotLegacyRow<kType>(RowPtr(w, r), nb, a.q + t * a.q_stride,
-                                              a.d + t * a.scale_stride, a.s + t * a.scale_stride);
+      y[t * ldy + r] = DotLegacyRow<kType>(w.row(r), nb, a.q + t * a.q_stride,
+                                           a.d + t * a.scale_stride, a.s + t * a.scale_stride);
     }
   }
 }
@@ -162,8 +165,8 @@ void DecodeQ6_K(const BlockQ6_K& b, DecodedK* out) {
 }
 
 template <GgmlType kType>
-void KTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Activations& x,
-           int64_t tok_begin, int64_t tok_end, float* y) {
+void KTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+           int64_t tok_begin, int64_t tok_end, float* y, int64_t ldy) {
   const int64_t nb = w.cols / kQkK;
   const QuantizedActivations& a = x.q;
   DecodedK dec;
@@ -174,11 +177,11 @@ void KTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Acti
       std::fill(acc, acc + (t1 - t0), 0.0f);
       for (int64_t b = 0; b < nb; ++b) {
         if constexpr (kType == GgmlType::kQ4_K) {
-          DecodeQ4_K(reinterpret_cast<const BlockQ4_K*>(RowPtr(w, r))[b], &dec);
+          DecodeQ4_K(reinterpret_cast<const BlockQ4_K*>(w.row(r))[b], &dec);
         } else if constexpr (kType == GgmlType::kQ5_K) {
-          DecodeQ5_K(reinterpret_cast<const BlockQ5_K*>(RowPtr(w, r))[b], &dec);
+          DecodeQ5_K(reinterpret_cast<const BlockQ5_K*>(w.row(r))[b], &dec);
         } else {
-          DecodeQ6_K(reinterpret_cast<const BlockQ6_K*>(RowPtr(w, r))[b], &dec);
+          DecodeQ6_K(reinterpret_cast<const BlockQ6_K*>(w.row(r))[b], &dec);
         }
         for (int64_t t = t0; t < t1; ++t) {
           const int8_t* q = a.q + t * a.q_stride + b * kQkK;
@@ -207,7 +210,7 @@ void KTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Acti
           }
         }
       }
-      for (int64_t t = t0; t < t1; ++t) y[t * w.rows + r] = acc[t - t0];
+      for (int64_t t = t0; t < t1; ++t) y[t * ldy + r] = acc[t - t0];
     }
   }
 }

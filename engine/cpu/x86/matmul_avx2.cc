@@ -1,7 +1,7 @@
 // The AVX2 + FMA + F16C kernel set (x86-64 CPUs from about 2013 on). Q4_0/Q4_1 multiply
-// unsigned nibbles by int8 activations with _mm256_maddubs_epi16; Q4_0 (as q - 8) and Q8_0 use
-// the abs/sign trick; F32/F16/BF16 convert weights to f32 and use FMA. All follow the canonical
-// order of matmul_kernels.h. K-quants fall back to the scalar kernels.
+// unsigned nibbles by int8 activations with _mm256_maddubs_epi16 (Q4_0 as q - 8 through the
+// activation sums); Q8_0 uses the abs/sign trick; F32/F16/BF16 convert weights to f32 and use FMA.
+// All follow the canonical order of matmul_kernels.h. K-quants fall back to the scalar kernels.
 #include "engine/cpu/matmul_kernels.h"
 
 #if defined(__x86_64__)
@@ -146,28 +146,27 @@ void FloatMicroT(int nt, const uint8_t* const* rows, int64_t cols, const float* 
 }
 
 template <GgmlType kType>
-void FloatTile(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Activations& x,
-               int64_t tok_begin, int64_t tok_end, float* y) {
+void FloatTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+               int64_t tok_begin, int64_t tok_end, float* y, int64_t ldy) {
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {
     const int nr = static_cast<int>(std::min<int64_t>(kMaxRows, row_end - r0));
     const uint8_t* rows[kMaxRows];
-    for (int i = 0; i < nr; ++i)
-      rows[i] = static_cast<const uint8_t*>(w.data) + (r0 + i) * w.row_bytes;
+    for (int i = 0; i < nr; ++i) rows[i] = w.row(r0 + i);
     for (int64_t t0 = tok_begin; t0 < tok_end; t0 += kMaxTokens) {
       const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, tok_end - t0));
-      float* yt = y + t0 * w.rows + r0;
+      float* yt = y + t0 * ldy + r0;
       switch (nr) {
         case 4:
-          FloatMicroT<kType, 4>(nt, rows, w.cols, x.x, t0, yt, w.rows);
+          FloatMicroT<kType, 4>(nt, rows, w.cols, x.x, t0, yt, ldy);
           break;
         case 3:
-          FloatMicroT<kType, 3>(nt, rows, w.cols, x.x, t0, yt, w.rows);
+          FloatMicroT<kType, 3>(nt, rows, w.cols, x.x, t0, yt, ldy);
           break;
         case 2:
-          FloatMicroT<kType, 2>(nt, rows, w.cols, x.x, t0, yt, w.rows);
+          FloatMicroT<kType, 2>(nt, rows, w.cols, x.x, t0, yt, ldy);
           break;
         default:
-          FloatMicroT<kType, 1>(nt, rows, w.cols, x.x, t0, yt, w.rows);
+          FloatMicroT<kType, 1>(nt, rows, w.cols, x.x, t0, yt, ldy);
           break;
       }
     }

@@ -17,9 +17,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "engine/cpu/fp16.h"
 #include "engine/cpu/matmul_kernels.h"
 #include "engine/cpu/quant_rows.h"
@@ -263,6 +265,43 @@ TEST_P(MatMulTest, IsasAgreeBitForBit) {
   }
 }
 
+// PackWeight only rearranges: MatMul on the packed matrix gives the plain matrix's bits, on
+// every ISA, for runs of blocks that are whole, partial (odd and even) or all there is, and for
+// decode, batched and prefill splits.
+TEST_P(MatMulTest, PackedMatchesPlainOnEveryIsa) {
+  const GgmlType type = GetParam();
+  const int64_t block = BlockElements(type);
+  std::vector<int64_t> col_choices;
+  if (block == 1) col_choices = {37, 576};
+  if (block == 32) col_choices = {96, 544, 576, 1024};
+  if (block == 256) col_choices = {256, 768};
+  ThreadPool pool(2);
+  for (int64_t cols : col_choices) {
+    const Weights w = MakeWeights(type, 23, cols, 500 + static_cast<uint32_t>(cols));
+    const absl::StatusOr<std::unique_ptr<PackedWeight>> packed = PackWeight(w.matrix());
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    const PackedWeight& p = **packed;
+    EXPECT_EQ(p.type(), type);
+    EXPECT_EQ(p.rows(), w.rows);
+    EXPECT_EQ(p.cols(), cols);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p.data()) % 64, 0u);
+    EXPECT_EQ(p.row_stride() % 64, 0);
+    EXPECT_GE(p.row_stride(), RowBytes(type, cols).value());
+    for (int64_t n_tokens : {1, 5, 70}) {
+      const auto x = MakeActivations(n_tokens, cols, 600 + static_cast<uint32_t>(cols));
+      for (MatMulIsa isa : SupportedIsas()) {
+        SetMatMulIsaForTesting(isa);
+        std::vector<float> want(n_tokens * w.rows, NAN), got(n_tokens * w.rows, NAN);
+        MatMul(w.matrix(), x.data(), n_tokens, want.data(), pool);
+        MatMul(p, x.data(), n_tokens, got.data(), pool);
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+            << GgmlTypeName(type) << " " << MatMulIsaName(isa) << " cols " << cols << " tokens "
+            << n_tokens;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest, ::testing::ValuesIn(kAllTypes),
                          [](const auto& info) { return std::string(GgmlTypeName(info.param)); });
 
@@ -276,6 +315,19 @@ TEST(MatMul, SingleThreadPoolGivesSameResult) {
   EXPECT_EQ(a, b);
 }
 
+TEST(MatMul, PackWeightRejectsWhatMatMulCannotRun) {
+  std::vector<uint8_t> data(1024);
+  const WeightMatrix q8_1{
+      .type = GgmlType::kQ8_1, .rows = 2, .cols = 32, .data = data.data(), .row_bytes = 36};
+  EXPECT_EQ(PackWeight(q8_1).status().code(), absl::StatusCode::kInvalidArgument);
+  const WeightMatrix ragged{
+      .type = GgmlType::kQ4_1, .rows = 2, .cols = 48, .data = data.data(), .row_bytes = 40};
+  EXPECT_EQ(PackWeight(ragged).status().code(), absl::StatusCode::kInvalidArgument);
+  const WeightMatrix short_rows{
+      .type = GgmlType::kQ4_1, .rows = 2, .cols = 64, .data = data.data(), .row_bytes = 39};
+  EXPECT_EQ(PackWeight(short_rows).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(MatMul, RowStrideLargerThanRow) {
   // row_bytes may exceed the packed row size (e.g. padded rows).
   const Weights w = MakeWeights(GgmlType::kQ8_0, 6, 64, 8);
@@ -287,10 +339,12 @@ TEST(MatMul, RowStrideLargerThanRow) {
   m.row_bytes = packed + 10;
   const auto x = MakeActivations(2, 64, 9);
   ThreadPool pool(2);
-  std::vector<float> a(12), b(12);
+  std::vector<float> a(12), b(12), c(12);
   MatMul(w.matrix(), x.data(), 2, a.data(), pool);
   MatMul(m, x.data(), 2, b.data(), pool);
   EXPECT_EQ(a, b);
+  MatMul(*PackWeight(m).value(), x.data(), 2, c.data(), pool);
+  EXPECT_EQ(a, c);
 }
 
 TEST(MatMulQuantize, SimdQuantizersMatchScalarBitForBit) {
