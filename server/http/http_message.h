@@ -9,17 +9,17 @@
 namespace spillway::server::http {
 
 struct HttpRequest {
-  std::string method;  // "GET", "POST", ...
-  std::string path;    // the target without its query string
-  std::string target;  // as sent
-  std::string body;
+  std::string method = {};  // "GET", "POST", ...
+  std::string path = {};    // the target without its query string
+  std::string target = {};  // as sent
+  std::string body = {};
   bool keep_alive = true;
 };
 
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
-  std::string body;  // ignored by Exchange::StartStream
+  std::string body = {};  // ignored by Exchange::StartStream
   std::vector<std::pair<std::string, std::string>> headers = {};  // extra, e.g. Allow, Retry-After
 };
 

@@ -1,5 +1,7 @@
 #include "server/openai/request_parser.h"
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <utility>
 
