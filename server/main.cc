@@ -57,6 +57,11 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--port", serve.port, "port to listen on (0: any free port)")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
+  serve_cmd
+      ->add_option("--grpc-port", serve.grpc_port,
+                   "gRPC (spillway.v1.Inference) port (0: any free port)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
   serve_cmd->add_option("--max-batch-tokens", serve.max_batch_tokens, "tokens per engine step")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();

@@ -40,6 +40,7 @@ struct ServeOptions {
   std::string served_model_name;  // empty: the model file's name without .gguf
   std::string host = "127.0.0.1";
   int port = 8000;
+  int grpc_port = 50051;  // spillway.v1.Inference on the same host (0: any free port)
   int32_t max_batch_tokens = 512;
   int32_t max_running_seqs = 64;
   int32_t max_queued_requests = 256;
@@ -57,7 +58,8 @@ int RunGenerate(const GenerateOptions& options);
 // Prefill tokens/s of a prompt and decode tokens/s at several batch sizes, with the ratio to
 // llama.cpp's figures on the same machine kind (docs/benchmarks.md).
 int RunBenchEngine(const BenchEngineOptions& options);
-// Serves the OpenAI-compatible HTTP API until SIGINT/SIGTERM; returns the exit code.
+// Serves the OpenAI-compatible HTTP API and the gRPC API until SIGINT/SIGTERM; returns the exit
+// code.
 int RunServe(const ServeOptions& options);
 
 }  // namespace spillway::server

@@ -1,6 +1,7 @@
-// `spillway serve`: loads the model, starts the engine loop and the OpenAI-compatible HTTP
-// server, and runs until SIGINT or SIGTERM. Shutdown: stop accepting, let in-flight requests
-// finish for a grace period, cancel the rest (EngineLoop::Stop), close connections, exit 0.
+// `spillway serve`: loads the model, starts the engine loop, the OpenAI-compatible HTTP
+// server and the gRPC server (server/grpc/), and runs until SIGINT or SIGTERM. Shutdown: stop
+// accepting, let in-flight requests finish for a grace period, cancel the rest (EngineLoop::Stop),
+// close connections, exit 0.
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -17,6 +18,7 @@
 #include "scheduler/engine_loop.h"
 #include "server/cli/commands.h"
 #include "server/cli/loaded_engine.h"
+#include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
 #include "server/http/router.h"
 #include "server/openai/generation_engine.h"
@@ -112,9 +114,11 @@ void BlockSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
-void WaitUntilIdle(const openai::OpenAiApi& api, std::chrono::milliseconds limit) {
+void WaitUntilIdle(const openai::OpenAiApi& api, const grpc_api::GrpcServer& grpc,
+                   std::chrono::milliseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (api.num_active_generations() > 0 && std::chrono::steady_clock::now() < deadline) {
+  while ((api.num_active_generations() > 0 || grpc.num_active_calls() > 0) &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
@@ -170,18 +174,30 @@ int RunServe(const ServeOptions& o) {
     loop.Stop();
     return 1;
   }
+  grpc_api::GrpcServer grpc(model, adapter);
+  if (absl::Status s = grpc.Start({.host = o.host, .port = o.grpc_port}); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
+    server.Stop();
+    server.Join();
+    loop.Stop();
+    return 1;
+  }
   spdlog::info("model '{}': context {} tokens, KV cache {} blocks", model.name,
                model.context_tokens, kv_blocks);
+  grpc.SetServing(true);  // the model is loaded and the engine loop runs
+  spdlog::info("serving gRPC on {}:{}", o.host, grpc.port());
   spdlog::info("serving on http://{}:{}", o.host, server.port());
 
   const int sig = WaitForSignal();
   spdlog::info("{}: shutting down (up to {} s for {} requests in flight)",
                sig == SIGINT ? "SIGINT" : "SIGTERM", o.shutdown_grace_s,
-               api.num_active_generations());
+               api.num_active_generations() + grpc.num_active_calls());
+  grpc.SetServing(false);
   server.StopAccepting();
-  WaitUntilIdle(api, std::chrono::seconds(o.shutdown_grace_s));
+  WaitUntilIdle(api, grpc, std::chrono::seconds(o.shutdown_grace_s));
   loop.Stop();  // cancels what is left; their clients get an error
-  WaitUntilIdle(api, std::chrono::seconds(1));
+  WaitUntilIdle(api, grpc, std::chrono::seconds(1));
+  grpc.Shutdown(/*grace_ms=*/500);
   server.Stop();
   server.Join();
   spdlog::info("stopped");

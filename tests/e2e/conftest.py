@@ -7,6 +7,7 @@ downloads. Nothing here touches the network beyond 127.0.0.1.
 
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -39,8 +40,10 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"spillway-{self.port}.log"
+        # gRPC on any free port; the log line `serving gRPC on HOST:PORT` tells which.
         args = [str(BINARY), "serve", "--model", str(MODEL), "--host", "127.0.0.1",
-                "--port", str(self.port), "--threads", "2", "--kv-blocks", "1024",
+                "--port", str(self.port), "--grpc-port", "0", "--threads", "2",
+                "--kv-blocks", "1024",
                 "--max-body-bytes", str(MAX_BODY_BYTES), *extra]
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
@@ -54,6 +57,11 @@ class Server:
                 pass
             assert time.monotonic() < deadline, f"server not healthy in 60 s:\n{self.log_text()}"
             time.sleep(0.1)
+        while (m := re.search(r"serving gRPC on [^\s]+:(\d+)", self.log_text())) is None:
+            assert time.monotonic() < deadline, f"no gRPC port in the log:\n{self.log_text()}"
+            time.sleep(0.1)
+        self.grpc_port = int(m.group(1))
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
 
     def log_text(self) -> str:
         self.log.flush()
