@@ -163,6 +163,23 @@ BENCHMARK(BM_SmolLm2Step)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
+// PackWeight (CpuBackend::LoadWeight) on the largest SmolLM2 matrices: the Q8_0 lm_head and
+// a Q4_1 feed-forward matrix. Args: rows, cols, type.
+void BM_PackWeight(benchmark::State& state) {
+  const Matrix w =
+      RandomMatrix(static_cast<GgmlType>(state.range(2)), state.range(0), state.range(1), 5);
+  for (auto _ : state) {
+    auto packed = PackWeight(w.view());
+    benchmark::DoNotOptimize(packed);
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.data.size()));
+}
+BENCHMARK(BM_PackWeight)
+    ->ArgNames({"rows", "cols", "type"})
+    ->Args({49152, 576, static_cast<int64_t>(GgmlType::kQ8_0)})
+    ->Args({1536, 576, static_cast<int64_t>(GgmlType::kQ4_1)})
+    ->Unit(benchmark::kMillisecond);
+
 // The fixed cost of one ParallelFor over `n` items of no work (n = 1 runs inline), which every
 // MatMul of a decode step pays once (twice with a parallel activation quantization).
 void BM_ParallelForOverhead(benchmark::State& state) {

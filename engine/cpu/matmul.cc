@@ -189,7 +189,8 @@ constexpr int64_t kMinTaskBytes = 16 << 10;
 // A per-thread buffer of kPackedAlign-aligned bytes.
 uint8_t* PackBuffer(int64_t bytes) {
   thread_local std::vector<uint8_t> buf;
-  buf.resize(static_cast<size_t>(bytes + internal::kPackedAlign));
+  // Alignment, and the bytes PackedView allows reading past the last row.
+  buf.resize(static_cast<size_t>(bytes + 2 * internal::kPackedAlign));
   return reinterpret_cast<uint8_t*>(
       RoundUp(reinterpret_cast<intptr_t>(buf.data()), internal::kPackedAlign));
 }
@@ -352,7 +353,8 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackWeight(const WeightMatrix& w) 
   packed->rows_ = w.rows;
   packed->cols_ = w.cols;
   packed->row_stride_ = internal::PackedRowStride(w.type, w.cols);
-  const int64_t bytes = std::max<int64_t>(packed->size_bytes(), internal::kPackedAlign);
+  // The rows, and the bytes PackedView allows reading past the last one.
+  const int64_t bytes = packed->size_bytes() + internal::kPackedAlign;
   packed->data_.reset(static_cast<uint8_t*>(std::aligned_alloc(internal::kPackedAlign, bytes)));
   if (packed->data_ == nullptr) {
     return absl::ResourceExhaustedError(
@@ -362,6 +364,7 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackWeight(const WeightMatrix& w) 
     internal::PackRow(w.type, static_cast<const uint8_t*>(w.data) + r * w.row_bytes, w.cols,
                       packed->data_.get() + r * packed->row_stride_);
   }
+  std::memset(packed->data_.get() + packed->size_bytes(), 0, internal::kPackedAlign);
   return packed;
 }
 

@@ -131,7 +131,9 @@ struct PackedView {
   GgmlType type = GgmlType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
-  const uint8_t* data = nullptr;  // row r at data + r * row_stride
+  // Row r at data + r * row_stride; readable up to kPackedAlign bytes past the last row, so
+  // kernels may load a whole vector where a row ends and mask what they do not need.
+  const uint8_t* data = nullptr;
   int64_t row_stride = 0;
   const uint8_t* row(int64_t r) const { return data + r * row_stride; }
 };

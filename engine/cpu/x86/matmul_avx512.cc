@@ -61,6 +61,8 @@ void Quantize32(const float* x, int64_t cols, int8_t* q, float* d, float* s, int
 
 // The 8 step vectors of the run of W blocks at `run` (packed, matmul_kernels.h): u[k] lane j
 // = values 4k..4k+3 of block j as unsigned bytes, zero for j >= W (kTail) or all 16 lanes.
+// For Q4, u[4..7] hold the high nibbles in place, that is 16 times their values (see
+// LegacyRun).
 template <GgmlType kType, bool kTail>
 inline void LoadRun(const uint8_t* run, int64_t step, __mmask16 mask, __m512i* u) {
   auto load = [&](int k) {
@@ -71,10 +73,11 @@ inline void LoadRun(const uint8_t* run, int64_t step, __mmask16 mask, __m512i* u
     for (int k = 0; k < 8; ++k) u[k] = load(k);
   } else {
     const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i high4 = _mm512_set1_epi8(static_cast<char>(0xF0));
     for (int k = 0; k < 4; ++k) {
       const __m512i w = load(k);
       u[k] = _mm512_and_si512(w, low4);
-      u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(w, 4), low4);
+      u[k + 4] = _mm512_and_si512(w, high4);
     }
   }
 }
@@ -116,10 +119,18 @@ inline void LegacyRun(const uint8_t* const* rows, int64_t nb, int64_t b,
     for (int t = 0; t < T; ++t) {
       const int8_t* xq = a.q + (t0 + t) * a.q_stride + x_offset;
       const int64_t so = (t0 + t) * a.scale_stride + b;
-      __m512i dot = DotInit<kType>(a.qsum + so);
-      for (int k = 0; k < 8; ++k) {
-        dot = _mm512_dpbusd_epi32(dot, u[k], _mm512_load_si512(xq + kStepBytes * k));
+      // NOTE(kernels3): two dependency chains of 4 (values 0-15 and 16-31 of each block), not
+      // one of 8: a row's dots wait on the latency of vpdpbusd otherwise. For Q4 the second
+      // chain sums 16 x the high nibbles (masked in place, one op fewer than a shift); every
+      // term is exact, |sum| < 2^20, so the shift back is exact.
+      __m512i lo = DotInit<kType>(a.qsum + so);
+      __m512i hi = _mm512_setzero_si512();
+      for (int k = 0; k < 4; ++k) {
+        lo = _mm512_dpbusd_epi32(lo, u[k], _mm512_load_si512(xq + kStepBytes * k));
+        hi = _mm512_dpbusd_epi32(hi, u[k + 4], _mm512_load_si512(xq + kStepBytes * (k + 4)));
       }
+      if constexpr (kType != GgmlType::kQ8_0) hi = _mm512_srai_epi32(hi, 4);
+      const __m512i dot = _mm512_add_epi32(lo, hi);
       const __m512 dd = _mm512_mul_ps(dw, _mm512_loadu_ps(a.d + so));
       acc[r][t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(dot), acc[r][t]);
       if constexpr (kType == GgmlType::kQ4_1) {
@@ -162,11 +173,12 @@ template <GgmlType kType>
 void LegacyTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                 int64_t tok_begin, int64_t tok_end, float* y, int64_t ldy) {
   const int64_t nb = w.cols / kQk;
+  ymm::PrefetchRows(w, row_begin, row_begin + ymm::kPrefetchRows, row_end);
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kMaxRows) {
     const int nr = static_cast<int>(std::min<int64_t>(kMaxRows, row_end - r0));
     const uint8_t* rows[kMaxRows];
     for (int i = 0; i < nr; ++i) rows[i] = w.row(r0 + i);
-    ymm::PrefetchRows(w, r0 + ymm::kPrefetchRows, row_end);
+    ymm::PrefetchRows(w, r0 + ymm::kPrefetchRows, r0 + ymm::kPrefetchRows + kMaxRows, row_end);
     for (int64_t t0 = tok_begin; t0 < tok_end; t0 += kMaxTokens) {
       const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, tok_end - t0));
       float* yt = y + t0 * ldy + r0;
