@@ -64,7 +64,8 @@ class Server:
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
 
     def log_text(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def health(self) -> dict:
