@@ -14,7 +14,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config git unzip python3 python3-venv
   libspdlog-dev libfmt-dev libcli11-dev libabsl-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev libboost1.81-dev libboost-json1.81-dev
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler)
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  prometheus-cpp-dev prometheus)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
