@@ -34,7 +34,7 @@ def free_port() -> int:
 class Server:
     """One `spillway serve` process; stop() sends SIGTERM and returns the exit code."""
 
-    def __init__(self, tmp: pathlib.Path, *extra: str):
+    def __init__(self, tmp: pathlib.Path, *extra: str, env: dict | None = None):
         assert BINARY.exists(), f"{BINARY} is missing: run scripts/setup.sh"
         assert MODEL.exists(), f"{MODEL} is missing: run scripts/setup.sh"
         self.port = free_port()
@@ -46,7 +46,8 @@ class Server:
                 "--kv-blocks", "1024",
                 "--max-body-bytes", str(MAX_BODY_BYTES), *extra]
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 60
         while True:
             assert self.proc.poll() is None, f"server exited early:\n{self.log_text()}"
@@ -105,6 +106,18 @@ def tiny_queue_server(tmp_path_factory):
     """A second server with one running sequence and two queue slots, for the 429 flood."""
     s = Server(tmp_path_factory.mktemp("tiny"), "--max-running-seqs", "1",
                "--max-queued-requests", "2")
+    yield s
+    code = s.stop()
+    assert code == 0, f"spillway serve exited with {code} on SIGTERM:\n{s.log_text()}"
+
+
+API_KEY = "sk-spillway-test-0123456789"
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory):
+    """A server that requires API_KEY (test_operating.py); /health stays open."""
+    s = Server(tmp_path_factory.mktemp("auth"), "--api-key", API_KEY)
     yield s
     code = s.stop()
     assert code == 0, f"spillway serve exited with {code} on SIGTERM:\n{s.log_text()}"
