@@ -1,10 +1,10 @@
 // PagedAttention on the CPU at SmolLM2's shape (9 query heads, 3 KV heads, head size 64):
 // a 512-token prefill chunk, and one decode token over contexts of 512 to 8192 tokens.
 //   build/bin/attention_benchmark
+#include <benchmark/benchmark.h>
+
 #include <random>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "engine/cpu/attention.h"
 #include "engine/cpu/fp16.h"
@@ -47,8 +47,11 @@ Setup Make(int32_t first, int32_t n) {
   s.q.resize(int64_t{n} * kHeads * kDim);
   for (auto& x : s.q) x = u(rng);
   s.out.resize(s.q.size());
-  s.layout = {.tokens = s.tokens, .positions = s.positions, .chunk_starts = s.chunk_starts,
-              .first_positions = s.first_positions, .block_table_starts = s.table_starts,
+  s.layout = {.tokens = s.tokens,
+              .positions = s.positions,
+              .chunk_starts = s.chunk_starts,
+              .first_positions = s.first_positions,
+              .block_table_starts = s.table_starts,
               .block_tables = s.table};
   s.view = {.k = s.k.data(), .v = s.v.data(), .num_kv_heads = kKvHeads, .head_dim = kDim};
   return s;
@@ -57,8 +60,9 @@ Setup Make(int32_t first, int32_t n) {
 void BM_Prefill512(benchmark::State& state) {
   Setup s = Make(0, 512);
   ThreadPool pool(static_cast<int>(state.range(0)));
+  std::vector<AttentionScratch> scratch;
   for (auto _ : state) {
-    PagedAttention(s.layout, s.q.data(), kHeads, s.view, s.out.data(), pool);
+    PagedAttention(s.layout, s.q.data(), kHeads, s.view, s.out.data(), pool, scratch);
     benchmark::DoNotOptimize(s.out.data());
   }
   // Multiply-adds of QK and PV for all heads: sum over queries of their context.
@@ -72,8 +76,9 @@ void BM_DecodeOneToken(benchmark::State& state) {
   const int32_t context = static_cast<int32_t>(state.range(0));
   Setup s = Make(context - 1, 1);
   ThreadPool pool(2);
+  std::vector<AttentionScratch> scratch;
   for (auto _ : state) {
-    PagedAttention(s.layout, s.q.data(), kHeads, s.view, s.out.data(), pool);
+    PagedAttention(s.layout, s.q.data(), kHeads, s.view, s.out.data(), pool, scratch);
     benchmark::DoNotOptimize(s.out.data());
   }
 }
@@ -81,6 +86,5 @@ BENCHMARK(BM_DecodeOneToken)->Arg(512)->Arg(2048)->Arg(8192)->UseRealTime();
 
 }  // namespace
 }  // namespace spillway::engine::cpu
-
 
 BENCHMARK_MAIN();

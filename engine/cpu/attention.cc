@@ -175,10 +175,6 @@ void AttendOneScalar(const float* q, const float* keys, const float* values, int
   }
 }
 
-struct ThreadScratch {
-  std::vector<float> keys, values, scores;
-};
-
 }  // namespace
 
 void F16ToF32Bulk(const uint16_t* src, float* dst, int64_t n) {
@@ -206,7 +202,8 @@ void WriteKv(const BatchLayout& layout, const float* k, const float* v, KvLayerV
 }
 
 void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads, KvLayerView cache,
-                    float* out, ThreadPool& pool) {
+                    float* out, ThreadPool& pool, std::vector<AttentionScratch>& scratch) {
+  scratch.resize(pool.num_threads());
   const int64_t d = cache.head_dim;
   const int64_t kv_heads = cache.num_kv_heads;
   const int64_t group = num_heads / kv_heads;
@@ -231,49 +228,50 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
       }
     }
   }
-  static thread_local ThreadScratch scratch;
-  pool.ParallelFor(static_cast<int64_t>(items.size()), 1, [&](int, int64_t begin, int64_t end) {
-    ThreadScratch& s = scratch;
-    for (int64_t it = begin; it < end; ++it) {
-      const Item& item = items[it];
-      const kvcache::BlockId* table =
-          layout.block_tables.data() + layout.block_table_starts[item.chunk];
-      const int64_t num_keys = layout.positions[item.end - 1] + 1;
-      s.keys.resize(num_keys * d);
-      s.values.resize(num_keys * d);
-      s.scores.resize(num_keys);
-      for (int64_t j = 0; j < num_keys; j += kBlockTokens) {
-        const int64_t count = std::min<int64_t>(kBlockTokens, num_keys - j);
-        const int64_t block = table[j / kBlockTokens];
-        for (int64_t r = 0; r < count; ++r) {
-          const int64_t src = (block * kBlockTokens + r) * kv_width + item.kv_head * d;
-          F16ToF32Bulk(cache.k + src, s.keys.data() + (j + r) * d, d);
-          F16ToF32Bulk(cache.v + src, s.values.data() + (j + r) * d, d);
-        }
-      }
-      for (int32_t t = item.begin; t < item.end; ++t) {
-        const int64_t n = layout.positions[t] + 1;
-        for (int64_t g = 0; g < group; ++g) {
-          const int64_t h = item.kv_head * group + g;
-          const float* qh = q + t * q_width + h * d;
-          float* oh = out + t * q_width + h * d;
-          // NOTE(lead): head sizes 64 and 128 (every supported model family) get the
-          // register-resident kernel; other multiples of 8 the general AVX2 one.
-          if (avx2 && d == 64) {
-            AttendOneAvx2Fixed<64>(qh, s.keys.data(), s.values.data(), n, scale, s.scores.data(),
-                                   oh);
-          } else if (avx2 && d == 128) {
-            AttendOneAvx2Fixed<128>(qh, s.keys.data(), s.values.data(), n, scale, s.scores.data(),
-                                    oh);
-          } else if (avx2) {
-            AttendOneAvx2(qh, s.keys.data(), s.values.data(), n, d, scale, s.scores.data(), oh);
-          } else {
-            AttendOneScalar(qh, s.keys.data(), s.values.data(), n, d, scale, s.scores.data(), oh);
+  pool.ParallelFor(
+      static_cast<int64_t>(items.size()), 1, [&](int thread, int64_t begin, int64_t end) {
+        AttentionScratch& s = scratch[thread];
+        for (int64_t it = begin; it < end; ++it) {
+          const Item& item = items[it];
+          const kvcache::BlockId* table =
+              layout.block_tables.data() + layout.block_table_starts[item.chunk];
+          const int64_t num_keys = layout.positions[item.end - 1] + 1;
+          s.keys.resize(num_keys * d);
+          s.values.resize(num_keys * d);
+          s.scores.resize(num_keys);
+          for (int64_t j = 0; j < num_keys; j += kBlockTokens) {
+            const int64_t count = std::min<int64_t>(kBlockTokens, num_keys - j);
+            const int64_t block = table[j / kBlockTokens];
+            for (int64_t r = 0; r < count; ++r) {
+              const int64_t src = (block * kBlockTokens + r) * kv_width + item.kv_head * d;
+              F16ToF32Bulk(cache.k + src, s.keys.data() + (j + r) * d, d);
+              F16ToF32Bulk(cache.v + src, s.values.data() + (j + r) * d, d);
+            }
+          }
+          for (int32_t t = item.begin; t < item.end; ++t) {
+            const int64_t n = layout.positions[t] + 1;
+            for (int64_t g = 0; g < group; ++g) {
+              const int64_t h = item.kv_head * group + g;
+              const float* qh = q + t * q_width + h * d;
+              float* oh = out + t * q_width + h * d;
+              // NOTE(lead): head sizes 64 and 128 (every supported model family) get the
+              // register-resident kernel; other multiples of 8 the general AVX2 one.
+              if (avx2 && d == 64) {
+                AttendOneAvx2Fixed<64>(qh, s.keys.data(), s.values.data(), n, scale,
+                                       s.scores.data(), oh);
+              } else if (avx2 && d == 128) {
+                AttendOneAvx2Fixed<128>(qh, s.keys.data(), s.values.data(), n, scale,
+                                        s.scores.data(), oh);
+              } else if (avx2) {
+                AttendOneAvx2(qh, s.keys.data(), s.values.data(), n, d, scale, s.scores.data(), oh);
+              } else {
+                AttendOneScalar(qh, s.keys.data(), s.values.data(), n, d, scale, s.scores.data(),
+                                oh);
+              }
+            }
           }
         }
-      }
-    }
-  });
+      });
 }
 
 }  // namespace spillway::engine::cpu

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/cpu/thread_pool.h"
@@ -23,11 +24,18 @@ struct KvLayerView {
 // position, through its chunk's block table.
 void WriteKv(const BatchLayout& layout, const float* k, const float* v, KvLayerView cache);
 
+// Per-thread working memory of PagedAttention (keys and values of one KV head converted to
+// f32, and scores), kept by the caller so that steps after the first allocate nothing.
+struct AttentionScratch {
+  std::vector<float> keys, values, scores;
+};
+
 // out[t, h] = softmax(q[t, h] · K[0..pos(t)]ᵀ / sqrt(head_dim)) · V[0..pos(t)], with q head h
 // reading KV head h / (num_heads / num_kv_heads).
 //   q, out: [num_tokens, num_heads * head_dim] f32
+// `scratch` is resized to one entry per pool thread.
 void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads, KvLayerView cache,
-                    float* out, ThreadPool& pool);
+                    float* out, ThreadPool& pool, std::vector<AttentionScratch>& scratch);
 
 // F16 <-> F32 of `n` values, with F16C when the CPU has it (runtime dispatch).
 void F16ToF32Bulk(const uint16_t* src, float* dst, int64_t n);

@@ -240,7 +240,7 @@ void CpuBackend::Attention(int64_t layer, Activation q, Activation k, Activation
                     .num_kv_heads = kv_layout_.num_kv_heads,
                     .head_dim = kv_layout_.head_dim};
   WriteKv(layout_, k.data, v.data, cache);
-  PagedAttention(layout_, q.data, num_heads, cache, out.data, pool_);
+  PagedAttention(layout_, q.data, num_heads, cache, out.data, pool_, attention_scratch_);
 }
 
 void CpuBackend::GatherRows(Activation x, std::span<const int32_t> rows, Activation out) {

@@ -52,6 +52,7 @@ class CpuBackend final : public Backend {
   size_t next_scratch_ = 0;
   // cos/sin of every (token, pair) angle of this forward pass, for the table `rope_table_`.
   const RopeTable* rope_table_ = nullptr;
+  std::vector<AttentionScratch> attention_scratch_;
   std::vector<float> rope_cos_, rope_sin_;
 };
 

@@ -65,7 +65,8 @@ void RunCase(int64_t num_heads, int64_t kv_heads, int64_t d, const std::vector<C
   KvLayerView cache{.k = kc.data(), .v = vc.data(), .num_kv_heads = kv_heads, .head_dim = d};
   ThreadPool pool(2);
   WriteKv(layout, k.data(), v.data(), cache);
-  PagedAttention(layout, q.data(), num_heads, cache, out.data(), pool);
+  std::vector<AttentionScratch> scratch;
+  PagedAttention(layout, q.data(), num_heads, cache, out.data(), pool, scratch);
 
   // Reference: walk the block table, keys and values as f16-rounded doubles.
   for (size_t c = 0; c < chunks.size(); ++c) {
