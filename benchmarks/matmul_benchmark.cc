@@ -9,11 +9,13 @@
 // every call).
 #include <benchmark/benchmark.h>
 
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "engine/cpu/fp16.h"
 #include "engine/cpu/matmul.h"
 #include "engine/cpu/quant_rows.h"
 
@@ -46,9 +48,27 @@ Matrix RandomMatrix(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
   std::normal_distribution<float> normal(0.0f, 0.05f);
   Matrix m{type, rows, cols, std::vector<uint8_t>(rows * RowBytes(type, cols).value())};
   std::vector<float> row(cols);
+  const int64_t row_bytes = RowBytes(type, cols).value();
   for (int64_t r = 0; r < rows; ++r) {
-    for (float& v : row) v = normal(rng);
-    QuantizeRow(type, row.data(), m.data.data() + r * RowBytes(type, cols).value(), cols);
+    uint8_t* dst = m.data.data() + r * row_bytes;
+    if (QuantizeRowSupported(type)) {
+      for (float& v : row) v = normal(rng);
+      QuantizeRow(type, row.data(), dst, cols);
+      continue;
+    }
+    // K-quants: random quants and scales, small f16 super-block scales.
+    for (int64_t i = 0; i < row_bytes; ++i) dst[i] = static_cast<uint8_t>(rng());
+    const int64_t block_bytes = BlockBytes(type);
+    const uint16_t d = F32ToF16(0.002f), dmin = F32ToF16(0.001f);
+    for (int64_t b = 0; b < row_bytes / block_bytes; ++b) {
+      uint8_t* blk = dst + b * block_bytes;
+      if (type == GgmlType::kQ6_K) {
+        std::memcpy(blk + block_bytes - 2, &d, 2);
+      } else {
+        std::memcpy(blk, &d, 2);
+        std::memcpy(blk + 2, &dmin, 2);
+      }
+    }
   }
   m.packed = std::move(PackWeight(m.view()).value());
   return m;
@@ -113,6 +133,19 @@ void SmolLm2Shapes(benchmark::internal::Benchmark* b) {
   }
 }
 BENCHMARK(BM_MatMul)->Apply(SmolLm2Shapes)->UseRealTime();
+
+// K-quant projections (cols a multiple of 256), on every ISA.
+void KQuantShapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "cols", "tokens", "threads", "type", "isa", "packed"});
+  for (GgmlType type : {GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+    for (int64_t isa : {2, 1, 0}) {
+      for (int64_t tokens : {1, 32}) {
+        b->Args({576, 1536, tokens, 1, static_cast<int64_t>(type), isa, 1});
+      }
+    }
+  }
+}
+BENCHMARK(BM_MatMul)->Apply(KQuantShapes)->UseRealTime();
 
 // The matmuls of one SmolLM2-135M step over `tokens` tokens; the lm_head runs on one token
 // per sequence: all tokens for decode batches, the last one for a 512-token prefill.

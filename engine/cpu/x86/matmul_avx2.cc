@@ -173,6 +173,142 @@ void FloatTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Ac
   }
 }
 
+// One K-quant super-block decoded for dot products: 256 unsigned values in natural order, 32
+// per vector, and per vector the int16 multipliers of its halves (a 32-value sub-block's
+// scale twice for Q4_K/Q5_K; the scales of two 16-value sub-blocks for Q6_K).
+struct KBlock {
+  __m256i q[8];
+  __m256i scale[8];
+  int min[8];    // Q4_K/Q5_K
+  int sc16[16];  // Q6_K
+  float d = 0.0f;
+  float dmin = 0.0f;
+};
+
+template <GgmlType kType>
+inline void DecodeK(const uint8_t* blk, KBlock* out) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  if constexpr (kType == GgmlType::kQ6_K) {
+    const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk);
+    out->d = _cvtsh_ss(b.d);
+    const __m256i m30 = _mm256_set1_epi8(0x30);
+    for (int n = 0; n < 2; ++n) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * n));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * n + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * n));
+      // 16-bit shifts move bits across bytes only into positions the 0x30 mask clears.
+      out->q[4 * n + 0] = _mm256_or_si256(_mm256_and_si256(ql0, low4),
+                                          _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+      out->q[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(ql1, low4),
+                                          _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+      out->q[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                                          _mm256_and_si256(qh, m30));
+      out->q[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                                          _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+    }
+    for (int j = 0; j < 16; ++j) out->sc16[j] = b.scales[j];
+    for (int v = 0; v < 8; ++v) {
+      out->scale[v] = _mm256_setr_m128i(_mm_set1_epi16(static_cast<int16_t>(b.scales[2 * v])),
+                                        _mm_set1_epi16(static_cast<int16_t>(b.scales[2 * v + 1])));
+    }
+  } else {
+    // Q4_K and Q5_K share the header and the nibbles; Q5_K adds a fifth bit from qh.
+    const auto& b = *reinterpret_cast<const BlockQ4_K*>(blk);
+    const uint8_t* qs =
+        kType == GgmlType::kQ5_K ? reinterpret_cast<const BlockQ5_K*>(blk)->qs : b.qs;
+    out->d = _cvtsh_ss(b.d);
+    out->dmin = _cvtsh_ss(b.dmin);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      ScaleMinK4(j, b.scales, &sc, &m);
+      out->scale[j] = _mm256_set1_epi16(sc);
+      out->min[j] = m;
+    }
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kType == GgmlType::kQ5_K) {
+      qh = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(reinterpret_cast<const BlockQ5_K*>(blk)->qh));
+    }
+    const __m256i one = _mm256_set1_epi8(1);
+    for (int j = 0; j < 4; ++j) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * j));
+      __m256i lo = _mm256_and_si256(v, low4);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      if constexpr (kType == GgmlType::kQ5_K) {
+        const __m256i b0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j)), one);
+        const __m256i b1 =
+            _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j + 1)), one);
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
+      }
+      out->q[2 * j] = lo;
+      out->q[2 * j + 1] = hi;
+    }
+  }
+}
+
+// The exact sum over the super-block of scale * (weight . activation) (see KBlock).
+// |sum| <= 256 * 63 * 127 * 63 < 2^31; maddubs pairs stay below 2 * 63 * 127 < 2^15.
+inline int ScaledDotK(const KBlock& w, const int8_t* x) {
+  __m256i acc = _mm256_setzero_si256();
+  for (int v = 0; v < 8; ++v) {
+    const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(x + 32 * v));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w.q[v], xv), w.scale[v]));
+  }
+  return HsumI32(acc);
+}
+
+// The K-quant kernel of matmul_scalar.cc (KTile), with the integer sums in AVX2 and the same
+// f32 operations in the same order.
+// NOTE(kernels3): the f32 steps are written as scalar intrinsics because in a region compiled
+// for FMA, GCC fuses a * b + c written in plain C++ (even across statements), which would
+// round differently from the scalar kernel.
+template <GgmlType kType>
+void KTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+           int64_t tok_begin, int64_t tok_end, float* y, int64_t ldy) {
+  constexpr int64_t kTokenChunk = 64;
+  constexpr int64_t kBlockBytes = kType == GgmlType::kQ4_K   ? sizeof(BlockQ4_K)
+                                  : kType == GgmlType::kQ5_K ? sizeof(BlockQ5_K)
+                                                             : sizeof(BlockQ6_K);
+  const int64_t nb = w.cols / kQkK;
+  const QuantizedActivations& a = x.q;
+  KBlock dec;
+  float acc[kTokenChunk];
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    for (int64_t t0 = tok_begin; t0 < tok_end; t0 += kTokenChunk) {
+      const int64_t t1 = std::min(tok_end, t0 + kTokenChunk);
+      std::fill(acc, acc + (t1 - t0), 0.0f);
+      for (int64_t b = 0; b < nb; ++b) {
+        DecodeK<kType>(w.row(r) + b * kBlockBytes, &dec);
+        for (int64_t t = t0; t < t1; ++t) {
+          const int8_t* q = a.q + t * a.q_stride + b * kQkK;
+          const int16_t* bs = a.bsums + t * a.bsum_stride + b * 16;
+          const float dx = a.d[t * a.scale_stride + b];
+          const int dot = ScaledDotK(dec, q);
+          __m128 term;
+          if constexpr (kType == GgmlType::kQ6_K) {
+            int bsum = 0;
+            for (int j = 0; j < 16; ++j) bsum += dec.sc16[j] * bs[j];
+            // (d * dx) * sumi
+            term = _mm_mul_ss(_mm_mul_ss(_mm_set_ss(dec.d), _mm_set_ss(dx)),
+                              _mm_set_ss(static_cast<float>(dot - 32 * bsum)));
+          } else {
+            int summ = 0;
+            for (int j = 0; j < 8; ++j) summ += dec.min[j] * (bs[2 * j] + bs[2 * j + 1]);
+            // dx * (d * sumi - dmin * summ)
+            const __m128 di = _mm_mul_ss(_mm_set_ss(dec.d), _mm_set_ss(static_cast<float>(dot)));
+            const __m128 dm =
+                _mm_mul_ss(_mm_set_ss(dec.dmin), _mm_set_ss(static_cast<float>(summ)));
+            term = _mm_mul_ss(_mm_set_ss(dx), _mm_sub_ss(di, dm));
+          }
+          acc[t - t0] = _mm_cvtss_f32(_mm_add_ss(_mm_set_ss(acc[t - t0]), term));
+        }
+      }
+      for (int64_t t = t0; t < t1; ++t) y[t * ldy + r] = acc[t - t0];
+    }
+  }
+}
+
 }  // namespace
 
 const KernelSet* Avx2Kernels() {
@@ -185,6 +321,9 @@ const KernelSet* Avx2Kernels() {
     k.q4_0 = ymm::LegacyTile<GgmlType::kQ4_0, false>;
     k.q4_1 = ymm::LegacyTile<GgmlType::kQ4_1, false>;
     k.q8_0 = ymm::LegacyTile<GgmlType::kQ8_0, false>;
+    k.q4_k = KTile<GgmlType::kQ4_K>;
+    k.q5_k = KTile<GgmlType::kQ5_K>;
+    k.q6_k = KTile<GgmlType::kQ6_K>;
     k.quantize32 = Quantize32;
     return k;
   }();
