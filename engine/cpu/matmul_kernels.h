@@ -48,7 +48,14 @@
 // q - 8 for Q4_0, q for Q8_0; unsigned nibbles for Q4_1), converted to f32 exactly (|isum_b| <
 // 2^24), and d_w * d_x is one rounded f32 product. Then y = ReduceLanes(lane). Integer sums
 // may be formed in any order (they are exact); that is what lets each kernel lay its integer
-// work out as it likes. K-quant kernels are shared by all sets (scalar for now).
+// work out as it likes.
+// K-quants keep one f32 accumulator, +0 at the start, and per super-block b in increasing
+// order, each operation rounded on its own (no fused multiply-add):
+//   Q4_K/Q5_K: acc = acc + d_x * (d_w * isum_b - dmin_w * msum_b)
+//   Q6_K:      acc = acc + (d_w * d_x) * isum_b
+// with isum_b / msum_b the exact integer sums of matmul_scalar.cc's KTile (scales times
+// sub-block dots, mins times activation sums), converted to f32. The scalar kernels define it;
+// the AVX2 ones (also used by the AVX-512 set) reproduce it.
 #pragma once
 
 #include <cstdint>

@@ -179,8 +179,9 @@ void FloatTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Ac
 struct KBlock {
   __m256i q[8];
   __m256i scale[8];
-  int min[8];    // Q4_K/Q5_K
-  int sc16[16];  // Q6_K
+  // Multipliers of the activations' 16 bsums: the 16-value sub-blocks' scales (Q6_K), or the
+  // mins of the 32-value sub-blocks, each twice (Q4_K/Q5_K).
+  __m256i bsum_mul;
   float d = 0.0f;
   float dmin = 0.0f;
 };
@@ -206,7 +207,8 @@ inline void DecodeK(const uint8_t* blk, KBlock* out) {
       out->q[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
                                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
     }
-    for (int j = 0; j < 16; ++j) out->sc16[j] = b.scales[j];
+    out->bsum_mul =
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
     for (int v = 0; v < 8; ++v) {
       out->scale[v] = _mm256_setr_m128i(_mm_set1_epi16(static_cast<int16_t>(b.scales[2 * v])),
                                         _mm_set1_epi16(static_cast<int16_t>(b.scales[2 * v + 1])));
@@ -218,12 +220,21 @@ inline void DecodeK(const uint8_t* blk, KBlock* out) {
         kType == GgmlType::kQ5_K ? reinterpret_cast<const BlockQ5_K*>(blk)->qs : b.qs;
     out->d = _cvtsh_ss(b.d);
     out->dmin = _cvtsh_ss(b.dmin);
+    // The 6-bit scales and mins (ScaleMinK4) as bytes 0-7 and 8-15 of u, in registers (a
+    // round trip through memory would stall store forwarding on every block).
+    uint32_t u[3];
+    std::memcpy(u, b.scales, 12);
+    constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+    const uint32_t sc_lo = u[0] & kLow6;
+    const uint32_t sc_hi = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+    const uint32_t min_lo = u[1] & kLow6;
+    const uint32_t min_hi = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
     for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      ScaleMinK4(j, b.scales, &sc, &m);
-      out->scale[j] = _mm256_set1_epi16(sc);
-      out->min[j] = m;
+      const uint32_t word = j < 4 ? sc_lo : sc_hi;
+      out->scale[j] = _mm256_set1_epi16(static_cast<int16_t>((word >> (8 * (j % 4))) & 0xFF));
     }
+    const __m128i mins = _mm_setr_epi32(static_cast<int>(min_lo), static_cast<int>(min_hi), 0, 0);
+    out->bsum_mul = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
     __m256i qh = _mm256_setzero_si256();
     if constexpr (kType == GgmlType::kQ5_K) {
       qh = _mm256_loadu_si256(
@@ -247,15 +258,15 @@ inline void DecodeK(const uint8_t* blk, KBlock* out) {
   }
 }
 
-// The exact sum over the super-block of scale * (weight . activation) (see KBlock).
+// The exact sum over the super-block of scale * (weight . activation) (see KBlock), in lanes.
 // |sum| <= 256 * 63 * 127 * 63 < 2^31; maddubs pairs stay below 2 * 63 * 127 < 2^15.
-inline int ScaledDotK(const KBlock& w, const int8_t* x) {
+inline __m256i ScaledDotK(const KBlock& w, const int8_t* x) {
   __m256i acc = _mm256_setzero_si256();
   for (int v = 0; v < 8; ++v) {
     const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(x + 32 * v));
     acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w.q[v], xv), w.scale[v]));
   }
-  return HsumI32(acc);
+  return acc;
 }
 
 // The K-quant kernel of matmul_scalar.cc (KTile), with the integer sums in AVX2 and the same
@@ -284,19 +295,21 @@ void KTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activa
           const int8_t* q = a.q + t * a.q_stride + b * kQkK;
           const int16_t* bs = a.bsums + t * a.bsum_stride + b * 16;
           const float dx = a.d[t * a.scale_stride + b];
-          const int dot = ScaledDotK(dec, q);
+          const __m256i dot = ScaledDotK(dec, q);
+          // sum of bsums[j] * bsum_mul[j] (|bsums| <= 16 * 127), in lanes.
+          const __m256i bsum = _mm256_madd_epi16(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs)), dec.bsum_mul);
           __m128 term;
           if constexpr (kType == GgmlType::kQ6_K) {
-            int bsum = 0;
-            for (int j = 0; j < 16; ++j) bsum += dec.sc16[j] * bs[j];
-            // (d * dx) * sumi
+            // sumi = sum_j scale_j * (dot_j - 32 bsum_j); then (d * dx) * sumi.
+            const int sumi = HsumI32(_mm256_sub_epi32(dot, _mm256_slli_epi32(bsum, 5)));
             term = _mm_mul_ss(_mm_mul_ss(_mm_set_ss(dec.d), _mm_set_ss(dx)),
-                              _mm_set_ss(static_cast<float>(dot - 32 * bsum)));
+                              _mm_set_ss(static_cast<float>(sumi)));
           } else {
-            int summ = 0;
-            for (int j = 0; j < 8; ++j) summ += dec.min[j] * (bs[2 * j] + bs[2 * j + 1]);
+            const int summ = HsumI32(bsum);
             // dx * (d * sumi - dmin * summ)
-            const __m128 di = _mm_mul_ss(_mm_set_ss(dec.d), _mm_set_ss(static_cast<float>(dot)));
+            const __m128 di =
+                _mm_mul_ss(_mm_set_ss(dec.d), _mm_set_ss(static_cast<float>(HsumI32(dot))));
             const __m128 dm =
                 _mm_mul_ss(_mm_set_ss(dec.dmin), _mm_set_ss(static_cast<float>(summ)));
             term = _mm_mul_ss(_mm_set_ss(dx), _mm_sub_ss(di, dm));
