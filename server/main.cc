@@ -47,50 +47,107 @@ int main(int argc, char** argv) {
                            "llama.cpp batch-1 decode tok/s measured in the same run");
 
   spillway::server::ServeOptions serve;
-  auto* serve_cmd = app.add_subcommand("serve", "serve the OpenAI-compatible HTTP API");
-  serve_cmd->add_option("--model", serve.model,
-                        "GGUF file or Hugging Face directory (default: "
-                        "SmolLM2-135M-Instruct from the cache)");
-  serve_cmd->add_option("--served-model-name", serve.served_model_name,
-                        "the name clients use in `model` (default: the file name without .gguf)");
-  serve_cmd->add_option("--host", serve.host, "address to listen on")->capture_default_str();
-  serve_cmd->add_option("--port", serve.port, "port to listen on (0: any free port)")
-      ->check(CLI::Range(0, 65535))
-      ->capture_default_str();
-  serve_cmd
-      ->add_option("--grpc-port", serve.grpc_port,
-                   "gRPC (spillway.v1.Inference) port (0: any free port)")
-      ->check(CLI::Range(0, 65535))
-      ->capture_default_str();
-  serve_cmd->add_option("--max-batch-tokens", serve.max_batch_tokens, "tokens per engine step")
-      ->check(CLI::Range(1, 1 << 20))
-      ->capture_default_str();
-  serve_cmd->add_option("--max-running-seqs", serve.max_running_seqs, "sequences decoding at once")
-      ->check(CLI::Range(1, 1 << 16))
-      ->capture_default_str();
-  serve_cmd
-      ->add_option("--max-queued-requests", serve.max_queued_requests,
-                   "waiting requests before 429")
-      ->check(CLI::Range(0, 1 << 20))
-      ->capture_default_str();
-  serve_cmd->add_option("--max-body-bytes", serve.max_body_bytes, "request body limit (413)")
-      ->check(CLI::Range(int64_t{1024}, int64_t{1} << 32))
-      ->capture_default_str();
-  serve_cmd->add_option("--threads", serve.threads, "CPU compute threads (0 = all cores)")
-      ->check(CLI::Range(0, 1024));
-  serve_cmd->add_option("--http-threads", serve.http_threads, "network threads")
-      ->check(CLI::Range(1, 64))
-      ->capture_default_str();
-  serve_cmd
-      ->add_option("--kv-blocks", serve.kv_blocks,
-                   "KV cache size in 16-token blocks (default: 16 full contexts, at most "
-                   "1 GiB)")
-      ->check(CLI::Range(0, 1 << 28));
-  serve_cmd
-      ->add_option("--shutdown-grace-s", serve.shutdown_grace_s,
-                   "seconds in-flight requests get to finish on SIGINT/SIGTERM")
-      ->check(CLI::Range(0, 3600))
-      ->capture_default_str();
+  auto* serve_cmd = app.add_subcommand(
+      "serve",
+      "serve the OpenAI-compatible HTTP API and the gRPC API; every option can also come from "
+      "the SPILLWAY_* environment variable shown beside it (the command line wins)");
+  // NOTE(ops): each serve option reads SPILLWAY_<NAME> (upper case, '-' -> '_') when not given.
+  auto env = [](CLI::Option* o, const char* name) { return o->envname(name); };
+  env(serve_cmd->add_option("--model", serve.model,
+                            "GGUF file or Hugging Face directory (default: "
+                            "SmolLM2-135M-Instruct from the cache)"),
+      "SPILLWAY_MODEL");
+  env(serve_cmd->add_option(
+          "--served-model-name", serve.served_model_name,
+          "the name clients use in `model` (default: the file name without .gguf)"),
+      "SPILLWAY_SERVED_MODEL_NAME");
+  env(serve_cmd->add_option("--host", serve.host, "address to listen on")->capture_default_str(),
+      "SPILLWAY_HOST");
+  env(serve_cmd->add_option("--port", serve.port, "port to listen on (0: any free port)")
+          ->check(CLI::Range(0, 65535))
+          ->capture_default_str(),
+      "SPILLWAY_PORT");
+  env(serve_cmd
+          ->add_option("--grpc-port", serve.grpc_port,
+                       "gRPC (spillway.v1.Inference) port (0: any free port)")
+          ->check(CLI::Range(0, 65535))
+          ->capture_default_str(),
+      "SPILLWAY_GRPC_PORT");
+  env(serve_cmd->add_option("--max-batch-tokens", serve.max_batch_tokens, "tokens per engine step")
+          ->check(CLI::Range(1, 1 << 20))
+          ->capture_default_str(),
+      "SPILLWAY_MAX_BATCH_TOKENS");
+  env(serve_cmd
+          ->add_option("--max-running-seqs", serve.max_running_seqs, "sequences decoding at once")
+          ->check(CLI::Range(1, 1 << 16))
+          ->capture_default_str(),
+      "SPILLWAY_MAX_RUNNING_SEQS");
+  env(serve_cmd
+          ->add_option("--max-queued-requests", serve.max_queued_requests,
+                       "waiting requests before 429")
+          ->check(CLI::Range(0, 1 << 20))
+          ->capture_default_str(),
+      "SPILLWAY_MAX_QUEUED_REQUESTS");
+  env(serve_cmd->add_option("--max-body-bytes", serve.max_body_bytes, "request body limit (413)")
+          ->check(CLI::Range(int64_t{1024}, int64_t{1} << 32))
+          ->capture_default_str(),
+      "SPILLWAY_MAX_BODY_BYTES");
+  env(serve_cmd
+          ->add_option("--max-header-bytes", serve.max_header_bytes,
+                       "request line and header fields limit (431)")
+          ->check(CLI::Range(int64_t{1024}, int64_t{1} << 24))
+          ->capture_default_str(),
+      "SPILLWAY_MAX_HEADER_BYTES");
+  env(serve_cmd
+          ->add_option("--max-connections", serve.max_connections,
+                       "open HTTP connections; past it a new one gets 503 and is closed")
+          ->check(CLI::Range(1, 1 << 20))
+          ->capture_default_str(),
+      "SPILLWAY_MAX_CONNECTIONS");
+  env(serve_cmd
+          ->add_option("--idle-timeout-s", serve.idle_timeout_s,
+                       "seconds a connection may sit without sending a complete request header "
+                       "(keep-alive idle, slow clients)")
+          ->check(CLI::Range(1, 86400))
+          ->capture_default_str(),
+      "SPILLWAY_IDLE_TIMEOUT_S");
+  env(serve_cmd
+          ->add_option("--read-timeout-s", serve.read_timeout_s,
+                       "seconds to receive a request once its first bytes came (slow bodies)")
+          ->check(CLI::Range(1, 86400))
+          ->capture_default_str(),
+      "SPILLWAY_READ_TIMEOUT_S");
+  env(serve_cmd->add_option("--threads", serve.threads, "CPU compute threads (0 = all cores)")
+          ->check(CLI::Range(0, 1024)),
+      "SPILLWAY_THREADS");
+  env(serve_cmd->add_option("--http-threads", serve.http_threads, "network threads")
+          ->check(CLI::Range(1, 64))
+          ->capture_default_str(),
+      "SPILLWAY_HTTP_THREADS");
+  env(serve_cmd
+          ->add_option("--kv-blocks", serve.kv_blocks,
+                       "KV cache size in 16-token blocks (default: 16 full contexts, at most "
+                       "1 GiB)")
+          ->check(CLI::Range(0, 1 << 28)),
+      "SPILLWAY_KV_BLOCKS");
+  env(serve_cmd
+          ->add_option("--drain-timeout,--shutdown-grace-s", serve.drain_timeout_s,
+                       "seconds in-flight requests get to finish on SIGINT/SIGTERM (readiness "
+                       "turns 503 first; new requests get 503)")
+          ->check(CLI::Range(0, 3600))
+          ->capture_default_str(),
+      "SPILLWAY_DRAIN_TIMEOUT");
+  env(serve_cmd->add_option("--api-key", serve.api_key,
+                            "require 'Authorization: Bearer <key>' on /v1/*, /tokenize, "
+                            "/detokenize and gRPC Inference calls (prefer the environment "
+                            "variable: a command line is visible to other users)"),
+      "SPILLWAY_API_KEY");
+  env(serve_cmd->add_option("--admin-api-key", serve.admin_api_key,
+                            "the key admin endpoints (/admin/*) require (default: --api-key)"),
+      "SPILLWAY_ADMIN_API_KEY");
+  env(serve_cmd->add_flag("--protect-metrics", serve.protect_metrics,
+                          "/metrics needs the API key too (/health and /ready stay open)"),
+      "SPILLWAY_PROTECT_METRICS");
 
   CLI11_PARSE(app, argc, argv);
   if (version->parsed()) return spillway::server::RunVersion();

@@ -48,7 +48,16 @@ struct ServeOptions {
   int threads = 0;        // CPU compute threads (0 = all cores)
   int http_threads = 2;   // network threads
   int32_t kv_blocks = 0;  // 0: 16 full contexts, capped at 1 GiB
-  int shutdown_grace_s = 5;
+  // Seconds in-flight requests get to finish on SIGINT/SIGTERM (--drain-timeout; the old
+  // name --shutdown-grace-s still works).
+  int drain_timeout_s = 5;
+  std::string api_key;                  // empty: /v1/*, /tokenize, /detokenize and gRPC are open
+  std::string admin_api_key;            // guards /admin/* (else the API key does)
+  bool protect_metrics = false;         // /metrics needs the API key too
+  int max_connections = 4096;           // open HTTP connections; past it 503 and close
+  int idle_timeout_s = 75;              // keep-alive connection with no request
+  int read_timeout_s = 30;              // to read a request once it has begun (slow clients)
+  int64_t max_header_bytes = 16 << 10;  // 431 past it
 };
 
 // Prints the version and the compiled-in backends to stdout.

@@ -1,13 +1,15 @@
 // `spillway serve`: loads the model, starts the engine loop, the OpenAI-compatible HTTP
-// server and the gRPC server (server/grpc/), and runs until SIGINT or SIGTERM. Shutdown: stop
-// accepting, let in-flight requests finish for a grace period, cancel the rest (EngineLoop::Stop),
-// close connections, exit 0.
+// server and the gRPC server (server/grpc/), and runs until SIGINT or SIGTERM. Shutdown
+// (docs/operating.md): readiness turns 503 and new requests get 503, in-flight requests get
+// --drain-timeout seconds to finish, the rest are cancelled (EngineLoop::Stop), connections
+// close, exit 0.
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -19,8 +21,10 @@
 #include "server/cli/commands.h"
 #include "server/cli/loaded_engine.h"
 #include "server/grpc/grpc_server.h"
+#include "server/http/auth.h"
 #include "server/http/http_server.h"
 #include "server/http/router.h"
+#include "server/openai/api_error.h"
 #include "server/openai/generation_engine.h"
 #include "server/openai/openai_api.h"
 #include "server/openai/served_model.h"
@@ -123,6 +127,45 @@ void WaitUntilIdle(const openai::OpenAiApi& api, const grpc_api::GrpcServer& grp
   }
 }
 
+// The 401 OpenAI sends for a missing or wrong key.
+http::HttpResponse UnauthorizedResponse() {
+  http::HttpResponse r = openai::ErrorResponse(
+      {.http_status = 401,
+       .type = "invalid_request_error",
+       .message = "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
+       .code = "invalid_api_key"});
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
+}
+
+http::HttpResponse DrainingResponse() {
+  return openai::ErrorResponse({.http_status = 503,
+                                .type = "service_unavailable",
+                                .message = "the server is shutting down",
+                                .code = "server_shutting_down",
+                                .retry_after_s = 1});
+}
+
+// NOTE(ops): readiness: 200 while serving, 503 while loading or draining; /health (liveness)
+// stays 200 throughout. Auth runs before routing (so an unknown path without a key is 401),
+// and draining refuses everything but the probes and (open) /metrics.
+void AddOperatingRoutes(http::Router& router, const http::AccessPolicy& policy,
+                        const std::atomic<bool>& ready) {
+  router.Add("GET", "/ready", [&ready](const http::HttpRequest&, http::Exchange e) {
+    e.Reply(ready.load() ? openai::JsonResponse(R"({"status":"ready"})")
+                         : openai::JsonResponse(R"({"status":"not ready"})", 503));
+  });
+  router.SetGate(
+      [&policy, &ready](const http::HttpRequest& r) -> std::optional<http::HttpResponse> {
+        const http::AccessScope scope = policy.ScopeOf(r.path);
+        if (scope == http::AccessScope::kOpen) return std::nullopt;
+        if (!policy.Allows(scope, http::FindHeader(r, "authorization")))
+          return UnauthorizedResponse();
+        if (!ready.load()) return DrainingResponse();
+        return std::nullopt;
+      });
+}
+
 }  // namespace
 
 int RunServe(const ServeOptions& o) {
@@ -165,17 +208,27 @@ int RunServe(const ServeOptions& o) {
   openai::OpenAiApi api(model, adapter);
   http::Router router(openai::OpenAiApi::ErrorPages());
   api.Register(router);
+  const http::AccessPolicy policy({.api_key = o.api_key,
+                                   .admin_api_key = o.admin_api_key,
+                                   .protect_metrics = o.protect_metrics});
+  std::atomic<bool> ready{false};
+  AddOperatingRoutes(router, policy, ready);
   http::HttpServer server(router, {.host = o.host,
                                    .port = o.port,
                                    .num_threads = o.http_threads,
-                                   .max_body_bytes = o.max_body_bytes});
+                                   .max_body_bytes = o.max_body_bytes,
+                                   .idle_timeout = std::chrono::seconds(o.idle_timeout_s),
+                                   .header_timeout = std::chrono::seconds(o.read_timeout_s),
+                                   .max_header_bytes = o.max_header_bytes,
+                                   .max_connections = o.max_connections});
   if (absl::Status s = server.Start(); !s.ok()) {
     spdlog::error("{}", std::string(s.message()));
     loop.Stop();
     return 1;
   }
   grpc_api::GrpcServer grpc(model, adapter);
-  if (absl::Status s = grpc.Start({.host = o.host, .port = o.grpc_port}); !s.ok()) {
+  if (absl::Status s = grpc.Start({.host = o.host, .port = o.grpc_port, .api_key = o.api_key});
+      !s.ok()) {
     spdlog::error("{}", std::string(s.message()));
     server.Stop();
     server.Join();
@@ -185,16 +238,22 @@ int RunServe(const ServeOptions& o) {
   spdlog::info("model '{}': context {} tokens, KV cache {} blocks", model.name,
                model.context_tokens, kv_blocks);
   grpc.SetServing(true);  // the model is loaded and the engine loop runs
+  ready.store(true);
+  if (!o.api_key.empty()) spdlog::info("API key required on /v1/*, /tokenize, /detokenize, gRPC");
   spdlog::info("serving gRPC on {}:{}", o.host, grpc.port());
   spdlog::info("serving on http://{}:{}", o.host, server.port());
 
   const int sig = WaitForSignal();
-  spdlog::info("{}: shutting down (up to {} s for {} requests in flight)",
-               sig == SIGINT ? "SIGINT" : "SIGTERM", o.shutdown_grace_s,
-               api.num_active_generations() + grpc.num_active_calls());
+  // Draining: readiness turns 503 and gRPC health NOT_SERVING first; the listeners stay open
+  // so that probes and new requests get a clear 503 / UNAVAILABLE instead of a refused
+  // connection, while the requests in flight finish.
+  ready.store(false);
   grpc.SetServing(false);
+  spdlog::info("{}: draining (up to {} s for {} requests in flight)",
+               sig == SIGINT ? "SIGINT" : "SIGTERM", o.drain_timeout_s,
+               api.num_active_generations() + grpc.num_active_calls());
+  WaitUntilIdle(api, grpc, std::chrono::seconds(o.drain_timeout_s));
   server.StopAccepting();
-  WaitUntilIdle(api, grpc, std::chrono::seconds(o.shutdown_grace_s));
   loop.Stop();  // cancels what is left; their clients get an error
   WaitUntilIdle(api, grpc, std::chrono::seconds(1));
   grpc.Shutdown(/*grace_ms=*/500);

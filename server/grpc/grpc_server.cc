@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/check.h"
+#include "server/http/auth.h"
 #include "server/openai/api_error.h"
 #include "server/openai/info_endpoints.h"
 #include "server/openai/request_parser.h"
@@ -130,8 +131,29 @@ class InferenceService final : public pb::Inference::CallbackService {
   InferenceService(const openai::ServedModel& model, openai::GenerationEngine& engine)
       : model_(model), engine_(engine) {}
 
+  void set_api_key(std::string key) { api_key_ = std::move(key); }
+  void set_serving(bool serving) { serving_.store(serving); }
+
+  // Why a new call may not run: a missing or wrong API key, or draining.
+  absl::Status Admit(const grpc::CallbackServerContext* context) const {
+    if (!api_key_.empty()) {
+      const auto& md = context->client_metadata();
+      const auto it = md.find("authorization");
+      const std::string_view value = it == md.end()
+                                         ? std::string_view()
+                                         : std::string_view(it->second.data(), it->second.size());
+      if (!http::ConstantTimeEquals(http::BearerToken(value), api_key_)) {
+        return absl::UnauthenticatedError(
+            "Incorrect API key provided: send metadata 'authorization: Bearer <key>'");
+      }
+    }
+    if (!serving_.load()) return absl::UnavailableError("the server is not serving (draining)");
+    return absl::OkStatus();
+  }
+
   grpc::ServerWriteReactor<pb::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const pb::GenerateRequest* request) override {
+    if (absl::Status s = Admit(context); !s.ok()) return Stream::Refused(*this, s);
     if (request->prompt_case() == pb::GenerateRequest::PROMPT_NOT_SET) {
       return Stream::Refused(*this, openai::InvalidParamError("prompt",
                                                               "'text' or 'token_ids' "
@@ -143,6 +165,7 @@ class InferenceService final : public pb::Inference::CallbackService {
 
   grpc::ServerWriteReactor<pb::GenerateResponse>* Chat(grpc::CallbackServerContext* context,
                                                        const pb::ChatRequest* request) override {
+    if (absl::Status s = Admit(context); !s.ok()) return Stream::Refused(*this, s);
     return Stream::Begin(*this, context, openai::ParseChatRequest(ChatBody(*request), model_));
   }
 
@@ -150,6 +173,10 @@ class InferenceService final : public pb::Inference::CallbackService {
                                      const pb::TokenizeRequest* request,
                                      pb::TokenizeResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (absl::Status s = Admit(context); !s.ok()) {
+      reactor->Finish(ToGrpcStatus(s));
+      return reactor;
+    }
     json::object j;
     if (!request->model().empty()) j["model"] = request->model();
     if (request->input_case() == pb::TokenizeRequest::kChat) {
@@ -183,6 +210,11 @@ class InferenceService final : public pb::Inference::CallbackService {
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const pb::ListModelsRequest* /*request*/,
                                        pb::ListModelsResponse* response) override {
+    if (absl::Status s = Admit(context); !s.ok()) {
+      grpc::ServerUnaryReactor* refused = context->DefaultReactor();
+      refused->Finish(ToGrpcStatus(s));
+      return refused;
+    }
     pb::Model* m = response->add_models();
     m->set_id(model_.name);
     m->set_max_model_len(model_.context_tokens);
@@ -385,6 +417,8 @@ class InferenceService final : public pb::Inference::CallbackService {
   const openai::ServedModel& model_;
   openai::GenerationEngine& engine_;
   std::atomic<int64_t> num_active_{0};
+  std::string api_key_;  // set before Start
+  std::atomic<bool> serving_{false};
 };
 
 GrpcServer::GrpcServer(const openai::ServedModel& model, openai::GenerationEngine& engine)
@@ -400,6 +434,7 @@ absl::Status GrpcServer::Start(const GrpcServerOptions& options) {
       absl::StrContains(options.host, ':') ? absl::StrCat("[", options.host, "]") : options.host,
       ":", options.port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+  service_->set_api_key(options.api_key);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
@@ -411,6 +446,7 @@ absl::Status GrpcServer::Start(const GrpcServerOptions& options) {
 }
 
 void GrpcServer::SetServing(bool serving) {
+  service_->set_serving(serving);
   if (server_ == nullptr) return;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   if (health == nullptr) return;

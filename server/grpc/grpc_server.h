@@ -29,6 +29,9 @@ namespace spillway::server::grpc_api {
 struct GrpcServerOptions {
   std::string host = "127.0.0.1";
   int port = 50051;  // 0: any free port (port() tells which)
+  // Not empty: Inference calls need metadata `authorization: Bearer <api_key>`
+  // (UNAUTHENTICATED otherwise). Health and reflection stay open.
+  std::string api_key;
 };
 
 class InferenceService;
@@ -42,7 +45,8 @@ class GrpcServer {
   // Binds and starts serving; health is NOT_SERVING until SetServing(true).
   absl::Status Start(const GrpcServerOptions& options);
   int port() const { return port_; }
-  // grpc.health.v1.Health status of "" (the server) and "spillway.v1.Inference".
+  // grpc.health.v1.Health status of "" (the server) and "spillway.v1.Inference"; while not
+  // serving, new Inference calls get UNAVAILABLE (draining).
   void SetServing(bool serving);
   // Streams that have not finished yet.
   int64_t num_active_calls() const;

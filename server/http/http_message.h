@@ -14,6 +14,10 @@ struct HttpRequest {
   std::string target = {};  // as sent
   std::string body = {};
   bool keep_alive = true;
+  // Header fields as sent (names in their original case; see FindHeader in auth.h).
+  std::vector<std::pair<std::string, std::string>> headers = {};
+  // The client's X-Request-Id when sane, else a generated one; echoed in the response.
+  std::string request_id = {};
 };
 
 struct HttpResponse {

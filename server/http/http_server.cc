@@ -2,11 +2,13 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "server/http/internal/session.h"
@@ -24,23 +26,48 @@ struct HttpServer::Impl {
         acceptor(net::make_strand(ioc)) {}
 
   void Accept() {
-    acceptor.async_accept(net::make_strand(ioc),
-                          [this](boost::system::error_code ec, tcp::socket socket) {
-                            if (ec) {
-                              if (ec != net::error::operation_aborted && acceptor.is_open())
-                                Accept();
-                              return;
-                            }
-                            boost::system::error_code ignored;
-                            socket.set_option(tcp::no_delay(true), ignored);
-                            auto session = std::make_shared<internal::Session>(
-                                std::move(socket), router,
-                                internal::SessionOptions{.max_body_bytes = options.max_body_bytes,
-                                                         .idle_timeout = options.idle_timeout});
-                            Track(session);
-                            session->Run();
-                            Accept();
-                          });
+    acceptor.async_accept(
+        net::make_strand(ioc), [this](boost::system::error_code ec, tcp::socket socket) {
+          if (ec) {
+            if (ec != net::error::operation_aborted && acceptor.is_open()) Accept();
+            return;
+          }
+          boost::system::error_code ignored;
+          if (open_connections->load() >= options.max_connections) {
+            RefuseBusy(socket);
+            Accept();
+            return;
+          }
+          socket.set_option(tcp::no_delay(true), ignored);
+          open_connections->fetch_add(1);
+          std::shared_ptr<void> slot(nullptr,
+                                     [count = open_connections](void*) { count->fetch_sub(1); });
+          auto session = std::make_shared<internal::Session>(
+              std::move(socket), router,
+              internal::SessionOptions{.max_body_bytes = options.max_body_bytes,
+                                       .idle_timeout = options.idle_timeout,
+                                       .header_timeout = options.header_timeout,
+                                       .max_header_bytes = options.max_header_bytes,
+                                       .connection_slot = std::move(slot)});
+          Track(session);
+          session->Run();
+          Accept();
+        });
+  }
+
+  // NOTE(ops): past --max-connections a new connection gets a short 503 written without
+  // waiting (a fresh socket's send buffer takes it) and is closed; nothing is read from it.
+  static void RefuseBusy(tcp::socket& socket) {
+    static constexpr std::string_view kBusy =
+        "HTTP/1.1 503 Service Unavailable\r\nServer: spillway\r\nContent-Type: "
+        "application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 104\r\n\r\n"
+        "{\"error\":{\"message\":\"too many open connections\",\"type\":\"service_unavailable\","
+        "\"param\":null,\"code\":null}}\n";
+    boost::system::error_code ignored;
+    socket.non_blocking(true, ignored);
+    socket.write_some(net::buffer(kBusy.data(), kBusy.size()), ignored);
+    socket.shutdown(tcp::socket::shutdown_send, ignored);
+    socket.close(ignored);
   }
 
   void Track(const std::shared_ptr<internal::Session>& s) {
@@ -58,6 +85,7 @@ struct HttpServer::Impl {
   net::executor_work_guard<net::io_context::executor_type> work;
   tcp::acceptor acceptor;
   std::vector<std::thread> threads;
+  std::shared_ptr<std::atomic<int>> open_connections = std::make_shared<std::atomic<int>>(0);
   absl::Mutex mu;
   std::vector<std::weak_ptr<internal::Session>> sessions ABSL_GUARDED_BY(mu);
   size_t last_pruned_size ABSL_GUARDED_BY(mu) = 0;

@@ -29,7 +29,11 @@ struct HttpServerOptions {
   int port = 8000;  // 0: any free port (see port())
   int num_threads = 2;
   int64_t max_body_bytes = 4 << 20;
-  std::chrono::seconds idle_timeout{75};
+  std::chrono::seconds idle_timeout{75};    // keep-alive connection with no request
+  std::chrono::seconds header_timeout{30};  // to read a request (slow clients) once begun
+  int64_t max_header_bytes = 16 << 10;      // 431 past it
+  // Open connections at most; a connection past it gets a 503 and is closed at once.
+  int max_connections = 4096;
 };
 
 class HttpServer {

@@ -42,6 +42,12 @@ HttpResponse Router::RouteErrorForTesting(std::string_view method, std::string_v
 }
 
 void Router::Dispatch(const HttpRequest& request, const Exchange& exchange) const {
+  if (gate_) {
+    if (std::optional<HttpResponse> refusal = gate_(request)) {
+      exchange.Reply(std::move(*refusal));
+      return;
+    }
+  }
   std::string allow;
   if (const Handler* h = Find(request.method, request.path, &allow)) {
     (*h)(request, exchange);

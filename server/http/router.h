@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,10 @@ class Router {
   // REQUIRES: (method, path) not added before.
   void Add(std::string method, std::string path, Handler handler);
 
+  // Runs first on every request; a response it returns is sent instead (auth, draining).
+  using Gate = std::function<std::optional<HttpResponse>(const HttpRequest&)>;
+  void SetGate(Gate gate) { gate_ = std::move(gate); }
+
   // Calls the handler of request.method / request.path, or replies with an error page.
   void Dispatch(const HttpRequest& request, const Exchange& exchange) const;
 
@@ -57,6 +62,7 @@ class Router {
 
   ErrorPages pages_;
   std::vector<Route> routes_;
+  Gate gate_;
 };
 
 }  // namespace spillway::server::http

@@ -1,5 +1,7 @@
 #include "server/http/internal/session.h"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -9,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/http/auth.h"
 #include "server/http/exchange.h"
 #include "server/http/router.h"
 
@@ -67,7 +70,7 @@ void Session::ReadRequest() {
   if (closed_ || watching_) return;  // a pending watch read calls back here when data comes
   parser_.emplace();
   parser_->body_limit(static_cast<uint64_t>(options_.max_body_bytes));
-  parser_->header_limit(16 << 10);
+  parser_->header_limit(static_cast<uint32_t>(options_.max_header_bytes));
   stream_.expires_after(buffer_.size() > 0 ? options_.header_timeout : options_.idle_timeout);
   bhttp::async_read_header(
       stream_, buffer_, *parser_,
@@ -78,6 +81,13 @@ void Session::OnHeader(beast::error_code ec) {
   if (closed_) return;
   if (ec == bhttp::error::body_limit) {
     RefuseAndClose(router_.pages().body_too_large(options_.max_body_bytes));
+    return;
+  }
+  if (ec == bhttp::error::header_limit) {
+    HttpResponse r = router_.pages().malformed(
+        absl::StrCat("request header fields larger than ", options_.max_header_bytes, " bytes"));
+    r.status = 431;
+    RefuseAndClose(r);
     return;
   }
   if (ec) {
@@ -124,6 +134,16 @@ void Session::OnRequest(beast::error_code ec) {
   request.target = std::string(msg.target());
   request.path = request.target.substr(0, request.target.find('?'));
   request.body = std::move(msg.body());
+  for (const auto& field : msg) {
+    request.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  }
+  const std::string_view client_id = FindHeader(request, "x-request-id");
+  request.request_id = IsValidRequestId(client_id) ? std::string(client_id) : NewRequestId();
+  request_id_ = request.request_id;
+  method_ = request.method;
+  path_ = request.path;
+  status_ = 0;
+  started_ = std::chrono::steady_clock::now();
   // NOTE(http): HTTP/1.0 clients get `Connection: close` and an unchunked stream.
   request.keep_alive = msg.version() >= 11 && msg.keep_alive();
   ++seq_;
@@ -193,7 +213,17 @@ void Session::OnWrite(beast::error_code ec) {
   if (exchange_open_ && answer_complete_) EndExchange();
 }
 
+void Session::LogExchange(std::string_view outcome) {
+  // NOTE(ops): never the body (prompt text) or headers (API key); only what identifies it.
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_)
+          .count();
+  spdlog::info("request id={} method={} path={} status={} duration_ms={:.1f}{}", request_id_,
+               method_, path_, status_, ms, outcome);
+}
+
 void Session::EndExchange() {
+  LogExchange("");
   exchange_open_ = false;
   on_disconnect_ = nullptr;
   if (kept_) net::post(stream_.get_executor(), [kept = std::move(kept_)] {});
@@ -209,6 +239,7 @@ void Session::EndExchange() {
 
 void Session::PeerGone() {
   if (exchange_open_) {
+    LogExchange(" client_gone=true");
     exchange_open_ = false;
     std::function<void()> fn = std::move(on_disconnect_);
     on_disconnect_ = nullptr;
@@ -253,14 +284,18 @@ void Session::LingerClose() {
 void Session::Reply(uint64_t seq, HttpResponse response) {
   if (!Current(seq) || answer_complete_) return;
   answer_complete_ = true;
-  Write(absl::StrCat(Headers(response), "Content-Length: ", response.body.size(), "\r\n",
+  status_ = response.status;
+  Write(absl::StrCat(Headers(response), "X-Request-Id: ", request_id_, "\r\n",
+                     "Content-Length: ", response.body.size(), "\r\n",
                      keep_alive_ ? "" : "Connection: close\r\n", "\r\n", response.body));
 }
 
 void Session::StartStream(uint64_t seq, const HttpResponse& head) {
   if (!Current(seq) || answer_complete_) return;
   if (!chunked_) keep_alive_ = false;  // HTTP/1.0: the body ends when the connection does
-  Write(absl::StrCat(Headers(head), "Cache-Control: no-cache\r\n",
+  status_ = head.status;
+  Write(absl::StrCat(Headers(head), "X-Request-Id: ", request_id_, "\r\n",
+                     "Cache-Control: no-cache\r\n",
                      chunked_ ? "Transfer-Encoding: chunked\r\n" : "",
                      keep_alive_ ? "" : "Connection: close\r\n", "\r\n"));
 }

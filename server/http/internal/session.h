@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "server/http/http_message.h"
 
@@ -28,8 +29,11 @@ namespace spillway::server::http::internal {
 
 struct SessionOptions {
   int64_t max_body_bytes = 4 << 20;
-  std::chrono::seconds idle_timeout{75};  // keep-alive connections with no request
-  std::chrono::seconds header_timeout{30};
+  std::chrono::seconds idle_timeout{75};    // keep-alive connections with no request
+  std::chrono::seconds header_timeout{30};  // to read a request once it has begun
+  int64_t max_header_bytes = 16 << 10;      // 431 past it
+  // Held for the connection's life (HttpServer counts connections by it).
+  std::shared_ptr<void> connection_slot = nullptr;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -70,6 +74,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void Close();
   void LingerClose();
   bool Current(uint64_t seq) const { return exchange_open_ && seq == seq_; }
+  // Logs the access line of the exchange that ends (id, method, path, status, duration).
+  void LogExchange(std::string_view outcome);
 
   boost::beast::tcp_stream stream_;
   const Router& router_;
@@ -88,6 +94,13 @@ class Session : public std::enable_shared_from_this<Session> {
   std::array<char, 4096> watch_buffer_{};
   std::function<void()> on_disconnect_;
   std::shared_ptr<void> kept_;
+
+  // The open exchange, for its X-Request-Id header and its access log line.
+  std::string request_id_;
+  std::string method_;
+  std::string path_;
+  int status_ = 0;
+  std::chrono::steady_clock::time_point started_;
 
   std::string write_pending_;
   std::string write_inflight_;
