@@ -12,4 +12,4 @@ peer=$("$py" benchmarks/llama_cpp_engine_peer.py --threads "$threads")
 pp=$(awk '$1 == "pp" {print $2}' <<<"$peer")
 tg=$(awk '$1 == "tg" {print $2}' <<<"$peer")
 echo "llama.cpp (llama-cpp-python): pp512 $pp tok/s, tg128 $tg tok/s"
-build/bin/spillway bench-engine --threads "$threads" --peer-prefill "$pp" --peer-decode "$tg"
+"${SPILLWAY_BIN:-build/bin/spillway}" bench-engine --threads "$threads" --peer-prefill "$pp" --peer-decode "$tg"

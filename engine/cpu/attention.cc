@@ -94,11 +94,44 @@ __attribute__((target("avx2,fma"))) inline __m256 SumEach(const __m256* a) {
 // AttendOneAvx2 for a head size known at compile time: q and the output stay in registers,
 // eight keys are scored at once (eight independent FMA chains instead of one), and the
 // weighted sum of values runs keys-outer so each of the D/8 accumulators is its own chain.
+// Where AttendOneAvx2Fixed reads keys and values: f32 rows already converted (prefill tiles,
+// which reuse them for many queries) or the f16 cache blocks in place (decode, where converting
+// first would cost more than attending). f16 -> f32 is exact, so both give the same bits.
 template <int D>
-__attribute__((target("avx2,fma"))) void AttendOneAvx2Fixed(const float* q, const float* keys,
-                                                            const float* values, int64_t n,
-                                                            float scale, float* scores,
-                                                            float* out) {
+struct F32Rows {
+  const float* keys;
+  const float* values;
+  __attribute__((target("avx2,fma,f16c"))) __m256 Key(int64_t j, int c) const {
+    return _mm256_loadu_ps(keys + j * D + 8 * c);
+  }
+  __attribute__((target("avx2,fma,f16c"))) __m256 Value(int64_t j, int c) const {
+    return _mm256_loadu_ps(values + j * D + 8 * c);
+  }
+};
+
+template <int D>
+struct F16Blocks {
+  const uint16_t* k;  // cache base of this layer
+  const uint16_t* v;
+  const kvcache::BlockId* table;
+  int64_t kv_width;     // num_kv_heads * D
+  int64_t head_offset;  // kv_head * D
+  const uint16_t* Row(const uint16_t* base, int64_t j) const {
+    return base + (int64_t{table[j / kBlockTokens]} * kBlockTokens + j % kBlockTokens) * kv_width +
+           head_offset;
+  }
+  __attribute__((target("avx2,fma,f16c"))) __m256 Key(int64_t j, int c) const {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(Row(k, j) + 8 * c)));
+  }
+  __attribute__((target("avx2,fma,f16c"))) __m256 Value(int64_t j, int c) const {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(Row(v, j) + 8 * c)));
+  }
+};
+
+template <int D, typename Source>
+__attribute__((target("avx2,fma,f16c"))) void AttendOneAvx2Fixed(const float* q, const Source& src,
+                                                                 int64_t n, float scale,
+                                                                 float* scores, float* out) {
   constexpr int kChunks = D / 8;
   __m256 qv[kChunks];
   for (int c = 0; c < kChunks; ++c) qv[c] = _mm256_loadu_ps(q + 8 * c);
@@ -110,7 +143,7 @@ __attribute__((target("avx2,fma"))) void AttendOneAvx2Fixed(const float* q, cons
     for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
     for (int c = 0; c < kChunks; ++c) {
       for (int k = 0; k < 8; ++k) {
-        acc[k] = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(keys + (j + k) * D + 8 * c), acc[k]);
+        acc[k] = _mm256_fmadd_ps(qv[c], src.Key(j + k, c), acc[k]);
       }
     }
     const __m256 s = _mm256_mul_ps(SumEach(acc), vscale);
@@ -124,7 +157,7 @@ __attribute__((target("avx2,fma"))) void AttendOneAvx2Fixed(const float* q, cons
   for (; j < n; ++j) {
     __m256 acc = _mm256_setzero_ps();
     for (int c = 0; c < kChunks; ++c) {
-      acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(keys + j * D + 8 * c), acc);
+      acc = _mm256_fmadd_ps(qv[c], src.Key(j, c), acc);
     }
     scores[j] = HorizontalSum(acc) * scale;
     max_score = std::max(max_score, scores[j]);
@@ -147,7 +180,7 @@ __attribute__((target("avx2,fma"))) void AttendOneAvx2Fixed(const float* q, cons
   for (int64_t jj = 0; jj < n; ++jj) {
     const __m256 w = _mm256_set1_ps(scores[jj]);
     for (int c = 0; c < kChunks; ++c) {
-      acc[c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(values + jj * D + 8 * c), acc[c]);
+      acc[c] = _mm256_fmadd_ps(w, src.Value(jj, c), acc[c]);
     }
   }
   const __m256 inv = _mm256_set1_ps(1.0f / sum);
@@ -172,6 +205,43 @@ void AttendOneScalar(const float* q, const float* keys, const float* values, int
   for (int64_t j = 0; j < n; ++j) {
     const float w = scores[j] / sum;
     for (int64_t i = 0; i < d; ++i) out[i] += w * values[j * d + i];
+  }
+}
+
+// One unit of PagedAttention's parallel work: the queries of batch rows [begin, end) of one
+// chunk, for every query head that reads KV head `kv_head`.
+struct WorkItem {
+  int32_t chunk;
+  int32_t kv_head;
+  int32_t begin, end;
+};
+
+// Queries per work item up to which keys are read from the f16 blocks in place; above it they
+// are converted to f32 once and reused by all the item's queries.
+constexpr int64_t kDirectMaxQueries = 2;
+
+// The item's queries attend reading K and V straight from the f16 cache (decode tokens).
+// REQUIRES: AVX2/FMA/F16C and head size 64 or 128.
+void AttendDirect(const BatchLayout& layout, const float* q, const WorkItem& item,
+                  const kvcache::BlockId* table, KvLayerView cache, int64_t group, float scale,
+                  float* scores, float* out) {
+  const int64_t d = cache.head_dim;
+  const int64_t q_width = group * cache.num_kv_heads * d;
+  const int64_t kv_width = cache.num_kv_heads * d;
+  for (int32_t t = item.begin; t < item.end; ++t) {
+    const int64_t n = layout.positions[t] + 1;
+    for (int64_t g = 0; g < group; ++g) {
+      const int64_t h = item.kv_head * group + g;
+      const float* qh = q + t * q_width + h * d;
+      float* oh = out + t * q_width + h * d;
+      if (d == 64) {
+        const F16Blocks<64> src{cache.k, cache.v, table, kv_width, item.kv_head * d};
+        AttendOneAvx2Fixed<64>(qh, src, n, scale, scores, oh);
+      } else {
+        const F16Blocks<128> src{cache.k, cache.v, table, kv_width, item.kv_head * d};
+        AttendOneAvx2Fixed<128>(qh, src, n, scale, scores, oh);
+      }
+    }
   }
 }
 
@@ -212,13 +282,7 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const bool avx2 = HasAvx2Fma() && d % 8 == 0;
 
-  // Work items: (chunk, kv head, query tile).
-  struct Item {
-    int32_t chunk;
-    int32_t kv_head;
-    int32_t begin, end;  // batch rows
-  };
-  std::vector<Item> items;
+  std::vector<WorkItem> items;
   const int64_t num_chunks = static_cast<int64_t>(layout.first_positions.size());
   for (int64_t c = 0; c < num_chunks; ++c) {
     for (int32_t b = layout.chunk_starts[c]; b < layout.chunk_starts[c + 1]; b += kQueryTile) {
@@ -232,10 +296,15 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
       static_cast<int64_t>(items.size()), 1, [&](int thread, int64_t begin, int64_t end) {
         AttentionScratch& s = scratch[thread];
         for (int64_t it = begin; it < end; ++it) {
-          const Item& item = items[it];
+          const WorkItem& item = items[it];
           const kvcache::BlockId* table =
               layout.block_tables.data() + layout.block_table_starts[item.chunk];
           const int64_t num_keys = layout.positions[item.end - 1] + 1;
+          s.scores.resize(num_keys);
+          if (avx2 && (d == 64 || d == 128) && item.end - item.begin <= kDirectMaxQueries) {
+            AttendDirect(layout, q, item, table, cache, group, scale, s.scores.data(), out);
+            continue;
+          }
           s.keys.resize(num_keys * d);
           s.values.resize(num_keys * d);
           s.scores.resize(num_keys);
@@ -257,10 +326,10 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
               // NOTE(lead): head sizes 64 and 128 (every supported model family) get the
               // register-resident kernel; other multiples of 8 the general AVX2 one.
               if (avx2 && d == 64) {
-                AttendOneAvx2Fixed<64>(qh, s.keys.data(), s.values.data(), n, scale,
+                AttendOneAvx2Fixed<64>(qh, F32Rows<64>{s.keys.data(), s.values.data()}, n, scale,
                                        s.scores.data(), oh);
               } else if (avx2 && d == 128) {
-                AttendOneAvx2Fixed<128>(qh, s.keys.data(), s.values.data(), n, scale,
+                AttendOneAvx2Fixed<128>(qh, F32Rows<128>{s.keys.data(), s.values.data()}, n, scale,
                                         s.scores.data(), oh);
               } else if (avx2) {
                 AttendOneAvx2(qh, s.keys.data(), s.values.data(), n, d, scale, s.scores.data(), oh);

@@ -123,3 +123,50 @@ TEST(PagedAttention, MatchesReferenceMultiQueryAndFullHeads) {
 
 }  // namespace
 }  // namespace spillway::engine::cpu
+
+namespace spillway::engine::cpu {
+namespace {
+
+// A query gives the same bits whether it is the lone decode token of its chunk (keys read from
+// the f16 blocks in place) or one of a prefill tile (keys converted to f32 first): batch
+// invariance needs this, since the same token may be computed either way.
+TEST(PagedAttention, DecodeTokenEqualsSameTokenInsidePrefillTile) {
+  for (int64_t d : {64, 128}) {
+    const int64_t heads = 6, kv_heads = 2, kv_width = kv_heads * d, q_width = heads * d;
+    const int32_t len = 45;
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<BlockId> table = {5, 1, 3};  // 48 slots
+    std::vector<uint16_t> kc(8 * kBlockTokens * kv_width), vc(kc.size());
+    std::vector<float> q(len * q_width), k(len * kv_width), v(len * kv_width);
+    for (auto* vec : {&q, &k, &v}) {
+      for (float& x : *vec) x = u(rng);
+    }
+    KvLayerView cache{.k = kc.data(), .v = vc.data(), .num_kv_heads = kv_heads, .head_dim = d};
+    ThreadPool pool(2);
+    std::vector<AttentionScratch> scratch;
+    auto run = [&](int32_t first, int32_t n, std::vector<float>* out) {
+      std::vector<int32_t> positions, starts{0, n}, firsts{first}, table_starts{0, 3};
+      for (int32_t i = 0; i < n; ++i) positions.push_back(first + i);
+      std::vector<TokenId> tokens(n, 0);
+      BatchLayout layout{.tokens = tokens,
+                         .positions = positions,
+                         .chunk_starts = starts,
+                         .first_positions = firsts,
+                         .block_table_starts = table_starts,
+                         .block_tables = table};
+      out->assign(n * q_width, 0.0f);
+      WriteKv(layout, k.data() + first * kv_width, v.data() + first * kv_width, cache);
+      PagedAttention(layout, q.data() + first * q_width, heads, cache, out->data(), pool, scratch);
+    };
+    std::vector<float> whole, last;
+    run(0, len, &whole);     // prefill tiles of up to 32 queries
+    run(len - 1, 1, &last);  // the last token again, alone
+    for (int64_t i = 0; i < q_width; ++i) {
+      ASSERT_EQ(whole[(len - 1) * q_width + i], last[i]) << "head size " << d << " value " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace spillway::engine::cpu
