@@ -158,7 +158,13 @@ void EngineLoop::State::RunStep() {
   scheduler.CancelExpired(std::chrono::steady_clock::now(), kv);
   const BatchPlan plan = scheduler.PlanIteration(kv);
   if (plan.empty()) return;
+  const auto start = std::chrono::steady_clock::now();
   if (absl::Status st = model.Forward(plan.batch, &logits); st.ok()) {
+    if (options.metrics != nullptr) {
+      options.metrics->OnStep({.start = start,
+                               .num_tokens = plan.num_tokens,
+                               .num_seqs = static_cast<int32_t>(plan.slices.size())});
+    }
     scheduler.ApplyResults(plan, logits, kv);
   } else {
     scheduler.FailBatch(plan, st, kv);

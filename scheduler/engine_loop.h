@@ -17,6 +17,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "kvcache/kv_cache.h"
 #include "scheduler/api/request.h"
+#include "scheduler/metrics_sink.h"
 
 namespace spillway::scheduler {
 
@@ -24,6 +25,8 @@ struct EngineLoopOptions {
   int32_t max_batch_tokens = 512;     // tokens per step (decode tokens + prompt chunks)
   int32_t max_running_seqs = 64;      // sequences decoding at once
   int32_t max_queued_requests = 256;  // waiting requests; past this Submit fails (429)
+  // Told about every step on the loop's thread; may be null. Must outlive the loop.
+  MetricsSink* metrics = nullptr;
 };
 
 // A consistent snapshot for /health, /metrics and tests.

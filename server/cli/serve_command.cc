@@ -24,6 +24,8 @@
 #include "server/http/auth.h"
 #include "server/http/http_server.h"
 #include "server/http/router.h"
+#include "server/metrics/metered_engine.h"
+#include "server/metrics/server_metrics.h"
 #include "server/openai/api_error.h"
 #include "server/openai/generation_engine.h"
 #include "server/openai/openai_api.h"
@@ -199,15 +201,21 @@ int RunServe(const ServeOptions& o) {
   const openai::ServedModel model =
       MakeServedModel(o, path, *e, kv_blocks, chat_template ? &*chat_template : nullptr);
 
+  metrics::ServerMetrics server_metrics(model.name);
   scheduler::EngineLoop loop(*e->model, *e->kv, *e->tokenizer,
                              {.max_batch_tokens = o.max_batch_tokens,
                               .max_running_seqs = o.max_running_seqs,
-                              .max_queued_requests = o.max_queued_requests});
+                              .max_queued_requests = o.max_queued_requests,
+                              .metrics = &server_metrics});
   loop.Start();
   EngineLoopAdapter adapter(loop);
-  openai::OpenAiApi api(model, adapter);
+  // Each front end submits through its own MeteredEngine, which labels its requests' metrics.
+  metrics::MeteredEngine http_engine(adapter, server_metrics, "http");
+  metrics::MeteredEngine grpc_engine(adapter, server_metrics, "grpc");
+  openai::OpenAiApi api(model, http_engine);
   http::Router router(openai::OpenAiApi::ErrorPages());
   api.Register(router);
+  server_metrics.RegisterEndpoint(router, [&loop] { return loop.stats(); });
   const http::AccessPolicy policy({.api_key = o.api_key,
                                    .admin_api_key = o.admin_api_key,
                                    .protect_metrics = o.protect_metrics});
@@ -226,7 +234,7 @@ int RunServe(const ServeOptions& o) {
     loop.Stop();
     return 1;
   }
-  grpc_api::GrpcServer grpc(model, adapter);
+  grpc_api::GrpcServer grpc(model, grpc_engine);
   if (absl::Status s = grpc.Start({.host = o.host, .port = o.grpc_port, .api_key = o.api_key});
       !s.ok()) {
     spdlog::error("{}", std::string(s.message()));

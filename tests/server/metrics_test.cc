@@ -1,0 +1,154 @@
+// ServerMetrics' exposition (names, labels, HELP/TYPE lines) and MeteredEngine's per-request
+// observations, with a fake engine that answers synchronously.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/metrics/metered_engine.h"
+#include "server/metrics/server_metrics.h"
+
+namespace spillway::server::metrics {
+namespace {
+
+using ::testing::HasSubstr;
+
+scheduler::EngineStats Stats() {
+  return {.running_seqs = 3,
+          .waiting_requests = 2,
+          .kv_used_blocks = 25,
+          .kv_cached_blocks = 10,
+          .kv_total_blocks = 100,
+          .preemptions = 4,
+          .prefix_cache_queries = 64,
+          .prefix_cache_hits = 32,
+          .steps = 9};
+}
+
+TEST(ServerMetricsTest, ExposesEveryMetricWithHelpAndType) {
+  ServerMetrics m("tiny");
+  const std::string text = m.Render(Stats());
+  for (const char* h :
+       {"spillway_time_to_first_token_seconds", "spillway_inter_token_latency_seconds",
+        "spillway_e2e_request_latency_seconds", "spillway_request_queue_time_seconds",
+        "spillway_request_prompt_tokens", "spillway_request_generation_tokens",
+        "spillway_iteration_tokens"}) {
+    EXPECT_THAT(text, HasSubstr(std::string("# TYPE ") + h + " histogram\n")) << h;
+    EXPECT_THAT(text, HasSubstr(std::string("# HELP ") + h + " ")) << h;
+  }
+  for (const char* g : {"spillway_requests_running", "spillway_requests_waiting",
+                        "spillway_kv_blocks", "spillway_kv_usage_ratio"}) {
+    EXPECT_THAT(text, HasSubstr(std::string("# TYPE ") + g + " gauge\n")) << g;
+    EXPECT_THAT(text, HasSubstr(std::string("# HELP ") + g + " ")) << g;
+  }
+  for (const char* c : {"spillway_prompt_tokens_total", "spillway_generation_tokens_total",
+                        "spillway_requests_total", "spillway_prefix_cache_queries_total",
+                        "spillway_prefix_cache_hits_total", "spillway_preemptions_total"}) {
+    EXPECT_THAT(text, HasSubstr(std::string("# TYPE ") + c + " counter\n")) << c;
+  }
+  EXPECT_THAT(text, HasSubstr("spillway_requests_running{model=\"tiny\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_requests_waiting{model=\"tiny\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_usage_ratio{model=\"tiny\",tier=\"device\"} 0.25\n"));
+  EXPECT_THAT(text,
+              HasSubstr("spillway_kv_blocks{model=\"tiny\",state=\"used\",tier=\"device\"} 25\n"));
+  EXPECT_THAT(
+      text, HasSubstr("spillway_kv_blocks{model=\"tiny\",state=\"cached\",tier=\"device\"} 10\n"));
+  EXPECT_THAT(text,
+              HasSubstr("spillway_kv_blocks{model=\"tiny\",state=\"free\",tier=\"device\"} 75\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_preemptions_total{model=\"tiny\"} 4\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_prefix_cache_queries_total{model=\"tiny\"} 64\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_prefix_cache_hits_total{model=\"tiny\"} 32\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_requests_total{api=\"grpc\",finish_reason=\"length\",model="
+                              "\"tiny\"} 0\n"));
+  // Counters follow EngineStats by difference and never go back.
+  scheduler::EngineStats later = Stats();
+  later.preemptions = 6;
+  EXPECT_THAT(m.Render(later), HasSubstr("spillway_preemptions_total{model=\"tiny\"} 6\n"));
+  EXPECT_THAT(m.Render(Stats()), HasSubstr("spillway_preemptions_total{model=\"tiny\"} 6\n"));
+}
+
+TEST(ServerMetricsTest, IterationTokensAndErrors) {
+  ServerMetrics m("tiny");
+  m.OnStep({.start = std::chrono::steady_clock::now(), .num_tokens = 5, .num_seqs = 2});
+  m.CountError("http", absl::ResourceExhaustedError("full"));
+  const std::string text = m.Render(Stats());
+  EXPECT_THAT(text, HasSubstr("spillway_iteration_tokens_count{model=\"tiny\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_iteration_tokens_bucket{model=\"tiny\",le=\"4\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_iteration_tokens_bucket{model=\"tiny\",le=\"8\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE spillway_errors_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_errors_total{api=\"http\",code=\"RESOURCE_EXHAUSTED\","
+                              "model=\"tiny\"} 1\n"));
+}
+
+// Answers each Submit at once: `tokens` events for choice 0, the last one finishing with
+// kLength and carrying usage; or fails with `refuse`.
+class FakeEngine final : public openai::GenerationEngine {
+ public:
+  absl::Status Submit(scheduler::Request r) override {
+    if (!refuse.ok()) return refuse;
+    for (int i = 0; i < tokens; ++i) {
+      scheduler::TokenEvent e{.token_ids = {7}, .text = "x"};
+      if (i + 1 == tokens) {
+        e.finish_reason = scheduler::FinishReason::kLength;
+        e.usage = scheduler::Usage{.prompt_tokens = static_cast<int32_t>(r.prompt.size()),
+                                   .completion_tokens = tokens};
+      }
+      r.channel->Push(std::move(e));
+    }
+    r.channel->Close();
+    return absl::OkStatus();
+  }
+  void Cancel(scheduler::RequestId) override {}
+  scheduler::RequestId NextRequestId() override { return 1; }
+  scheduler::EngineStats stats() const override { return {}; }
+
+  int tokens = 3;
+  absl::Status refuse;
+};
+
+TEST(MeteredEngineTest, ForwardsEventsAndRecordsTheRequest) {
+  ServerMetrics m("tiny");
+  FakeEngine fake;
+  MeteredEngine engine(fake, m, "grpc");
+  auto channel = std::make_shared<scheduler::TokenChannel>();
+  ASSERT_TRUE(engine.Submit({.id = 1, .prompt = {1, 2, 3, 4}, .channel = channel}).ok());
+  bool closed = false;
+  std::vector<scheduler::TokenEvent> events = channel->Drain(&closed);
+  EXPECT_TRUE(closed);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[2].finish_reason, scheduler::FinishReason::kLength);
+
+  const std::string text = m.Render({});
+  EXPECT_THAT(text, HasSubstr("spillway_requests_total{api=\"grpc\",finish_reason=\"length\","
+                              "model=\"tiny\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_prompt_tokens_total{api=\"grpc\",model=\"tiny\"} 4\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_generation_tokens_total{api=\"grpc\",model=\"tiny\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_time_to_first_token_seconds_count{api=\"grpc\",model="
+                              "\"tiny\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_inter_token_latency_seconds_count{api=\"grpc\",model="
+                              "\"tiny\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_e2e_request_latency_seconds_count{api=\"grpc\",model="
+                              "\"tiny\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_request_generation_tokens_sum{api=\"grpc\",model="
+                              "\"tiny\"} 3\n"));
+}
+
+TEST(MeteredEngineTest, CountsRefusals) {
+  ServerMetrics m("tiny");
+  FakeEngine fake;
+  fake.refuse = absl::ResourceExhaustedError("queue full");
+  MeteredEngine engine(fake, m, "http");
+  auto channel = std::make_shared<scheduler::TokenChannel>();
+  EXPECT_EQ(engine.Submit({.id = 1, .prompt = {1}, .channel = channel}).code(),
+            absl::StatusCode::kResourceExhausted);
+  const std::string text = m.Render({});
+  EXPECT_THAT(text, HasSubstr("spillway_errors_total{api=\"http\",code=\"RESOURCE_EXHAUSTED\","
+                              "model=\"tiny\"} 1\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("spillway_e2e_request_latency_seconds_count{api=\"http\",model=\"tiny\"} 0\n"));
+}
+
+}  // namespace
+}  // namespace spillway::server::metrics
