@@ -32,7 +32,7 @@ RUN rm -rf build .venv && scripts/setup.sh
 
 FROM debian:12-slim AS runtime
 ARG CUDA_VERSION
-# Runtime libraries of build/bin/spillway (the -dev packages' shared objects) and the CUDA
+# Runtime libraries of build/bin/spillway (what `ldd` lists; apt pulls in their own) and the CUDA
 # runtime; curl for the model download and the health check.
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends ca-certificates curl \
     && curl -fsSL -o /tmp/keyring.deb \
@@ -40,7 +40,7 @@ RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends ca-cert
     && dpkg -i /tmp/keyring.deb && rm /tmp/keyring.deb \
     && apt-get update -qq && apt-get install -y -qq --no-install-recommends \
        cuda-cudart-${CUDA_VERSION} \
-       libspdlog1.10 libfmt9 libabsl20220623 libxxhash0 libboost-json1.81.0 \
+       libspdlog1.10 libfmt9 libabsl20220623 libboost-json1.81.0 \
        libgrpc++1.51 libgrpc29 libprotobuf32 libprometheus-cpp-core1.0 \
     && rm -rf /var/lib/apt/lists/*
 # NVIDIA container runtime: expose the GPU's compute libraries to the container.
