@@ -229,7 +229,7 @@ struct GoldenRecord {
 };
 
 std::vector<GoldenRecord> ReadGoldens() {
-  std::ifstream in(testing::SourcePath("tests/golden/quant/quant_goldens.bin"), std::ios::binary);
+  std::ifstream in(testing::SourcePath("tests/golden/quant/quant_goldens.dat"), std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::vector<GoldenRecord> out;
   size_t pos = 0;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes quant_goldens.bin: ggml block data and its f32 values, made by the `gguf` PyPI
+"""Writes quant_goldens.dat: ggml block data and its f32 values, made by the `gguf` PyPI
 package (gguf.quants, a numpy implementation independent of spillway's C++), for
 tests/engine/cpu/quant_rows_test.cc.
 
@@ -58,5 +58,5 @@ for qtype, block_bytes in ((T.Q4_K, 144), (T.Q5_K, 176), (T.Q6_K, 210)):
             raw[i, 2:4] = f16_bytes([0.0051 * (i + 1)])
     record(qtype, raw.reshape(1, -1), 256 * nblk)
 
-Path(__file__).with_name("quant_goldens.bin").write_bytes(bytes(out))
+Path(__file__).with_name("quant_goldens.dat").write_bytes(bytes(out))
 print(f"wrote {len(out)} bytes")
