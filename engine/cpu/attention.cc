@@ -42,6 +42,25 @@ __attribute__((target("avx2,fma,f16c"))) void F32ToF16Avx2(const float* src, uin
   for (; i < n; ++i) dst[i] = F32ToF16(src[i]);
 }
 
+// scores[j] = exp(scores[j] - max_score) for j < n; returns their sum. One order of operations
+// for every attention kernel, so that they agree bit for bit.
+__attribute__((target("avx2,fma"))) float ExpInPlace(float* scores, int64_t n, float max_score) {
+  const __m256 vmax = _mm256_set1_ps(max_score);
+  __m256 vsum = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = Exp256(_mm256_sub_ps(_mm256_loadu_ps(scores + j), vmax));
+    _mm256_storeu_ps(scores + j, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  float sum = HorizontalSum(vsum);
+  for (; j < n; ++j) {
+    scores[j] = std::exp(scores[j] - max_score);
+    sum += scores[j];
+  }
+  return sum;
+}
+
 // Softmax-weighted sum for one query over keys [0, n): the AVX2 path.
 // REQUIRES: d % 8 == 0.
 __attribute__((target("avx2,fma"))) void AttendOneAvx2(const float* q, const float* keys,
@@ -57,19 +76,7 @@ __attribute__((target("avx2,fma"))) void AttendOneAvx2(const float* q, const flo
     scores[j] = HorizontalSum(acc) * scale;
     max_score = std::max(max_score, scores[j]);
   }
-  const __m256 vmax = _mm256_set1_ps(max_score);
-  __m256 vsum = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256 e = Exp256(_mm256_sub_ps(_mm256_loadu_ps(scores + j), vmax));
-    _mm256_storeu_ps(scores + j, e);
-    vsum = _mm256_add_ps(vsum, e);
-  }
-  float sum = HorizontalSum(vsum);
-  for (; j < n; ++j) {
-    scores[j] = std::exp(scores[j] - max_score);
-    sum += scores[j];
-  }
+  const float sum = ExpInPlace(scores, n, max_score);
   const float inv = 1.0f / sum;
   for (int64_t i = 0; i < d; i += 8) {
     __m256 acc = _mm256_setzero_ps();
@@ -162,19 +169,7 @@ __attribute__((target("avx2,fma,f16c"))) void AttendOneAvx2Fixed(const float* q,
     scores[j] = HorizontalSum(acc) * scale;
     max_score = std::max(max_score, scores[j]);
   }
-  const __m256 bmax = _mm256_set1_ps(max_score);
-  __m256 vsum = _mm256_setzero_ps();
-  j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256 e = Exp256(_mm256_sub_ps(_mm256_loadu_ps(scores + j), bmax));
-    _mm256_storeu_ps(scores + j, e);
-    vsum = _mm256_add_ps(vsum, e);
-  }
-  float sum = HorizontalSum(vsum);
-  for (; j < n; ++j) {
-    scores[j] = std::exp(scores[j] - max_score);
-    sum += scores[j];
-  }
+  const float sum = ExpInPlace(scores, n, max_score);
   __m256 acc[kChunks];
   for (int c = 0; c < kChunks; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t jj = 0; jj < n; ++jj) {
