@@ -9,36 +9,20 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cmath>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/generator/generator.h"
 #include "engine/llama/llama_model.h"
 #include "kvcache/kv_cache.h"
+#include "tests/golden_json.h"
 #include "tests/test_paths.h"
 
 namespace spillway::engine {
 namespace {
 
 boost::json::object LoadGoldens() {
-  std::ifstream in(testing::SourcePath("tests/golden/gguf/goldens.json"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return boost::json::parse(ss.str()).as_object();
-}
-
-std::vector<TokenId> Ints(const boost::json::value& v) {
-  std::vector<TokenId> out;
-  for (const auto& x : v.as_array()) out.push_back(static_cast<TokenId>(x.as_int64()));
-  return out;
-}
-
-std::vector<double> Doubles(const boost::json::value& v) {
-  std::vector<double> out;
-  for (const auto& x : v.as_array()) out.push_back(x.to_number<double>());
-  return out;
+  return testing::ReadJsonFile("tests/golden/gguf/goldens.json").as_object();
 }
 
 // NOTE(ggufvar): how close is close enough, per type of the linear layers. Logits span about
@@ -102,7 +86,7 @@ TEST_P(GgufVariantsTest, MatchesLlamaCpp) {
   double worst_vs_llama_cpp = 0;
   for (const auto& cv : m.at("cases").as_array()) {
     const boost::json::object& c = cv.as_object();
-    const std::vector<TokenId> ids = Ints(c.at("ids"));
+    const std::vector<TokenId> ids = testing::TokenIds(c.at("ids"));
     SCOPED_TRACE(::testing::Message() << GetParam() << ", " << ids.size() << " tokens");
     ASSERT_TRUE(kv.Grow(1, static_cast<int32_t>(ids.size())).has_value());
     Batch batch{.tokens = ids,
@@ -113,8 +97,8 @@ TEST_P(GgufVariantsTest, MatchesLlamaCpp) {
     std::vector<float> logits;
     ASSERT_TRUE((*model)->Forward(batch, &logits).ok());
     kv.Release(1);
-    const std::vector<double> want = Doubles(c.at("last_logits"));
-    const std::vector<double> exact = Doubles(c.at("exact_logits"));
+    const std::vector<double> want = testing::Doubles(c.at("last_logits"));
+    const std::vector<double> exact = testing::Doubles(c.at("exact_logits"));
     ASSERT_EQ(logits.size(), want.size());
     ASSERT_EQ(logits.size(), exact.size());
     for (size_t i = 0; i < want.size(); ++i) {
@@ -130,8 +114,8 @@ TEST_P(GgufVariantsTest, MatchesLlamaCpp) {
 
     // Greedy: spillway must follow llama.cpp's path until a near-tie, where either choice
     // is right and the paths may part.
-    const std::vector<TokenId> greedy = Ints(c.at("greedy"));
-    const std::vector<double> margins = Doubles(c.at("margins"));
+    const std::vector<TokenId> greedy = testing::TokenIds(c.at("greedy"));
+    const std::vector<double> margins = testing::Doubles(c.at("margins"));
     GenerateRequest r{
         .prompt = ids, .max_tokens = static_cast<int32_t>(greedy.size()), .ignore_eos = true};
     r.sampling.temperature = 0.0f;
@@ -160,7 +144,7 @@ TEST_P(GgufVariantsTest, MatchesLlamaCpp) {
   // The rope_freqs model: dropping the factors moves llama.cpp's logits by units, far beyond
   // the tolerance, so passing above means spillway applies them.
   if (const auto* effect = m.if_contains("rope_freqs_effect")) {
-    const std::vector<double> e = Doubles(*effect);
+    const std::vector<double> e = testing::Doubles(*effect);
     EXPECT_GT(*std::max_element(e.begin(), e.end()), 5 * bounds.vs_llama_cpp);
     const WeightTensor* f = (*file)->Find("rope_freqs.weight");
     ASSERT_NE(f, nullptr);

@@ -6,30 +6,20 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <fstream>
-#include <sstream>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/generator/generator.h"
 #include "engine/llama/llama_model.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kvcache/kv_cache.h"
+#include "tests/golden_json.h"
 #include "tests/test_paths.h"
 
 namespace spillway::engine {
 namespace {
 
 boost::json::object LoadGoldens() {
-  std::ifstream in(testing::SourcePath("tests/golden/hf/logits.json"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return boost::json::parse(ss.str()).as_object();
-}
-
-std::vector<TokenId> Ints(const boost::json::value& v) {
-  std::vector<TokenId> out;
-  for (const auto& x : v.as_array()) out.push_back(static_cast<TokenId>(x.as_int64()));
-  return out;
+  return testing::ReadJsonFile("tests/golden/hf/logits.json").as_object();
 }
 
 // NOTE(lead): weights are F32 (or BF16 widened to F32) and multiplied in f32, but the KV cache
@@ -51,7 +41,7 @@ TEST_P(HfTinyModelTest, MatchesTransformers) {
   kvcache::KvCache kv(kBlocks);
   for (const auto& cv : m.at("cases").as_array()) {
     const boost::json::object& c = cv.as_object();
-    const std::vector<TokenId> ids = Ints(c.at("input_ids"));
+    const std::vector<TokenId> ids = testing::TokenIds(c.at("input_ids"));
     ASSERT_TRUE(kv.Grow(1, static_cast<int32_t>(ids.size())).has_value());
     Batch batch{.tokens = ids,
                 .chunks = {{.num_tokens = static_cast<int32_t>(ids.size()),
@@ -73,14 +63,14 @@ TEST_P(HfTinyModelTest, MatchesTransformers) {
     Generator g(**model, kv);
     auto out = g.Run({&r, 1});
     ASSERT_TRUE(out.ok()) << out.status();
-    EXPECT_EQ((*out)[0].tokens, Ints(c.at("greedy")));
+    EXPECT_EQ((*out)[0].tokens, testing::TokenIds(c.at("greedy")));
   }
   auto tokenizer = Tokenizer::Create((*file)->tokenizer());
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   for (const auto& tv : m.at("tokenize").as_array()) {
     const std::string text(tv.at("text").as_string());
     EXPECT_EQ((*tokenizer)->Encode(text, /*add_special=*/false, /*parse_special=*/true),
-              Ints(tv.at("ids")))
+              testing::TokenIds(tv.at("ids")))
         << text;
   }
 }

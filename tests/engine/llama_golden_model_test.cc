@@ -3,13 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <fstream>
-#include <sstream>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/generator/generator.h"
 #include "engine/llama/llama_model.h"
 #include "kvcache/kv_cache.h"
+#include "tests/golden_json.h"
 #include "tests/test_paths.h"
 
 namespace spillway::engine {
@@ -34,26 +33,17 @@ struct GoldenCase {
   }
 };
 
-std::vector<TokenId> Ints(const boost::json::value& v) {
-  std::vector<TokenId> out;
-  for (const auto& x : v.as_array()) out.push_back(static_cast<TokenId>(x.as_int64()));
-  return out;
-}
-
 std::vector<GoldenCase> LoadGoldens() {
-  std::ifstream in(testing::SourcePath("tests/golden/model/goldens.json"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const boost::json::value root = boost::json::parse(ss.str());
+  const boost::json::value root = testing::ReadJsonFile("tests/golden/model/goldens.json");
   std::vector<GoldenCase> cases;
   for (const auto& c : root.at("cases").as_array()) {
     GoldenCase g;
     g.prompt = std::string(c.at("prompt").as_string());
-    g.prompt_ids = Ints(c.at("prompt_ids"));
-    g.greedy_ids = Ints(c.at("greedy_ids"));
+    g.prompt_ids = testing::TokenIds(c.at("prompt_ids"));
+    g.greedy_ids = testing::TokenIds(c.at("greedy_ids"));
     for (const auto& st : c.at("steps").as_array()) {
       GoldenStep step;
-      step.ids = Ints(st.at("ids"));
+      step.ids = testing::TokenIds(st.at("ids"));
       for (const auto& x : st.at("logits").as_array()) step.logits.push_back(x.to_number<double>());
       for (const auto& x : st.at("exact").as_array()) step.exact.push_back(x.to_number<double>());
       g.steps.push_back(std::move(step));
