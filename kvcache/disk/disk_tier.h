@@ -1,0 +1,152 @@
+// DiskTier: the SSD tier's block store of the tiered KV cache (issue #6). It keeps fixed-size
+// KV blocks (`block_bytes` each) under opaque 64-bit keys — a block's chained prefix hash, or
+// any unique key for a swapped-out sequence's block — in a few slab files of fixed slots in its
+// own directory, and evicts the least recently written unpinned block when it is full. The tier
+// manager (kvcache/) is its one user; docs/kv-tiers.md ("SSD tier") has the on-disk format.
+//
+// Every slot holds a header {magic, version, key, layout fingerprint, payload length, XXH3-64
+// of the payload} before the payload; a read checks all of it, so a corrupt, torn, missing or
+// unreadable block is a miss (counted by kind), never wrong data. A failed write or a full disk
+// marks the tier degraded: writes are refused from then on, reads of good blocks go on.
+//
+// Threads: every public method is called from one thread, the engine loop (or whatever single
+// thread owns the tier). Disk I/O runs on one I/O thread that executes operations in the order
+// they were submitted; the calling thread never waits for the disk except in WaitForRead,
+// Flush, SaveIndex and the destructor. The index (key -> slot) is the caller's view: it changes
+// at submit time, so Contains answers at once, and a read queued after a write of the same key
+// reads what that write wrote.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kvcache/disk/file_layer.h"
+
+namespace spillway::kvcache {
+
+struct DiskTierOptions {
+  std::string path;            // directory; created when missing. The tier owns only its files
+                               // (slab-*.spw, index.spw, index.spw.tmp) in it.
+  int64_t capacity_bytes = 0;  // on-disk bytes; the tier holds capacity_bytes / slot_bytes blocks
+  int64_t block_bytes = 0;     // payload of one block (> 0)
+  // Identifies the model and its KV layout; a persisted index written under another value is
+  // discarded at Open, with its files.
+  uint64_t layout_fingerprint = 0;
+  // true: the index survives a restart (saved on Flush-and-destroy, by SaveIndex and every
+  // persist_interval_ms); false: Open wipes the tier's files.
+  bool persist = false;
+  FileLayer* files = nullptr;  // nullptr: PosixFileLayer(); otherwise must outlive the tier
+  int64_t persist_interval_ms = 30'000;  // persist mode: save a changed index this often (0: never)
+  // A write that would grow a slab file while statvfs reports less than this free marks the
+  // tier degraded (no space) instead of filling the disk to the last byte.
+  int64_t min_free_bytes = 64 << 20;
+};
+
+enum class DiskOp : uint8_t {
+  kWrite,
+  kRead,
+  kEvicted,  // the tier dropped `key` to make room; no I/O was done
+};
+
+// The outcome of one operation; everything but kOk is a miss for a read and a failure for a
+// write. The order is stable (stats index by it).
+enum class DiskResult : uint8_t {
+  kOk,
+  kNotFound,          // read: no such key when the read ran (erased, evicted or never written)
+  kHeaderMismatch,    // read: bad magic/version/length, another key, another layout fingerprint
+  kChecksumMismatch,  // read: payload XXH3 differs from the header's
+  kShortRead,         // read: the file ends inside the slot (truncated or deleted file)
+  kIoError,           // read or write: the file layer failed
+  kNoSpace,           // write: ENOSPC, or statvfs below min_free_bytes
+  kDropped,           // write: not done because the tier became degraded after it was queued
+};
+inline constexpr int kNumDiskResults = 8;
+std::string_view DiskResultName(DiskResult result);  // "ok", "not_found", "checksum", ...
+
+struct DiskCompletion {
+  DiskOp op = DiskOp::kWrite;
+  DiskResult result = DiskResult::kOk;
+  uint64_t key = 0;
+  uint64_t tag = 0;  // reads: the caller's tag; 0 otherwise
+  bool ok() const { return result == DiskResult::kOk; }
+};
+
+struct DiskTierStats {
+  int64_t num_blocks = 0;         // keys in the index (including writes not yet on disk)
+  int64_t num_pinned_blocks = 0;  // of which pinned
+  int64_t capacity_blocks = 0;
+  int64_t slot_bytes = 0;  // on-disk bytes per block: header + payload, rounded to 4 KiB
+  int64_t used_bytes = 0;  // num_blocks * slot_bytes
+  int64_t capacity_bytes = 0;
+  int64_t num_queued_ops = 0;  // submitted, not yet completed
+  int64_t num_writes = 0;      // completed OK
+  int64_t num_reads = 0;       // completed OK (hits)
+  int64_t num_evictions = 0;
+  int64_t bytes_written = 0;
+  int64_t bytes_read = 0;
+  std::array<int64_t, kNumDiskResults> errors{};  // by DiskResult; errors[kOk] stays 0
+  bool degraded = false;
+};
+
+class DiskTier {
+ public:
+  // Creates the directory, wipes (persist=false) or loads (persist=true) the tier's files, and
+  // starts the I/O thread. A persisted index that is unreadable, corrupt or of another
+  // fingerprint/geometry is discarded with its slab files (logged), not an error. Errors:
+  // InvalidArgument for bad options, or the file layer's error when the directory is unusable.
+  static absl::StatusOr<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options);
+  // Finishes queued operations, saves the index (persist mode) and stops the I/O thread.
+  ~DiskTier();
+  DiskTier(const DiskTier&) = delete;
+  DiskTier& operator=(const DiskTier&) = delete;
+
+  // Queues a write of one block under `key` (replacing any block under that key), taking the
+  // buffer. REQUIRES: bytes.size() == block_bytes. When the tier is full it first evicts the
+  // least recently written unpinned keys (each reported as a kEvicted completion). Returns false,
+  // changing nothing, when the tier is degraded or every slot holds a pinned block. A pinned
+  // block is never evicted; Unpin or Erase releases it (use it for a swapped-out sequence).
+  bool SubmitWrite(uint64_t key, std::vector<std::byte> bytes, bool pinned = false);
+  // Queues a read of `key` into `dst`, which the caller keeps alive and untouched until the
+  // completion with `tag` arrives. REQUIRES: dst.size() == block_bytes. Returns false (nothing
+  // queued, no completion) when `key` is not in the index.
+  bool SubmitRead(uint64_t key, std::span<std::byte> dst, uint64_t tag);
+  // Completions since the last call (never blocks), in completion order. Completions taken by
+  // WaitForRead are not repeated here.
+  std::vector<DiskCompletion> PollCompletions();
+  // Blocks until the read with `tag` completes and returns its completion; nullopt when no such
+  // read is queued or pending collection.
+  std::optional<DiskCompletion> WaitForRead(uint64_t tag);
+  // Blocks until every queued operation has completed (their completions stay for Poll).
+  void Flush();
+
+  bool Contains(uint64_t key) const;
+  // Drops `key` (its slot is reused by later writes; a read already queued still runs first).
+  void Erase(uint64_t key);
+  void Unpin(uint64_t key);
+  // Keys in the index, least recently written first: after a restart in persist mode, what the
+  // server may reuse.
+  std::vector<uint64_t> Keys() const;
+  DiskTierStats stats() const;
+  bool degraded() const;
+
+  // Persist mode: waits for queued writes, makes the slab files durable and atomically replaces
+  // the index file (temp file, fsync, rename, fsync dir). FailedPrecondition when persist=false.
+  [[nodiscard]] absl::Status SaveIndex();
+
+  class Impl;
+
+ private:
+  explicit DiskTier(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace spillway::kvcache
