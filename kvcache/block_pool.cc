@@ -79,10 +79,17 @@ std::optional<BlockId> BlockPool::Lookup(const BlockKey& key) const {
   return it->second;
 }
 
-BlockHash BlockPool::hash(BlockId id) const {
+BlockHash BlockPool::hash(BlockId id) const { return key(id).hash; }
+
+const BlockKey& BlockPool::key(BlockId id) const {
   const size_t i = Check(id);
   SPW_CHECK(keys_[i].has_value()) << "block " << id << " is not cached";
-  return keys_[i]->hash;
+  return *keys_[i];
+}
+
+std::optional<BlockId> BlockPool::NextEviction() const {
+  if (!free_.empty() || lru_.empty()) return std::nullopt;
+  return lru_.front();
 }
 
 std::vector<std::pair<BlockHash, BlockId>> BlockPool::IndexForTesting() const {

@@ -64,6 +64,10 @@ class BlockPool {
   bool is_cached(BlockId id) const { return keys_[Check(id)].has_value(); }
   // REQUIRES: is_cached(id).
   BlockHash hash(BlockId id) const;
+  const BlockKey& key(BlockId id) const;
+  // The block the next Allocate will evict (the least recently used evictable block), or
+  // nullopt when it will take a free block or find none.
+  std::optional<BlockId> NextEviction() const;
 
   // For tests: the free list in the order Allocate takes it, the evictable blocks least
   // recently used first, and the index as (hash, block) pairs sorted by block.

@@ -18,7 +18,29 @@ int32_t BlocksFor(int32_t num_tokens) { return (num_tokens + kBlockTokens - 1) /
 
 }  // namespace
 
-KvCache::KvCache(int32_t num_blocks) : pool_(num_blocks) {}
+int32_t PrefixHit::num_disk_blocks() const {
+  return static_cast<int32_t>(std::count_if(
+      lower.begin(), lower.end(), [](const LowerBlock& b) { return b.tier == Tier::kDisk; }));
+}
+
+std::vector<BlockKey> PrefixHit::LowerKeys() const {
+  std::vector<BlockKey> keys;
+  keys.reserve(lower.size());
+  for (const LowerBlock& b : lower) keys.push_back(b.key);
+  return keys;
+}
+
+void PrefixHit::DropFromFirstDiskBlock() {
+  auto it = std::find_if(lower.begin(), lower.end(),
+                         [](const LowerBlock& b) { return b.tier == Tier::kDisk; });
+  lower.erase(it, lower.end());
+  num_cached_tokens = static_cast<int32_t>(blocks.size() + lower.size()) * kBlockTokens;
+}
+
+KvCache::KvCache(int32_t num_blocks, std::unique_ptr<TierManager> tiers)
+    : pool_(num_blocks), tiers_(std::move(tiers)) {}
+
+KvCache::~KvCache() = default;
 
 PrefixHit KvCache::MatchPrefix(std::span<const TokenId> tokens, AdapterId adapter) const {
   PrefixHit hit;
@@ -26,21 +48,64 @@ PrefixHit KvCache::MatchPrefix(std::span<const TokenId> tokens, AdapterId adapte
   for (size_t begin = 0; begin + kBlockTokens <= tokens.size(); begin += kBlockTokens) {
     const BlockKey key = KeyOf(parent, tokens.subspan(begin, kBlockTokens));
     const std::optional<BlockId> block = pool_.Lookup(key);
-    if (!block.has_value()) break;
-    hit.blocks.push_back(*block);
+    if (hit.lower.empty() && block.has_value()) {
+      hit.blocks.push_back(*block);
+    } else {
+      // NOTE(tiers): a device block after a lower one ends the hit (it is rare: a parent is
+      // released after its children, so it is evicted after them); Grow takes the device
+      // blocks first and loads the lower ones after them.
+      if (block.has_value() || tiers_ == nullptr) break;
+      const std::optional<Tier> tier = tiers_->Locate(key);
+      if (!tier.has_value() || !tiers_->WorthLoading(*tier)) break;
+      hit.lower.push_back({.key = key, .tier = *tier});
+    }
     parent = key.hash;
   }
-  hit.num_cached_tokens = static_cast<int32_t>(hit.blocks.size()) * kBlockTokens;
+  hit.num_cached_tokens = static_cast<int32_t>(hit.blocks.size() + hit.lower.size()) * kBlockTokens;
   return hit;
+}
+
+BlockId KvCache::AllocateBlock() {
+  if (tiers_ != nullptr) {
+    if (const std::optional<BlockId> victim = pool_.NextEviction()) {
+      tiers_->SpillFromDevice(*victim, pool_.key(*victim));
+    }
+  }
+  const std::optional<BlockId> id = pool_.Allocate();
+  SPW_CHECK(id.has_value()) << "AllocateBlock with no free block";
+  return *id;
+}
+
+void KvCache::LoadLower(const PrefixHit& hit, Table& table) {
+  // Pinned first, so that the spills of the allocations below cannot push them out.
+  for (const LowerBlock& b : hit.lower) tiers_->PinHost(b.key);
+  for (const LowerBlock& b : hit.lower) {
+    const BlockId id = AllocateBlock();
+    const absl::StatusOr<Tier> origin = tiers_->LoadToDevice(b.key, id);
+    // NOTE(tiers): the server enables tiers only for a backend whose block copies work
+    // (a memcpy on the CPU), so a failure here is a broken backend, not a runtime condition.
+    SPW_CHECK(origin.ok()) << "loading a KV block into device block " << id << ": "
+                           << origin.status();
+    SPW_CHECK(pool_.Register(id, b.key)) << "block " << id << " loaded twice";
+    table.blocks.push_back(id);
+    hit_tokens_[static_cast<int>(*origin)] += kBlockTokens;
+  }
+  table.num_hashed_blocks = static_cast<int32_t>(table.blocks.size());
+  table.last_hash = hit.lower.back().key.hash;
 }
 
 std::optional<std::span<const BlockId>> KvCache::Grow(SeqId seq, int32_t num_new_tokens,
                                                       const PrefixHit& hit) {
   SPW_CHECK(num_new_tokens >= 0) << num_new_tokens;
-  SPW_CHECK(hit.num_cached_tokens == static_cast<int32_t>(hit.blocks.size()) * kBlockTokens);
+  SPW_CHECK(hit.num_cached_tokens ==
+            static_cast<int32_t>(hit.blocks.size() + hit.lower.size()) * kBlockTokens);
+  SPW_CHECK(hit.num_disk_blocks() == 0) << "Grow with SSD blocks in the hit";
+  SPW_CHECK(hit.lower.empty() || tiers_ != nullptr);
   auto [it, created] = tables_.try_emplace(seq);
   Table& table = it->second;
-  SPW_CHECK(hit.blocks.empty() || table.num_tokens == 0) << "prefix hit for a grown seq " << seq;
+  SPW_CHECK((hit.blocks.empty() && hit.lower.empty()) || table.num_tokens == 0)
+      << "prefix hit for a grown seq " << seq;
+  // Device blocks the table will have without allocating; the lower blocks need new ones.
   const int32_t have = static_cast<int32_t>(table.blocks.size() + hit.blocks.size());
   const int32_t need = BlocksFor(table.num_tokens + hit.num_cached_tokens + num_new_tokens);
   // Hit blocks that are evictable stop being allocatable once taken.
@@ -60,9 +125,14 @@ std::optional<std::span<const BlockId>> KvCache::Grow(SeqId seq, int32_t num_new
   if (!hit.blocks.empty()) {
     table.num_hashed_blocks = static_cast<int32_t>(hit.blocks.size());
     table.last_hash = pool_.hash(hit.blocks.back());
+    hit_tokens_[static_cast<int>(Tier::kDevice)] +=
+        static_cast<int64_t>(hit.blocks.size()) * kBlockTokens;
   }
+  if (!hit.lower.empty()) LoadLower(hit, table);
   const size_t first_new = table.blocks.size();
-  for (int32_t i = have; i < need; ++i) table.blocks.push_back(*pool_.Allocate());
+  for (auto i = static_cast<int32_t>(first_new); i < need; ++i) {
+    table.blocks.push_back(AllocateBlock());
+  }
   table.num_tokens += hit.num_cached_tokens + num_new_tokens;
   return std::span<const BlockId>(table.blocks).subspan(first_new);
 }
@@ -80,7 +150,9 @@ void KvCache::CommitComputed(SeqId seq, std::span<const TokenId> computed_tokens
     const BlockKey key = KeyOf(parent, computed_tokens.subspan(b * kBlockTokens, kBlockTokens));
     // A block whose prefix another block already caches stays unindexed (and is freed, not
     // kept, when released); the chain continues with the same keys either way.
-    pool_.Register(table.blocks[b], key);
+    if (pool_.Register(table.blocks[b], key) && tiers_ != nullptr) {
+      tiers_->OnDeviceRegistered(key.hash);
+    }
     table.last_hash = key.hash;
     table.num_hashed_blocks = b + 1;
   }
@@ -109,6 +181,28 @@ Occupancy KvCache::occupancy() const {
   return {.used_blocks = pool_.num_blocks() - pool_.num_free(),
           .cached_blocks = pool_.num_cached(),
           .total_blocks = pool_.num_blocks()};
+}
+
+}  // namespace spillway::kvcache
+
+namespace spillway::kvcache {
+
+int32_t KvCache::Prefetch(const PrefixHit& hit) {
+  if (tiers_ == nullptr || hit.num_disk_blocks() == 0) return 0;
+  return tiers_->Prefetch(hit.LowerKeys());
+}
+
+int32_t KvCache::NumLoading(const PrefixHit& hit) const {
+  if (tiers_ == nullptr || hit.lower.empty()) return 0;
+  return tiers_->NumLoading(hit.LowerKeys());
+}
+
+void KvCache::PollTransfers() {
+  if (tiers_ != nullptr) tiers_->Poll();
+}
+
+void KvCache::ObserveForward(int32_t num_tokens, double seconds) {
+  if (tiers_ != nullptr) tiers_->ObserveRecompute(num_tokens, seconds);
 }
 
 }  // namespace spillway::kvcache

@@ -1,8 +1,13 @@
 // KvCache: what the engine loop may ask of the KV cache (STYLE.md §3) — prefix lookups, room
 // for a sequence's next tokens (taking cached prefix blocks), registering computed blocks in
-// the prefix index, block tables, and release. One tier for now (the tiering issue adds host
-// and SSD tiers). "No room" is a value (nullopt), not an error. Lookups do not pin; Grow
-// commits. Engine-loop thread only (no locking).
+// the prefix index, block tables, and release. "No room" is a value (nullopt), not an error.
+// Lookups do not pin; Grow commits. Engine-loop thread only (no locking).
+//
+// Tiers (docs/kv-tiers.md): with a TierManager, a cached device block that has to make room is
+// copied to the host tier (and from there, later, to the SSD) instead of being forgotten, and
+// MatchPrefix keeps following a prefix into those tiers. Grow brings host blocks back into new
+// device blocks; SSD blocks come up to the host first (Prefetch, asynchronous). Block tables
+// only ever hold device blocks: what moves is cold (no sequence references it).
 //
 // Prefix caching (vLLM v1 style): once a block of a sequence is full and its KV computed, the
 // engine loop calls CommitComputed and the block is indexed under the chained hash of its
@@ -12,7 +17,9 @@
 // (kvcache/block_pool.h).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <unordered_map>
@@ -20,6 +27,7 @@
 
 #include "kvcache/block_pool.h"
 #include "kvcache/ids.h"
+#include "kvcache/tier_manager.h"
 
 namespace spillway::kvcache {
 
@@ -29,28 +37,47 @@ struct Occupancy {
   int32_t total_blocks = 0;
 };
 
+// A cached block of a prefix that lives below the device tier.
+struct LowerBlock {
+  BlockKey key;
+  Tier tier = Tier::kHost;  // kHost or kDisk
+};
+
 struct PrefixHit {
-  std::vector<BlockId> blocks;    // full cached blocks, in order; not yet owned by anyone
-  int32_t num_cached_tokens = 0;  // blocks.size() * kBlockTokens
+  std::vector<BlockId> blocks;    // full cached device blocks, in order; not yet owned by anyone
+  std::vector<LowerBlock> lower;  // the blocks that follow them on host / SSD, in order
+  int32_t num_cached_tokens = 0;  // (blocks.size() + lower.size()) * kBlockTokens
+
+  int32_t num_disk_blocks() const;
+  // The keys of the lower blocks.
+  std::vector<BlockKey> LowerKeys() const;
+  // Cuts the hit before its first SSD block (what Grow accepts).
+  void DropFromFirstDiskBlock();
 };
 
 class KvCache {
  public:
-  explicit KvCache(int32_t num_blocks);
+  // `tiers` may be null: a device tier only.
+  explicit KvCache(int32_t num_blocks, std::unique_ptr<TierManager> tiers = nullptr);
+  ~KvCache();
 
   // MatchPrefix returns the longest run of full cached blocks that starts `tokens` (computed
   // with `adapter`). Read-only: pins nothing, so a caller that gives up needs no clean-up; the
   // hit is valid until the next call that allocates. Never fails; may be empty.
   // NOTE(sched): to get logits for the last prompt token, callers pass all tokens but the last
   // (vLLM does the same), so a hit never covers a whole prompt.
+  // With tiers the run continues through blocks on host / SSD while loading them is estimated
+  // to be cheaper than recomputing them (TierManager::WorthLoading).
   PrefixHit MatchPrefix(std::span<const TokenId> tokens, AdapterId adapter) const;
 
   // Grow gives `seq` the blocks of `hit` (ref count +1 each; only for a sequence with no
   // tokens yet) and room for `num_new_tokens` more tokens, creating the table on first use.
   // Returns the blocks newly allocated for it (valid until the next call that changes `seq`),
   // or nullopt when the pool cannot hold them right now; on nullopt nothing has changed.
-  // REQUIRES: hit.blocks are empty or num_tokens(seq) == 0; `hit` comes from MatchPrefix with
-  // no allocation since.
+  // Host blocks of the hit are copied into newly allocated device blocks (not among the
+  // returned new blocks) and indexed there; the capacity check counts them.
+  // REQUIRES: hit.blocks and hit.lower are empty or num_tokens(seq) == 0; hit.lower holds no
+  // SSD block; `hit` comes from MatchPrefix with no allocation since.
   std::optional<std::span<const BlockId>> Grow(SeqId seq, int32_t num_new_tokens,
                                                const PrefixHit& hit = {});
 
@@ -70,6 +97,19 @@ class KvCache {
   void Release(SeqId seq);
 
   Occupancy occupancy() const;
+
+  // Prefetch starts SSD reads of the hit's SSD blocks into the host tier and returns how many
+  // of them are still being read (0 without an SSD tier). PollTransfers collects finished
+  // reads; a later MatchPrefix then finds those blocks on the host.
+  int32_t Prefetch(const PrefixHit& hit);
+  int32_t NumLoading(const PrefixHit& hit) const;
+  void PollTransfers();
+  // A forward pass computed `num_tokens` tokens in `seconds` (the recompute cost estimate).
+  void ObserveForward(int32_t num_tokens, double seconds);
+  // Prompt tokens taken from each tier by Grow (prefix hits), by Tier.
+  const std::array<int64_t, kNumTiers>& hit_tokens() const { return hit_tokens_; }
+  // Null without lower tiers.
+  const TierManager* tiers() const { return tiers_.get(); }
   // Blocks that Grow can still allocate (free plus evictable).
   int32_t num_free_blocks() const { return pool_.num_free(); }
   const BlockPool& pool() const { return pool_; }
@@ -81,8 +121,16 @@ class KvCache {
     int32_t num_hashed_blocks = 0;  // blocks [0, num_hashed_blocks) have known keys
     BlockHash last_hash = 0;        // key of block num_hashed_blocks - 1 (when > 0)
   };
+  // A block for Grow: spills the block that Allocate is about to evict to the lower tiers.
+  // REQUIRES: pool_.num_free() > 0.
+  BlockId AllocateBlock();
+  // Takes the host blocks of `hit` into new device blocks appended to `table`, indexed.
+  void LoadLower(const PrefixHit& hit, Table& table);
+
   BlockPool pool_;
+  std::unique_ptr<TierManager> tiers_;
   std::unordered_map<SeqId, Table> tables_;
+  std::array<int64_t, kNumTiers> hit_tokens_{};
 };
 
 }  // namespace spillway::kvcache

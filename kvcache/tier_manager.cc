@@ -1,0 +1,254 @@
+#include "kvcache/tier_manager.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "common/check.h"
+
+namespace spillway::kvcache {
+namespace {
+
+// Weight of a new measurement in the cost estimates.
+constexpr double kCostSmoothing = 0.2;
+
+void Smooth(double& estimate, double measured_us) {
+  estimate += kCostSmoothing * (measured_us - estimate);
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The key as stored in front of an SSD payload: hash, parent, tokens.
+void PutKey(const BlockKey& key, std::span<std::byte> dst) {
+  std::memcpy(dst.data(), &key.hash, 8);
+  std::memcpy(dst.data() + 8, &key.parent, 8);
+  std::memcpy(dst.data() + 16, key.tokens.data(), sizeof(key.tokens));
+}
+
+bool KeyMatches(const BlockKey& key, std::span<const std::byte> src) {
+  BlockKey stored;
+  std::memcpy(&stored.hash, src.data(), 8);
+  std::memcpy(&stored.parent, src.data() + 8, 8);
+  std::memcpy(stored.tokens.data(), src.data() + 16, sizeof(stored.tokens));
+  return stored.hash == key.hash && stored.parent == key.parent && stored.tokens == key.tokens;
+}
+
+}  // namespace
+
+std::string_view TierName(Tier tier) {
+  switch (tier) {
+    case Tier::kDevice:
+      return "device";
+    case Tier::kHost:
+      return "host";
+    case Tier::kDisk:
+      return "disk";
+  }
+  return "unknown";
+}
+
+TierManager::TierManager(BlockIo& io, Options options)
+    : io_(io),
+      host_(options.host_slots, io.block_bytes()),
+      disk_(std::move(options.disk)),
+      costs_(options.costs) {
+  SPW_CHECK(io.block_bytes() > 0);
+}
+
+TierManager::~TierManager() {
+  // Reads in flight write into buffers owned by reads_: let them finish first.
+  if (disk_ != nullptr) disk_->Flush();
+}
+
+bool TierManager::WorthLoading(Tier tier) const {
+  switch (tier) {
+    case Tier::kDevice:
+      return true;
+    case Tier::kHost:
+      return costs_.host_us_per_block < costs_.recompute_us_per_block;
+    case Tier::kDisk:
+      return costs_.disk_us_per_block < costs_.recompute_us_per_block;
+  }
+  return false;
+}
+
+std::optional<int32_t> TierManager::AcquireHostSlot() {
+  if (std::optional<int32_t> slot = host_.TakeFree()) return slot;
+  const std::optional<int32_t> victim = host_.NextVictim();
+  if (!victim.has_value()) return std::nullopt;  // every cached slot is pinned
+  EvictHostSlot(*victim);
+  return host_.TakeFree();
+}
+
+void TierManager::EvictHostSlot(int32_t slot) {
+  const BlockKey key = host_.key(slot);
+  from_disk_.erase(key.hash);
+  if (disk_ != nullptr && !disk_->Contains(key.hash) && !disk_->degraded()) {
+    std::vector<std::byte> payload(static_cast<size_t>(kDiskKeyBytes + block_bytes()));
+    PutKey(key, payload);
+    const std::span<std::byte> src = host_.bytes(slot);
+    std::memcpy(payload.data() + kDiskKeyBytes, src.data(), src.size());
+    // Counted when the write completes (Poll); a refused write just drops the block.
+    disk_->SubmitWrite(key.hash, std::move(payload));
+  }
+  host_.Free(slot);
+}
+
+void TierManager::SpillFromDevice(BlockId id, const BlockKey& key) {
+  if (host_.num_slots() == 0 || host_.Find(key.hash).has_value()) return;
+  const std::optional<int32_t> slot = AcquireHostSlot();
+  if (!slot.has_value()) return;
+  if (absl::Status st = io_.Read(id, host_.bytes(*slot)); !st.ok()) {
+    ++counters_.host_errors;
+    host_.Free(*slot);
+    return;
+  }
+  host_.Insert(*slot, key);
+  ++counters_.spills_device_host;
+  counters_.bytes_device_host += block_bytes();
+}
+
+std::optional<Tier> TierManager::Locate(const BlockKey& key) const {
+  if (host_.Lookup(key).has_value()) return Tier::kHost;
+  if (host_.Find(key.hash).has_value()) return std::nullopt;  // a collision: another block
+  if (disk_ != nullptr && disk_->Contains(key.hash)) return Tier::kDisk;
+  return std::nullopt;
+}
+
+void TierManager::PinHost(const BlockKey& key) {
+  const std::optional<int32_t> slot = host_.Lookup(key);
+  SPW_CHECK(slot.has_value()) << "PinHost of a block not on the host tier";
+  host_.Pin(*slot);
+}
+
+void TierManager::UnpinHost(const BlockKey& key) {
+  const std::optional<int32_t> slot = host_.Lookup(key);
+  SPW_CHECK(slot.has_value()) << "UnpinHost of a block not on the host tier";
+  host_.Unpin(*slot);
+}
+
+absl::StatusOr<Tier> TierManager::LoadToDevice(const BlockKey& key, BlockId id) {
+  const std::optional<int32_t> slot = host_.Lookup(key);
+  SPW_CHECK(slot.has_value()) << "LoadToDevice of a block not on the host tier";
+  const auto start = std::chrono::steady_clock::now();
+  const absl::Status st = io_.Write(id, host_.bytes(*slot));
+  const Tier origin = from_disk_.erase(key.hash) > 0 ? Tier::kDisk : Tier::kHost;
+  host_.Unpin(*slot);
+  host_.Free(*slot);
+  if (!st.ok()) {
+    ++counters_.host_errors;
+    return st;
+  }
+  const double seconds = SecondsSince(start);
+  Smooth(costs_.host_us_per_block, seconds * 1e6);
+  ObserveLoad(seconds);
+  ++counters_.loads_host_device;
+  counters_.bytes_host_device += block_bytes();
+  return origin;
+}
+
+void TierManager::OnDeviceRegistered(BlockHash hash) {
+  const std::optional<int32_t> slot = host_.Find(hash);
+  if (!slot.has_value() || host_.pins(*slot) > 0) return;
+  from_disk_.erase(hash);
+  host_.Free(*slot);
+}
+
+int32_t TierManager::Prefetch(std::span<const BlockKey> keys) {
+  if (disk_ == nullptr) return 0;
+  for (const BlockKey& key : keys) {
+    // Never more reads than the host tier could take, or they would evict each other.
+    if (num_loading() >= host_.num_slots()) break;
+    if (reading_.contains(key.hash) || Locate(key) != Tier::kDisk) continue;
+    const uint64_t tag = next_tag_++;
+    Read read{.key = key,
+              .buffer = std::vector<std::byte>(static_cast<size_t>(kDiskKeyBytes + block_bytes())),
+              .start = std::chrono::steady_clock::now()};
+    if (!disk_->SubmitRead(key.hash, read.buffer, tag)) continue;
+    reading_.insert(key.hash);
+    reads_.emplace(tag, std::move(read));
+  }
+  return NumLoading(keys);
+}
+
+int32_t TierManager::NumLoading(std::span<const BlockKey> keys) const {
+  return static_cast<int32_t>(std::count_if(
+      keys.begin(), keys.end(), [&](const BlockKey& k) { return reading_.contains(k.hash); }));
+}
+
+void TierManager::Poll() {
+  if (disk_ == nullptr) return;
+  for (const DiskCompletion& c : disk_->PollCompletions()) {
+    if (c.op == DiskOp::kRead) {
+      FinishRead(c);
+    } else if (c.op == DiskOp::kWrite) {
+      if (c.ok()) {
+        ++counters_.spills_host_disk;
+        counters_.bytes_host_disk += block_bytes();
+      } else {
+        ++counters_.disk_errors[static_cast<int>(c.result)];
+      }
+    }
+  }
+}
+
+void TierManager::FinishRead(const DiskCompletion& c) {
+  auto it = reads_.find(c.tag);
+  SPW_CHECK(it != reads_.end()) << "completion of unknown read " << c.tag;
+  Read read = std::move(it->second);
+  reads_.erase(it);
+  reading_.erase(read.key.hash);
+  if (!c.ok()) {
+    ++counters_.disk_errors[static_cast<int>(c.result)];
+    return;  // a miss: the prefix is recomputed from here
+  }
+  if (!KeyMatches(read.key, read.buffer)) {
+    ++counters_.disk_key_mismatches;
+    disk_->Erase(read.key.hash);
+    return;
+  }
+  if (host_.Find(read.key.hash).has_value()) return;  // came back another way meanwhile
+  const std::optional<int32_t> slot = AcquireHostSlot();
+  if (!slot.has_value()) return;
+  const std::span<std::byte> dst = host_.bytes(*slot);
+  std::memcpy(dst.data(), read.buffer.data() + kDiskKeyBytes, dst.size());
+  host_.Insert(*slot, read.key);
+  from_disk_.insert(read.key.hash);
+  const double seconds = SecondsSince(read.start);
+  Smooth(costs_.disk_us_per_block, seconds * 1e6);
+  ObserveLoad(seconds);
+  ++counters_.loads_disk_host;
+  counters_.bytes_disk_host += block_bytes();
+}
+
+void TierManager::ObserveLoad(double seconds) {
+  const auto bucket =
+      std::lower_bound(kLoadSecondsBuckets.begin(), kLoadSecondsBuckets.end(), seconds) -
+      kLoadSecondsBuckets.begin();
+  ++counters_.load_buckets[bucket];
+  counters_.load_seconds_sum += seconds;
+}
+
+void TierManager::ObserveRecompute(int32_t num_tokens, double seconds) {
+  if (num_tokens <= 0) return;
+  Smooth(costs_.recompute_us_per_block, seconds * 1e6 / num_tokens * kBlockTokens);
+}
+
+TierStats TierManager::stats() const {
+  TierStats s = counters_;
+  s.host_slots = host_.num_slots();
+  s.host_used = host_.num_used();
+  s.costs = costs_;
+  if (disk_ != nullptr) {
+    const DiskTierStats d = disk_->stats();
+    s.disk_enabled = true;
+    s.disk_degraded = d.degraded;
+    s.disk_capacity_blocks = d.capacity_blocks;
+    s.disk_blocks = d.num_blocks;
+  }
+  return s;
+}
+
+}  // namespace spillway::kvcache

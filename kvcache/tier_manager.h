@@ -1,0 +1,167 @@
+// TierManager: moves KV blocks between the device tier (the backend's KV pool, bookkept by
+// BlockPool), the host tier (HostTier, RAM) and the SSD tier (DiskTier, kvcache/disk/). KvCache
+// (kv_cache.h) is its one user and calls it at four points:
+//
+//   device block evicted  -> SpillFromDevice: its bytes go to a host slot; a host slot that
+//                            has to make room goes to the SSD (a write on the disk's I/O
+//                            thread) unless the SSD already holds that block
+//   prefix lookup         -> Locate: is the next block of a prefix on host or SSD, and is
+//                            loading it cheaper than recomputing it (WorthLoading)?
+//   admission             -> Prefetch: SSD reads into host (async); Poll collects them
+//   Grow with a host hit  -> LoadToDevice: host slot -> device block, the slot is freed
+//
+// Blocks are identified by their BlockKey (chained prefix hash, parent, tokens) in every tier,
+// so a block table never names a lower-tier block: only cold blocks (cached, no reference) move
+// down, and a block comes back as a new device block under the same key. Device and host are
+// exclusive (a block lives in one of them); the SSD keeps its copy after a load (it is the
+// persistent tier, and a later spill of the same block then needs no write).
+//
+// SSD payloads start with the block's full key (kDiskKeyBytes), checked on every read, so a
+// 64-bit hash collision or a block of another prefix is a miss, never wrong KV.
+//
+// Engine-loop thread only.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "kvcache/block_io.h"
+#include "kvcache/block_pool.h"
+#include "kvcache/disk/disk_tier.h"
+#include "kvcache/host_tier.h"
+#include "kvcache/ids.h"
+
+namespace spillway::kvcache {
+
+enum class Tier : uint8_t { kDevice, kHost, kDisk };
+inline constexpr int kNumTiers = 3;
+// "device", "host", "disk" (metric labels).
+std::string_view TierName(Tier tier);
+
+// Bytes of the key stored in front of every SSD payload: hash, parent, tokens.
+inline constexpr int64_t kDiskKeyBytes = 16 + kBlockTokens * static_cast<int64_t>(sizeof(TokenId));
+
+// Estimated cost of bringing one block back from each tier and of recomputing it. The
+// defaults are starting points; every completed load or forward pass updates the estimate
+// (exponential moving average), so the choice follows what this machine measures.
+struct TierCosts {
+  double host_us_per_block = 50;
+  double disk_us_per_block = 1'000;
+  double recompute_us_per_block = 5'000;
+};
+
+// Upper bounds (seconds) of the load-time histogram buckets (spillway_kv_load_seconds).
+inline constexpr std::array<double, 10> kLoadSecondsBuckets = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1};
+
+// Cumulative counters and current occupancy of the lower tiers.
+struct TierStats {
+  int32_t host_slots = 0;
+  int32_t host_used = 0;  // slots holding a block
+  bool disk_enabled = false;
+  bool disk_degraded = false;
+  int64_t disk_capacity_blocks = 0;
+  int64_t disk_blocks = 0;
+  int64_t spills_device_host = 0;  // blocks
+  int64_t spills_host_disk = 0;    // blocks written to the SSD
+  int64_t loads_host_device = 0;
+  int64_t loads_disk_host = 0;
+  int64_t bytes_device_host = 0;
+  int64_t bytes_host_disk = 0;
+  int64_t bytes_host_device = 0;
+  int64_t bytes_disk_host = 0;
+  int64_t host_errors = 0;  // a backend copy that failed
+  // SSD misses and failures by DiskResult (index 0 unused), plus reads whose stored key was
+  // not the expected one (key_mismatch).
+  std::array<int64_t, kNumDiskResults> disk_errors{};
+  int64_t disk_key_mismatches = 0;
+  // spillway_kv_load_seconds: one observation per block brought back to the device or host.
+  std::array<int64_t, kLoadSecondsBuckets.size() + 1> load_buckets{};  // last: +Inf
+  double load_seconds_sum = 0;
+  TierCosts costs;
+};
+
+class TierManager {
+ public:
+  struct Options {
+    int32_t host_slots = 0;
+    // May be null (no SSD tier). Its block_bytes must be io.block_bytes() + kDiskKeyBytes.
+    std::unique_ptr<DiskTier> disk;
+    TierCosts costs;
+  };
+  // `io` must outlive the manager.
+  TierManager(BlockIo& io, Options options);
+  ~TierManager();
+
+  int64_t block_bytes() const { return io_.block_bytes(); }
+
+  // SpillFromDevice copies device block `id`, cached under `key`, to the host tier before the
+  // device pool reuses it. Makes room by moving the least recently used host block to the SSD
+  // (or dropping it). Drops the block when no host slot can be had. Never fails.
+  void SpillFromDevice(BlockId id, const BlockKey& key);
+  // Locate says where the block with `key` lives below the device: kHost (exact key), kDisk
+  // (hash in the SSD index; the key is checked when read), or nullopt.
+  std::optional<Tier> Locate(const BlockKey& key) const;
+  // True when loading a block from `tier` is estimated to be faster than recomputing it.
+  bool WorthLoading(Tier tier) const;
+
+  // PinHost keeps the host copy of `key` from eviction until LoadToDevice or UnpinHost.
+  // REQUIRES: Locate(key) == kHost.
+  void PinHost(const BlockKey& key);
+  void UnpinHost(const BlockKey& key);
+  // LoadToDevice copies the pinned host block `key` into device block `id` and frees its host
+  // slot. Returns the tier the block was found in by its prefix lookup (kHost, or kDisk for a
+  // block that a prefetch brought up), or the backend's error (the slot is freed either way).
+  absl::StatusOr<Tier> LoadToDevice(const BlockKey& key, BlockId id);
+  // A device block now holds `hash`: a host copy would be a second home, so it is dropped.
+  void OnDeviceRegistered(BlockHash hash);
+
+  // Prefetch queues SSD reads of those `keys` that live only on the SSD (up to the host tier's
+  // free capacity) and returns how many of `keys` are being read now.
+  int32_t Prefetch(std::span<const BlockKey> keys);
+  // How many of `keys` have a read in flight.
+  int32_t NumLoading(std::span<const BlockKey> keys) const;
+  int32_t num_loading() const { return static_cast<int32_t>(reads_.size()); }
+  // Poll collects finished SSD operations: reads whose key checks out enter the host tier.
+  void Poll();
+
+  // A forward pass computed `num_tokens` tokens in `seconds` (updates the recompute cost).
+  void ObserveRecompute(int32_t num_tokens, double seconds);
+
+  TierStats stats() const;
+  const HostTier& host() const { return host_; }
+  DiskTier* disk() const { return disk_.get(); }
+
+ private:
+  struct Read {
+    BlockKey key;
+    std::vector<std::byte> buffer;  // [kDiskKeyBytes + block_bytes]
+    std::chrono::steady_clock::time_point start;
+  };
+  // A reserved host slot, evicting the LRU host block (to the SSD) when none is free.
+  std::optional<int32_t> AcquireHostSlot();
+  // Frees host slot `slot`, writing its block to the SSD first when the SSD lacks it.
+  void EvictHostSlot(int32_t slot);
+  void FinishRead(const DiskCompletion& c);
+  void ObserveLoad(double seconds);
+
+  BlockIo& io_;
+  HostTier host_;
+  std::unique_ptr<DiskTier> disk_;
+  TierCosts costs_;
+  std::unordered_map<uint64_t, Read> reads_;  // by tag
+  std::unordered_set<BlockHash> reading_;     // hashes with a read in flight
+  std::unordered_set<BlockHash> from_disk_;   // host blocks a prefetch brought up
+  uint64_t next_tag_ = 1;
+  TierStats counters_;
+};
+
+}  // namespace spillway::kvcache
