@@ -1,0 +1,503 @@
+#include "engine/train/train_model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "common/check.h"
+#include "common/status_macros.h"
+#include "engine/cpu/matmul.h"
+#include "engine/cpu/quant_rows.h"
+#include "engine/llama/llama_model.h"
+#include "engine/train/ops.h"
+
+namespace spillway::engine::train {
+
+using lora::LoraLayout;
+using lora::LoraModule;
+using lora::LoraSlot;
+
+// float: two packed copies for the CPU matmul kernels.
+template <>
+class FrozenMatrix<float> {
+ public:
+  static absl::StatusOr<std::unique_ptr<FrozenMatrix>> Make(std::vector<float> w, int64_t rows,
+                                                            int64_t cols, cpu::ThreadPool* pool) {
+    std::unique_ptr<FrozenMatrix> m(new FrozenMatrix());
+    m->rows_ = rows;
+    m->cols_ = cols;
+    m->pool_ = pool;
+    SPW_ASSIGN_OR_RETURN(m->w_, cpu::PackWeight({.type = GgmlType::kF32,
+                                                 .rows = rows,
+                                                 .cols = cols,
+                                                 .data = w.data(),
+                                                 .row_bytes = cols * 4}));
+    std::vector<float> t(w.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) t[c * rows + r] = w[r * cols + c];
+    }
+    SPW_ASSIGN_OR_RETURN(m->wt_, cpu::PackWeight({.type = GgmlType::kF32,
+                                                  .rows = cols,
+                                                  .cols = rows,
+                                                  .data = t.data(),
+                                                  .row_bytes = rows * 4}));
+    return m;
+  }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  void Forward(const float* x, int64_t n, float* y) const { cpu::MatMul(*w_, x, n, y, *pool_); }
+  void BackwardAdd(const float* dy, int64_t n, float* dx, std::vector<float>& tmp) const {
+    tmp.resize(n * cols_);
+    cpu::MatMul(*wt_, dy, n, tmp.data(), *pool_);
+    for (int64_t i = 0; i < n * cols_; ++i) dx[i] += tmp[i];
+  }
+
+ private:
+  FrozenMatrix() = default;
+  int64_t rows_ = 0, cols_ = 0;
+  cpu::ThreadPool* pool_ = nullptr;
+  std::unique_ptr<cpu::PackedWeight> w_, wt_;
+};
+
+// double: plain loops, for gradient checks on tiny models.
+template <>
+class FrozenMatrix<double> {
+ public:
+  static absl::StatusOr<std::unique_ptr<FrozenMatrix>> Make(const std::vector<float>& w,
+                                                            int64_t rows, int64_t cols,
+                                                            cpu::ThreadPool*) {
+    std::unique_ptr<FrozenMatrix> m(new FrozenMatrix());
+    m->rows_ = rows;
+    m->cols_ = cols;
+    m->w_.assign(w.begin(), w.end());
+    return m;
+  }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  void Forward(const double* x, int64_t n, double* y) const {
+    GemmNT(x, n, cols_, w_.data(), rows_, y, /*accumulate=*/false);
+  }
+  void BackwardAdd(const double* dy, int64_t n, double* dx, std::vector<double>&) const {
+    GemmNNAdd(dy, n, rows_, w_.data(), cols_, dx);
+  }
+
+ private:
+  FrozenMatrix() = default;
+  int64_t rows_ = 0, cols_ = 0;
+  std::vector<double> w_;
+};
+
+template <typename T>
+struct TrainModel<T>::Layer {
+  std::vector<T> attn_norm, ffn_norm, bq, bk, bv;
+  std::unique_ptr<FrozenMatrix<T>> wq, wk, wv, wo, gate, up, down;
+};
+
+// What backward needs of one layer. u* are the LoRA products x·Aᵀ.
+template <typename T>
+struct TrainModel<T>::LayerActs {
+  std::vector<T> x_in, inv1, h1, q, k, v, probs, attn, x_mid, inv2, h2, gate, up, act;
+  std::vector<T> uq, uk, uv, uo, ug, uu, ud;
+};
+
+template <typename T>
+struct TrainModel<T>::Pass {
+  int64_t n = 0;
+  std::vector<int32_t> positions;
+  std::vector<int64_t> seq_starts;   // [num_seqs + 1]
+  std::vector<int64_t> prob_starts;  // offsets of each sequence's probs
+  std::vector<T> x;                  // the residual stream
+  std::vector<LayerActs> acts;       // per layer (only those kept)
+  LayerActs scratch;                 // layers whose activations are not kept
+  std::vector<TokenId> tokens;
+  std::vector<T> tmp;
+};
+
+namespace {
+
+absl::StatusOr<std::vector<float>> Dequantize(const WeightTensor& t) {
+  const int64_t row = t.shape.empty() ? 1 : t.shape[0];
+  const int64_t rows = t.num_elements() / std::max<int64_t>(row, 1);
+  const std::optional<int64_t> row_bytes = RowBytes(t.type, row);
+  if (!row_bytes.has_value() || *row_bytes * rows > t.nbytes) {
+    return absl::InvalidArgumentError("cannot dequantize tensor " + t.name);
+  }
+  std::vector<float> out(t.num_elements());
+  for (int64_t r = 0; r < rows; ++r) {
+    cpu::DequantizeRowInto(t.type, t.data + r * *row_bytes, out.data() + r * row, row);
+  }
+  return out;
+}
+
+template <typename T>
+std::vector<T> Cast(const std::vector<float>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+template <typename T>
+void Zero(std::vector<T>& v, int64_t n) {
+  v.assign(n, T{0});
+}
+
+}  // namespace
+
+template <typename T>
+TrainModel<T>::~TrainModel() = default;
+
+template <typename T>
+absl::StatusOr<std::unique_ptr<TrainModel<T>>> TrainModel<T>::Create(const ModelFile& file,
+                                                                     cpu::ThreadPool* pool) {
+  std::unique_ptr<TrainModel> m(new TrainModel());
+  m->config_ = file.config();
+  m->pool_ = pool;
+  if (std::is_same_v<T, float> && pool == nullptr) {
+    return absl::InvalidArgumentError("TrainModel<float> needs a thread pool");
+  }
+  SPW_RETURN_IF_ERROR(m->Load(file));
+  return m;
+}
+
+template <typename T>
+absl::Status TrainModel<T>::Load(const ModelFile& file) {
+  const ModelConfig& c = config_;
+  auto find = [&](const std::string& name) -> absl::StatusOr<const WeightTensor*> {
+    const WeightTensor* t = file.Find(name);
+    if (t == nullptr) return absl::InvalidArgumentError("model file lacks tensor " + name);
+    return t;
+  };
+  auto vec = [&](const std::string& name, int64_t n) -> absl::StatusOr<std::vector<T>> {
+    SPW_ASSIGN_OR_RETURN(const WeightTensor* t, find(name));
+    if (t->num_elements() != n) return absl::InvalidArgumentError("bad shape of " + name);
+    SPW_ASSIGN_OR_RETURN(std::vector<float> f, Dequantize(*t));
+    return Cast<T>(f);
+  };
+  auto mat = [&](const std::string& name, int64_t rows,
+                 int64_t cols) -> absl::StatusOr<std::unique_ptr<FrozenMatrix<T>>> {
+    SPW_ASSIGN_OR_RETURN(const WeightTensor* t, find(name));
+    if (t->shape.size() != 2 || t->shape[0] != cols || t->shape[1] != rows) {
+      return absl::InvalidArgumentError("bad shape of " + name);
+    }
+    SPW_ASSIGN_OR_RETURN(std::vector<float> f, Dequantize(*t));
+    return FrozenMatrix<T>::Make(std::move(f), rows, cols, pool_);
+  };
+  SPW_ASSIGN_OR_RETURN(embedding_, find("token_embd.weight"));
+  if (embedding_->shape.size() != 2 || embedding_->shape[0] != c.hidden ||
+      !RowBytes(embedding_->type, c.hidden).has_value()) {
+    return absl::InvalidArgumentError("bad shape of token_embd.weight");
+  }
+  SPW_ASSIGN_OR_RETURN(output_norm_, vec("output_norm.weight", c.hidden));
+  SPW_ASSIGN_OR_RETURN(lm_head_, mat(c.tied_embeddings ? "token_embd.weight" : "output.weight",
+                                     c.vocab_size, c.hidden));
+  std::vector<float> freq_factors;
+  if (const WeightTensor* f = file.Find("rope_freqs.weight"); f != nullptr) {
+    freq_factors.resize(f->num_elements());
+    std::memcpy(freq_factors.data(), f->data, freq_factors.size() * sizeof(float));
+  }
+  rope_ = MakeRopeTable(c, freq_factors);
+  const int64_t qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
+  layers_.resize(c.num_layers);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    Layer& y = layers_[l];
+    const std::string p = absl::StrFormat("blk.%d.", l);
+    SPW_ASSIGN_OR_RETURN(y.attn_norm, vec(p + "attn_norm.weight", c.hidden));
+    SPW_ASSIGN_OR_RETURN(y.ffn_norm, vec(p + "ffn_norm.weight", c.hidden));
+    SPW_ASSIGN_OR_RETURN(y.wq, mat(p + "attn_q.weight", qd, c.hidden));
+    SPW_ASSIGN_OR_RETURN(y.wk, mat(p + "attn_k.weight", kd, c.hidden));
+    SPW_ASSIGN_OR_RETURN(y.wv, mat(p + "attn_v.weight", kd, c.hidden));
+    SPW_ASSIGN_OR_RETURN(y.wo, mat(p + "attn_output.weight", c.hidden, qd));
+    SPW_ASSIGN_OR_RETURN(y.gate, mat(p + "ffn_gate.weight", c.ffn_hidden, c.hidden));
+    SPW_ASSIGN_OR_RETURN(y.up, mat(p + "ffn_up.weight", c.ffn_hidden, c.hidden));
+    SPW_ASSIGN_OR_RETURN(y.down, mat(p + "ffn_down.weight", c.hidden, c.ffn_hidden));
+    if (c.qkv_bias) {
+      SPW_ASSIGN_OR_RETURN(y.bq, vec(p + "attn_q.bias", qd));
+      SPW_ASSIGN_OR_RETURN(y.bk, vec(p + "attn_k.bias", kd));
+      SPW_ASSIGN_OR_RETURN(y.bv, vec(p + "attn_v.bias", kd));
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status TrainModel<T>::CheckSequences(std::span<const TrainSequence> seqs) const {
+  if (seqs.empty()) return absl::InvalidArgumentError("no training sequences");
+  for (const TrainSequence& s : seqs) {
+    if (s.tokens.empty() || static_cast<int64_t>(s.tokens.size()) > config_.context_length) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("a training sequence has %d tokens; it must have 1 to %d",
+                          s.tokens.size(), config_.context_length));
+    }
+    if (!s.loss_mask.empty() && s.loss_mask.size() != s.tokens.size()) {
+      return absl::InvalidArgumentError("a loss mask's length differs from its sequence's");
+    }
+    for (TokenId t : s.tokens) {
+      if (t < 0 || t >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrFormat("token id %d out of range", t));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+void TrainModel<T>::Linear(const FrozenMatrix<T>& w, const std::vector<T>* bias,
+                           const LoraSlot& slot, T scale, const T* lora, const std::vector<T>& x,
+                           int64_t n, std::vector<T>& u, std::vector<T>& y) {
+  const int64_t out = w.rows();
+  y.resize(n * out);
+  w.Forward(x.data(), n, y.data());
+  if (bias != nullptr && !bias->empty()) {
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < out; ++j) y[i * out + j] += (*bias)[j];
+    }
+  }
+  if (!slot.adapted()) return;
+  const int64_t r = (slot.b_offset - slot.a_offset) / slot.in;
+  u.resize(n * r);
+  std::vector<T> scratch(n * r);
+  LoraForward(x.data(), n, slot.in, lora + slot.a_offset, lora + slot.b_offset, r, out, scale,
+              u.data(), y.data(), scratch.data());
+}
+
+template <typename T>
+void TrainModel<T>::LinearBackward(const FrozenMatrix<T>& w, const LoraSlot& slot, T scale,
+                                   const T* lora, const std::vector<T>& x, const std::vector<T>& u,
+                                   const std::vector<T>& dy, int64_t n, T* grad,
+                                   std::vector<T>& dx) {
+  std::vector<T> tmp;
+  w.BackwardAdd(dy.data(), n, dx.data(), tmp);
+  if (!slot.adapted()) return;
+  const int64_t r = (slot.b_offset - slot.a_offset) / slot.in;
+  std::vector<T> du(n * r);
+  LoraBackward(x.data(), u.data(), dy.data(), n, slot.in, lora + slot.a_offset,
+               lora + slot.b_offset, r, slot.out, scale, grad + slot.a_offset, grad + slot.b_offset,
+               dx.data(), du.data());
+}
+
+template <typename T>
+void TrainModel<T>::LayerForward(int64_t l, Pass& p, LayerActs& a, const LoraLayout& layout,
+                                 T scale, const T* lora) {
+  const ModelConfig& c = config_;
+  const Layer& y = layers_[l];
+  const int64_t n = p.n, qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
+  a.x_in = p.x;
+  a.h1.resize(n * c.hidden);
+  a.inv1.resize(n);
+  RmsNormForward(p.x.data(), y.attn_norm.data(), n, c.hidden, c.rms_eps, a.h1.data(),
+                 a.inv1.data());
+  Linear(*y.wq, &y.bq, layout.slot(l, LoraModule::kQ), scale, lora, a.h1, n, a.uq, a.q);
+  Linear(*y.wk, &y.bk, layout.slot(l, LoraModule::kK), scale, lora, a.h1, n, a.uk, a.k);
+  Linear(*y.wv, &y.bv, layout.slot(l, LoraModule::kV), scale, lora, a.h1, n, a.uv, a.v);
+  RopeInPlace(a.q.data(), n, c.num_heads, c.head_dim, p.positions, rope_, false);
+  RopeInPlace(a.k.data(), n, c.num_kv_heads, c.head_dim, p.positions, rope_, false);
+  a.attn.resize(n * qd);
+  a.probs.resize(p.prob_starts.back());
+  for (size_t s = 0; s + 1 < p.seq_starts.size(); ++s) {
+    const int64_t b = p.seq_starts[s], len = p.seq_starts[s + 1] - b;
+    AttentionForward(a.q.data() + b * qd, a.k.data() + b * kd, a.v.data() + b * kd, len,
+                     c.num_heads, c.num_kv_heads, c.head_dim, a.attn.data() + b * qd,
+                     a.probs.data() + p.prob_starts[s]);
+  }
+  Linear(*y.wo, nullptr, layout.slot(l, LoraModule::kO), scale, lora, a.attn, n, a.uo, p.tmp);
+  a.x_mid = p.x;
+  for (int64_t i = 0; i < n * c.hidden; ++i) a.x_mid[i] += p.tmp[i];
+  a.h2.resize(n * c.hidden);
+  a.inv2.resize(n);
+  RmsNormForward(a.x_mid.data(), y.ffn_norm.data(), n, c.hidden, c.rms_eps, a.h2.data(),
+                 a.inv2.data());
+  Linear(*y.gate, nullptr, layout.slot(l, LoraModule::kGate), scale, lora, a.h2, n, a.ug, a.gate);
+  Linear(*y.up, nullptr, layout.slot(l, LoraModule::kUp), scale, lora, a.h2, n, a.uu, a.up);
+  a.act.resize(n * c.ffn_hidden);
+  SwiGluForward(a.gate.data(), a.up.data(), n * c.ffn_hidden, a.act.data());
+  Linear(*y.down, nullptr, layout.slot(l, LoraModule::kDown), scale, lora, a.act, n, a.ud, p.tmp);
+  for (int64_t i = 0; i < n * c.hidden; ++i) p.x[i] = a.x_mid[i] + p.tmp[i];
+}
+
+template <typename T>
+void TrainModel<T>::LayerBackward(int64_t l, Pass& p, LayerActs& a, const LoraLayout& layout,
+                                  T scale, const T* lora, T* grad, std::vector<T>& dx) {
+  const ModelConfig& c = config_;
+  const Layer& y = layers_[l];
+  const int64_t n = p.n, qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
+  // FFN: x_out = x_mid + down(silu(gate(h2)) * up(h2)), h2 = rmsnorm(x_mid).
+  std::vector<T> d_act, d_gate, d_up, dh;
+  Zero(d_act, n * c.ffn_hidden);
+  LinearBackward(*y.down, layout.slot(l, LoraModule::kDown), scale, lora, a.act, a.ud, dx, n, grad,
+                 d_act);
+  Zero(d_gate, n * c.ffn_hidden);
+  Zero(d_up, n * c.ffn_hidden);
+  SwiGluBackward(a.gate.data(), a.up.data(), d_act.data(), n * c.ffn_hidden, d_gate.data(),
+                 d_up.data());
+  Zero(dh, n * c.hidden);
+  LinearBackward(*y.gate, layout.slot(l, LoraModule::kGate), scale, lora, a.h2, a.ug, d_gate, n,
+                 grad, dh);
+  LinearBackward(*y.up, layout.slot(l, LoraModule::kUp), scale, lora, a.h2, a.uu, d_up, n, grad,
+                 dh);
+  RmsNormBackward(a.x_mid.data(), y.ffn_norm.data(), a.inv2.data(), dh.data(), n, c.hidden,
+                  dx.data());
+  // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = rmsnorm(x_in).
+  std::vector<T> d_attn, dq, dk, dv, scratch;
+  Zero(d_attn, n * qd);
+  LinearBackward(*y.wo, layout.slot(l, LoraModule::kO), scale, lora, a.attn, a.uo, dx, n, grad,
+                 d_attn);
+  Zero(dq, n * qd);
+  Zero(dk, n * kd);
+  Zero(dv, n * kd);
+  for (size_t s = 0; s + 1 < p.seq_starts.size(); ++s) {
+    const int64_t b = p.seq_starts[s], len = p.seq_starts[s + 1] - b;
+    scratch.resize(len);
+    AttentionBackward(a.q.data() + b * qd, a.k.data() + b * kd, a.v.data() + b * kd,
+                      a.probs.data() + p.prob_starts[s], d_attn.data() + b * qd, len, c.num_heads,
+                      c.num_kv_heads, c.head_dim, dq.data() + b * qd, dk.data() + b * kd,
+                      dv.data() + b * kd, scratch.data());
+  }
+  RopeInPlace(dq.data(), n, c.num_heads, c.head_dim, p.positions, rope_, true);
+  RopeInPlace(dk.data(), n, c.num_kv_heads, c.head_dim, p.positions, rope_, true);
+  Zero(dh, n * c.hidden);
+  LinearBackward(*y.wq, layout.slot(l, LoraModule::kQ), scale, lora, a.h1, a.uq, dq, n, grad, dh);
+  LinearBackward(*y.wk, layout.slot(l, LoraModule::kK), scale, lora, a.h1, a.uk, dk, n, grad, dh);
+  LinearBackward(*y.wv, layout.slot(l, LoraModule::kV), scale, lora, a.h1, a.uv, dv, n, grad, dh);
+  RmsNormBackward(a.x_in.data(), y.attn_norm.data(), a.inv1.data(), dh.data(), n, c.hidden,
+                  dx.data());
+}
+
+template <typename T>
+void TrainModel<T>::Forward(Pass& p, const LoraLayout& layout, T scale, const T* lora,
+                            int64_t keep_from) {
+  const int64_t hidden = config_.hidden;
+  p.x.resize(p.n * hidden);
+  const int64_t row_bytes = *RowBytes(embedding_->type, hidden);
+  // Embedding rows are dequantized from the file per lookup.
+  std::vector<float> row(hidden);
+  for (int64_t i = 0; i < p.n; ++i) {
+    const int64_t tok = p.tokens[i];
+    cpu::DequantizeRowInto(embedding_->type, embedding_->data + tok * row_bytes, row.data(),
+                           hidden);
+    std::copy(row.begin(), row.end(), p.x.begin() + i * hidden);
+  }
+  p.acts.resize(config_.num_layers);
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    LayerForward(l, p, l >= keep_from ? p.acts[l] : p.scratch, layout, scale, lora);
+  }
+}
+
+namespace {
+
+void SetUpPass(std::span<const TrainSequence> seqs, int64_t num_heads, int64_t* n,
+               std::vector<int32_t>* positions, std::vector<int64_t>* seq_starts,
+               std::vector<int64_t>* prob_starts, std::vector<TokenId>* token_ids) {
+  *n = 0;
+  positions->clear();
+  token_ids->clear();
+  seq_starts->assign(1, 0);
+  prob_starts->assign(1, 0);
+  for (const TrainSequence& s : seqs) {
+    const int64_t len = static_cast<int64_t>(s.tokens.size());
+    for (int64_t t = 0; t < len; ++t) {
+      positions->push_back(static_cast<int32_t>(t));
+      token_ids->push_back(s.tokens[t]);
+    }
+    *n += len;
+    seq_starts->push_back(*n);
+    prob_starts->push_back(prob_starts->back() + num_heads * len * len);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+absl::StatusOr<LossSum> TrainModel<T>::ForwardBackward(std::span<const TrainSequence> seqs,
+                                                       const LoraLayout& layout, T scale,
+                                                       const T* lora, T* grad) {
+  SPW_RETURN_IF_ERROR(CheckSequences(seqs));
+  const ModelConfig& c = config_;
+  Pass p;
+  SetUpPass(seqs, c.num_heads, &p.n, &p.positions, &p.seq_starts, &p.prob_starts, &p.tokens);
+  const int64_t keep_from = grad != nullptr ? layout.first_adapted_layer() : c.num_layers;
+  Forward(p, layout, scale, lora, keep_from);
+
+  // Final norm, then the lm_head on the rows that predict a target, in chunks to bound the
+  // logit memory.
+  std::vector<T> hf(p.n * c.hidden), invf(p.n);
+  RmsNormForward(p.x.data(), output_norm_.data(), p.n, c.hidden, c.rms_eps, hf.data(), invf.data());
+  std::vector<int64_t> rows;
+  std::vector<TokenId> targets;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const TrainSequence& q = seqs[s];
+    for (size_t t = 1; t < q.tokens.size(); ++t) {
+      if (!q.loss_mask.empty() && q.loss_mask[t] != 0) {
+        rows.push_back(p.seq_starts[s] + static_cast<int64_t>(t) - 1);
+        targets.push_back(q.tokens[t]);
+      }
+    }
+  }
+  LossSum result;
+  result.num_targets = static_cast<int64_t>(rows.size());
+  std::vector<T> dhf;
+  if (grad != nullptr) Zero(dhf, p.n * c.hidden);
+  constexpr int64_t kChunk = 32;
+  std::vector<T> sel, logits, dlogits, dsel, tmp;
+  for (int64_t b = 0; b < result.num_targets; b += kChunk) {
+    const int64_t m = std::min(kChunk, result.num_targets - b);
+    sel.resize(m * c.hidden);
+    for (int64_t i = 0; i < m; ++i) {
+      std::copy_n(hf.begin() + rows[b + i] * c.hidden, c.hidden, sel.begin() + i * c.hidden);
+    }
+    logits.resize(m * c.vocab_size);
+    dlogits.resize(m * c.vocab_size);
+    lm_head_->Forward(sel.data(), m, logits.data());
+    for (int64_t i = 0; i < m; ++i) {
+      result.loss += static_cast<double>(CrossEntropy(logits.data() + i * c.vocab_size,
+                                                      c.vocab_size, targets[b + i], T{1},
+                                                      dlogits.data() + i * c.vocab_size));
+    }
+    if (grad == nullptr) continue;
+    Zero(dsel, m * c.hidden);
+    lm_head_->BackwardAdd(dlogits.data(), m, dsel.data(), tmp);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < c.hidden; ++j)
+        dhf[rows[b + i] * c.hidden + j] += dsel[i * c.hidden + j];
+    }
+  }
+  if (grad == nullptr || result.num_targets == 0) return result;
+  std::vector<T> dx;
+  Zero(dx, p.n * c.hidden);
+  RmsNormBackward(p.x.data(), output_norm_.data(), invf.data(), dhf.data(), p.n, c.hidden,
+                  dx.data());
+  for (int64_t l = c.num_layers - 1; l >= keep_from; --l) {
+    LayerBackward(l, p, p.acts[l], layout, scale, lora, grad, dx);
+  }
+  return result;
+}
+
+template <typename T>
+absl::StatusOr<std::vector<T>> TrainModel<T>::LastLogits(std::span<const TokenId> tokens,
+                                                         const LoraLayout& layout, T scale,
+                                                         const T* lora) {
+  const TrainSequence seq{.tokens = tokens, .loss_mask = {}};
+  SPW_RETURN_IF_ERROR(CheckSequences({&seq, 1}));
+  const ModelConfig& c = config_;
+  Pass p;
+  SetUpPass({&seq, 1}, c.num_heads, &p.n, &p.positions, &p.seq_starts, &p.prob_starts, &p.tokens);
+  Forward(p, layout, scale, lora, /*keep_from=*/c.num_layers);
+  std::vector<T> h(c.hidden), inv(1), logits(c.vocab_size);
+  RmsNormForward(p.x.data() + (p.n - 1) * c.hidden, output_norm_.data(), 1, c.hidden, c.rms_eps,
+                 h.data(), inv.data());
+  lm_head_->Forward(h.data(), 1, logits.data());
+  return logits;
+}
+
+template <typename T>
+int64_t TrainModel<T>::ActivationBytes(int64_t tokens, int64_t max_seq_len, int64_t targets) const {
+  const ModelConfig& c = config_;
+  const int64_t qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
+  const int64_t per_token_layer =
+      5 * c.hidden + 2 + 2 * qd + 2 * kd + 3 * c.ffn_hidden + c.num_heads * max_seq_len + 7 * 64;
+  const int64_t logits = 2 * std::min<int64_t>(targets, 32) * c.vocab_size;
+  return static_cast<int64_t>(sizeof(T)) *
+         (tokens * per_token_layer * c.num_layers + logits + 4 * tokens * c.hidden);
+}
+
+template class TrainModel<float>;
+template class TrainModel<double>;
+
+}  // namespace spillway::engine::train

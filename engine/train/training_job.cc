@@ -1,0 +1,277 @@
+#include "engine/train/training_job.h"
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <chrono>
+#include <cstring>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/check.h"
+#include "common/status_macros.h"
+#include "engine/lora/atomic_file.h"
+
+namespace spillway::engine::train {
+namespace {
+
+namespace json = boost::json;
+
+constexpr char kMagic[8] = {'S', 'P', 'W', 'L', 'O', 'R', 'A', 1};
+
+uint64_t SplitMix(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t Fnv1a(std::string_view bytes) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (char c : bytes) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+void AppendU64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint64_t ReadU64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+
+std::string LoraFingerprint(const lora::LoraConfig& c) {
+  std::string s = absl::StrFormat("r=%d alpha=%g targets=", c.rank, c.alpha);
+  for (lora::LoraModule m : c.targets)
+    absl::StrAppend(&s, std::string(lora::LoraModuleName(m)), ",");
+  absl::StrAppend(&s, " layers=");
+  for (int32_t l : c.layers) absl::StrAppend(&s, l, ",");
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Create(
+    const ModelFile& file, std::vector<TrainingExample> examples, const TrainingOptions& options,
+    cpu::ThreadPool* pool) {
+  if (examples.empty()) return absl::InvalidArgumentError("a training job needs examples");
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const TrainingExample& e = examples[i];
+    if (e.tokens.size() < 2 || e.loss_mask.size() != e.tokens.size() ||
+        std::none_of(e.loss_mask.begin() + 1, e.loss_mask.end(), [](uint8_t m) { return m; })) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "training example %d needs at least 2 tokens, a mask of the same length and a "
+          "target token",
+          i));
+    }
+  }
+  if (options.epochs < 1 || options.batch_size < 1 || options.max_micro_batch_tokens < 1 ||
+      !(options.learning_rate > 0) || options.warmup_steps < 0) {
+    return absl::InvalidArgumentError(
+        "epochs, batch_size and max_micro_batch_tokens must be >= 1, learning_rate > 0, "
+        "warmup_steps >= 0");
+  }
+  std::unique_ptr<TrainingJob> job(new TrainingJob());
+  job->options_ = options;
+  job->examples_ = std::move(examples);
+  SPW_ASSIGN_OR_RETURN(job->model_, TrainModel<float>::Create(file, pool));
+  SPW_ASSIGN_OR_RETURN(job->adapter_,
+                       lora::NewLoraAdapter(file.config(), options.lora, options.seed));
+  const int64_t n = job->adapter_.layout.num_params();
+  job->adamw_ = AdamW(n, options.adamw);
+  job->grad_.assign(n, 0.0f);
+  const int64_t num = static_cast<int64_t>(job->examples_.size());
+  job->steps_per_epoch_ = (num + options.batch_size - 1) / options.batch_size;
+  job->total_steps_ = job->steps_per_epoch_ * options.epochs;
+  job->StartEpoch();
+  return job;
+}
+
+void TrainingJob::StartEpoch() {
+  order_.resize(examples_.size());
+  std::iota(order_.begin(), order_.end(), 0);
+  if (options_.shuffle) {
+    uint64_t state = options_.seed ^ (0x5851f42d4c957f2dULL * static_cast<uint64_t>(epoch_ + 1));
+    for (size_t i = order_.size(); i > 1; --i) {
+      std::swap(order_[i - 1], order_[SplitMix(state) % i]);
+    }
+  }
+  next_ = 0;
+}
+
+int64_t TrainingJob::StateBytes() const {
+  return 4 * static_cast<int64_t>(sizeof(float)) * adapter_.layout.num_params();
+}
+
+absl::StatusOr<StepReport> TrainingJob::Step() {
+  if (finished()) return absl::FailedPreconditionError("the training job has finished");
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t num = static_cast<int64_t>(examples_.size());
+  const int64_t step_in_epoch = step_ % steps_per_epoch_;
+  const int64_t step_end = std::min<int64_t>((step_in_epoch + 1) * options_.batch_size, num);
+  // Pack whole examples of this optimizer step into the micro-batch.
+  std::vector<TrainSequence> seqs;
+  int32_t tokens = 0;
+  while (next_ < step_end) {
+    const TrainingExample& e = examples_[order_[next_]];
+    const int32_t len = static_cast<int32_t>(e.tokens.size());
+    if (!seqs.empty() && tokens + len > options_.max_micro_batch_tokens) break;
+    seqs.push_back({.tokens = e.tokens, .loss_mask = e.loss_mask});
+    tokens += len;
+    ++next_;
+  }
+  SPW_CHECK(!seqs.empty());
+  SPW_ASSIGN_OR_RETURN(LossSum loss,
+                       model_->ForwardBackward(seqs, adapter_.layout, adapter_.config.scale(),
+                                               adapter_.params.data(), grad_.data()));
+  StepReport r;
+  r.micro_batches = ++micro_batches_;
+  r.tokens = tokens;
+  r.targets = static_cast<int32_t>(loss.num_targets);
+  r.micro_loss = loss.num_targets > 0 ? loss.loss / static_cast<double>(loss.num_targets) : 0;
+  step_loss_sum_ += loss.loss;
+  step_targets_ += loss.num_targets;
+  if (next_ == step_end) {
+    // The step's gradient is the mean over its target tokens.
+    const float inv = step_targets_ > 0 ? 1.0f / static_cast<float>(step_targets_) : 0.0f;
+    for (float& g : grad_) g *= inv;
+    r.grad_norm = ClipGradNorm(grad_, options_.max_grad_norm);
+    r.learning_rate = ScheduledLearningRate(options_.learning_rate, step_, options_.warmup_steps,
+                                            total_steps_, options_.min_lr_ratio);
+    adamw_.Update(adapter_.params, grad_, r.learning_rate);
+    std::fill(grad_.begin(), grad_.end(), 0.0f);
+    r.optimizer_stepped = true;
+    r.step = ++step_;
+    r.step_loss = step_targets_ > 0 ? step_loss_sum_ / static_cast<double>(step_targets_) : 0;
+    step_loss_sum_ = 0;
+    step_targets_ = 0;
+    if (next_ == num && !finished()) {
+      ++epoch_;
+      StartEpoch();
+    }
+  }
+  r.finished = finished();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+absl::StatusOr<double> TrainingJob::EvalLoss(const std::vector<TrainingExample>& examples) {
+  double sum = 0;
+  int64_t targets = 0;
+  for (const TrainingExample& e : examples) {
+    const TrainSequence s{.tokens = e.tokens, .loss_mask = e.loss_mask};
+    SPW_ASSIGN_OR_RETURN(LossSum l,
+                         model_->ForwardBackward({&s, 1}, adapter_.layout, adapter_.config.scale(),
+                                                 adapter_.params.data(), nullptr));
+    sum += l.loss;
+    targets += l.num_targets;
+  }
+  return targets > 0 ? sum / static_cast<double>(targets) : 0.0;
+}
+
+absl::Status TrainingJob::SaveCheckpoint(const std::string& path) const {
+  json::object h;
+  h["version"] = 1;
+  h["lora"] = LoraFingerprint(adapter_.config);
+  h["num_params"] = adapter_.layout.num_params();
+  h["num_examples"] = examples_.size();
+  h["step"] = step_;
+  h["micro_batches"] = micro_batches_;
+  h["epoch"] = epoch_;
+  h["next"] = next_;
+  h["step_loss_sum"] = step_loss_sum_;
+  h["step_targets"] = step_targets_;
+  h["adamw_steps"] = adamw_.steps();
+  json::array order;
+  for (int32_t i : order_) order.emplace_back(i);
+  h["order"] = std::move(order);
+  const std::string header = json::serialize(h);
+  std::string out(kMagic, sizeof(kMagic));
+  AppendU64(out, header.size());
+  out += header;
+  for (const std::vector<float>* v : {&adapter_.params, &adamw_.m(), &adamw_.v(), &grad_}) {
+    out.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(float));
+  }
+  AppendU64(out, Fnv1a(out));
+  return lora::WriteFileAtomically(path, out);
+}
+
+absl::Status TrainingJob::RestoreCheckpoint(const std::string& path) {
+  SPW_ASSIGN_OR_RETURN(std::string in, lora::ReadWholeFile(path));
+  auto corrupt = [&](const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path, ": ", why));
+  };
+  if (in.size() < 24 || std::memcmp(in.data(), kMagic, sizeof(kMagic)) != 0) {
+    return corrupt("not a spillway LoRA checkpoint");
+  }
+  if (ReadU64(in.data() + in.size() - 8) != Fnv1a(std::string_view(in).substr(0, in.size() - 8))) {
+    return corrupt("checksum mismatch");
+  }
+  const uint64_t header_len = ReadU64(in.data() + 8);
+  const int64_t n = adapter_.layout.num_params();
+  const uint64_t floats = 4 * static_cast<uint64_t>(n) * sizeof(float);
+  if (header_len > in.size() || 16 + header_len + floats + 8 != in.size()) {
+    return corrupt("size does not match this job's adapter");
+  }
+  json::error_code ec;
+  json::value v = json::parse(std::string_view(in.data() + 16, header_len), ec);
+  if (ec || !v.is_object()) return corrupt("bad header");
+  const json::object& h = v.as_object();
+  try {
+    if (json::value_to<std::string>(h.at("lora")) != LoraFingerprint(adapter_.config) ||
+        h.at("num_params").to_number<int64_t>() != n ||
+        h.at("num_examples").to_number<uint64_t>() != examples_.size()) {
+      return corrupt("written by a job with another adapter or data set");
+    }
+    step_ = h.at("step").to_number<int64_t>();
+    micro_batches_ = h.at("micro_batches").to_number<int64_t>();
+    epoch_ = h.at("epoch").to_number<int64_t>();
+    next_ = h.at("next").to_number<int64_t>();
+    step_loss_sum_ = h.at("step_loss_sum").to_number<double>();
+    step_targets_ = h.at("step_targets").to_number<int64_t>();
+    adamw_.set_steps(h.at("adamw_steps").to_number<int64_t>());
+    order_.clear();
+    for (const json::value& e : h.at("order").as_array()) {
+      order_.push_back(static_cast<int32_t>(e.to_number<int64_t>()));
+    }
+  } catch (const std::exception& e) {  // boost::json's at()/to_number throw; keep them here
+    return corrupt(e.what());
+  }
+  if (order_.size() != examples_.size() || next_ < 0 ||
+      next_ > static_cast<int64_t>(order_.size()) || step_ < 0 || step_ > total_steps_) {
+    return corrupt("position out of range");
+  }
+  const char* p = in.data() + 16 + header_len;
+  for (std::vector<float>* dst : {&adapter_.params, &adamw_.m(), &adamw_.v(), &grad_}) {
+    std::memcpy(dst->data(), p, n * sizeof(float));
+    p += n * sizeof(float);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<TokenId>> GreedyGenerate(TrainModel<float>& model,
+                                                    const lora::LoraAdapter* adapter,
+                                                    std::vector<TokenId> prompt, int32_t max_tokens,
+                                                    std::span<const TokenId> stop) {
+  const lora::LoraLayout empty;
+  std::vector<TokenId> out;
+  for (int32_t i = 0; i < max_tokens; ++i) {
+    SPW_ASSIGN_OR_RETURN(std::vector<float> logits,
+                         model.LastLogits(prompt, adapter != nullptr ? adapter->layout : empty,
+                                          adapter != nullptr ? adapter->config.scale() : 0.0f,
+                                          adapter != nullptr ? adapter->params.data() : nullptr));
+    const TokenId next =
+        static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    if (std::find(stop.begin(), stop.end(), next) != stop.end()) break;
+    out.push_back(next);
+    prompt.push_back(next);
+  }
+  return out;
+}
+
+}  // namespace spillway::engine::train

@@ -1,0 +1,127 @@
+// TrainingJob: one LoRA fine-tuning job on the CPU, advanced in bounded pieces so that the
+// scheduler can run it in the engine's idle time (issue #7). Each Step() runs one micro-batch
+// forward and backward (a few examples, at most max_micro_batch_tokens tokens, or one longer
+// example); when the micro-batches of an optimizer step are done it clips the gradient and
+// applies AdamW. Checkpoints hold everything needed to resume bit for bit (parameters, AdamW
+// moments, the pending gradient, the position in the data), written atomically.
+//
+// Loss: cross-entropy on the examples' target tokens (TrainingExample::loss_mask), averaged
+// over the target tokens of an optimizer step (not per micro-batch), so the update does not
+// depend on how the step was split.
+// Engine-loop thread only (one thread drives a job; its matmuls use the ThreadPool given).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/cpu/thread_pool.h"
+#include "engine/lora/lora_adapter.h"
+#include "engine/train/adamw.h"
+#include "engine/train/train_model.h"
+#include "engine/weights/model_file.h"
+
+namespace spillway::engine::train {
+
+struct TrainingExample {
+  std::vector<TokenId> tokens;
+  std::vector<uint8_t> loss_mask;  // as TrainSequence::loss_mask; same length as tokens
+};
+
+struct TrainingOptions {
+  lora::LoraConfig lora;
+  int32_t epochs = 3;
+  int32_t batch_size = 4;  // examples per optimizer step
+  // A micro-batch packs whole examples up to this many tokens (at least one example).
+  int32_t max_micro_batch_tokens = 256;
+  float learning_rate = 1e-4f;
+  int32_t warmup_steps = 0;
+  float min_lr_ratio = 0.1f;   // the cosine decay's floor, relative to learning_rate
+  float max_grad_norm = 1.0f;  // <= 0: no clipping
+  AdamWOptions adamw;
+  bool shuffle = true;  // a new order of the examples each epoch, from `seed`
+  uint64_t seed = 0;
+};
+
+struct StepReport {
+  int64_t micro_batches = 0;  // run so far, this one included
+  int32_t tokens = 0;         // tokens in this micro-batch
+  int32_t targets = 0;        // target tokens in this micro-batch
+  double micro_loss = 0;      // mean loss of this micro-batch's targets
+  bool optimizer_stepped = false;
+  // When optimizer_stepped:
+  int64_t step = 0;      // optimizer steps done, this one included
+  double step_loss = 0;  // mean loss over the step's targets
+  double grad_norm = 0;  // before clipping
+  float learning_rate = 0;
+  bool finished = false;  // the job has run all its steps
+  double seconds = 0;     // wall time of this Step()
+};
+
+class TrainingJob {
+ public:
+  // Loads the frozen model (dequantized, see TrainModel) and a fresh adapter. InvalidArgument
+  // for no examples, an example without tokens or targets, a mask of the wrong length, bad
+  // options; errors of TrainModel::Create. `file` and `pool` must outlive the job.
+  static absl::StatusOr<std::unique_ptr<TrainingJob>> Create(const ModelFile& file,
+                                                             std::vector<TrainingExample> examples,
+                                                             const TrainingOptions& options,
+                                                             cpu::ThreadPool* pool);
+
+  // Runs one micro-batch (and the optimizer step it completes). FailedPrecondition when
+  // finished(); InvalidArgument from the model for a bad example.
+  absl::StatusOr<StepReport> Step();
+
+  bool finished() const { return step_ >= total_steps_; }
+  int64_t step() const { return step_; }
+  int64_t total_steps() const { return total_steps_; }
+  const TrainingOptions& options() const { return options_; }
+  // The adapter as of now (between optimizer steps: the last update).
+  const lora::LoraAdapter& adapter() const { return adapter_; }
+  TrainModel<float>& model() { return *model_; }
+  // Parameters, gradient and AdamW state: 16 bytes per LoRA parameter.
+  int64_t StateBytes() const;
+
+  // Mean loss of `examples` (targets only) with the current adapter; no gradient.
+  absl::StatusOr<double> EvalLoss(const std::vector<TrainingExample>& examples);
+
+  // Writes a checkpoint to `path` (temporary file, fsync, rename, fsync of the directory).
+  [[nodiscard]] absl::Status SaveCheckpoint(const std::string& path) const;
+  // Restores a checkpoint written by a job with the same model shape, LoRA layout and data
+  // size. InvalidArgument for a corrupt or mismatched file; NotFound when missing.
+  [[nodiscard]] absl::Status RestoreCheckpoint(const std::string& path);
+
+ private:
+  TrainingJob() = default;
+  void StartEpoch();
+
+  TrainingOptions options_;
+  std::vector<TrainingExample> examples_;
+  std::unique_ptr<TrainModel<float>> model_;
+  lora::LoraAdapter adapter_;
+  AdamW adamw_;
+  std::vector<float> grad_;
+  int64_t steps_per_epoch_ = 0;
+  int64_t total_steps_ = 0;
+  // Position: optimizer steps done, micro-batches run, the epoch's order, and the next example.
+  int64_t step_ = 0;
+  int64_t micro_batches_ = 0;
+  int64_t epoch_ = 0;
+  std::vector<int32_t> order_;
+  int64_t next_ = 0;  // index into order_
+  // The step under way: loss summed over its targets so far, and their number.
+  double step_loss_sum_ = 0;
+  int64_t step_targets_ = 0;
+};
+
+// Greedy decoding with the model and an adapter (or none: adapter == nullptr), recomputing the
+// whole sequence each token (tests and tools; not the serving path). Stops after max_tokens
+// or at a token in `stop`.
+absl::StatusOr<std::vector<TokenId>> GreedyGenerate(TrainModel<float>& model,
+                                                    const lora::LoraAdapter* adapter,
+                                                    std::vector<TokenId> prompt, int32_t max_tokens,
+                                                    std::span<const TokenId> stop);
+
+}  // namespace spillway::engine::train

@@ -1,0 +1,169 @@
+// TrainModel: the whole model's LoRA gradient against central finite differences in double
+// precision on tiny random models, float against double, and the training forward's logits
+// against the inference model's (LlamaModel on the CPU backend).
+#include "engine/train/train_model.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "common/check.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/llama/llama_model.h"
+#include "kvcache/kv_cache.h"
+#include "tests/engine/train/tiny_random_model.h"
+
+namespace spillway::engine::train {
+namespace {
+
+using lora::LoraConfig;
+using lora::LoraModule;
+
+struct Data {
+  std::vector<std::vector<TokenId>> tokens = {{1, 7, 3, 22, 9, 14, 2}, {5, 30, 11, 8, 39}};
+  std::vector<std::vector<uint8_t>> masks = {{0, 0, 0, 1, 1, 1, 1}, {0, 1, 0, 1, 1}};
+  std::vector<TrainSequence> Seqs() const {
+    return {{.tokens = tokens[0], .loss_mask = masks[0]},
+            {.tokens = tokens[1], .loss_mask = masks[1]}};
+  }
+};
+
+// An adapter with random A and B (a fresh adapter's B is zero, which would hide half the
+// gradient paths).
+lora::LoraAdapter RandomAdapter(const ModelConfig& c, const LoraConfig& config, uint64_t seed) {
+  auto a = lora::NewLoraAdapter(c, config, seed);
+  SPW_CHECK(a.ok());
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(-0.5f, 0.5f);
+  for (float& p : a->params) p = d(rng);
+  return *std::move(a);
+}
+
+LoraConfig AllModules(int32_t rank) {
+  LoraConfig c;
+  c.rank = rank;
+  c.alpha = 3.0f;
+  c.targets = {lora::kAllLoraModules.begin(), lora::kAllLoraModules.end()};
+  return c;
+}
+
+void CheckWholeModelGradient(bool qwen_like, const LoraConfig& config) {
+  testing::TinyRandomModel file(11, qwen_like);
+  auto model = TrainModel<double>::Create(file, nullptr);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const lora::LoraAdapter adapter = RandomAdapter(file.config(), config, 5);
+  std::vector<double> params(adapter.params.begin(), adapter.params.end());
+  const double scale = adapter.config.scale();
+  const Data data;
+  const std::vector<TrainSequence> seqs = data.Seqs();
+  std::vector<double> grad(params.size(), 0.0);
+  auto loss = (*model)->ForwardBackward(seqs, adapter.layout, scale, params.data(), grad.data());
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  EXPECT_EQ(loss->num_targets, 7);
+  EXPECT_GT(loss->loss, 0);
+  constexpr double kH = 1e-6;
+  double max_grad = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const double saved = params[i];
+    params[i] = saved + kH;
+    const double up =
+        (*model)->ForwardBackward(seqs, adapter.layout, scale, params.data(), nullptr)->loss;
+    params[i] = saved - kH;
+    const double down =
+        (*model)->ForwardBackward(seqs, adapter.layout, scale, params.data(), nullptr)->loss;
+    params[i] = saved;
+    const double numeric = (up - down) / (2 * kH);
+    max_grad = std::max(max_grad, std::abs(numeric));
+    ASSERT_NEAR(grad[i], numeric, 1e-6 * (1.0 + std::abs(numeric))) << "parameter " << i;
+  }
+  EXPECT_GT(max_grad, 1e-3);  // the check saw real gradients
+}
+
+TEST(TrainModelTest, LlamaLoraGradientMatchesFiniteDifferences) {
+  CheckWholeModelGradient(/*qwen_like=*/false, AllModules(2));
+}
+
+TEST(TrainModelTest, QwenLoraGradientMatchesFiniteDifferences) {
+  CheckWholeModelGradient(/*qwen_like=*/true, AllModules(3));
+}
+
+TEST(TrainModelTest, UpperLayerOnlyGradientMatchesFiniteDifferences) {
+  LoraConfig c;
+  c.rank = 2;
+  c.alpha = 4.0f;
+  c.targets = {LoraModule::kQ, LoraModule::kV, LoraModule::kDown};
+  c.layers = {1};
+  CheckWholeModelGradient(/*qwen_like=*/false, c);
+}
+
+TEST(TrainModelTest, FloatAgreesWithDouble) {
+  testing::TinyRandomModel file(12);
+  cpu::ThreadPool pool(2);
+  auto f = TrainModel<float>::Create(file, &pool);
+  auto d = TrainModel<double>::Create(file, nullptr);
+  ASSERT_TRUE(f.ok() && d.ok());
+  const lora::LoraAdapter adapter = RandomAdapter(file.config(), AllModules(4), 9);
+  std::vector<double> pd(adapter.params.begin(), adapter.params.end());
+  const Data data;
+  std::vector<float> gf(pd.size(), 0.0f);
+  std::vector<double> gd(pd.size(), 0.0);
+  auto lf = (*f)->ForwardBackward(data.Seqs(), adapter.layout, adapter.config.scale(),
+                                  adapter.params.data(), gf.data());
+  auto ld = (*d)->ForwardBackward(data.Seqs(), adapter.layout, adapter.config.scale(), pd.data(),
+                                  gd.data());
+  ASSERT_TRUE(lf.ok() && ld.ok());
+  EXPECT_NEAR(lf->loss, ld->loss, 1e-5 * ld->loss);
+  double max_g = 0;
+  for (double g : gd) max_g = std::max(max_g, std::abs(g));
+  for (size_t i = 0; i < gd.size(); ++i) ASSERT_NEAR(gf[i], gd[i], 1e-4 * max_g) << i;
+}
+
+// The training forward computes what the inference model computes (which KV-caches in f16,
+// hence the tolerance).
+TEST(TrainModelTest, LogitsMatchInferenceModel) {
+  for (bool qwen_like : {false, true}) {
+    testing::TinyRandomModel file(13, qwen_like);
+    cpu::CpuBackend backend(1);
+    auto llama = LlamaModel::Create(file, backend, 8);
+    ASSERT_TRUE(llama.ok()) << llama.status();
+    kvcache::KvCache kv(8);
+    const std::vector<TokenId> ids = {3, 17, 5, 29, 1, 38, 12, 6, 6, 21};
+    ASSERT_TRUE(kv.Grow(1, static_cast<int32_t>(ids.size())).has_value());
+    Batch batch{.tokens = ids,
+                .chunks = {{.num_tokens = static_cast<int32_t>(ids.size()),
+                            .first_position = 0,
+                            .block_table = kv.block_table(1),
+                            .want_logits = true}}};
+    std::vector<float> want;
+    ASSERT_TRUE((*llama)->Forward(batch, &want).ok());
+    cpu::ThreadPool pool(1);
+    auto model = TrainModel<float>::Create(file, &pool);
+    ASSERT_TRUE(model.ok());
+    auto got = (*model)->LastLogits(ids, lora::LoraLayout(), 0.0f, nullptr);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR((*got)[i], want[i], 5e-3) << i;
+  }
+}
+
+TEST(TrainModelTest, RejectsBadSequences) {
+  testing::TinyRandomModel file(14);
+  auto model = TrainModel<double>::Create(file, nullptr);
+  ASSERT_TRUE(model.ok());
+  const std::vector<TokenId> bad = {1, 40};
+  const std::vector<uint8_t> mask = {0, 1};
+  const TrainSequence s{.tokens = bad, .loss_mask = mask};
+  EXPECT_EQ(
+      (*model)->ForwardBackward({&s, 1}, lora::LoraLayout(), 1.0, nullptr, nullptr).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  const std::vector<TokenId> good = {1, 2};
+  const TrainSequence s2{.tokens = good, .loss_mask = {mask.data(), 1}};
+  EXPECT_EQ((*model)
+                ->ForwardBackward({&s2, 1}, lora::LoraLayout(), 1.0, nullptr, nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace spillway::engine::train
