@@ -43,6 +43,47 @@ grpc::Status ToGrpcStatus(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), message);
 }
 
+// One call's access log line, the gRPC twin of the HTTP server's (docs/operating.md "Logs"):
+// the request id (the client's `x-request-id` metadata when valid, else a new one, sent back
+// as initial metadata), method, final status, duration and token counts. Never the prompt or
+// the metadata (the API key).
+class CallLog {
+ public:
+  CallLog(grpc::CallbackServerContext* context, std::string_view method)
+      : method_(method), started_(std::chrono::steady_clock::now()) {
+    const auto& md = context->client_metadata();
+    const auto it = md.find("x-request-id");
+    const std::string_view client_id = it == md.end()
+                                           ? std::string_view()
+                                           : std::string_view(it->second.data(), it->second.size());
+    id_ = http::IsValidRequestId(client_id) ? std::string(client_id) : http::NewRequestId();
+    context->AddInitialMetadata("x-request-id", id_);
+  }
+
+  void Write(const grpc::Status& status, const scheduler::Usage* usage = nullptr) const {
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_)
+            .count();
+    const std::string code =
+        absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+    if (usage == nullptr) {
+      spdlog::info("grpc request id={} method={} status={} duration_ms={:.1f}", id_, method_, code,
+                   ms);
+    } else {
+      spdlog::info(
+          "grpc request id={} method={} status={} duration_ms={:.1f} prompt_tokens={} "
+          "completion_tokens={} cached_tokens={}",
+          id_, method_, code, ms, usage->prompt_tokens, usage->completion_tokens,
+          usage->cached_tokens);
+    }
+  }
+
+ private:
+  std::string id_;
+  std::string method_;
+  std::chrono::steady_clock::time_point started_;
+};
+
 // NOTE(grpc): a gRPC request becomes the JSON body the HTTP API would get for it, and goes
 // through the very same parser, so validation, prompt handling, chat templates, stop rules
 // and sampling defaults cannot drift apart between the two front ends.
@@ -153,30 +194,36 @@ class InferenceService final : public pb::Inference::CallbackService {
 
   grpc::ServerWriteReactor<pb::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const pb::GenerateRequest* request) override {
-    if (absl::Status s = Admit(context); !s.ok()) return Stream::Refused(*this, s);
+    CallLog log(context, "Generate");
+    if (absl::Status s = Admit(context); !s.ok()) return Stream::Refused(*this, std::move(log), s);
     if (request->prompt_case() == pb::GenerateRequest::PROMPT_NOT_SET) {
-      return Stream::Refused(*this, openai::InvalidParamError("prompt",
-                                                              "'text' or 'token_ids' "
-                                                              "is required"));
+      return Stream::Refused(
+          *this, std::move(log),
+          openai::InvalidParamError("prompt", "'text' or 'token_ids' is required"));
     }
-    return Stream::Begin(*this, context,
+    return Stream::Begin(*this, context, std::move(log),
                          openai::ParseCompletionRequest(GenerateBody(*request), model_));
   }
 
   grpc::ServerWriteReactor<pb::GenerateResponse>* Chat(grpc::CallbackServerContext* context,
                                                        const pb::ChatRequest* request) override {
-    if (absl::Status s = Admit(context); !s.ok()) return Stream::Refused(*this, s);
-    return Stream::Begin(*this, context, openai::ParseChatRequest(ChatBody(*request), model_));
+    CallLog log(context, "Chat");
+    if (absl::Status s = Admit(context); !s.ok()) return Stream::Refused(*this, std::move(log), s);
+    return Stream::Begin(*this, context, std::move(log),
+                         openai::ParseChatRequest(ChatBody(*request), model_));
   }
 
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const pb::TokenizeRequest* request,
                                      pb::TokenizeResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    if (absl::Status s = Admit(context); !s.ok()) {
-      reactor->Finish(ToGrpcStatus(s));
+    const CallLog log(context, "Tokenize");
+    const auto finish = [&](const grpc::Status& status) {
+      log.Write(status);
+      reactor->Finish(status);
       return reactor;
-    }
+    };
+    if (absl::Status s = Admit(context); !s.ok()) return finish(ToGrpcStatus(s));
     json::object j;
     if (!request->model().empty()) j["model"] = request->model();
     if (request->input_case() == pb::TokenizeRequest::kChat) {
@@ -190,10 +237,7 @@ class InferenceService final : public pb::Inference::CallbackService {
     if (request->has_add_special_tokens()) j["add_special_tokens"] = request->add_special_tokens();
     j["return_token_strs"] = true;
     absl::StatusOr<std::string> out = openai::Tokenize(json::serialize(j), model_);
-    if (!out.ok()) {
-      reactor->Finish(ToGrpcStatus(out.status()));
-      return reactor;
-    }
+    if (!out.ok()) return finish(ToGrpcStatus(out.status()));
     const json::object o = json::parse(*out).as_object();
     for (const json::value& v : o.at("tokens").as_array()) {
       response->add_token_ids(static_cast<int32_t>(v.to_number<int64_t>()));
@@ -203,24 +247,25 @@ class InferenceService final : public pb::Inference::CallbackService {
     }
     response->set_count(response->token_ids_size());
     response->set_max_model_len(model_.context_tokens);
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return finish(grpc::Status::OK);
   }
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const pb::ListModelsRequest* /*request*/,
                                        pb::ListModelsResponse* response) override {
+    const CallLog log(context, "ListModels");
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (absl::Status s = Admit(context); !s.ok()) {
-      grpc::ServerUnaryReactor* refused = context->DefaultReactor();
-      refused->Finish(ToGrpcStatus(s));
-      return refused;
+      log.Write(ToGrpcStatus(s));
+      reactor->Finish(ToGrpcStatus(s));
+      return reactor;
     }
     pb::Model* m = response->add_models();
     m->set_id(model_.name);
     m->set_max_model_len(model_.context_tokens);
     m->set_root(model_.path);
     m->set_created(model_.created_unix);
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    log.Write(grpc::Status::OK);
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
@@ -232,18 +277,17 @@ class InferenceService final : public pb::Inference::CallbackService {
   // written one at a time. Deletes itself in OnDone.
   class Stream final : public grpc::ServerWriteReactor<pb::GenerateResponse> {
    public:
-    static Stream* Refused(InferenceService& service, const absl::Status& status) {
-      auto* s = new Stream(service);
-      s->finished_ = true;
-      s->Finish(ToGrpcStatus(status));
+    static Stream* Refused(InferenceService& service, CallLog log, const absl::Status& status) {
+      auto* s = new Stream(service, std::move(log));
+      s->Close(ToGrpcStatus(status));
       return s;
     }
 
     static Stream* Begin(InferenceService& service, grpc::CallbackServerContext* context,
-                         absl::StatusOr<openai::GenerationSpec> spec) {
-      if (!spec.ok()) return Refused(service, spec.status());
+                         CallLog log, absl::StatusOr<openai::GenerationSpec> spec) {
+      if (!spec.ok()) return Refused(service, std::move(log), spec.status());
       SPW_CHECK(spec->requests.size() == 1);
-      auto* s = new Stream(service);
+      auto* s = new Stream(service, std::move(log));
       s->logprobs_ = spec->logprobs;
       scheduler::Request request = std::move(spec->requests[0]);
       request.id = service.engine_.NextRequestId();
@@ -261,8 +305,7 @@ class InferenceService final : public pb::Inference::CallbackService {
       s->channel_ = request.channel;
       if (absl::Status st = service.engine_.Submit(std::move(request)); !st.ok()) {
         s->Detach();
-        s->finished_ = true;
-        s->Finish(ToGrpcStatus(st));
+        s->Close(ToGrpcStatus(st));
         return s;
       }
       {
@@ -305,6 +348,10 @@ class InferenceService final : public pb::Inference::CallbackService {
 
     void OnDone() override {
       Detach();
+      {
+        absl::MutexLock lock(&mu_);
+        log_.Write(final_status_, saw_usage_ ? &usage_ : nullptr);
+      }
       delete this;
     }
 
@@ -315,8 +362,8 @@ class InferenceService final : public pb::Inference::CallbackService {
       Stream* stream ABSL_GUARDED_BY(mu) = nullptr;
     };
 
-    explicit Stream(InferenceService& service)
-        : service_(service), link_(std::make_shared<Link>()) {
+    Stream(InferenceService& service, CallLog log)
+        : service_(service), log_(std::move(log)), link_(std::make_shared<Link>()) {
       service_.num_active_.fetch_add(1);
       absl::MutexLock lock(&link_->mu);
       link_->stream = this;
@@ -326,6 +373,16 @@ class InferenceService final : public pb::Inference::CallbackService {
     void Detach() {
       absl::MutexLock lock(&link_->mu);
       link_->stream = nullptr;
+    }
+
+    // Ends a call that never reached the scheduler (refused, or its Submit failed).
+    void Close(const grpc::Status& status) {
+      {
+        absl::MutexLock lock(&mu_);
+        finished_ = true;
+        final_status_ = status;
+      }
+      Finish(status);
     }
 
     // Drains the channel and starts the next write, or finishes once everything is written.
@@ -348,6 +405,7 @@ class InferenceService final : public pb::Inference::CallbackService {
           finished_ = true;
           finish = true;
           status = cancelled_ && status_.ok() ? grpc::Status::CANCELLED : status_;
+          final_status_ = status;
         }
       }
       // NOTE(grpc): no lock is held across StartWrite / Finish: gRPC may run reactions on
@@ -388,6 +446,10 @@ class InferenceService final : public pb::Inference::CallbackService {
         if (e.stop_token) r.set_stop_token_id(*e.stop_token);
         pending_.push_back(std::move(r));
       }
+      if (e.usage) {
+        usage_ = *e.usage;
+        saw_usage_ = true;
+      }
       if (e.usage && status_.ok()) {
         pb::GenerateResponse r;
         pb::Usage* u = r.mutable_usage();
@@ -400,6 +462,7 @@ class InferenceService final : public pb::Inference::CallbackService {
     }
 
     InferenceService& service_;
+    const CallLog log_;
     const std::shared_ptr<Link> link_;
     scheduler::RequestId id_ = 0;
     int32_t logprobs_ = -1;
@@ -412,6 +475,10 @@ class InferenceService final : public pb::Inference::CallbackService {
     bool closed_ ABSL_GUARDED_BY(mu_) = false;
     bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
     bool finished_ ABSL_GUARDED_BY(mu_) = false;
+    // For the access log line written in OnDone.
+    grpc::Status final_status_ ABSL_GUARDED_BY(mu_) = grpc::Status::CANCELLED;
+    scheduler::Usage usage_ ABSL_GUARDED_BY(mu_);
+    bool saw_usage_ ABSL_GUARDED_BY(mu_) = false;
   };
 
   const openai::ServedModel& model_;

@@ -13,6 +13,9 @@ void Exchange::OnDisconnect(std::function<void()> fn) const {
 }
 void Exchange::Keep(std::shared_ptr<void> state) const { session_->Keep(seq_, std::move(state)); }
 bool Exchange::active() const { return session_->IsActive(seq_); }
+void Exchange::AddLogField(std::string_view key, int64_t value) const {
+  session_->AddLogField(seq_, key, value);
+}
 void Exchange::Post(std::function<void()> fn) const { session_->Post(std::move(fn)); }
 std::function<void(std::function<void()>)> Exchange::Poster() const { return session_->Poster(); }
 

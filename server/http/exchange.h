@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "server/http/http_message.h"
 
@@ -43,6 +44,9 @@ class Exchange {
   void Keep(std::shared_ptr<void> state) const;
   // True while the exchange is unanswered and its client connected.
   bool active() const;
+  // Appends ` key=value` to the exchange's access log line (e.g. token counts). Values must
+  // not hold secrets or prompt text.
+  void AddLogField(std::string_view key, int64_t value) const;
 
   // Runs `fn` on this exchange's strand. Safe from any thread; `fn` runs even after the
   // exchange ended (it should then find active() false).

@@ -89,6 +89,10 @@ void Generation::Pump() {
 
 void Generation::Finish() {
   finished_ = true;
+  const scheduler::Usage& usage = builder_.usage();
+  exchange_.AddLogField("prompt_tokens", usage.prompt_tokens);
+  exchange_.AddLogField("completion_tokens", usage.completion_tokens);
+  exchange_.AddLogField("cached_tokens", usage.cached_tokens);
   if (stream_) {
     exchange_.Send(builder_.StreamEnd());
     exchange_.EndStream();

@@ -54,6 +54,8 @@ class ResponseBuilder {
   std::string FinalJson() const;
   // The first failure an event reported (kError, or kCancelled by the server), else OK.
   const absl::Status& error() const { return error_; }
+  // Token counts summed over the events seen so far (final once every channel closed).
+  const scheduler::Usage& usage() const { return usage_; }
   // True once every choice has its final event.
   bool all_finished() const;
 

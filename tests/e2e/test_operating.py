@@ -5,6 +5,7 @@ connection limits (oversized headers, slow clients, --max-connections).
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -94,6 +95,70 @@ def test_request_id_is_echoed_or_generated(server):
             server.log_text():
         assert time.monotonic() < deadline, server.log_text()[-2000:]
         time.sleep(0.05)
+
+
+def wait_for_log(server, pattern: str, timeout: float = 5.0) -> "re.Match":
+    deadline = time.monotonic() + timeout
+    while (m := re.search(pattern, server.log_text())) is None:
+        assert time.monotonic() < deadline, f"no log line {pattern!r}:\n" + \
+            server.log_text()[-3000:]
+        time.sleep(0.05)
+    return m
+
+
+def test_access_log_carries_token_counts(server):
+    body = {**COMPLETION, "max_tokens": 3, "ignore_eos": True}
+    r = requests.post(server.url + "/v1/completions", json=body,
+                      headers={"X-Request-Id": "usage-log-1"}, timeout=60)
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]
+    m = wait_for_log(server, r"request id=usage-log-1 method=POST path=/v1/completions "
+                             r"status=200 duration_ms=[\d.]+ prompt_tokens=(\d+) "
+                             r"completion_tokens=(\d+) cached_tokens=(\d+)")
+    assert (int(m[1]), int(m[2]), int(m[3])) == (
+        usage["prompt_tokens"], 3, usage["prompt_tokens_details"]["cached_tokens"])
+    # Streamed answers are counted the same way.
+    with requests.post(server.url + "/v1/completions", json={**body, "stream": True},
+                       headers={"X-Request-Id": "usage-log-2"}, stream=True, timeout=60) as r:
+        assert r.status_code == 200
+        assert b"[DONE]" in r.content
+    wait_for_log(server, r"request id=usage-log-2 method=POST path=/v1/completions status=200 "
+                         r"duration_ms=[\d.]+ prompt_tokens=\d+ completion_tokens=3 ")
+
+
+def test_grpc_calls_carry_a_request_id_and_an_access_log_line(server, pb):  # noqa: F811
+    m, grpc_mod = pb
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        stub = grpc_mod.InferenceStub(ch)
+        req = m.GenerateRequest(text="Hello", options=m.SamplingOptions(
+            max_tokens=3, temperature=0, ignore_eos=True))
+        call = stub.Generate(req, metadata=[("x-request-id", "grpc-trace-7")], timeout=60)
+        messages = list(call)
+        assert dict(call.initial_metadata())["x-request-id"] == "grpc-trace-7"
+        usage = messages[-1].usage
+        assert usage.completion_tokens == 3
+        line = wait_for_log(server, r"grpc request id=grpc-trace-7 method=Generate status=OK "
+                                    r"duration_ms=[\d.]+ prompt_tokens=(\d+) "
+                                    r"completion_tokens=3 cached_tokens=\d+")
+        assert int(line[1]) == usage.prompt_tokens
+        # Without (or with an invalid) id the server makes one and sends it back.
+        call = stub.Generate(req, metadata=[("x-request-id", "has space")], timeout=60)
+        list(call)
+        generated = dict(call.initial_metadata())["x-request-id"]
+        assert len(generated) == 32 and generated != "has space"
+        wait_for_log(server, rf"grpc request id={generated} method=Generate status=OK ")
+        # Refused calls are logged with their status too.
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Generate(m.GenerateRequest(), metadata=[("x-request-id", "grpc-bad-1")],
+                               timeout=10))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        wait_for_log(server, r"grpc request id=grpc-bad-1 method=Generate "
+                             r"status=INVALID_ARGUMENT ")
+        _, call = stub.ListModels.with_call(m.ListModelsRequest(),
+                                            metadata=[("x-request-id", "grpc-list-1")],
+                                            timeout=10)
+        assert dict(call.initial_metadata())["x-request-id"] == "grpc-list-1"
+        wait_for_log(server, r"grpc request id=grpc-list-1 method=ListModels status=OK ")
 
 
 def test_help_names_every_environment_variable():
@@ -195,6 +260,38 @@ def test_oversized_header_is_refused(server):
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
         assert read_all(s, 10).startswith(b"HTTP/1.1 431 ")
+
+
+def test_read_timeout_cuts_trickling_clients_but_not_idle_ones(tmp_path):
+    # --read-timeout-s bounds a request once its first byte arrives; --idle-timeout-s bounds
+    # the wait for that first byte. With 1 s and 30 s, a slowloris client is cut in ~1 s while
+    # an idle keep-alive connection stays usable.
+    server = Server(tmp_path, "--idle-timeout-s", "30", "--read-timeout-s", "1")
+    try:
+        idle = socket.create_connection(("127.0.0.1", server.port))
+        idle_since = time.monotonic()
+        # Half a header, then nothing: closed after the read timeout, long before 30 s.
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            start = time.monotonic()
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            assert read_all(s, 15) == b""
+            assert time.monotonic() - start < 5
+        # A whole header, then a body that trickles: cut the same way.
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            start = time.monotonic()
+            s.sendall(b"POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                      b"\r\nContent-Length: 100\r\n\r\n{\"prompt\":")
+            answer = read_all(s, 15)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer
+            assert time.monotonic() - start < 5
+        # The connection that sent nothing for 3 s is still open and serves a request.
+        time.sleep(max(0.0, idle_since + 3 - time.monotonic()))
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        idle.settimeout(10)
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+        idle.close()
+    finally:
+        assert server.stop() == 0, server.log_text()
 
 
 def test_slow_clients_and_max_connections(tmp_path):

@@ -68,10 +68,18 @@ std::function<void(std::function<void()>)> Session::Poster() {
 
 void Session::ReadRequest() {
   if (closed_ || watching_) return;  // a pending watch read calls back here when data comes
+  if (buffer_.size() == 0) {
+    // NOTE(http): the wait for a request's first bytes is idle time (--idle-timeout-s); from
+    // the first byte on, the whole request must arrive within --read-timeout-s, so a client
+    // that trickles its header or body (slowloris) cannot hold a connection for long.
+    stream_.expires_after(options_.idle_timeout);
+    Watch();  // calls back here once bytes are buffered
+    return;
+  }
   parser_.emplace();
   parser_->body_limit(static_cast<uint64_t>(options_.max_body_bytes));
   parser_->header_limit(static_cast<uint32_t>(options_.max_header_bytes));
-  stream_.expires_after(buffer_.size() > 0 ? options_.header_timeout : options_.idle_timeout);
+  stream_.expires_after(options_.header_timeout);
   bhttp::async_read_header(
       stream_, buffer_, *parser_,
       [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
@@ -143,6 +151,7 @@ void Session::OnRequest(beast::error_code ec) {
   method_ = request.method;
   path_ = request.path;
   status_ = 0;
+  log_fields_.clear();
   started_ = std::chrono::steady_clock::now();
   // NOTE(http): HTTP/1.0 clients get `Connection: close` and an unchunked stream.
   request.keep_alive = msg.version() >= 11 && msg.keep_alive();
@@ -218,8 +227,8 @@ void Session::LogExchange(std::string_view outcome) {
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_)
           .count();
-  spdlog::info("request id={} method={} path={} status={} duration_ms={:.1f}{}", request_id_,
-               method_, path_, status_, ms, outcome);
+  spdlog::info("request id={} method={} path={} status={} duration_ms={:.1f}{}{}", request_id_,
+               method_, path_, status_, ms, log_fields_, outcome);
 }
 
 void Session::EndExchange() {
@@ -329,5 +338,9 @@ void Session::Keep(uint64_t seq, std::shared_ptr<void> state) {
 }
 
 bool Session::IsActive(uint64_t seq) const { return Current(seq) && !answer_complete_; }
+
+void Session::AddLogField(uint64_t seq, std::string_view key, int64_t value) {
+  if (Current(seq)) absl::StrAppend(&log_fields_, " ", std::string(key), "=", value);
+}
 
 }  // namespace spillway::server::http::internal

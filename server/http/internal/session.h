@@ -54,6 +54,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void SetOnDisconnect(uint64_t seq, std::function<void()> fn);
   void Keep(uint64_t seq, std::shared_ptr<void> state);
   bool IsActive(uint64_t seq) const;
+  void AddLogField(uint64_t seq, std::string_view key, int64_t value);
   void Post(std::function<void()> fn);
   std::function<void(std::function<void()>)> Poster();
 
@@ -101,6 +102,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string path_;
   int status_ = 0;
   std::chrono::steady_clock::time_point started_;
+  std::string log_fields_;  // ` key=value` pairs the endpoint added (Exchange::AddLogField)
 
   std::string write_pending_;
   std::string write_inflight_;
