@@ -47,7 +47,8 @@ struct DiskTierOptions {
   FileLayer* files = nullptr;  // nullptr: PosixFileLayer(); otherwise must outlive the tier
   int64_t persist_interval_ms = 30'000;  // persist mode: save a changed index this often (0: never)
   // A write that would grow a slab file while statvfs reports less than this free marks the
-  // tier degraded (no space) instead of filling the disk to the last byte.
+  // tier degraded (no space) instead of filling the disk to the last byte. Negative: no check
+  // (the tier learns of a full disk from ENOSPC alone).
   int64_t min_free_bytes = 64 << 20;
 };
 
