@@ -5,8 +5,8 @@
     make_tiny_models.py --goldens OUT_DIR    also runs them with Hugging Face transformers
                                              (torch, CPU) and writes tests/golden/hf/logits.json
 
-The directories are a pure function of this file: weights come from a counter-based
-splitmix64 generator (no numpy RNG, whose streams may change between versions) and the
+The directories are a pure function of this file and ../toy_model_parts.py: weights come from
+a counter-based splitmix64 generator (no numpy RNG, whose streams may change between versions) and the
 safetensors files are written by hand, so every machine produces the same bytes. logits.json
 records each model.safetensors' sha256 and tiny_models.sha256 every file's, so a setup script
 can check (`cd OUT_DIR && sha256sum -c .../tiny_models.sha256`) that it runs on the files the
@@ -34,6 +34,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from toy_model_parts import Numbers, learn_merges, bytes_to_unicode  # noqa: E402
+
 HIDDEN = 64
 LAYERS = 2
 HEADS = 4
@@ -48,11 +51,6 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
     "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-
-# Text the toy BPE merges are learned from.
-CORPUS = """the cat sat on the mat. the dog sat on the log. then the cat and the dog ran
-to the hat in the hall. that is the thing: they sat and then they ran. hello there, hello
-world! the end of the story is the start of another one, as the saying goes."""
 
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -74,74 +72,7 @@ TOKENIZE_TEXTS = [
 ]
 
 
-# ---- Deterministic numbers. -------------------------------------------------------------------
-
-def splitmix64(counters):
-    z = counters + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-class Numbers:
-    """Uniform numbers from splitmix64 over a running counter: same bytes on every machine."""
-
-    def __init__(self, seed):
-        self.next = np.uint64(seed) << np.uint64(32)
-
-    def uniform(self, shape, low, high):
-        n = int(np.prod(shape)) if shape else 1
-        counters = self.next + np.arange(n, dtype=np.uint64)
-        self.next += np.uint64(n)
-        unit = (splitmix64(counters) >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)
-        return (low + (high - low) * unit).astype(np.float32).reshape(shape)
-
-
 # ---- Tokenizer. -------------------------------------------------------------------------------
-
-def bytes_to_unicode():
-    """GPT-2's reversible byte -> printable character map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
-
-
-def learn_merges(num_merges):
-    """Plain BPE on CORPUS split GPT-2 style into words with their leading space."""
-    byte_map = bytes_to_unicode()
-    words = {}
-    for word in re.findall(r" ?[A-Za-z]+| ?[^A-Za-z\s]+|\s+", CORPUS):
-        symbols = tuple(byte_map[b] for b in word.encode("utf-8"))
-        words[symbols] = words.get(symbols, 0) + 1
-    merges = []
-    for _ in range(num_merges):
-        pairs = {}
-        for symbols, count in words.items():
-            for pair in zip(symbols, symbols[1:]):
-                pairs[pair] = pairs.get(pair, 0) + count
-        best = min(pairs, key=lambda p: (-pairs[p], p))  # most frequent, then lexicographic
-        merges.append(best)
-        merged = {}
-        for symbols, count in words.items():
-            out, i = [], 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
-                    out.append(symbols[i] + symbols[i + 1])
-                    i += 2
-                else:
-                    out.append(symbols[i])
-                    i += 1
-            merged[tuple(out)] = merged.get(tuple(out), 0) + count
-        words = merged
-    return merges
-
 
 def tokenizer_files(style):
     """tokenizer.json and tokenizer_config.json (as dicts) for style "smollm" or "qwen2"."""
