@@ -67,6 +67,16 @@ absl::StatusOr<LoraConfig> ParseConfig(const std::string& path, const std::strin
       return absl::UnimplementedError(absl::StrCat(path, ": ", flag, " is not supported"));
     }
   }
+  for (const char* pattern : {"rank_pattern", "alpha_pattern"}) {
+    if (const json::value* f = o.if_contains(pattern);
+        f != nullptr && f->is_object() && !f->as_object().empty()) {
+      return absl::UnimplementedError(absl::StrCat(path, ": ", pattern, " is not supported"));
+    }
+  }
+  if (const json::value* f = o.if_contains("lora_bias");
+      f != nullptr && f->is_bool() && f->as_bool()) {
+    return absl::UnimplementedError(absl::StrCat(path, ": lora_bias is not supported"));
+  }
   if (const json::value* b = o.if_contains("bias");
       b != nullptr && !(b->is_string() && b->as_string() == "none")) {
     return absl::UnimplementedError(absl::StrCat(path, ": only bias \"none\" is supported"));

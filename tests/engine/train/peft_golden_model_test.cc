@@ -1,0 +1,83 @@
+// The training loss and LoRA gradients of the tiny Hugging Face models (build/tiny_models,
+// from tests/golden/hf/make_tiny_models.py) against PyTorch + peft in float64
+// (tests/golden/lora/make_lora_goldens.py), with the adapters peft itself saved.
+#include <gtest/gtest.h>
+
+#include "engine/lora/peft_io.h"
+#include "engine/train/train_model.h"
+#include "engine/weights/safetensors_reader.h"
+#include "tests/golden_json.h"
+#include "tests/test_paths.h"
+
+namespace spillway::engine::train {
+namespace {
+
+class PeftGoldenTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PeftGoldenTest, LossAndLoraGradientsMatchPytorch) {
+  const std::string name = GetParam();
+  const boost::json::object golden =
+      testing::ReadJsonFile("tests/golden/lora/" + name + ".json").as_object();
+  auto file = OpenModelFile(testing::BinaryPath("tiny_models/" + name));
+  ASSERT_TRUE(file.ok()) << file.status() << " (scripts/setup.sh generates these)";
+  auto adapter = lora::LoadPeftAdapter(
+      testing::SourcePath("tests/golden/lora/" + name + "-adapter"), (*file)->config());
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  EXPECT_EQ(adapter->config.rank, 4);
+  EXPECT_EQ(adapter->config.targets.size(), 7u);
+  auto model = TrainModel<double>::Create(**file, nullptr);
+  ASSERT_TRUE(model.ok()) << model.status();
+
+  std::vector<std::vector<TokenId>> tokens;
+  std::vector<std::vector<uint8_t>> masks;
+  for (const auto& s : golden.at("sequences").as_array()) tokens.push_back(testing::TokenIds(s));
+  for (const auto& m : golden.at("masks").as_array()) {
+    std::vector<uint8_t> mask;
+    for (const auto& v : m.as_array()) mask.push_back(static_cast<uint8_t>(v.to_number<int>()));
+    masks.push_back(mask);
+  }
+  std::vector<TrainSequence> seqs;
+  for (size_t i = 0; i < tokens.size(); ++i) seqs.push_back({tokens[i], masks[i]});
+  std::vector<double> params(adapter->params.begin(), adapter->params.end());
+  std::vector<double> grad(params.size(), 0.0);
+  auto loss = (*model)->ForwardBackward(seqs, adapter->layout, adapter->config.scale(),
+                                        params.data(), grad.data());
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  ASSERT_EQ(loss->num_targets, golden.at("num_targets").to_number<int64_t>());
+  const double mean = loss->loss / static_cast<double>(loss->num_targets);
+  // Relative 1e-6, not 1e-12: transformers computes RoPE's inverse frequencies and cos/sin in
+  // float32 even in a float64 model, which moves the loss by about 1e-7 of itself.
+  const double want_loss = golden.at("mean_loss").to_number<double>();
+  EXPECT_NEAR(mean, want_loss, 1e-6 * want_loss);
+
+  auto grads = SafetensorsFile::Open(
+      testing::SourcePath("tests/golden/lora/" + name + "-grads.safetensors"));
+  ASSERT_TRUE(grads.ok()) << grads.status();
+  int64_t compared = 0;
+  for (int64_t l = 0; l < adapter->layout.num_layers(); ++l) {
+    for (lora::LoraModule m : lora::kAllLoraModules) {
+      const lora::LoraSlot& s = adapter->layout.slot(l, m);
+      for (bool is_b : {false, true}) {
+        const SafetensorsTensor* t = grads->Find(lora::PeftTensorName(l, m, is_b));
+        ASSERT_NE(t, nullptr) << lora::PeftTensorName(l, m, is_b);
+        const float* want = reinterpret_cast<const float*>(t->data);
+        const int64_t n = is_b ? s.out * 4 : 4 * s.in;
+        ASSERT_EQ(t->nbytes, n * 4);
+        float max_abs = 0;
+        for (int64_t i = 0; i < n; ++i) max_abs = std::max(max_abs, std::abs(want[i]));
+        const double* got = grad.data() + (is_b ? s.b_offset : s.a_offset);
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_NEAR(got[i] / loss->num_targets, want[i], 1e-5 * max_abs + 1e-9)
+              << lora::PeftTensorName(l, m, is_b) << " [" << i << "]";
+        }
+        compared += n;
+      }
+    }
+  }
+  EXPECT_EQ(compared, adapter->layout.num_params());
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, PeftGoldenTest, ::testing::Values("llama-tiny", "qwen2-tiny"));
+
+}  // namespace
+}  // namespace spillway::engine::train
