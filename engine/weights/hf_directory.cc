@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "common/string_views.h"
 #include "engine/weights/internal/mapped_file.h"
 #include "engine/weights/safetensors_reader.h"
 #include "engine/weights/tokenizer_json.h"
@@ -26,7 +27,6 @@ namespace fs = std::filesystem;
 
 // Debian's Abseil has its own string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0), which does not
 // convert from std::string_view.
-absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // Parses a non-negative decimal integer that fills all of `s`.
 std::optional<int64_t> ParseIndex(std::string_view s) {
@@ -50,10 +50,11 @@ class JsonFields {
 
   absl::Status Missing(std::string_view key) const {
     return absl::InvalidArgumentError(
-        absl::StrCat(where_, ": required field \"", Sv(key), "\" is missing"));
+        absl::StrCat(where_, ": required field \"", AbslSv(key), "\" is missing"));
   }
   absl::Status Bad(std::string_view key, std::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat(where_, ": field \"", Sv(key), "\" ", Sv(what)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where_, ": field \"", AbslSv(key), "\" ", AbslSv(what)));
   }
 
   absl::StatusOr<std::optional<int64_t>> OptInt(std::string_view key) const {
@@ -118,10 +119,12 @@ absl::StatusOr<json::value> ParseJson(std::string_view text, std::string_view wh
     boost::system::error_code ec;
     json::value v = json::parse(text, ec);
     if (ec)
-      return absl::InvalidArgumentError(absl::StrCat(Sv(where), ": invalid JSON: ", ec.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(AbslSv(where), ": invalid JSON: ", ec.message()));
     return v;
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(Sv(where), ": cannot parse JSON: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(AbslSv(where), ": cannot parse JSON: ", e.what()));
   }
 }
 
@@ -251,7 +254,7 @@ absl::Status HfModelFile::LoadWeights(const fs::path& dir) {
     for (const auto& [tensor, shard_v] : map_v->get_object()) {
       if (!shard_v.is_string() || !IsPlainRelativePath(shard_v.get_string())) {
         return absl::InvalidArgumentError(
-            absl::StrCat(index.string(), ": weight_map entry for \"", Sv(tensor), "\" is ",
+            absl::StrCat(index.string(), ": weight_map entry for \"", AbslSv(tensor), "\" is ",
                          json::serialize(shard_v), ", not the name of a file in the directory"));
       }
       by_shard[std::string(shard_v.get_string())].insert(std::string(tensor));
@@ -544,7 +547,7 @@ std::optional<std::string> HfTensorNameToGguf(std::string_view hf_name) {
       {"mlp.down_proj.weight", "ffn_down.weight"},
   };
   for (const auto& [hf, gguf] : kLayerNames) {
-    if (rest == hf) return absl::StrCat("blk.", *layer, ".", Sv(gguf));
+    if (rest == hf) return absl::StrCat("blk.", *layer, ".", AbslSv(gguf));
   }
   return std::nullopt;
 }

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/string_views.h"
 
 namespace spillway::engine {
 namespace {
@@ -17,7 +18,6 @@ namespace json = boost::json;
 
 // Debian's Abseil has its own string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0), which does not
 // convert from std::string_view.
-absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 struct DtypeInfo {
   std::string_view name;
@@ -61,8 +61,8 @@ class HeaderParser {
   HeaderParser(const std::string& path, int64_t data_size) : path_(path), data_size_(data_size) {}
 
   absl::Status Error(std::string_view tensor, std::string_view what) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("safetensors file ", path_, ": tensor \"", Sv(tensor), "\": ", Sv(what)));
+    return absl::InvalidArgumentError(absl::StrCat("safetensors file ", path_, ": tensor \"",
+                                                   AbslSv(tensor), "\": ", AbslSv(what)));
   }
 
   absl::StatusOr<SafetensorsTensor> ParseTensor(std::string_view name, const json::value& v,
@@ -77,11 +77,11 @@ class HeaderParser {
     const std::string_view dtype_name = dtype_v->get_string();
     const DtypeInfo* dtype = FindDtype(dtype_name);
     if (dtype == nullptr)
-      return Error(name, absl::StrCat("unknown dtype \"", Sv(dtype_name), "\""));
+      return Error(name, absl::StrCat("unknown dtype \"", AbslSv(dtype_name), "\""));
     if (!dtype->type.has_value()) {
       return absl::UnimplementedError(
-          absl::StrCat("safetensors file ", path_, ": tensor \"", Sv(name), "\": dtype ",
-                       Sv(dtype_name), " is not supported (spillway loads F32, F16 and BF16)"));
+          absl::StrCat("safetensors file ", path_, ": tensor \"", AbslSv(name), "\": dtype ",
+                       AbslSv(dtype_name), " is not supported (spillway loads F32, F16 and BF16)"));
     }
 
     SafetensorsTensor t;
@@ -129,7 +129,7 @@ class HeaderParser {
     if (*end - *begin != expected_bytes) {
       return Error(name, absl::StrCat("data_offsets [", *begin, ", ", *end, ") hold ",
                                       *end - *begin, " bytes but shape ", json::serialize(*shape_v),
-                                      " of ", Sv(dtype_name), " needs ", expected_bytes));
+                                      " of ", AbslSv(dtype_name), " needs ", expected_bytes));
     }
     t.nbytes = expected_bytes;
     t.data = expected_bytes == 0 ? nullptr : data_begin + *begin;
@@ -155,7 +155,7 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(const uint8_t* bytes, int
                                                        const std::string& path_for_messages) {
   const std::string& path = path_for_messages;
   auto file_error = [&](std::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat("safetensors file ", path, ": ", Sv(what)));
+    return absl::InvalidArgumentError(absl::StrCat("safetensors file ", path, ": ", AbslSv(what)));
   };
   if (size < 8) {
     return file_error(
@@ -196,7 +196,7 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(const uint8_t* bytes, int
       for (const auto& [mkey, mvalue] : *meta) {
         if (!mvalue.is_string()) {
           return file_error(
-              absl::StrCat("\"__metadata__\" value of \"", Sv(mkey), "\" is not a string"));
+              absl::StrCat("\"__metadata__\" value of \"", AbslSv(mkey), "\" is not a string"));
         }
         file.metadata_.emplace(std::string(mkey), std::string(mvalue.get_string()));
       }

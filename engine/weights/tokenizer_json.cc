@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "common/string_views.h"
 
 namespace spillway::engine {
 namespace {
@@ -20,7 +21,6 @@ namespace json = boost::json;
 
 // Debian's Abseil has its own string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0), which does not
 // convert from std::string_view.
-absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // NOTE(hf): the largest real vocabularies are ~260K tokens; the cap keeps a corrupt id from
 // making us allocate gigabytes.
@@ -45,10 +45,12 @@ absl::StatusOr<json::value> ParseJson(std::string_view text, std::string_view wh
     boost::system::error_code ec;
     json::value v = json::parse(text, ec);
     if (ec)
-      return absl::InvalidArgumentError(absl::StrCat(Sv(what), ": invalid JSON: ", ec.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(AbslSv(what), ": invalid JSON: ", ec.message()));
     return v;
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(Sv(what), ": cannot parse JSON: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(AbslSv(what), ": cannot parse JSON: ", e.what()));
   }
 }
 
@@ -185,7 +187,7 @@ absl::StatusOr<std::optional<std::string>> SpecialTokenText(const json::object& 
       return std::optional<std::string>(std::string(c->get_string()));
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("tokenizer_config.json: ", Sv(key), " is ",
+  return absl::InvalidArgumentError(absl::StrCat("tokenizer_config.json: ", AbslSv(key), " is ",
                                                  Abbrev(*v), ", not a string or {content}"));
 }
 
@@ -236,8 +238,8 @@ class SpecBuilder {
     for (const auto& [text, id_v] : *vocab) {
       const std::optional<int64_t> id = IdOf(id_v);
       if (!id.has_value()) {
-        return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: vocab entry \"", Sv(text),
-                                                       "\" has id ", Abbrev(id_v),
+        return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: vocab entry \"",
+                                                       AbslSv(text), "\" has id ", Abbrev(id_v),
                                                        ", not an id in [0, ", kMaxTokenId, "]"));
       }
       SPW_RETURN_IF_ERROR(Place(*id, text, TokenType::kNormal, "vocab"));
@@ -365,7 +367,7 @@ class SpecBuilder {
     auto it = ids_.find(std::string(text));
     if (it == ids_.end()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(Sv(what), " \"", Sv(text), "\" is not a token of tokenizer.json"));
+          absl::StrCat(AbslSv(what), " \"", AbslSv(text), "\" is not a token of tokenizer.json"));
     }
     return it->second;
   }
@@ -392,7 +394,7 @@ class SpecBuilder {
     if (slot.has_value() && slot->first != text) {
       return absl::InvalidArgumentError(
           absl::StrCat("tokenizer.json: id ", id, " is given to both \"", slot->first, "\" and \"",
-                       Sv(text), "\" (", Sv(where), ")"));
+                       AbslSv(text), "\" (", AbslSv(where), ")"));
     }
     slot = std::make_pair(std::string(text), type);
     // Added tokens override a vocab entry of the same text; the id stays the latest one.
@@ -444,8 +446,8 @@ class SpecBuilder {
                          Named{"unk_token", &spec.unk_id}, Named{"pad_token", &spec.pad_id}}) {
     SPW_ASSIGN_OR_RETURN(std::optional<std::string> text, SpecialTokenText(config, n.key));
     if (text.has_value()) {
-      SPW_ASSIGN_OR_RETURN(*n.id,
-                           b.IdOfText(*text, absl::StrCat("tokenizer_config.json ", Sv(n.key))));
+      SPW_ASSIGN_OR_RETURN(
+          *n.id, b.IdOfText(*text, absl::StrCat("tokenizer_config.json ", AbslSv(n.key))));
     }
   }
   if (spec.model == "llama") {
@@ -528,8 +530,8 @@ absl::StatusOr<TokenizerSpec> ParseTokenizerJson(std::string_view tokenizer_json
   }
   const std::string_view model_type = StringField(*model, "type");
   if (model_type != "BPE" && !(model_type.empty() && model->contains("merges"))) {
-    return absl::UnimplementedError(absl::StrCat("tokenizer.json: model type \"", Sv(model_type),
-                                                 "\" is not supported (only BPE)"));
+    return absl::UnimplementedError(absl::StrCat(
+        "tokenizer.json: model type \"", AbslSv(model_type), "\" is not supported (only BPE)"));
   }
 
   SPW_ASSIGN_OR_RETURN(PreTokenizerInfo pre, ClassifyPreTokenizer(root));

@@ -5,12 +5,10 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
-#include "server/openai/internal/string_views.h"
+#include "common/string_views.h"
 
 namespace spillway::server::openai {
 namespace {
-
-using internal::AbslSv;
 
 constexpr std::string_view kParamPayload = "type.spillway.dev/openai.param";
 constexpr std::string_view kCodePayload = "type.spillway.dev/openai.code";

@@ -4,14 +4,13 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/string_views.h"
 #include "server/openai/api_error.h"
-#include "server/openai/internal/string_views.h"
 
 namespace spillway::server::openai {
 namespace {
 
 namespace json = boost::json;
-using internal::AbslSv;
 
 absl::Status WrongType(std::string_view name, std::string_view expected, const json::value& v) {
   return InvalidParamError(name, absl::StrCat("'", AbslSv(name), "' must be ", AbslSv(expected),

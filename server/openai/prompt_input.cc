@@ -2,15 +2,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/string_views.h"
 #include "server/openai/api_error.h"
-#include "server/openai/internal/string_views.h"
 #include "server/openai/json_fields.h"
 
 namespace spillway::server::openai {
 namespace {
 
 namespace json = boost::json;
-using internal::AbslSv;
 
 constexpr std::string_view kPromptShape =
     "'prompt' must be a string, a list of strings, a list of token ids or a list of token id "
@@ -176,7 +175,7 @@ absl::StatusOr<std::string> RenderChat(const json::value& messages, bool add_gen
   }
   absl::StatusOr<std::string> text = model.chat_template->Render(input);
   // Every template failure (raise_exception, a limit) is about these messages: a 400.
-  if (!text.ok()) return InvalidParamError("messages", internal::StdSv(text.status().message()));
+  if (!text.ok()) return InvalidParamError("messages", StdSv(text.status().message()));
   return text;
 }
 

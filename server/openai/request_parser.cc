@@ -8,9 +8,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/string_views.h"
 #include "engine/sampler/sampling_params.h"
 #include "server/openai/api_error.h"
-#include "server/openai/internal/string_views.h"
 #include "server/openai/json_fields.h"
 #include "server/openai/prompt_input.h"
 
@@ -18,7 +18,6 @@ namespace spillway::server::openai {
 namespace {
 
 namespace json = boost::json;
-using internal::AbslSv;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
@@ -129,7 +128,7 @@ absl::Status ParseStreamFields(const FieldReader& r, CommonFields& c) {
   FieldReader o(*options);
   auto include_usage = o.Bool("include_usage");
   if (!include_usage.ok()) {
-    return InvalidParamError("stream_options", internal::StdSv(include_usage.status().message()));
+    return InvalidParamError("stream_options", StdSv(include_usage.status().message()));
   }
   c.include_usage = include_usage->value_or(false);
   return absl::OkStatus();
@@ -167,8 +166,7 @@ absl::StatusOr<CommonFields> ParseCommon(const json::object& body, const ServedM
                                           AbslSv(max_tokens_field), "' (", *c.max_tokens, ")"));
   }
   if (absl::Status s = engine::Validate(c.sampling, model.tokenizer->vocab_size()); !s.ok()) {
-    return InvalidParamError(ValidateParam(internal::StdSv(s.message())),
-                             internal::StdSv(s.message()));
+    return InvalidParamError(ValidateParam(StdSv(s.message())), StdSv(s.message()));
   }
   return c;
 }

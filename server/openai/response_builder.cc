@@ -5,14 +5,12 @@
 
 #include "common/check.h"
 #include "server/openai/api_error.h"
-#include "server/openai/internal/string_views.h"
 #include "server/openai/sse.h"
 
 namespace spillway::server::openai {
 namespace {
 
 namespace json = boost::json;
-using internal::AbslSv;
 
 // JSON has no -inf; vLLM reports -9999.0 for a token with zero probability.
 double JsonLogprob(float logprob) {
