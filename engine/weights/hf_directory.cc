@@ -25,9 +25,6 @@ namespace {
 namespace json = boost::json;
 namespace fs = std::filesystem;
 
-// Debian's Abseil has its own string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0), which does not
-// convert from std::string_view.
-
 // Parses a non-negative decimal integer that fills all of `s`.
 std::optional<int64_t> ParseIndex(std::string_view s) {
   int64_t value = -1;

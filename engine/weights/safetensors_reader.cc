@@ -16,9 +16,6 @@ namespace {
 
 namespace json = boost::json;
 
-// Debian's Abseil has its own string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0), which does not
-// convert from std::string_view.
-
 struct DtypeInfo {
   std::string_view name;
   int64_t bytes;                 // bytes per element

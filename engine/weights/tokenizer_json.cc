@@ -19,9 +19,6 @@ namespace {
 
 namespace json = boost::json;
 
-// Debian's Abseil has its own string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0), which does not
-// convert from std::string_view.
-
 // NOTE(hf): the largest real vocabularies are ~260K tokens; the cap keeps a corrupt id from
 // making us allocate gigabytes.
 constexpr int64_t kMaxTokenId = 16 << 20;
