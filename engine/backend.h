@@ -7,12 +7,14 @@
 // All calls come from the engine-loop thread; a backend parallelises inside each op.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/tokenizer/tokenizer_spec.h"
 #include "engine/weights/model_file.h"
@@ -71,6 +73,22 @@ class Backend {
   virtual absl::StatusOr<std::unique_ptr<BackendWeight>> LoadWeight(const WeightTensor& t) = 0;
   // Allocates the KV cache tensors; fails with ResourceExhausted if they do not fit.
   [[nodiscard]] virtual absl::Status AllocateKv(const KvLayout& layout) = 0;
+
+  // KV block moves for the tiered cache (kvcache/tier_manager.h): one block's K and V of every
+  // layer, packed layer by layer (K then V), to or from host memory. kv_block_bytes() is that
+  // size after AllocateKv (0 when the backend cannot move blocks; the tiers stay off). The
+  // defaults say Unimplemented, so a backend that has not written them still builds.
+  virtual int64_t kv_block_bytes() const { return 0; }
+  // REQUIRES: dst.size() == kv_block_bytes(); 0 <= block < num_blocks.
+  [[nodiscard]] virtual absl::Status ReadKvBlock([[maybe_unused]] kvcache::BlockId block,
+                                                 [[maybe_unused]] std::span<std::byte> dst) {
+    return absl::UnimplementedError("this backend does not move KV blocks");
+  }
+  // REQUIRES: src.size() == kv_block_bytes(); 0 <= block < num_blocks.
+  [[nodiscard]] virtual absl::Status WriteKvBlock([[maybe_unused]] kvcache::BlockId block,
+                                                  [[maybe_unused]] std::span<const std::byte> src) {
+    return absl::UnimplementedError("this backend does not move KV blocks");
+  }
 
   // Starts a forward pass over `layout`; scratch activations of the previous pass are reused.
   virtual void BeginForward(const BatchLayout& layout) = 0;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -12,6 +13,12 @@
 #include "scheduler/scheduler.h"
 
 namespace spillway::scheduler {
+namespace {
+
+// Steps with fewer tokens are mostly decodes, whose cost per token says nothing about prefill.
+constexpr int32_t kMinRecomputeSampleTokens = 4 * kvcache::kBlockTokens;
+
+}  // namespace
 
 struct EngineLoop::State {
   State(engine::Model& model, kvcache::KvCache& kv, const engine::Tokenizer& tokenizer,
@@ -30,7 +37,8 @@ struct EngineLoop::State {
   void Run();
   // Applies the inbox's messages; returns false on the stop signal.
   bool ApplyInbox(Inbox::Messages messages);
-  void RunStep();
+  // Runs one step; false when requests are held but nothing could be planned.
+  bool RunStep();
   void PublishStats();
 
   // Set at construction, then read-only (any thread).
@@ -135,7 +143,11 @@ EngineStats EngineLoop::stats() const {
 
 void EngineLoop::State::Run() {
   while (ApplyInbox(inbox.Take(/*wait=*/scheduler.idle()))) {
-    RunStep();
+    if (!RunStep()) {
+      // NOTE(tiers): nothing could run although requests are held: they wait for SSD reads
+      // (or for blocks); back off briefly instead of spinning on the inbox.
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
     PublishStats();
   }
   // Requests posted before the stop signal were applied above; end everything.
@@ -154,12 +166,18 @@ bool EngineLoop::State::ApplyInbox(Inbox::Messages messages) {
   return !messages.stop;
 }
 
-void EngineLoop::State::RunStep() {
+bool EngineLoop::State::RunStep() {
   scheduler.CancelExpired(std::chrono::steady_clock::now(), kv);
   const BatchPlan plan = scheduler.PlanIteration(kv);
-  if (plan.empty()) return;
+  if (plan.empty()) return scheduler.idle();
   const auto start = std::chrono::steady_clock::now();
   if (absl::Status st = model.Forward(plan.batch, &logits); st.ok()) {
+    // Prompt-sized steps tell the KV cache what recomputing a block costs here.
+    if (plan.num_tokens >= kMinRecomputeSampleTokens) {
+      kv.ObserveForward(
+          plan.num_tokens,
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
     if (options.metrics != nullptr) {
       options.metrics->OnStep({.start = start,
                                .num_tokens = plan.num_tokens,
@@ -169,6 +187,7 @@ void EngineLoop::State::RunStep() {
   } else {
     scheduler.FailBatch(plan, st, kv);
   }
+  return true;
 }
 
 void EngineLoop::State::PublishStats() {
@@ -188,7 +207,9 @@ void EngineLoop::State::PublishStats() {
            .preemptions = c.preemptions,
            .prefix_cache_queries = c.prefix_cache_queries,
            .prefix_cache_hits = c.prefix_cache_hits,
-           .steps = c.steps};
+           .steps = c.steps,
+           .prefix_cache_hits_by_tier = kv.hit_tokens(),
+           .tiers = kv.tiers() != nullptr ? std::optional(kv.tiers()->stats()) : std::nullopt};
 }
 
 }  // namespace spillway::scheduler

@@ -8,8 +8,10 @@
 // runs on the loop's own thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -40,6 +42,11 @@ struct EngineStats {
   int64_t prefix_cache_queries = 0;  // prompt tokens looked up
   int64_t prefix_cache_hits = 0;     // prompt tokens found cached
   int64_t steps = 0;
+  // prefix_cache_hits split by the tier the tokens came from (kvcache::Tier order); a hit
+  // counts when it is taken, so the sum can differ briefly from prefix_cache_hits.
+  std::array<int64_t, kvcache::kNumTiers> prefix_cache_hits_by_tier{};
+  // The lower tiers (host RAM, SSD); nullopt when the KV cache has none.
+  std::optional<kvcache::TierStats> tiers;
 };
 
 class EngineLoop {

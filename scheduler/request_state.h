@@ -29,6 +29,9 @@ struct Choice {
   engine::Sampler sampler;
   ChoiceStream stream;
   ChoicePhase phase = ChoicePhase::kNotStarted;
+  // Waiting with part of its prefix on the SSD: reads into the host tier were started at its
+  // first admission attempt (it is admitted when they finish, or past them if they fail).
+  bool prefetch_started = false;
 
   int32_t num_pending() const { return static_cast<int32_t>(tokens.size()) - num_computed; }
 };

@@ -68,6 +68,7 @@ void Scheduler::Add(Request request) {
 void Scheduler::Enqueue(const RequestState& state, Choice& choice) {
   choice.phase = ChoicePhase::kWaiting;
   choice.num_computed = 0;
+  choice.prefetch_started = false;
   waiting_.insert(KeyOf(state, choice));
 }
 
@@ -76,6 +77,7 @@ void Scheduler::Enqueue(const RequestState& state, Choice& choice) {
 
 BatchPlan Scheduler::PlanIteration(KvCache& kv) {
   StepState step{.budget = options_.max_batch_tokens};
+  kv.PollTransfers();  // SSD reads that finished since the last step are on the host now
   ScheduleRunning(kv, step);
   if (step.preempted.empty()) AdmitWaiting(kv, step);
   if (!step.scheduled.empty()) ++counters_.steps;
@@ -133,14 +135,18 @@ SeqId Scheduler::PreemptLast(KvCache& kv, StepState& step) {
 }
 
 void Scheduler::AdmitWaiting(KvCache& kv, StepState& step) {
-  while (step.budget > 0 && !waiting_.empty() &&
+  auto it = waiting_.begin();
+  while (step.budget > 0 && it != waiting_.end() &&
          static_cast<int32_t>(running_.size()) < options_.max_running_seqs) {
-    const SeqKey key = *waiting_.begin();
+    const SeqKey key = *it;
     auto [state, choice] = Find(key.seq);
     // The last token is always computed, so that its logits exist (vLLM).
     const std::span<const TokenId> tokens(choice->tokens);
-    const kvcache::PrefixHit hit =
-        kv.MatchPrefix(tokens.first(tokens.size() - 1), kvcache::kBaseModel);
+    kvcache::PrefixHit hit = kv.MatchPrefix(tokens.first(tokens.size() - 1), kvcache::kBaseModel);
+    if (!TakeLowerHit(kv, *choice, hit)) {
+      ++it;  // its SSD blocks are still being read; later sequences may go first
+      continue;
+    }
     const int32_t n =
         std::min(static_cast<int32_t>(tokens.size()) - hit.num_cached_tokens, step.budget);
     if (!kv.Grow(key.seq, n, hit).has_value()) {
@@ -150,6 +156,7 @@ void Scheduler::AdmitWaiting(KvCache& kv, StepState& step) {
                      "prompt of %d tokens does not fit in the KV cache (%d blocks of %d)",
                      tokens.size(), kv.occupancy().total_blocks, kvcache::kBlockTokens)),
                  kv);
+      it = waiting_.upper_bound(key);
       continue;
     }
     counters_.prefix_cache_queries += static_cast<int64_t>(tokens.size()) - 1;
@@ -158,13 +165,25 @@ void Scheduler::AdmitWaiting(KvCache& kv, StepState& step) {
       state->cached_tokens = hit.num_cached_tokens;
       --num_waiting_requests_;
     }
-    waiting_.erase(waiting_.begin());
+    it = waiting_.erase(it);
     running_.insert(key);
     choice->phase = ChoicePhase::kRunning;
     choice->num_computed = hit.num_cached_tokens;
     step.scheduled.push_back({key.seq, n});
     step.budget -= n;
   }
+}
+
+bool Scheduler::TakeLowerHit(KvCache& kv, Choice& choice, kvcache::PrefixHit& hit) {
+  if (hit.num_disk_blocks() == 0) return true;
+  // NOTE(tiers): prefetch starts at the first admission attempt and runs once: a sequence
+  // waits for its reads, then takes what reached the host and recomputes the rest (a read
+  // that failed, or a block the host tier dropped meanwhile), so it can never wait forever.
+  const int32_t loading = choice.prefetch_started ? kv.NumLoading(hit) : kv.Prefetch(hit);
+  choice.prefetch_started = true;
+  if (loading > 0) return false;
+  hit.DropFromFirstDiskBlock();
+  return true;
 }
 
 BatchPlan Scheduler::BuildPlan(StepState step, const KvCache& kv) const {

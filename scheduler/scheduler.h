@@ -7,11 +7,16 @@
 //   1. ScheduleRunning  — budget fitting for running sequences, decodes first (so a long
 //      prompt never stalls running streams for more than one chunk), then unfinished prompt
 //      chunks; when KV blocks run out, preempts the lowest-priority / latest-arrived running
-//      sequence (recompute: its blocks are freed and it waits again, keeping its tokens).
+//      sequence: its blocks are released and it waits again, keeping its tokens. Its full
+//      blocks are in the prefix index, so with lower tiers they are swapped out to host / SSD
+//      as the pool reuses them and found again when it is readmitted; only its last partial
+//      block (< kBlockTokens tokens) is recomputed. Without tiers: recompute.
 //   2. AdmitWaiting     — only in a step without preemption: takes waiting sequences in
-//      (priority, arrival) order, matches their prefix in the cache and reserves KV for their
-//      first chunk, within the token budget and max_running_seqs. The head of the queue
-//      blocks the rest when it does not fit (no starvation).
+//      (priority, arrival) order, matches their prefix in the cache (every tier: host blocks
+//      are loaded back by Grow; SSD blocks are prefetched to the host first and the sequence
+//      waits for them, letting later ones pass) and reserves KV for their first chunk, within
+//      the token budget and max_running_seqs. The head of the queue blocks the rest when it
+//      does not fit (no starvation).
 //   3. BuildPlan        — the slices as plain data plus the engine::Batch.
 //
 // Engine-loop thread only (owned by EngineLoop). The KvCache is passed to each call.
@@ -119,6 +124,10 @@ class Scheduler {
   // waiting queue; unschedules it if it was scheduled this step. Returns its id.
   kvcache::SeqId PreemptLast(kvcache::KvCache& kv, StepState& step);
   void AdmitWaiting(kvcache::KvCache& kv, StepState& step);
+  // Settles the SSD part of `choice`'s prefix hit: starts (once) or checks its prefetch.
+  // Returns false while reads are in flight (the sequence keeps waiting); otherwise cuts the
+  // hit before its first block still on the SSD and returns true.
+  bool TakeLowerHit(kvcache::KvCache& kv, Choice& choice, kvcache::PrefixHit& hit);
   BatchPlan BuildPlan(StepState step, const kvcache::KvCache& kv) const;
 
   // Samples the next token of `choice` from `logits` and pushes its event.

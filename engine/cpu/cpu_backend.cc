@@ -126,6 +126,41 @@ absl::Status CpuBackend::AllocateKv(const KvLayout& layout) {
   return absl::OkStatus();
 }
 
+// A block's slice of one layer's K (or V) is contiguous: [kBlockTokens, num_kv_heads,
+// head_dim] f16 at block * that size. ReadKvBlock / WriteKvBlock copy the 2 * num_layers slices.
+int64_t CpuBackend::kv_block_bytes() const {
+  return 2 * kv_layout_.num_layers * kvcache::kBlockTokens * kv_layout_.num_kv_heads *
+         kv_layout_.head_dim * static_cast<int64_t>(sizeof(uint16_t));
+}
+
+absl::Status CpuBackend::ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) {
+  SPW_CHECK(block >= 0 && block < kv_layout_.num_blocks) << block;
+  SPW_CHECK(static_cast<int64_t>(dst.size()) == kv_block_bytes()) << dst.size();
+  const size_t slice = dst.size() / (2 * kv_layout_.num_layers);
+  std::byte* out = dst.data();
+  for (int64_t l = 0; l < kv_layout_.num_layers; ++l) {
+    for (const auto* cache : {&k_cache_[l], &v_cache_[l]}) {
+      std::memcpy(out, reinterpret_cast<const std::byte*>(cache->data()) + block * slice, slice);
+      out += slice;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::WriteKvBlock(kvcache::BlockId block, std::span<const std::byte> src) {
+  SPW_CHECK(block >= 0 && block < kv_layout_.num_blocks) << block;
+  SPW_CHECK(static_cast<int64_t>(src.size()) == kv_block_bytes()) << src.size();
+  const size_t slice = src.size() / (2 * kv_layout_.num_layers);
+  const std::byte* in = src.data();
+  for (int64_t l = 0; l < kv_layout_.num_layers; ++l) {
+    for (auto* cache : {&k_cache_[l], &v_cache_[l]}) {
+      std::memcpy(reinterpret_cast<std::byte*>(cache->data()) + block * slice, in, slice);
+      in += slice;
+    }
+  }
+  return absl::OkStatus();
+}
+
 void CpuBackend::BeginForward(const BatchLayout& layout) {
   layout_ = layout;
   next_scratch_ = 0;

@@ -24,6 +24,10 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<std::unique_ptr<BackendWeight>> LoadWeight(const WeightTensor& t) override;
   [[nodiscard]] absl::Status AllocateKv(const KvLayout& layout) override;
+  int64_t kv_block_bytes() const override;
+  [[nodiscard]] absl::Status ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) override;
+  [[nodiscard]] absl::Status WriteKvBlock(kvcache::BlockId block,
+                                          std::span<const std::byte> src) override;
 
   void BeginForward(const BatchLayout& layout) override;
   Activation Scratch(int64_t rows, int64_t cols) override;

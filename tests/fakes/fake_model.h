@@ -120,6 +120,9 @@ class FakeModel final : public engine::Model {
   const std::vector<SeenBatch>& batches() const { return batches_; }
   // Reads of KV slots that no forward wrote (a broken block table).
   int64_t kv_errors() const { return kv_errors_; }
+  // The fake KV cache itself ([num_blocks * kBlockTokens] tokens, -1 unwritten), so that a
+  // test can move blocks in and out of it as a backend's ReadKvBlock / WriteKvBlock would.
+  std::span<engine::TokenId> kv_slots() { return kv_; }
 
  private:
   std::optional<size_t> Slot(const engine::BatchChunk& c, int32_t pos) const {

@@ -6,11 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "kvcache/block_io.h"
 #include "kvcache/kv_cache.h"
 #include "scheduler/scheduler.h"
 #include "tests/fakes/byte_tokenizer.h"
@@ -46,8 +48,37 @@ struct RequestOutput {
   int events_after_usage = 0;
 };
 
+// The FakeModel's KV cache as a kvcache::BlockIo (a block is kBlockTokens token ids). Read
+// poisons the block it copied out (-1: "unwritten"), as the pool reuses it right after a
+// spill: a block that should have been loaded back but was not shows up as kv_errors().
+class FakeKvBlockIo final : public kvcache::BlockIo {
+ public:
+  explicit FakeKvBlockIo(FakeModel& model) : model_(model) {}
+  int64_t block_bytes() const override { return kvcache::kBlockTokens * sizeof(TokenId); }
+  absl::Status Read(kvcache::BlockId block, std::span<std::byte> dst) override {
+    const std::span<TokenId> slots = Block(block);
+    std::memcpy(dst.data(), slots.data(), dst.size());
+    std::fill(slots.begin(), slots.end(), -1);
+    return absl::OkStatus();
+  }
+  absl::Status Write(kvcache::BlockId block, std::span<const std::byte> src) override {
+    std::memcpy(Block(block).data(), src.data(), src.size());
+    return absl::OkStatus();
+  }
+
+ private:
+  std::span<TokenId> Block(kvcache::BlockId block) {
+    return model_.kv_slots().subspan(static_cast<size_t>(block) * kvcache::kBlockTokens,
+                                     kvcache::kBlockTokens);
+  }
+  FakeModel& model_;
+};
+
 struct SimOptions {
   int32_t num_blocks = 16;
+  int32_t host_blocks = 0;  // > 0: a host tier of that many blocks behind the device pool
+  std::string disk_dir;     // not empty: and an SSD tier of disk_blocks blocks there
+  int32_t disk_blocks = 0;
   int32_t max_batch_tokens = 64;
   int32_t max_running_seqs = 8;
   int64_t context_tokens = 1024;
@@ -62,7 +93,8 @@ class Sim {
                 .context_length = o.context_tokens,
                 .num_blocks = o.num_blocks,
                 .next_token = o.rule}),
-        kv_(o.num_blocks),
+        io_(model_),
+        kv_(o.num_blocks, MakeTiers(io_, o)),
         scheduler_(*tokenizer_, {.max_batch_tokens = o.max_batch_tokens,
                                  .max_running_seqs = o.max_running_seqs,
                                  .context_tokens = o.context_tokens,
@@ -160,6 +192,23 @@ class Sim {
     return {seq.begin() + prompt.size(), seq.end()};
   }
 
+  static std::unique_ptr<kvcache::TierManager> MakeTiers(FakeKvBlockIo& io, const SimOptions& o) {
+    if (o.host_blocks == 0) return nullptr;
+    std::unique_ptr<kvcache::DiskTier> disk;
+    if (!o.disk_dir.empty()) {
+      absl::StatusOr<std::unique_ptr<kvcache::DiskTier>> d =
+          kvcache::DiskTier::Open({.path = o.disk_dir,
+                                   .capacity_bytes = int64_t{o.disk_blocks} * 4096,
+                                   .block_bytes = io.block_bytes() + kvcache::kDiskKeyBytes,
+                                   .layout_fingerprint = 1,
+                                   .min_free_bytes = 0});
+      EXPECT_TRUE(d.ok()) << d.status();
+      if (d.ok()) disk = *std::move(d);
+    }
+    return std::make_unique<kvcache::TierManager>(
+        io, kvcache::TierManager::Options{.host_slots = o.host_blocks, .disk = std::move(disk)});
+  }
+
   int32_t max_batch_tokens() const { return scheduler_options_max_batch_; }
   Scheduler& scheduler() { return scheduler_; }
   kvcache::KvCache& kv() { return kv_; }
@@ -173,6 +222,7 @@ class Sim {
  private:
   std::unique_ptr<engine::Tokenizer> tokenizer_;
   FakeModel model_;
+  FakeKvBlockIo io_;
   kvcache::KvCache kv_;
   Scheduler scheduler_;
   FakeModel::NextTokenFn rule_;
