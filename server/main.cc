@@ -1,4 +1,4 @@
-// spillway: the server binary. Subcommands: version, generate, bench-engine, serve.
+// spillway: the server binary. Subcommands: version, generate, bench-engine, serve, make-model.
 #include <spdlog/cfg/env.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -6,6 +6,28 @@
 #include <CLI/CLI.hpp>
 
 #include "server/cli/commands.h"
+#include "server/cli/kv_tiers.h"
+
+namespace {
+
+// --device and --gpu-memory-utilization, shared by generate, bench-engine and serve.
+std::pair<CLI::Option*, CLI::Option*> AddDeviceOptions(CLI::App* cmd, std::string& device,
+                                                       float& utilization) {
+  CLI::Option* d =
+      cmd->add_option("--device", device,
+                      "auto (cuda when a GPU is present, else cpu), cpu or cuda (fails at "
+                      "start without a GPU)")
+          ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+          ->capture_default_str();
+  CLI::Option* u = cmd->add_option("--gpu-memory-utilization", utilization,
+                                   "share of the GPU's memory for weights, activations and the "
+                                   "KV pool (cuda)")
+                       ->check(CLI::Range(0.05, 1.0))
+                       ->capture_default_str();
+  return {d, u};
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // Logs go to stderr; SPDLOG_LEVEL=debug etc. changes the level.
@@ -33,11 +55,13 @@ int main(int argc, char** argv) {
   generate->add_option("--min-p", gen.min_p)->check(CLI::Range(0.0, 1.0));
   generate->add_option("--seed", gen.seed, "random seed for sampling");
   generate->add_option("--threads", gen.threads, "CPU threads (0 = all cores)");
+  AddDeviceOptions(generate, gen.device, gen.gpu_memory_utilization);
 
   spillway::server::BenchEngineOptions bench;
   auto* bench_engine = app.add_subcommand("bench-engine", "engine prefill and decode speed");
   bench_engine->add_option("--model", bench.model, "model (default: SmolLM2-135M-Instruct)");
   bench_engine->add_option("--threads", bench.threads, "CPU threads");
+  AddDeviceOptions(bench_engine, bench.device, bench.gpu_memory_utilization);
   bench_engine->add_option("--prompt-tokens", bench.prompt_tokens)->check(CLI::Range(1, 1 << 20));
   bench_engine->add_option("--decode-tokens", bench.decode_tokens)->check(CLI::Range(1, 1 << 20));
   bench_engine->add_option("--batch-sizes", bench.batch_sizes, "comma-separated");
@@ -120,6 +144,12 @@ int main(int argc, char** argv) {
   env(serve_cmd->add_option("--threads", serve.threads, "CPU compute threads (0 = all cores)")
           ->check(CLI::Range(0, 1024)),
       "SPILLWAY_THREADS");
+  {
+    auto [device, utilization] =
+        AddDeviceOptions(serve_cmd, serve.device, serve.gpu_memory_utilization);
+    env(device, "SPILLWAY_DEVICE");
+    env(utilization, "SPILLWAY_GPU_MEMORY_UTILIZATION");
+  }
   env(serve_cmd->add_option("--http-threads", serve.http_threads, "network threads")
           ->check(CLI::Range(1, 64))
           ->capture_default_str(),
@@ -130,6 +160,7 @@ int main(int argc, char** argv) {
                        "1 GiB)")
           ->check(CLI::Range(0, 1 << 28)),
       "SPILLWAY_KV_BLOCKS");
+  spillway::server::AddKvTierFlags(*serve_cmd, serve.kv_blocks, serve.kv_tiers);
   env(serve_cmd
           ->add_option("--drain-timeout,--shutdown-grace-s", serve.drain_timeout_s,
                        "seconds in-flight requests get to finish on SIGINT/SIGTERM (readiness "
@@ -149,10 +180,26 @@ int main(int argc, char** argv) {
                           "/metrics needs the API key too (/health and /ready stay open)"),
       "SPILLWAY_PROTECT_METRICS");
 
+  spillway::server::MakeModelOptions make;
+  auto* make_model = app.add_subcommand(
+      "make-model", "write a GGUF model of a real shape with random weights (speed tests)");
+  make_model->add_option("--shape", make.shape, "llama3-8b, llama3.2-1b, smollm2-135m or tiny")
+      ->required();
+  make_model->add_option("--dtype", make.dtype, "matrix type")
+      ->check(CLI::IsMember({"bf16", "f16", "f32"}))
+      ->capture_default_str();
+  make_model->add_flag("--random", make.random, "random weights (required)")->required();
+  make_model->add_option("--seed", make.seed, "random seed")->capture_default_str();
+  make_model->add_option("--out", make.out, "the GGUF file to write")->required();
+  make_model->add_option("--layers", make.layers, "override the shape's layer count")
+      ->check(CLI::Range(1, 1024));
+  make_model->add_option("--threads", make.threads, "threads (0 = all cores)");
+
   CLI11_PARSE(app, argc, argv);
   if (version->parsed()) return spillway::server::RunVersion();
   if (generate->parsed()) return spillway::server::RunGenerate(gen);
   if (bench_engine->parsed()) return spillway::server::RunBenchEngine(bench);
   if (serve_cmd->parsed()) return spillway::server::RunServe(serve);
+  if (make_model->parsed()) return spillway::server::RunMakeModel(make);
   return 1;
 }

@@ -45,7 +45,11 @@ int RunBenchEngine(const BenchEngineOptions& o) {
   const int32_t blocks =
       std::max<int32_t>((o.prompt_tokens + 16) / kvcache::kBlockTokens + 2,
                         max_batch * ((short_prompt + o.decode_tokens) / kvcache::kBlockTokens + 2));
-  absl::StatusOr<LoadedEngine> e = LoadEngine(o.model, o.threads, blocks);
+  absl::StatusOr<LoadedEngine> e =
+      LoadEngine(o.model, {.device = o.device,
+                           .threads = o.threads,
+                           .kv_blocks = blocks,
+                           .gpu_memory_utilization = o.gpu_memory_utilization});
   if (!e.ok()) {
     spdlog::error("{}", std::string(e.status().message()));
     return 1;

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 
+#include "server/cli/kv_tier_options.h"
+
 namespace spillway::server {
 
 struct GenerateOptions {
@@ -21,6 +23,8 @@ struct GenerateOptions {
   float min_p = 0.0f;
   std::optional<uint64_t> seed;
   int threads = 0;
+  std::string device = "auto";  // auto | cpu | cuda (server/cli/loaded_engine.h)
+  float gpu_memory_utilization = 0.9f;
 };
 
 struct BenchEngineOptions {
@@ -29,6 +33,8 @@ struct BenchEngineOptions {
   int32_t prompt_tokens = 512;
   int32_t decode_tokens = 128;
   std::string batch_sizes = "1,8,32";
+  std::string device = "auto";
+  float gpu_memory_utilization = 0.9f;
   // llama.cpp's figures to compare with, measured in the same run by
   // benchmarks/llama_cpp_engine_peer.py; unset: the figures recorded in issue #2.
   std::optional<double> peer_prefill;
@@ -45,9 +51,11 @@ struct ServeOptions {
   int32_t max_running_seqs = 64;
   int32_t max_queued_requests = 256;
   int64_t max_body_bytes = 4 << 20;
-  int threads = 0;        // CPU compute threads (0 = all cores)
-  int http_threads = 2;   // network threads
-  int32_t kv_blocks = 0;  // 0: 16 full contexts, capped at 1 GiB
+  int threads = 0;              // CPU compute threads (0 = all cores)
+  int http_threads = 2;         // network threads
+  int32_t kv_blocks = 0;        // 0: 16 full contexts, capped at 1 GiB (GPU: by the next field)
+  std::string device = "auto";  // auto | cpu | cuda (server/cli/loaded_engine.h)
+  float gpu_memory_utilization = 0.9f;  // share of GPU memory for weights + KV pool
   // Seconds in-flight requests get to finish on SIGINT/SIGTERM (--drain-timeout; the old
   // name --shutdown-grace-s still works).
   int drain_timeout_s = 5;
@@ -60,6 +68,16 @@ struct ServeOptions {
   int64_t max_header_bytes = 16 << 10;  // 431 past it
 };
 
+struct MakeModelOptions {
+  std::string shape;           // engine/weights/random_model.h FindModelShape
+  std::string dtype = "bf16";  // bf16 | f16 | f32
+  bool random = false;         // the only mode so far; required so the intent is explicit
+  uint64_t seed = 0;
+  std::string out;
+  int64_t layers = 0;  // > 0: override the shape's layer count (quick tests)
+  int threads = 0;
+};
+
 // Prints the version and the compiled-in backends to stdout.
 int RunVersion();
 // Streams the completion of one prompt to stdout; prompt and decode speed to stderr.
@@ -70,5 +88,7 @@ int RunBenchEngine(const BenchEngineOptions& options);
 // Serves the OpenAI-compatible HTTP API and the gRPC API until SIGINT/SIGTERM; returns the exit
 // code.
 int RunServe(const ServeOptions& options);
+// Writes a random-weight GGUF model of a real shape (docs/gpu.md).
+int RunMakeModel(const MakeModelOptions& options);
 
 }  // namespace spillway::server

@@ -40,7 +40,11 @@ absl::StatusOr<std::vector<engine::TokenId>> PromptTokens(const GenerateOptions&
 int RunGenerate(const GenerateOptions& o) {
   const int32_t blocks =
       static_cast<int32_t>((o.prompt.size() * 2 + o.max_tokens) / kvcache::kBlockTokens + 64);
-  absl::StatusOr<LoadedEngine> e = LoadEngine(o.model, o.threads, blocks);
+  absl::StatusOr<LoadedEngine> e =
+      LoadEngine(o.model, {.device = o.device,
+                           .threads = o.threads,
+                           .kv_blocks = blocks,
+                           .gpu_memory_utilization = o.gpu_memory_utilization});
   if (!e.ok()) {
     spdlog::error("{}", std::string(e.status().message()));
     return 1;
@@ -83,7 +87,7 @@ int RunGenerate(const GenerateOptions& o) {
 }
 
 int RunVersion() {
-  std::cout << "spillway " << SPW_VERSION << "\nbackends: cpu\n";
+  std::cout << "spillway " << SPW_VERSION << "\nbackends: " << CompiledBackends() << "\n";
   return 0;
 }
 

@@ -1,5 +1,6 @@
-// LoadedEngine: a model file opened, its weights on a backend, a KV cache and the tokenizer —
-// everything `generate` and `bench-engine` need, loaded with progress logs.
+// LoadedEngine: a model file opened, its weights on a backend (the CPU, or the GPU with
+// `--device cuda`), a KV cache and the tokenizer — everything `generate`, `bench-engine` and
+// `serve` need, loaded with progress logs. Main thread, at start-up.
 #pragma once
 
 #include <memory>
@@ -14,16 +15,33 @@
 
 namespace spillway::server {
 
+struct EngineOptions {
+  std::string device = "auto";  // "auto" (cuda when a GPU is present, else cpu), "cpu", "cuda"
+  int threads = 0;              // CPU backend threads (0 = all cores)
+  // KV cache blocks. 0 is allowed only on the GPU: the pool then takes what
+  // gpu_memory_utilization of the device's memory leaves after the weights.
+  int32_t kv_blocks = 0;
+  float gpu_memory_utilization = 0.9f;
+};
+
 struct LoadedEngine {
   std::unique_ptr<engine::ModelFile> file;
   std::unique_ptr<engine::Backend> backend;
   std::unique_ptr<engine::LlamaModel> model;
   std::unique_ptr<kvcache::KvCache> kv;
   std::unique_ptr<engine::Tokenizer> tokenizer;
+  int32_t kv_blocks = 0;  // the KV cache's size
 };
 
-// Opens `path` (empty: the default model in the cache) on the CPU backend with `threads`
-// threads and a KV cache of `kv_blocks` blocks.
-absl::StatusOr<LoadedEngine> LoadEngine(const std::string& path, int threads, int32_t kv_blocks);
+// "cpu" or "cuda" for `requested` ("auto", "cpu" or "cuda"). FailedPrecondition for "cuda" when
+// this build has no CUDA backend or no GPU is present (the message says which), InvalidArgument
+// for another name.
+absl::StatusOr<std::string> ResolveDevice(const std::string& requested);
+
+// The backends this build has, for `spillway version`: "cpu" or "cpu, cuda".
+std::string CompiledBackends();
+
+// Opens `path` (empty: the default model in the cache) on the device `options` ask for.
+absl::StatusOr<LoadedEngine> LoadEngine(const std::string& path, const EngineOptions& options);
 
 }  // namespace spillway::server

@@ -19,6 +19,7 @@
 #include "kvcache/ids.h"
 #include "scheduler/engine_loop.h"
 #include "server/cli/commands.h"
+#include "server/cli/kv_tiers.h"
 #include "server/cli/loaded_engine.h"
 #include "server/grpc/grpc_server.h"
 #include "server/http/auth.h"
@@ -174,8 +175,14 @@ int RunServe(const ServeOptions& o) {
   BlockSignals();  // before any thread starts, so that only sigwait sees them
   RaiseOpenFileLimit();
   const std::string path = o.model.empty() ? DefaultModelPath() : o.model;
+  absl::StatusOr<std::string> device = ResolveDevice(o.device);
+  if (!device.ok()) {
+    spdlog::error("{}", std::string(device.status().message()));
+    return 1;
+  }
   int32_t kv_blocks = o.kv_blocks;
-  if (kv_blocks <= 0) {
+  // On the GPU, 0 blocks means: size the pool by --gpu-memory-utilization (LoadEngine).
+  if (kv_blocks <= 0 && *device == "cpu") {
     absl::StatusOr<int32_t> blocks = DefaultKvBlocks(path);
     if (!blocks.ok()) {
       spdlog::error("{}", std::string(blocks.status().message()));
@@ -183,9 +190,18 @@ int RunServe(const ServeOptions& o) {
     }
     kv_blocks = *blocks;
   }
-  absl::StatusOr<LoadedEngine> e = LoadEngine(path, o.threads, kv_blocks);
+  absl::StatusOr<LoadedEngine> e =
+      LoadEngine(path, {.device = *device,
+                        .threads = o.threads,
+                        .kv_blocks = kv_blocks,
+                        .gpu_memory_utilization = o.gpu_memory_utilization});
   if (!e.ok()) {
     spdlog::error("{}", std::string(e.status().message()));
+    return 1;
+  }
+  kv_blocks = e->kv_blocks;
+  if (absl::Status st = AttachKvTiers(o.kv_tiers, *e); !st.ok()) {
+    spdlog::error("{}", std::string(st.message()));
     return 1;
   }
   std::optional<engine::ChatTemplate> chat_template;

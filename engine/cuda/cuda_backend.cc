@@ -1,0 +1,416 @@
+#include "engine/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "common/check.h"
+#include "common/status_macros.h"
+#include "engine/cpu/fp16.h"
+#include "engine/cpu/quant_rows.h"
+#include "engine/cuda/cuda_device.h"
+#include "kernels/elementwise.h"
+#include "kernels/paged_attention.h"
+#include "kvcache/ids.h"
+
+namespace spillway::engine::cuda {
+namespace {
+
+static_assert(kvcache::kBlockTokens == 16, "kernels/paged_attention.cu assumes 16-token blocks");
+
+#define SPW_CUDA_CHECK(expr)                                                                 \
+  do {                                                                                       \
+    const cudaError_t spw_cuda_e = (expr);                                                   \
+    SPW_CHECK(spw_cuda_e == cudaSuccess) << #expr << ": " << cudaGetErrorString(spw_cuda_e); \
+  } while (0)
+
+#define SPW_CUBLAS_CHECK(expr)                                   \
+  do {                                                           \
+    const cublasStatus_t spw_cublas_s = (expr);                  \
+    SPW_CHECK(spw_cublas_s == CUBLAS_STATUS_SUCCESS)             \
+        << #expr << ": " << cublasGetStatusString(spw_cublas_s); \
+  } while (0)
+
+// A 2-D weight is bf16 [rows, cols] row-major; a 1-D one (norm, bias) f32 [cols].
+class CudaWeight final : public BackendWeight {
+ public:
+  CudaWeight(int64_t rows, int64_t cols, bool is_vector, DeviceBuffer buffer)
+      : rows_(rows), cols_(cols), is_vector_(is_vector), buffer_(std::move(buffer)) {}
+  int64_t rows() const override { return rows_; }
+  int64_t cols() const override { return cols_; }
+  const uint16_t* bf16() const {
+    SPW_CHECK(!is_vector_);
+    return static_cast<const uint16_t*>(buffer_.get());
+  }
+  const float* f32() const {
+    SPW_CHECK(is_vector_);
+    return static_cast<const float*>(buffer_.get());
+  }
+
+ private:
+  int64_t rows_, cols_;
+  bool is_vector_;
+  DeviceBuffer buffer_;
+};
+
+const CudaWeight& AsCuda(const BackendWeight& w) { return static_cast<const CudaWeight&>(w); }
+
+// Host to device copy of a pageable buffer: cudaMemcpyAsync returns once `src` is staged, so
+// the caller may reuse it at once.
+void Upload(const void* src, void* dst, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return;
+  SPW_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+}
+
+}  // namespace
+
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_ != nullptr) cudaFree(ptr_);
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+  o.ptr_ = nullptr;
+  o.bytes_ = 0;
+}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = o.ptr_;
+    bytes_ = o.bytes_;
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  return *this;
+}
+
+absl::Status DeviceBuffer::Reserve(size_t bytes) {
+  if (bytes <= bytes_) return absl::OkStatus();
+  // cudaFree waits for the device, so kernels still reading the old buffer have finished.
+  if (ptr_ != nullptr) cudaFree(ptr_);
+  ptr_ = nullptr;
+  bytes_ = 0;
+  if (const cudaError_t e = cudaMalloc(&ptr_, bytes); e != cudaSuccess) {
+    ptr_ = nullptr;
+    (void)cudaGetLastError();  // clear the sticky-free allocation error
+    return absl::ResourceExhaustedError(absl::StrFormat("cannot allocate %d MiB of GPU memory: %s",
+                                                        bytes >> 20, cudaGetErrorString(e)));
+  }
+  bytes_ = bytes;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
+  SPW_ASSIGN_OR_RETURN(const CudaDeviceInfo info, ProbeCudaDevice(ordinal));
+  if (cudaError_t e = cudaSetDevice(ordinal); e != cudaSuccess) {
+    return absl::UnavailableError(absl::StrFormat("cudaSetDevice: %s", cudaGetErrorString(e)));
+  }
+  cudaStream_t stream = nullptr;
+  if (cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking); e != cudaSuccess) {
+    return absl::UnavailableError(absl::StrFormat("cudaStreamCreate: %s", cudaGetErrorString(e)));
+  }
+  cublasHandle_t handle = nullptr;
+  if (cublasStatus_t s = cublasCreate(&handle); s != CUBLAS_STATUS_SUCCESS) {
+    cudaStreamDestroy(stream);
+    return absl::UnavailableError(absl::StrFormat("cublasCreate: %s", cublasGetStatusString(s)));
+  }
+  SPW_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  return std::unique_ptr<CudaBackend>(new CudaBackend(ordinal, info.sm_count, stream, handle));
+}
+
+CudaBackend::CudaBackend(int ordinal, int sm_count, CUstream_st* stream, cublasContext* cublas)
+    : ordinal_(ordinal), sm_count_(sm_count), stream_(stream), cublas_(cublas) {}
+
+CudaBackend::~CudaBackend() {
+  cudaStreamSynchronize(stream_);
+  cublasDestroy(cublas_);
+  cudaStreamDestroy(stream_);
+}
+
+int64_t CudaBackend::KvBlockBytes(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim) {
+  return 2 * num_layers * kvcache::kBlockTokens * num_kv_heads * head_dim * int64_t{2};
+}
+
+absl::StatusOr<std::unique_ptr<BackendWeight>> CudaBackend::LoadWeight(const WeightTensor& t) {
+  if (t.shape.size() == 1) {
+    std::vector<float> values(t.shape[0]);
+    cpu::DequantizeRowInto(t.type, t.data, values.data(), t.shape[0]);
+    DeviceBuffer buf;
+    SPW_RETURN_IF_ERROR(buf.Reserve(values.size() * sizeof(float)));
+    SPW_CUDA_CHECK(cudaMemcpy(buf.get(), values.data(), values.size() * sizeof(float),
+                              cudaMemcpyHostToDevice));
+    weight_bytes_ += static_cast<int64_t>(buf.size());
+    return std::make_unique<CudaWeight>(1, t.shape[0], true, std::move(buf));
+  }
+  if (t.shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor %s has %d dimensions; weights have 1 or 2", t.name, t.shape.size()));
+  }
+  const int64_t cols = t.shape[0], rows = t.shape[1];
+  const std::optional<int64_t> row_bytes = RowBytes(t.type, cols);
+  if (!row_bytes.has_value() || *row_bytes * rows != t.nbytes) {
+    return absl::InvalidArgumentError("tensor " + t.name + " has an inconsistent size");
+  }
+  DeviceBuffer buf;
+  const size_t bytes = static_cast<size_t>(rows * cols) * sizeof(uint16_t);
+  if (absl::Status s = buf.Reserve(bytes); !s.ok()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "tensor %s (%d x %d bf16) does not fit on the GPU after %d MiB of weights: %s", t.name,
+        rows, cols, weight_bytes_ >> 20, s.message()));
+  }
+  if (t.type == GgmlType::kBF16) {
+    SPW_CUDA_CHECK(cudaMemcpy(buf.get(), t.data, bytes, cudaMemcpyHostToDevice));
+  } else {
+    // Row groups of about 16 MiB: dequantize to f32, round to bf16, upload.
+    const int64_t group = std::max<int64_t>(1, (int64_t{8} << 20) / cols);
+    std::vector<float> f32(static_cast<size_t>(std::min(group, rows) * cols));
+    std::vector<uint16_t> bf16(f32.size());
+    for (int64_t r0 = 0; r0 < rows; r0 += group) {
+      const int64_t n = std::min(group, rows - r0);
+      for (int64_t r = 0; r < n; ++r) {
+        cpu::DequantizeRowInto(t.type, t.data + (r0 + r) * *row_bytes, f32.data() + r * cols, cols);
+      }
+      cpu::F32ToBf16Row(f32.data(), bf16.data(), n * cols);
+      SPW_CUDA_CHECK(cudaMemcpy(static_cast<uint16_t*>(buf.get()) + r0 * cols, bf16.data(),
+                                n * cols * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    }
+  }
+  weight_bytes_ += static_cast<int64_t>(bytes);
+  return std::make_unique<CudaWeight>(rows, cols, false, std::move(buf));
+}
+
+absl::Status CudaBackend::AllocateKv(const KvLayout& layout) {
+  if (layout.head_dim > kernels::kMaxHeadDim || layout.head_dim % 2 != 0) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "the CUDA attention kernels take head sizes up to %d (even); this model has %d",
+        kernels::kMaxHeadDim, layout.head_dim));
+  }
+  const int64_t bytes = int64_t{layout.num_blocks} *
+                        KvBlockBytes(layout.num_layers, layout.num_kv_heads, layout.head_dim);
+  if (absl::Status s = kv_.Reserve(static_cast<size_t>(bytes)); !s.ok()) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("cannot allocate a GPU KV cache of %d blocks (%d MiB): %s",
+                        layout.num_blocks, bytes >> 20, s.message()));
+  }
+  SPW_CUDA_CHECK(cudaMemset(kv_.get(), 0, static_cast<size_t>(bytes)));
+  kv_bytes_ = bytes;
+  kv_layout_ = layout;
+  return absl::OkStatus();
+}
+
+void CudaBackend::BeginForward(const BatchLayout& layout) {
+  layout_ = layout;
+  next_scratch_ = 0;
+  planned_heads_ = 0;
+  const int64_t n = static_cast<int64_t>(layout.tokens.size());
+  tokens_off_ = 0;
+  positions_off_ = n;
+  slots_off_ = 2 * n;
+  tables_off_ = 3 * n;
+  batch_host_.resize(3 * n + layout.block_tables.size());
+  std::copy(layout.tokens.begin(), layout.tokens.end(), batch_host_.begin() + tokens_off_);
+  std::copy(layout.positions.begin(), layout.positions.end(), batch_host_.begin() + positions_off_);
+  std::copy(layout.block_tables.begin(), layout.block_tables.end(),
+            batch_host_.begin() + tables_off_);
+  max_keys_ = 0;
+  const int64_t num_chunks = static_cast<int64_t>(layout.first_positions.size());
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    const kvcache::BlockId* table = layout.block_tables.data() + layout.block_table_starts[c];
+    const int32_t table_size = layout.block_table_starts[c + 1] - layout.block_table_starts[c];
+    for (int32_t t = layout.chunk_starts[c]; t < layout.chunk_starts[c + 1]; ++t) {
+      const int32_t pos = layout.positions[t];
+      // -1: a token outside its table (only tests that never call Attention build those).
+      batch_host_[slots_off_ + t] =
+          pos / kvcache::kBlockTokens < table_size
+              ? table[pos / kvcache::kBlockTokens] * kvcache::kBlockTokens +
+                    pos % kvcache::kBlockTokens
+              : -1;
+      max_keys_ = std::max<int64_t>(max_keys_, pos + 1);
+    }
+  }
+  SPW_CHECK(batch_dev_.Reserve(batch_host_.size() * sizeof(int32_t)).ok());
+  Upload(batch_host_.data(), batch_dev_.get(), batch_host_.size() * sizeof(int32_t), stream_);
+}
+
+Activation CudaBackend::Scratch(int64_t rows, int64_t cols) {
+  if (next_scratch_ == scratch_.size()) scratch_.emplace_back();
+  DeviceBuffer& buf = scratch_[next_scratch_++];
+  const absl::Status s =
+      buf.Reserve(static_cast<size_t>(std::max<int64_t>(rows * cols, 1)) * sizeof(float));
+  SPW_CHECK(s.ok()) << s;
+  return {.data = static_cast<float*>(buf.get()), .rows = rows, .cols = cols};
+}
+
+void CudaBackend::Embed(const BackendWeight& table, Activation out) {
+  const CudaWeight& w = AsCuda(table);
+  SPW_CHECK(out.cols == w.cols() && out.rows == static_cast<int64_t>(layout_.tokens.size()));
+  const auto* tokens = static_cast<const int32_t*>(batch_dev_.get()) + tokens_off_;
+  SPW_CUDA_CHECK(kernels::EmbedBf16(w.bf16(), tokens, out.rows, out.cols, out.data, stream_));
+}
+
+void CudaBackend::RmsNorm(Activation x, const BackendWeight& w, float eps, Activation out) {
+  SPW_CHECK(w.cols() == x.cols && out.cols == x.cols && out.rows == x.rows);
+  SPW_CUDA_CHECK(
+      kernels::RmsNorm(nullptr, x.data, AsCuda(w).f32(), x.rows, x.cols, eps, out.data, stream_));
+}
+
+void CudaBackend::AddRmsNorm(Activation residual, Activation x, const BackendWeight& w, float eps,
+                             Activation out) {
+  SPW_CHECK(w.cols() == x.cols && residual.cols == x.cols && residual.rows == x.rows);
+  SPW_CUDA_CHECK(kernels::RmsNorm(residual.data, x.data, AsCuda(w).f32(), x.rows, x.cols, eps,
+                                  out.data, stream_));
+}
+
+void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
+  const CudaWeight& m = AsCuda(w);
+  SPW_CHECK(x.cols == m.cols() && y.cols == m.rows() && x.rows == y.rows)
+      << x.cols << " " << m.cols() << " " << y.cols << " " << m.rows();
+  if (x.rows == 0) return;
+  const absl::Status s = bf16_input_.Reserve(static_cast<size_t>(x.rows * x.cols) * 2);
+  SPW_CHECK(s.ok()) << s;
+  auto* xb = static_cast<uint16_t*>(bf16_input_.get());
+  SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
+  // Row-major y[n, out] = x[n, in] · W[out, in]ᵀ is, column-major, yᵀ = op(W)ᵀ... : with W
+  // seen as the column-major [in, out] matrix, yᵀ[out, n] = Wᵀ · xᵀ.
+  const float alpha = 1.0f, beta = 0.0f;
+  SPW_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m.rows()),
+                                static_cast<int>(x.rows), static_cast<int>(m.cols()), &alpha,
+                                m.bf16(), CUDA_R_16BF, static_cast<int>(m.cols()), xb, CUDA_R_16BF,
+                                static_cast<int>(x.cols), &beta, y.data, CUDA_R_32F,
+                                static_cast<int>(y.cols), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void CudaBackend::AddBias(Activation y, const BackendWeight& bias) {
+  SPW_CHECK(bias.cols() == y.cols);
+  SPW_CUDA_CHECK(kernels::AddBias(y.data, AsCuda(bias).f32(), y.rows, y.cols, stream_));
+}
+
+void CudaBackend::Rope(Activation x, int64_t num_heads, const RopeTable& rope) {
+  const int64_t d = x.cols / num_heads;
+  SPW_CHECK(static_cast<int64_t>(rope.inv_freq.size()) * 2 == d)
+      << rope.inv_freq.size() << " " << d;
+  SPW_CHECK(x.rows == static_cast<int64_t>(layout_.positions.size()));
+  if (rope_host_ != rope.inv_freq) {
+    rope_host_ = rope.inv_freq;
+    SPW_CHECK(rope_dev_.Reserve(rope_host_.size() * sizeof(float)).ok());
+    Upload(rope_host_.data(), rope_dev_.get(), rope_host_.size() * sizeof(float), stream_);
+  }
+  const auto* positions = static_cast<const int32_t*>(batch_dev_.get()) + positions_off_;
+  SPW_CUDA_CHECK(kernels::Rope(x.data, positions, static_cast<const float*>(rope_dev_.get()),
+                               x.rows, num_heads, d, rope.style == RopeStyle::kNeox, stream_));
+}
+
+void CudaBackend::SwiGlu(Activation gate, Activation up, Activation out) {
+  SPW_CHECK(gate.rows == up.rows && gate.cols == up.cols && out.cols == gate.cols);
+  SPW_CUDA_CHECK(kernels::SwiGlu(gate.data, up.data, gate.rows * gate.cols, out.data, stream_));
+}
+
+void CudaBackend::PlanAttention(int64_t num_heads) {
+  planned_heads_ = num_heads;
+  const int64_t group = num_heads / kv_layout_.num_kv_heads;
+  const int64_t tile = std::max<int64_t>(
+      1, kernels::MaxAttentionRows(static_cast<int>(kv_layout_.head_dim)) / group);
+  items_host_.clear();
+  max_item_tokens_ = 0;
+  const int64_t num_chunks = static_cast<int64_t>(layout_.first_positions.size());
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    for (int32_t b = layout_.chunk_starts[c]; b < layout_.chunk_starts[c + 1]; b += tile) {
+      const int32_t e =
+          std::min<int32_t>(b + static_cast<int32_t>(tile), layout_.chunk_starts[c + 1]);
+      items_host_.insert(items_host_.end(), {layout_.block_table_starts[c], b, e});
+      max_item_tokens_ = std::max(max_item_tokens_, e - b);
+    }
+  }
+  num_items_ = static_cast<int32_t>(items_host_.size() / 3);
+  // NOTE(cuda): split-K only when the items alone leave SMs idle (decode of few sequences):
+  // aim at two blocks per SM, with ranges of at least 64 keys (a multiple of the 32-key tile),
+  // and at most 64 splits (bounds the partial results buffer).
+  const int64_t blocks = int64_t{num_items_} * kv_layout_.num_kv_heads;
+  int64_t splits = 1;
+  if (blocks < 2 * sm_count_ && max_keys_ > 64) {
+    splits = std::min<int64_t>({(2 * sm_count_ + blocks - 1) / blocks, (max_keys_ + 63) / 64, 64});
+  }
+  split_keys_ = 0;
+  if (splits > 1) {
+    split_keys_ = static_cast<int32_t>(((max_keys_ + splits - 1) / splits + 31) / 32 * 32);
+    splits = (max_keys_ + split_keys_ - 1) / split_keys_;
+  }
+  num_splits_ = static_cast<int32_t>(splits);
+  if (num_splits_ > 1) {
+    const size_t n = static_cast<size_t>(layout_.tokens.size()) * num_heads * num_splits_ *
+                     (kv_layout_.head_dim + 2) * sizeof(float);
+    SPW_CHECK(partials_.Reserve(n).ok());
+  }
+  SPW_CHECK(items_dev_.Reserve(items_host_.size() * sizeof(int32_t)).ok());
+  Upload(items_host_.data(), items_dev_.get(), items_host_.size() * sizeof(int32_t), stream_);
+}
+
+void CudaBackend::Attention(int64_t layer, Activation q, Activation k, Activation v,
+                            int64_t num_heads, Activation out) {
+  const int64_t d = kv_layout_.head_dim;
+  const int64_t width = kv_layout_.num_kv_heads * d;
+  SPW_CHECK(layer >= 0 && layer < kv_layout_.num_layers);
+  SPW_CHECK(k.cols == width && v.cols == width && q.cols == num_heads * d && out.cols == q.cols);
+  SPW_CHECK(num_heads % kv_layout_.num_kv_heads == 0);
+  const int64_t per_cache =
+      int64_t{kv_layout_.num_blocks} * kvcache::kBlockTokens * width;  // values in K (or V)
+  auto* cache_k = static_cast<uint16_t*>(kv_.get()) + 2 * layer * per_cache;
+  auto* cache_v = cache_k + per_cache;
+  const auto* base = static_cast<const int32_t*>(batch_dev_.get());
+  SPW_CUDA_CHECK(kernels::WriteKv(k.data, v.data, base + slots_off_, k.rows, width, cache_k,
+                                  cache_v, stream_));
+  if (planned_heads_ != num_heads) PlanAttention(num_heads);
+  kernels::AttentionArgs a;
+  a.q = q.data;
+  a.out = out.data;
+  a.cache_k = cache_k;
+  a.cache_v = cache_v;
+  a.positions = base + positions_off_;
+  a.block_tables = base + tables_off_;
+  a.items = static_cast<const kernels::AttentionItem*>(items_dev_.get());
+  a.num_items = num_items_;
+  a.max_item_tokens = max_item_tokens_;
+  a.num_tokens = static_cast<int32_t>(q.rows);
+  a.num_heads = static_cast<int32_t>(num_heads);
+  a.num_kv_heads = static_cast<int32_t>(kv_layout_.num_kv_heads);
+  a.head_dim = static_cast<int32_t>(d);
+  a.num_splits = num_splits_;
+  a.split_keys = split_keys_;
+  a.partials = static_cast<float*>(partials_.get());
+  SPW_CUDA_CHECK(kernels::PagedAttention(a, stream_));
+}
+
+void CudaBackend::GatherRows(Activation x, std::span<const int32_t> rows, Activation out) {
+  SPW_CHECK(out.cols == x.cols && out.rows == static_cast<int64_t>(rows.size()));
+  SPW_CHECK(rows_dev_.Reserve(std::max<size_t>(rows.size(), 1) * sizeof(int32_t)).ok());
+  Upload(rows.data(), rows_dev_.get(), rows.size() * sizeof(int32_t), stream_);
+  SPW_CUDA_CHECK(kernels::GatherRows(x.data, static_cast<const int32_t*>(rows_dev_.get()), out.rows,
+                                     x.cols, out.data, stream_));
+}
+
+void CudaBackend::CopyToHost(Activation x, float* dst) {
+  SPW_CUDA_CHECK(cudaMemcpyAsync(dst, x.data, x.rows * x.cols * sizeof(float),
+                                 cudaMemcpyDeviceToHost, stream_));
+  SPW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::CopyFromHost(const float* src, float* dst, int64_t n) {
+  Upload(src, dst, n * sizeof(float), stream_);
+  SPW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+std::vector<uint16_t> CudaBackend::KvToHost(int64_t layer, bool values) const {
+  const int64_t per_cache = int64_t{kv_layout_.num_blocks} * kvcache::kBlockTokens *
+                            kv_layout_.num_kv_heads * kv_layout_.head_dim;
+  std::vector<uint16_t> out(per_cache);
+  const auto* src =
+      static_cast<const uint16_t*>(kv_.get()) + (2 * layer + (values ? 1 : 0)) * per_cache;
+  SPW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  SPW_CUDA_CHECK(cudaMemcpy(out.data(), src, per_cache * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+  return out;
+}
+
+}  // namespace spillway::engine::cuda

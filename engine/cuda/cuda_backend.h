@@ -1,0 +1,118 @@
+// CudaBackend: the Backend on one NVIDIA GPU (docs/gpu.md). Weights live on the device in
+// BF16 (GGUF quantized types are dequantized on the host at load with the CPU backend's
+// dequantizers; 1-D weights stay f32); activations are f32 device buffers as backend.h says;
+// GEMMs are cuBLAS bf16 x bf16 with f32 accumulation (the activation is rounded to bf16 first);
+// the paged KV cache is f16 like the CPU backend's, written and read by kernels/. Every op is
+// enqueued on one stream; CopyToHost waits for it. Engine-loop thread only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+
+struct CUstream_st;
+struct cublasContext;
+
+namespace spillway::engine::cuda {
+
+// A device allocation that frees itself; Reserve grows it (contents not kept).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+
+  // Makes the buffer at least `bytes` long; ResourceExhausted when the device is full.
+  absl::Status Reserve(size_t bytes);
+  void* get() const { return ptr_; }
+  size_t size() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  // Creates the backend on device `ordinal` (a stream and a cuBLAS handle); Unavailable when
+  // there is no such device.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int ordinal = 0);
+  ~CudaBackend() override;
+
+  std::string_view name() const override { return "cuda"; }
+  // Bytes of device memory taken by weights and by the KV cache so far.
+  int64_t weight_bytes() const { return weight_bytes_; }
+  int64_t kv_bytes() const { return kv_bytes_; }
+  // Bytes one KV block takes over all layers (K and V, f16).
+  static int64_t KvBlockBytes(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim);
+
+  absl::StatusOr<std::unique_ptr<BackendWeight>> LoadWeight(const WeightTensor& t) override;
+  [[nodiscard]] absl::Status AllocateKv(const KvLayout& layout) override;
+
+  void BeginForward(const BatchLayout& layout) override;
+  Activation Scratch(int64_t rows, int64_t cols) override;
+
+  void Embed(const BackendWeight& table, Activation out) override;
+  void RmsNorm(Activation x, const BackendWeight& w, float eps, Activation out) override;
+  void AddRmsNorm(Activation residual, Activation x, const BackendWeight& w, float eps,
+                  Activation out) override;
+  void MatMul(const BackendWeight& w, Activation x, Activation y) override;
+  void AddBias(Activation y, const BackendWeight& bias) override;
+  void Rope(Activation x, int64_t num_heads, const RopeTable& rope) override;
+  void SwiGlu(Activation gate, Activation up, Activation out) override;
+  void Attention(int64_t layer, Activation q, Activation k, Activation v, int64_t num_heads,
+                 Activation out) override;
+  void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override;
+  void CopyToHost(Activation x, float* dst) override;
+
+  // Copies `n` f32 values from host to device memory `dst` (tests fill activations with it).
+  void CopyFromHost(const float* src, float* dst, int64_t n);
+  // The f16 K or V cache of `layer` copied to the host ([num_blocks * kBlockTokens *
+  // num_kv_heads * head_dim] values), for tests.
+  std::vector<uint16_t> KvToHost(int64_t layer, bool values) const;
+
+ private:
+  CudaBackend(int ordinal, int sm_count, CUstream_st* stream, cublasContext* cublas);
+  // Uploads the attention work items of the current forward pass for `num_heads` query heads.
+  void PlanAttention(int64_t num_heads);
+
+  int ordinal_;
+  int sm_count_;
+  CUstream_st* stream_;
+  cublasContext* cublas_;
+  int64_t weight_bytes_ = 0;
+  int64_t kv_bytes_ = 0;
+  KvLayout kv_layout_;
+  DeviceBuffer kv_;  // per layer: K then V, each [num_blocks, kBlockTokens, kv_heads, head_dim]
+
+  // The current forward pass: host copies and their device mirror `batch_dev_` holding
+  // tokens, positions, KV slots and block tables back to back.
+  BatchLayout layout_;
+  std::vector<int32_t> batch_host_;
+  DeviceBuffer batch_dev_;
+  int64_t tokens_off_ = 0, positions_off_ = 0, slots_off_ = 0, tables_off_ = 0;
+  int64_t max_keys_ = 0;
+  // Attention work items (kernels/paged_attention.h), planned at the forward's first
+  // Attention call (the query head count is known then).
+  int64_t planned_heads_ = 0;
+  std::vector<int32_t> items_host_;
+  DeviceBuffer items_dev_;
+  int32_t num_items_ = 0, max_item_tokens_ = 0, num_splits_ = 1, split_keys_ = 0;
+  DeviceBuffer partials_;
+
+  std::vector<DeviceBuffer> scratch_;
+  size_t next_scratch_ = 0;
+  DeviceBuffer bf16_input_;       // MatMul's activation rounded to bf16
+  DeviceBuffer rows_dev_;         // GatherRows' row list
+  std::vector<float> rope_host_;  // the inv_freq last uploaded to rope_dev_
+  DeviceBuffer rope_dev_;
+};
+
+}  // namespace spillway::engine::cuda

@@ -1,0 +1,208 @@
+// gpu_bench: the GPU benchmark of issue #5 on one model (a `make-model --shape llama3-8b
+// --dtype bf16 --random` file on the GPU machine), each figure beside its roofline, measured
+// in the same run:
+//   device-to-device copy bandwidth (cudaMemcpy of 1 GiB, read + write bytes counted);
+//   decode at batch 1: TPOT, and the HBM roofline = bytes of weights read per token ÷ that
+//     bandwidth (goal >= 85% of it);
+//   prefill of a 2048-token prompt: tokens/s and % of the card's dense BF16 tensor peak;
+//   saturated throughput, N requests of 1024 prompt + 128 output tokens at once: output
+//     tokens/s and model FLOPs utilisation.
+// Usage: gpu_bench --model PATH [--requests N] [--max-batch-tokens N]
+#include <cuda_runtime_api.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_device.h"
+#include "engine/generator/generator.h"
+#include "engine/llama/llama_model.h"
+#include "engine/weights/model_file.h"
+#include "kvcache/kv_cache.h"
+
+namespace spillway::engine {
+namespace {
+
+double Seconds(std::chrono::steady_clock::time_point a) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+}
+
+// Read + write bytes per second of a device-to-device cudaMemcpy of 1 GiB (best of 10).
+double CopyBandwidth() {
+  const size_t bytes = size_t{1} << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return 0;
+  cudaMemset(a, 1, bytes);
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  float best_ms = 1e30f;
+  for (int i = 0; i < 10; ++i) {
+    cudaEventRecord(start);
+    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    if (i > 0) best_ms = std::min(best_ms, ms);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (best_ms * 1e-3);
+}
+
+// Dense BF16 tensor-core peak (no sparsity) of the cards we may be lent, FLOP/s; 0 if unknown.
+double BF16Peak(const std::string& name) {
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos) {
+    return name.find("PCIe") != std::string::npos ? 756e12 : 989.4e12;
+  }
+  if (name.find("A100") != std::string::npos) return 312e12;
+  return 0;
+}
+
+// Greedy requests (the sampler's cheapest path) that never stop early.
+GenerateRequest Request(std::vector<TokenId> prompt, int32_t max_tokens) {
+  GenerateRequest r{.prompt = std::move(prompt), .max_tokens = max_tokens, .ignore_eos = true};
+  r.sampling.temperature = 0.0f;
+  return r;
+}
+
+std::vector<TokenId> RandomPrompt(int32_t n, int64_t vocab, uint32_t seed) {
+  std::vector<TokenId> out(n);
+  uint64_t x = seed * 2654435761u + 1;
+  for (TokenId& t : out) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    t = static_cast<TokenId>((x >> 33) % static_cast<uint64_t>(vocab - 16));
+  }
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  std::string model_path;
+  int32_t requests = 128, max_batch_tokens = 8192;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--model") model_path = argv[i + 1];
+    if (flag == "--requests") requests = std::atoi(argv[i + 1]);
+    if (flag == "--max-batch-tokens") max_batch_tokens = std::atoi(argv[i + 1]);
+  }
+  if (model_path.empty()) {
+    std::fprintf(stderr, "usage: gpu_bench --model PATH [--requests N] [--max-batch-tokens N]\n");
+    return 2;
+  }
+  absl::StatusOr<cuda::CudaDeviceInfo> info = cuda::ProbeCudaDevice();
+  if (!info.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(info.status().message()).c_str());
+    return 1;
+  }
+  std::printf("device: %s, %lld MiB, %d SMs\n", info->name.c_str(),
+              static_cast<long long>(info->total_bytes >> 20), info->sm_count);
+  const double bw = CopyBandwidth();
+  std::printf("D2D copy bandwidth: %.0f GB/s (read + write)\n", bw / 1e9);
+
+  absl::StatusOr<std::unique_ptr<ModelFile>> file = OpenModelFile(model_path);
+  if (!file.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(file.status().message()).c_str());
+    return 1;
+  }
+  const ModelConfig& c = (*file)->config();
+  // Bytes of weights a decode step reads (bf16 matrices; only one embedding row unless the
+  // table is also the lm head) and the multiply-add count per token of the matrices.
+  double step_bytes = 0, matmul_params = 0;
+  for (const auto& [name, t] : (*file)->tensors()) {
+    if (t.shape.size() != 2) continue;
+    const double n = static_cast<double>(t.num_elements());
+    if (name == "token_embd.weight" && !c.tied_embeddings) continue;
+    step_bytes += 2 * n;
+    matmul_params += n;
+  }
+  const int32_t prompt = 1024, output = 128, prefill_len = 2048;
+  const int32_t blocks = requests * ((prompt + output) / kvcache::kBlockTokens + 1) + 256;
+  auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<cuda::CudaBackend>> backend = cuda::CudaBackend::Create();
+  if (!backend.ok()) return 1;
+  absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Create(**file, **backend, blocks);
+  if (!model.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  kvcache::KvCache kv(blocks);
+  std::printf(
+      "model %s: %lld layers, hidden %lld, %.2f GB of bf16 weights, %d KV blocks; "
+      "loaded in %.1f s\n",
+      c.name.c_str(), static_cast<long long>(c.num_layers), static_cast<long long>(c.hidden),
+      (*backend)->weight_bytes() / 1e9, blocks, Seconds(t0));
+  const double peak = BF16Peak(info->name);
+  auto attention_flops = [&](double queries, double context) {
+    return 4.0 * c.num_layers * c.num_heads * c.head_dim * queries * context;
+  };
+
+  {  // warm-up: cuBLAS heuristics, scratch buffers
+    Generator g(**model, kv, {.max_batch_tokens = max_batch_tokens});
+    GenerateRequest r = Request(RandomPrompt(64, c.vocab_size, 99), 4);
+    (void)g.Run({&r, 1});
+  }
+  {  // decode, batch 1
+    Generator g(**model, kv, {.max_batch_tokens = max_batch_tokens});
+    GenerateRequest r = Request(RandomPrompt(128, c.vocab_size, 1), 129);
+    absl::StatusOr<std::vector<GenerateResult>> out = g.Run({&r, 1});
+    if (!out.ok()) return 1;
+    const double tpot = g.stats().decode_seconds / (g.stats().generated_tokens - 1);
+    const double roofline = step_bytes / bw;
+    std::printf(
+        "decode batch 1: TPOT %.3f ms; HBM roofline %.3f ms (%.2f GB / %.0f GB/s): "
+        "%.1f%% of roofline (goal 85%%, published engines 70-77%%)\n",
+        tpot * 1e3, roofline * 1e3, step_bytes / 1e9, bw / 1e9, 100 * roofline / tpot);
+  }
+  {  // prefill 2048
+    Generator g(**model, kv, {.max_batch_tokens = prefill_len});
+    GenerateRequest r = Request(RandomPrompt(prefill_len, c.vocab_size, 2), 1);
+    std::vector<double> times;
+    for (int i = 0; i < 3; ++i) {
+      if (!g.Run({&r, 1}).ok()) return 1;
+      times.push_back(g.stats().prefill_seconds);
+    }
+    std::sort(times.begin(), times.end());
+    const double s = times[1];
+    const double flops =
+        2.0 * matmul_params * prefill_len + attention_flops(prefill_len, prefill_len / 2.0);
+    std::printf(
+        "prefill %d tokens: %.3f s, %.0f tokens/s, %.1f TFLOP/s = %.1f%% of BF16 peak "
+        "%.0f TFLOP/s (goal 60%%)\n",
+        prefill_len, s, prefill_len / s, flops / s / 1e12, peak > 0 ? 100 * flops / s / peak : 0.0,
+        peak / 1e12);
+  }
+  {  // saturated: `requests` x (1024 in, 128 out) at once
+    Generator g(**model, kv, {.max_batch_tokens = max_batch_tokens});
+    std::vector<GenerateRequest> reqs;
+    for (int32_t i = 0; i < requests; ++i) {
+      reqs.push_back(Request(RandomPrompt(prompt, c.vocab_size, 100 + i), output));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<std::vector<GenerateResult>> out = g.Run(reqs);
+    const double s = Seconds(start);
+    if (!out.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(out.status().message()).c_str());
+      return 1;
+    }
+    const double tokens = double{requests} * (prompt + output);
+    const double flops = 2.0 * matmul_params * tokens +
+                         requests * attention_flops(prompt + output, (prompt + output) / 2.0);
+    std::printf(
+        "saturated %d x (%d in, %d out), max batch tokens %d: %.1f s, %.0f output "
+        "tokens/s, MFU %.1f%% (goal 60%%; vLLM/SGLang 8B on one H100 ~12-16k tok/s on "
+        "ShareGPT-like mixes)\n",
+        requests, prompt, output, max_batch_tokens, s, requests * output / s,
+        peak > 0 ? 100 * flops / s / peak : 0.0);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace spillway::engine
+
+int main(int argc, char** argv) { return spillway::engine::Main(argc, argv); }

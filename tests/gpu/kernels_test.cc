@@ -1,0 +1,269 @@
+// Every CUDA backend op against its CPU twin (the CPU backend's op) on random inputs of
+// awkward sizes: odd head counts, lengths that are not multiples of 16, contexts past 8k,
+// non-contiguous block tables. Tolerances, per op and type (|gpu - cpu| as a share of the CPU
+// output's RMS unless stated):
+//   Embed (bf16 table), AddBias, GatherRows, the residual of AddRmsNorm: exact.
+//   RmsNorm: 1e-5 (the CPU sums squares in double, the GPU in f32).
+//   Rope: 2e-5 absolute (sincosf vs cosf/sinf of the same f32 angle, ≤ 2 ulp each).
+//   SwiGlu: 1e-5 (expf vs the CPU's AVX2 exp).
+//   MatMul (bf16 weights): 1e-2 (the GPU rounds activations to bf16, 8 mantissa bits).
+//   Attention (f16 cache, f32 softmax): 1e-4 absolute on values in [-1, 1].
+// Skips without a GPU.
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <random>
+
+#include "engine/cpu/fp16.h"
+#include "engine/llama/llama_model.h"
+#include "kvcache/ids.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace spillway::engine::testing {
+namespace {
+
+class KernelsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SPW_SKIP_WITHOUT_GPU();
+    absl::StatusOr<std::unique_ptr<cuda::CudaBackend>> g = cuda::CudaBackend::Create();
+    ASSERT_TRUE(g.ok()) << g.status();
+    gpu_ = *std::move(g);
+    cpu_ = std::make_unique<cpu::CpuBackend>(0);
+  }
+
+  // A weight of `rows` x `cols` (rows == 0: a vector) of `type` from f32 values, on both
+  // backends; the host bytes stay alive in the fixture (the CPU backend reads them).
+  std::pair<std::unique_ptr<BackendWeight>, std::unique_ptr<BackendWeight>> Weight(
+      GgmlType type, int64_t rows, int64_t cols, const std::vector<float>& values) {
+    std::vector<uint8_t>& bytes = host_.emplace_back();
+    if (type == GgmlType::kBF16) {
+      bytes.resize(values.size() * 2);
+      cpu::F32ToBf16Row(values.data(), reinterpret_cast<uint16_t*>(bytes.data()),
+                        static_cast<int64_t>(values.size()));
+    } else {
+      bytes.resize(values.size() * 4);
+      std::memcpy(bytes.data(), values.data(), bytes.size());
+    }
+    WeightTensor t{.name = "w",
+                   .type = type,
+                   .data = bytes.data(),
+                   .nbytes = static_cast<int64_t>(bytes.size())};
+    t.shape = rows == 0 ? std::vector<int64_t>{cols} : std::vector<int64_t>{cols, rows};
+    auto c = cpu_->LoadWeight(t);
+    auto g = gpu_->LoadWeight(t);
+    EXPECT_TRUE(c.ok() && g.ok());
+    return {*std::move(c), *std::move(g)};
+  }
+
+  void Begin(const BatchLayout& layout) {
+    cpu_->BeginForward(layout);
+    gpu_->BeginForward(layout);
+  }
+
+  std::unique_ptr<cpu::CpuBackend> cpu_;
+  std::unique_ptr<cuda::CudaBackend> gpu_;
+  std::vector<std::vector<uint8_t>> host_;
+};
+
+// Host arrays behind a BatchLayout of chunks (first position, tokens, block table).
+struct Layout {
+  std::vector<TokenId> tokens;
+  std::vector<int32_t> positions, chunk_starts{0}, first_positions, table_starts{0};
+  std::vector<kvcache::BlockId> tables;
+
+  void AddChunk(int32_t first, int32_t count, const std::vector<kvcache::BlockId>& table) {
+    for (int32_t i = 0; i < count; ++i) {
+      tokens.push_back(static_cast<TokenId>((first + i) % 7));
+      positions.push_back(first + i);
+    }
+    chunk_starts.push_back(chunk_starts.back() + count);
+    first_positions.push_back(first);
+    tables.insert(tables.end(), table.begin(), table.end());
+    table_starts.push_back(static_cast<int32_t>(tables.size()));
+  }
+  BatchLayout View() const {
+    return {tokens, positions, chunk_starts, first_positions, table_starts, tables};
+  }
+  int64_t size() const { return static_cast<int64_t>(tokens.size()); }
+};
+
+TEST_F(KernelsTest, EmbedIsExact) {
+  const int64_t vocab = 1000, hidden = 200;
+  auto [wc, wg] = Weight(GgmlType::kBF16, vocab, hidden, RandomFloats(vocab * hidden, 1));
+  Layout l;
+  l.AddChunk(0, 13, {0});
+  for (size_t i = 0; i < l.tokens.size(); ++i) l.tokens[i] = static_cast<TokenId>(i * 71 % vocab);
+  Begin(l.View());
+  Activation oc = cpu_->Scratch(l.size(), hidden), og = gpu_->Scratch(l.size(), hidden);
+  cpu_->Embed(*wc, oc);
+  gpu_->Embed(*wg, og);
+  EXPECT_EQ(ToHost(*cpu_, oc), ToHost(*gpu_, og));
+}
+
+TEST_F(KernelsTest, RmsNormAndFusedResidualMatchCpu) {
+  const int64_t rows = 7, cols = 1000;
+  auto [wc, wg] = Weight(GgmlType::kF32, 0, cols, RandomFloats(cols, 2));
+  Layout l;
+  l.AddChunk(0, rows, {0});
+  Begin(l.View());
+  ActivationPair x = Upload(*cpu_, *gpu_, rows, cols, RandomFloats(rows * cols, 3, 4.0f));
+  ActivationPair res = Upload(*cpu_, *gpu_, rows, cols, RandomFloats(rows * cols, 4));
+  Activation oc = cpu_->Scratch(rows, cols), og = gpu_->Scratch(rows, cols);
+  cpu_->RmsNorm(x.cpu, *wc, 1e-5f, oc);
+  gpu_->RmsNorm(x.gpu, *wg, 1e-5f, og);
+  std::vector<float> c = ToHost(*cpu_, oc), g = ToHost(*gpu_, og);
+  Diff d = Compare(c, g);
+  EXPECT_LE(d.max_abs, 1e-5 * d.rms) << d.max_abs;
+
+  cpu_->AddRmsNorm(res.cpu, x.cpu, *wc, 1e-5f, oc);
+  gpu_->AddRmsNorm(res.gpu, x.gpu, *wg, 1e-5f, og);
+  EXPECT_EQ(ToHost(*cpu_, res.cpu), ToHost(*gpu_, res.gpu));  // one f32 add each: exact
+  d = Compare(ToHost(*cpu_, oc), ToHost(*gpu_, og));
+  EXPECT_LE(d.max_abs, 1e-5 * d.rms) << d.max_abs;
+}
+
+TEST_F(KernelsTest, MatMulMatchesCpu) {
+  const int64_t out = 259, in = 320;
+  auto [wc, wg] = Weight(GgmlType::kBF16, out, in, RandomFloats(out * in, 5, 0.1f));
+  for (int64_t n : {1, 7, 33}) {
+    Layout l;
+    l.AddChunk(0, static_cast<int32_t>(n), {0, 1, 2});
+    Begin(l.View());
+    ActivationPair x = Upload(*cpu_, *gpu_, n, in, RandomFloats(n * in, 6 + n));
+    Activation yc = cpu_->Scratch(n, out), yg = gpu_->Scratch(n, out);
+    cpu_->MatMul(*wc, x.cpu, yc);
+    gpu_->MatMul(*wg, x.gpu, yg);
+    const Diff d = Compare(ToHost(*cpu_, yc), ToHost(*gpu_, yg));
+    EXPECT_LE(d.max_abs, 1e-2 * d.rms) << "n=" << n << " max " << d.max_abs << " rms " << d.rms;
+  }
+}
+
+TEST_F(KernelsTest, RopeMatchesCpuInBothStylesPast8k) {
+  const int64_t heads = 9, head_dim = 64, n = 11;
+  for (RopeStyle style : {RopeStyle::kNormal, RopeStyle::kNeox}) {
+    RopeTable table{.style = style};
+    for (int64_t i = 0; i < head_dim / 2; ++i) {
+      table.inv_freq.push_back(static_cast<float>(std::pow(10000.0, -2.0 * i / head_dim)));
+    }
+    Layout l;
+    l.AddChunk(8990, static_cast<int32_t>(n), {});
+    Begin(l.View());
+    ActivationPair x =
+        Upload(*cpu_, *gpu_, n, heads * head_dim, RandomFloats(n * heads * head_dim, 9));
+    cpu_->Rope(x.cpu, heads, table);
+    gpu_->Rope(x.gpu, heads, table);
+    const Diff d = Compare(ToHost(*cpu_, x.cpu), ToHost(*gpu_, x.gpu));
+    EXPECT_LE(d.max_abs, 2e-5) << static_cast<int>(style);
+  }
+}
+
+TEST_F(KernelsTest, SwiGluBiasAndGatherMatchCpu) {
+  const int64_t rows = 5, cols = 1001;
+  Layout l;
+  l.AddChunk(0, rows, {0});
+  Begin(l.View());
+  ActivationPair gate = Upload(*cpu_, *gpu_, rows, cols, RandomFloats(rows * cols, 10, 8.0f));
+  ActivationPair up = Upload(*cpu_, *gpu_, rows, cols, RandomFloats(rows * cols, 11, 2.0f));
+  cpu_->SwiGlu(gate.cpu, up.cpu, gate.cpu);  // in place, as the model calls it
+  gpu_->SwiGlu(gate.gpu, up.gpu, gate.gpu);
+  const Diff d = Compare(ToHost(*cpu_, gate.cpu), ToHost(*gpu_, gate.gpu));
+  EXPECT_LE(d.max_abs, 1e-5 * d.rms) << d.max_abs;
+
+  auto [bc, bg] = Weight(GgmlType::kF32, 0, cols, RandomFloats(cols, 12));
+  cpu_->AddBias(up.cpu, *bc);
+  gpu_->AddBias(up.gpu, *bg);
+  EXPECT_EQ(ToHost(*cpu_, up.cpu), ToHost(*gpu_, up.gpu));
+
+  const std::vector<int32_t> rows_wanted = {4, 0, 2};
+  Activation oc = cpu_->Scratch(3, cols), og = gpu_->Scratch(3, cols);
+  cpu_->GatherRows(up.cpu, rows_wanted, oc);
+  gpu_->GatherRows(up.gpu, rows_wanted, og);
+  EXPECT_EQ(ToHost(*cpu_, oc), ToHost(*gpu_, og));
+}
+
+struct AttentionCase {
+  std::string name;
+  int64_t heads, kv_heads, head_dim;
+  // Per sequence: tokens already in the cache (written by a first forward pass, itself
+  // compared), then tokens of the second pass.
+  std::vector<std::pair<int32_t, int32_t>> seqs;
+};
+
+class AttentionTest : public KernelsTest, public ::testing::WithParamInterface<AttentionCase> {};
+
+TEST_P(AttentionTest, MatchesCpu) {
+  const AttentionCase& p = GetParam();
+  int32_t total_blocks = 0;
+  for (auto [history, fresh] : p.seqs) {
+    total_blocks += (history + fresh + kvcache::kBlockTokens - 1) / kvcache::kBlockTokens;
+  }
+  const KvLayout kv{.num_blocks = total_blocks + 3,
+                    .num_layers = 2,
+                    .num_kv_heads = p.kv_heads,
+                    .head_dim = p.head_dim};
+  ASSERT_TRUE(cpu_->AllocateKv(kv).ok());
+  ASSERT_TRUE(gpu_->AllocateKv(kv).ok());
+  // Non-contiguous tables: the block ids shuffled.
+  std::vector<kvcache::BlockId> ids(kv.num_blocks);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(13));
+  std::vector<std::vector<kvcache::BlockId>> tables;
+  size_t next = 0;
+  for (auto [history, fresh] : p.seqs) {
+    const int32_t blocks = (history + fresh + kvcache::kBlockTokens - 1) / kvcache::kBlockTokens;
+    tables.emplace_back(ids.begin() + next, ids.begin() + next + blocks);
+    next += blocks;
+  }
+  const int64_t q_width = p.heads * p.head_dim, kv_width = p.kv_heads * p.head_dim;
+  std::vector<float> last_k;  // pass 1's keys
+  for (int pass = 0; pass < 2; ++pass) {
+    Layout l;
+    for (size_t s = 0; s < p.seqs.size(); ++s) {
+      const auto [history, fresh] = p.seqs[s];
+      if (pass == 0 && history > 0) l.AddChunk(0, history, tables[s]);
+      if (pass == 1) l.AddChunk(history, fresh, tables[s]);
+    }
+    if (l.size() == 0) continue;
+    Begin(l.View());
+    const int64_t n = l.size();
+    ActivationPair q = Upload(*cpu_, *gpu_, n, q_width, RandomFloats(n * q_width, 20 + pass));
+    last_k = RandomFloats(n * kv_width, 30 + pass);
+    ActivationPair k = Upload(*cpu_, *gpu_, n, kv_width, last_k);
+    ActivationPair v = Upload(*cpu_, *gpu_, n, kv_width, RandomFloats(n * kv_width, 40 + pass));
+    Activation oc = cpu_->Scratch(n, q_width), og = gpu_->Scratch(n, q_width);
+    cpu_->Attention(1, q.cpu, k.cpu, v.cpu, p.heads, oc);
+    gpu_->Attention(1, q.gpu, k.gpu, v.gpu, p.heads, og);
+    const Diff d = Compare(ToHost(*cpu_, oc), ToHost(*gpu_, og));
+    EXPECT_LE(d.max_abs, 1e-4) << p.name << " pass " << pass;
+  }
+  // The K cache holds exactly the f16 of what was written (WriteKv's twin, round to nearest
+  // even): the first token of pass 1 (sequence 0 at position `history`), in its block.
+  const std::vector<uint16_t> k_cache = gpu_->KvToHost(1, false);
+  const int32_t pos = p.seqs[0].first;
+  const int64_t slot = int64_t{tables[0][pos / kvcache::kBlockTokens]} * kvcache::kBlockTokens +
+                       pos % kvcache::kBlockTokens;
+  for (int64_t i = 0; i < kv_width; ++i) {
+    ASSERT_EQ(k_cache[slot * kv_width + i], cpu::F32ToF16(last_k[i])) << p.name << " " << i;
+  }
+  const std::vector<uint16_t> layer0 = gpu_->KvToHost(0, false);
+  EXPECT_TRUE(std::all_of(layer0.begin(), layer0.end(), [](uint16_t x) { return x == 0; }))
+      << "layer 0 was never written";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, AttentionTest,
+    ::testing::Values(
+        // SmolLM2's heads: decode of five sequences, one past 8k (split-K).
+        AttentionCase{"decode_gqa3", 9, 3, 64, {{0, 1}, {16, 1}, {299, 1}, {1000, 1}, {8299, 1}}},
+        // Llama-3-8B's heads: a prefill chunk after earlier context, a fresh prompt and a
+        // decode token in one batch.
+        AttentionCase{"mixed_gqa4", 32, 8, 128, {{40, 77}, {0, 33}, {500, 1}}},
+        // Head size 256 (fewer rows per block), multi-head (group 1).
+        AttentionCase{"mha_d256", 4, 4, 256, {{100, 19}, {0, 1}}},
+        // Head size 80 (not a multiple of 32), group 3 with two KV heads.
+        AttentionCase{"d80", 6, 2, 80, {{70, 1}, {0, 45}, {2000, 3}}}),
+    [](const ::testing::TestParamInfo<AttentionCase>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace spillway::engine::testing
