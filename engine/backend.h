@@ -58,6 +58,16 @@ struct BatchLayout {
   std::span<const kvcache::BlockId> block_tables;
 };
 
+// LoRA on one projection for rows [begin, end) of a flat batch: y += scale · (x·aᵀ)·bᵀ, with
+// a = A ([rank, in]) and b = B ([out, rank]) loaded by LoadWeight (engine/lora/backend_adapter.h).
+struct LoraRows {
+  int32_t begin = 0;
+  int32_t end = 0;
+  const BackendWeight* a = nullptr;
+  const BackendWeight* b = nullptr;
+  float scale = 1.0f;
+};
+
 // Rotary embedding: pair i of a head (i < rope_dims/2) turns by position * inv_freq[i].
 struct RopeTable {
   RopeStyle style = RopeStyle::kNormal;
@@ -115,6 +125,13 @@ class Backend {
   // over each chunk's whole context; out: like q.
   virtual void Attention(int64_t layer, Activation q, Activation k, Activation v,
                          int64_t num_heads, Activation out) = 0;
+  // Whether AddLora is implemented (LlamaModel refuses batches with adapters otherwise).
+  virtual bool SupportsLora() const { return false; }
+  // For each segment, y[begin, end) += scale · (x[begin, end)·aᵀ)·bᵀ: several adapters (or
+  // none, for rows no segment covers) in one batch. Called only when SupportsLora().
+  virtual void AddLora([[maybe_unused]] Activation x,
+                       [[maybe_unused]] std::span<const LoraRows> segments,
+                       [[maybe_unused]] Activation y) {}
   // out[i] = x[rows[i]].
   virtual void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) = 0;
   // Copies x to host memory `dst` ([x.rows * x.cols] floats).

@@ -14,6 +14,10 @@
 
 namespace spillway::engine {
 
+namespace lora {
+class BackendLoraAdapter;  // engine/lora/backend_adapter.h
+}  // namespace lora
+
 // Tokens [first_position, first_position + num_tokens) of one sequence.
 struct BatchChunk {
   int32_t num_tokens = 0;
@@ -21,10 +25,13 @@ struct BatchChunk {
   // Covers at least first_position + num_tokens tokens (kvcache::KvCache::Grow).
   std::span<const kvcache::BlockId> block_table = {};
   bool want_logits = false;  // logits of this chunk's last token
+  // The LoRA adapter this chunk's sequence runs with; nullptr = the base model. Chunks with
+  // different adapters (or none) share one batch.
+  const lora::BackendLoraAdapter* adapter = nullptr;
 };
 
 struct Batch {
-  std::vector<TokenId> tokens;     // all chunks' tokens, chunk after chunk
+  std::vector<TokenId> tokens;  // all chunks' tokens, chunk after chunk
   std::vector<BatchChunk> chunks;
 };
 

@@ -211,6 +211,25 @@ void CpuBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
   cpu::MatMul(m, x.data, x.rows, y.data, pool_);
 }
 
+// NOTE(lora): one pair of small matmuls per segment (a run of rows with one adapter), on
+// the packed f32 A and B; rows of other adapters are never touched.
+void CpuBackend::AddLora(Activation x, std::span<const LoraRows> segments, Activation y) {
+  std::vector<float> u, t;
+  for (const LoraRows& s : segments) {
+    const PackedWeight& a = AsCpu(*s.a).packed();
+    const PackedWeight& b = AsCpu(*s.b).packed();
+    SPW_CHECK(a.cols() == x.cols && b.rows() == y.cols && b.cols() == a.rows() && 0 <= s.begin &&
+              s.begin <= s.end && s.end <= x.rows && x.rows == y.rows);
+    const int64_t n = s.end - s.begin;
+    u.resize(n * a.rows());
+    t.resize(n * b.rows());
+    cpu::MatMul(a, x.data + s.begin * x.cols, n, u.data(), pool_);
+    cpu::MatMul(b, u.data(), n, t.data(), pool_);
+    float* yr = y.data + s.begin * y.cols;
+    for (int64_t i = 0; i < n * y.cols; ++i) yr[i] += s.scale * t[i];
+  }
+}
+
 void CpuBackend::AddBias(Activation y, const BackendWeight& bias) {
   const float* b = AsCpu(bias).vec();
   for (int64_t r = 0; r < y.rows; ++r) {

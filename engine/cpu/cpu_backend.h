@@ -42,6 +42,8 @@ class CpuBackend final : public Backend {
   void SwiGlu(Activation gate, Activation up, Activation out) override;
   void Attention(int64_t layer, Activation q, Activation k, Activation v, int64_t num_heads,
                  Activation out) override;
+  bool SupportsLora() const override { return true; }
+  void AddLora(Activation x, std::span<const LoraRows> segments, Activation y) override;
   void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override;
   void CopyToHost(Activation x, float* dst) override;
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "common/check.h"
 #include "common/status_macros.h"
+#include "engine/lora/backend_adapter.h"
 
 namespace spillway::engine {
 
@@ -107,6 +108,22 @@ absl::Status LlamaModel::CheckBatch(const Batch& batch) const {
           absl::StrFormat("batch chunk ends at position %d but its block table holds %d blocks",
                           end, c.block_table.size()));
     }
+    if (c.adapter != nullptr) {
+      const lora::LoraLayout& layout = c.adapter->adapter().layout;
+      bool fits = layout.num_layers() == config_.num_layers;
+      for (int64_t l = 0; fits && l < layout.num_layers(); ++l) {
+        for (lora::LoraModule m : lora::kAllLoraModules) {
+          const lora::LoraSlot& s = layout.slot(l, m);
+          if (s.adapted() && (s.in != lora::LoraModuleIn(config_, m) ||
+                              s.out != lora::LoraModuleOut(config_, m))) {
+            fits = false;
+          }
+        }
+      }
+      if (!fits) {
+        return absl::InvalidArgumentError("a batch chunk's LoRA adapter is for another model");
+      }
+    }
     for (kvcache::BlockId b : c.block_table) {
       if (b < 0 || b >= kv_blocks_) {
         return absl::InvalidArgumentError(absl::StrFormat("block id %d out of range", b));
@@ -126,6 +143,21 @@ absl::Status LlamaModel::CheckBatch(const Batch& batch) const {
   return absl::OkStatus();
 }
 
+void LlamaModel::ApplyLora(int64_t l, lora::LoraModule m, Activation x, Activation y) {
+  if (lora_spans_.empty()) return;
+  lora_rows_.clear();
+  for (const LoraSpan& s : lora_spans_) {
+    if (const BackendWeight* a = s.adapter->a(l, m); a != nullptr) {
+      lora_rows_.push_back({.begin = s.begin,
+                            .end = s.end,
+                            .a = a,
+                            .b = s.adapter->b(l, m),
+                            .scale = s.adapter->scale()});
+    }
+  }
+  if (!lora_rows_.empty()) backend_.AddLora(x, lora_rows_, y);
+}
+
 Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
   const Layer& y = layers_[l];
   const ModelConfig& c = config_;
@@ -143,6 +175,9 @@ Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
   b.MatMul(*y.wq, h, q);
   b.MatMul(*y.wk, h, k);
   b.MatMul(*y.wv, h, v);
+  ApplyLora(l, lora::LoraModule::kQ, h, q);
+  ApplyLora(l, lora::LoraModule::kK, h, k);
+  ApplyLora(l, lora::LoraModule::kV, h, v);
   if (c.qkv_bias) {
     b.AddBias(q, *y.bq);
     b.AddBias(k, *y.bk);
@@ -154,14 +189,18 @@ Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
   b.Attention(l, q, k, v, c.num_heads, attn);
   Activation o = b.Scratch(n, c.hidden);
   b.MatMul(*y.wo, attn, o);
+  ApplyLora(l, lora::LoraModule::kO, attn, o);
   b.AddRmsNorm(x, o, *y.ffn_norm, c.rms_eps, h);
   Activation gate = b.Scratch(n, c.ffn_hidden);
   Activation up = b.Scratch(n, c.ffn_hidden);
   b.MatMul(*y.gate, h, gate);
   b.MatMul(*y.up, h, up);
+  ApplyLora(l, lora::LoraModule::kGate, h, gate);
+  ApplyLora(l, lora::LoraModule::kUp, h, up);
   b.SwiGlu(gate, up, gate);
   Activation down = b.Scratch(n, c.hidden);
   b.MatMul(*y.down, gate, down);
+  ApplyLora(l, lora::LoraModule::kDown, gate, down);
   return down;
 }
 
@@ -173,7 +212,21 @@ absl::Status LlamaModel::Forward(const Batch& batch, std::vector<float>* logits)
   table_starts_.assign(1, 0);
   tables_.clear();
   logit_rows_.clear();
+  lora_spans_.clear();
   for (const BatchChunk& c : batch.chunks) {
+    if (c.adapter != nullptr) {
+      if (!backend_.SupportsLora()) {
+        return absl::UnimplementedError(absl::StrFormat("the %s backend cannot run LoRA adapters",
+                                                        std::string(backend_.name())));
+      }
+      const int32_t begin = chunk_starts_.back();
+      if (!lora_spans_.empty() && lora_spans_.back().adapter == c.adapter &&
+          lora_spans_.back().end == begin) {
+        lora_spans_.back().end += c.num_tokens;
+      } else {
+        lora_spans_.push_back({begin, begin + c.num_tokens, c.adapter});
+      }
+    }
     for (int32_t i = 0; i < c.num_tokens; ++i) positions_.push_back(c.first_position + i);
     chunk_starts_.push_back(chunk_starts_.back() + c.num_tokens);
     first_positions_.push_back(c.first_position);

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
+#include "engine/lora/lora_adapter.h"
 #include "engine/model.h"
 
 namespace spillway::engine {
@@ -35,6 +36,8 @@ class LlamaModel final : public Model {
   // Runs layer `l` on hidden state `x` (its residual stream), given the previous layer's
   // FFN output `prev_out` (added to x first; empty for layer 0).
   Activation RunLayer(int64_t l, Activation x, Activation prev_out);
+  // y += the LoRA of projection `m` of layer `l` for the rows of chunks with an adapter.
+  void ApplyLora(int64_t l, lora::LoraModule m, Activation x, Activation y);
 
   ModelConfig config_;
   Backend& backend_;
@@ -45,6 +48,13 @@ class LlamaModel final : public Model {
   // Per-forward layout arrays, kept to avoid reallocating.
   std::vector<int32_t> positions_, chunk_starts_, first_positions_, table_starts_, logit_rows_;
   std::vector<kvcache::BlockId> tables_;
+  // Runs of batch rows that share an adapter (this forward's), and the segments of one call.
+  struct LoraSpan {
+    int32_t begin, end;
+    const lora::BackendLoraAdapter* adapter;
+  };
+  std::vector<LoraSpan> lora_spans_;
+  std::vector<LoraRows> lora_rows_;
 };
 
 // Inverse rotary frequencies of `config` (with its scaling, and GGUF's per-pair factors in
