@@ -92,6 +92,29 @@ LoraLayout::LoraLayout(const ModelConfig& model, const LoraConfig& config)
   }
 }
 
+std::vector<LoraMatrix> LoraLayout::Matrices() const {
+  std::vector<LoraMatrix> out;
+  for (int64_t l = 0; l < num_layers(); ++l) {
+    for (LoraModule m : kAllLoraModules) {
+      const LoraSlot& s = slot(l, m);
+      if (!s.adapted()) continue;
+      out.push_back({.layer = l,
+                     .module = m,
+                     .is_b = false,
+                     .offset = s.a_offset,
+                     .rows = rank_,
+                     .cols = s.in});
+      out.push_back({.layer = l,
+                     .module = m,
+                     .is_b = true,
+                     .offset = s.b_offset,
+                     .rows = s.out,
+                     .cols = rank_});
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<LoraAdapter> NewLoraAdapter(const ModelConfig& model, const LoraConfig& config,
                                            uint64_t seed) {
   if (config.rank < 1) return absl::InvalidArgumentError("LoRA rank must be at least 1");
@@ -113,15 +136,12 @@ absl::StatusOr<LoraAdapter> NewLoraAdapter(const ModelConfig& model, const LoraC
     z ^= z >> 31;
     return static_cast<double>(z >> 11) * 0x1.0p-53;  // [0, 1)
   };
-  for (int64_t l = 0; l < a.layout.num_layers(); ++l) {
-    for (LoraModule m : kAllLoraModules) {
-      const LoraSlot& s = a.layout.slot(l, m);
-      if (!s.adapted()) continue;
-      const double bound = 1.0 / std::sqrt(static_cast<double>(s.in));
-      float* pa = a.params.data() + s.a_offset;
-      for (int64_t i = 0; i < int64_t{config.rank} * s.in; ++i) {
-        pa[i] = static_cast<float>((2.0 * next_uniform() - 1.0) * bound);
-      }
+  for (const LoraMatrix& x : a.layout.Matrices()) {
+    if (x.is_b) continue;
+    const double bound = 1.0 / std::sqrt(static_cast<double>(x.cols));
+    float* pa = a.params.data() + x.offset;
+    for (int64_t i = 0; i < x.rows * x.cols; ++i) {
+      pa[i] = static_cast<float>((2.0 * next_uniform() - 1.0) * bound);
     }
   }
   return a;

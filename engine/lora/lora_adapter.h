@@ -59,6 +59,16 @@ struct LoraSlot {
   bool adapted() const { return a_offset >= 0; }
 };
 
+// One A or B matrix of an adapter: [rows, cols] floats at `offset` of the parameters.
+struct LoraMatrix {
+  int64_t layer = 0;
+  LoraModule module = LoraModule::kQ;
+  bool is_b = false;  // A: [rank, in]; B: [out, rank]
+  int64_t offset = 0;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
 class LoraLayout {
  public:
   LoraLayout() = default;
@@ -73,6 +83,8 @@ class LoraLayout {
     return slots_[layer][static_cast<int>(m)];
   }
   int64_t num_params() const { return num_params_; }
+  // Every matrix, by layer, then module (kAllLoraModules order), A before B.
+  std::vector<LoraMatrix> Matrices() const;
   // The lowest adapted layer (num_layers() if none): backward need not go below it.
   int64_t first_adapted_layer() const { return first_adapted_layer_; }
 

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cerrno>
 #include <cstring>
@@ -165,50 +166,33 @@ absl::StatusOr<LoraAdapter> LoadPeftAdapter(const std::string& dir, const ModelC
   SPW_ASSIGN_OR_RETURN(LoraAdapter adapter, NewLoraAdapter(model, config, /*seed=*/0));
   const std::string weights_path = dir + "/adapter_model.safetensors";
   SPW_ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
-  int64_t found = 0;
   std::vector<float> buf;
-  for (int64_t l = 0; l < adapter.layout.num_layers(); ++l) {
-    for (LoraModule m : kAllLoraModules) {
-      const LoraSlot& s = adapter.layout.slot(l, m);
-      if (!s.adapted()) continue;
-      for (bool is_b : {false, true}) {
-        const std::string name = PeftTensorName(l, m, is_b);
-        const SafetensorsTensor* t = file.Find(name);
-        if (t == nullptr) {
-          return absl::InvalidArgumentError(absl::StrCat(weights_path, " lacks ", name));
-        }
-        const std::vector<int64_t> want = is_b ? std::vector<int64_t>{s.out, config.rank}
-                                               : std::vector<int64_t>{config.rank, s.in};
-        if (t->shape != want) {
-          return absl::InvalidArgumentError(
-              absl::StrFormat("%s: %s has shape [%s], expected [%d, %d]", weights_path, name,
-                              absl::StrJoin(t->shape, ", "), want[0], want[1]));
-        }
-        const int64_t n = want[0] * want[1];
-        buf.resize(n);
-        cpu::DequantizeRowInto(t->type, t->data, buf.data(), n);
-        float* dst = adapter.params.data() + (is_b ? s.b_offset : s.a_offset);
-        if (is_b && IsPermuted(model, m)) {
-          PermuteRows(buf.data(), dst, s.out, config.rank, model.head_dim, /*hf_to_model=*/true);
-        } else {
-          std::memcpy(dst, buf.data(), n * sizeof(float));
-        }
-        ++found;
-      }
+  const std::vector<LoraMatrix> matrices = adapter.layout.Matrices();
+  for (const LoraMatrix& x : matrices) {
+    const std::string name = PeftTensorName(x.layer, x.module, x.is_b);
+    const SafetensorsTensor* t = file.Find(name);
+    if (t == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(weights_path, " lacks ", name));
+    }
+    if (t->shape != std::vector<int64_t>{x.rows, x.cols}) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %s has shape [%s], expected [%d, %d]", weights_path, name,
+                          absl::StrJoin(t->shape, ", "), x.rows, x.cols));
+    }
+    buf.resize(x.rows * x.cols);
+    cpu::DequantizeRowInto(t->type, t->data, buf.data(), x.rows * x.cols);
+    float* dst = adapter.params.data() + x.offset;
+    if (x.is_b && IsPermuted(model, x.module)) {
+      PermuteRows(buf.data(), dst, x.rows, x.cols, model.head_dim, /*hf_to_model=*/true);
+    } else {
+      std::memcpy(dst, buf.data(), buf.size() * sizeof(float));
     }
   }
-  if (found != static_cast<int64_t>(file.tensors().size())) {
+  if (matrices.size() != file.tensors().size()) {
     for (const SafetensorsTensor& t : file.tensors()) {
-      bool known = false;
-      for (int64_t l = 0; l < adapter.layout.num_layers() && !known; ++l) {
-        for (LoraModule m : kAllLoraModules) {
-          if (!adapter.layout.slot(l, m).adapted()) continue;
-          if (t.name == PeftTensorName(l, m, false) || t.name == PeftTensorName(l, m, true)) {
-            known = true;
-          }
-        }
-      }
-      if (!known) {
+      if (std::none_of(matrices.begin(), matrices.end(), [&](const LoraMatrix& x) {
+            return t.name == PeftTensorName(x.layer, x.module, x.is_b);
+          })) {
         return absl::InvalidArgumentError(absl::StrCat(
             weights_path, ": tensor ", t.name, " is not a LoRA matrix of the configured targets"));
       }
@@ -225,26 +209,18 @@ absl::Status SavePeftAdapter(const LoraAdapter& adapter, const ModelConfig& mode
   header["__metadata__"] = json::object{{"format", "pt"}};
   std::string data;
   std::vector<float> buf;
-  for (int64_t l = 0; l < adapter.layout.num_layers(); ++l) {
-    for (LoraModule m : kAllLoraModules) {
-      const LoraSlot& s = adapter.layout.slot(l, m);
-      if (!s.adapted()) continue;
-      for (bool is_b : {false, true}) {
-        const int64_t rows = is_b ? s.out : adapter.layout.rank();
-        const int64_t cols = is_b ? adapter.layout.rank() : s.in;
-        const float* src = adapter.params.data() + (is_b ? s.b_offset : s.a_offset);
-        buf.assign(src, src + rows * cols);
-        if (is_b && IsPermuted(model, m)) {
-          PermuteRows(src, buf.data(), s.out, cols, model.head_dim, /*hf_to_model=*/false);
-        }
-        const size_t begin = data.size();
-        data.append(reinterpret_cast<const char*>(buf.data()), buf.size() * sizeof(float));
-        header[PeftTensorName(l, m, is_b)] =
-            json::object{{"dtype", "F32"},
-                         {"shape", json::array{rows, cols}},
-                         {"data_offsets", json::array{begin, data.size()}}};
-      }
+  for (const LoraMatrix& x : adapter.layout.Matrices()) {
+    const float* src = adapter.params.data() + x.offset;
+    buf.assign(src, src + x.rows * x.cols);
+    if (x.is_b && IsPermuted(model, x.module)) {
+      PermuteRows(src, buf.data(), x.rows, x.cols, model.head_dim, /*hf_to_model=*/false);
     }
+    const size_t begin = data.size();
+    data.append(reinterpret_cast<const char*>(buf.data()), buf.size() * sizeof(float));
+    header[PeftTensorName(x.layer, x.module, x.is_b)] =
+        json::object{{"dtype", "F32"},
+                     {"shape", json::array{x.rows, x.cols}},
+                     {"data_offsets", json::array{begin, data.size()}}};
   }
   std::string head = json::serialize(header);
   head.append((8 - head.size() % 8) % 8, ' ');

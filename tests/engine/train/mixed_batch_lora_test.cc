@@ -17,14 +17,7 @@ namespace {
 
 using lora::LoraModule;
 
-lora::LoraAdapter RandomAdapter(const ModelConfig& c, lora::LoraConfig config, uint64_t seed) {
-  auto a = lora::NewLoraAdapter(c, config, seed);
-  EXPECT_TRUE(a.ok());
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(-0.6f, 0.6f);
-  for (float& p : a->params) p = d(rng);
-  return *std::move(a);
-}
+using testing::RandomAdapter;
 
 TEST(MixedBatchLoraTest, EachChunkGetsItsOwnAdapter) {
   for (bool qwen_like : {false, true}) {
@@ -39,8 +32,8 @@ TEST(MixedBatchLoraTest, EachChunkGetsItsOwnAdapter) {
     some.alpha = 2.0f;
     some.targets = {LoraModule::kQ, LoraModule::kV, LoraModule::kDown};
     some.layers = {1};
-    const std::vector<lora::LoraAdapter> adapters = {RandomAdapter(c, all, 1),
-                                                     RandomAdapter(c, some, 2)};
+    const std::vector<lora::LoraAdapter> adapters = {RandomAdapter(c, all, 1, 0.6f),
+                                                     RandomAdapter(c, some, 2, 0.6f)};
 
     cpu::CpuBackend backend(2);
     constexpr int32_t kBlocks = 16;

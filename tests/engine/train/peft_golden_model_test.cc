@@ -54,25 +54,21 @@ TEST_P(PeftGoldenTest, LossAndLoraGradientsMatchPytorch) {
       testing::SourcePath("tests/golden/lora/" + name + "-grads.safetensors"));
   ASSERT_TRUE(grads.ok()) << grads.status();
   int64_t compared = 0;
-  for (int64_t l = 0; l < adapter->layout.num_layers(); ++l) {
-    for (lora::LoraModule m : lora::kAllLoraModules) {
-      const lora::LoraSlot& s = adapter->layout.slot(l, m);
-      for (bool is_b : {false, true}) {
-        const SafetensorsTensor* t = grads->Find(lora::PeftTensorName(l, m, is_b));
-        ASSERT_NE(t, nullptr) << lora::PeftTensorName(l, m, is_b);
-        const float* want = reinterpret_cast<const float*>(t->data);
-        const int64_t n = is_b ? s.out * 4 : 4 * s.in;
-        ASSERT_EQ(t->nbytes, n * 4);
-        float max_abs = 0;
-        for (int64_t i = 0; i < n; ++i) max_abs = std::max(max_abs, std::abs(want[i]));
-        const double* got = grad.data() + (is_b ? s.b_offset : s.a_offset);
-        for (int64_t i = 0; i < n; ++i) {
-          ASSERT_NEAR(got[i] / loss->num_targets, want[i], 1e-5 * max_abs + 1e-9)
-              << lora::PeftTensorName(l, m, is_b) << " [" << i << "]";
-        }
-        compared += n;
-      }
+  for (const lora::LoraMatrix& x : adapter->layout.Matrices()) {
+    const std::string key = lora::PeftTensorName(x.layer, x.module, x.is_b);
+    const SafetensorsTensor* t = grads->Find(key);
+    ASSERT_NE(t, nullptr) << key;
+    const float* want = reinterpret_cast<const float*>(t->data);
+    const int64_t n = x.rows * x.cols;
+    ASSERT_EQ(t->nbytes, n * 4);
+    float max_abs = 0;
+    for (int64_t i = 0; i < n; ++i) max_abs = std::max(max_abs, std::abs(want[i]));
+    const double* got = grad.data() + x.offset;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(got[i] / loss->num_targets, want[i], 1e-5 * max_abs + 1e-9)
+          << key << " [" << i << "]";
     }
+    compared += n;
   }
   EXPECT_EQ(compared, adapter->layout.num_params());
 }

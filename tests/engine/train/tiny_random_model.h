@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "common/check.h"
+#include "engine/lora/lora_adapter.h"
 #include "engine/weights/model_file.h"
 
 namespace spillway::engine::testing {
@@ -75,5 +77,17 @@ class TinyRandomModel final : public ModelFile {
   std::mt19937_64 rng_;
   std::map<std::string, std::vector<float>> storage_;
 };
+
+// An adapter with random A and B in [-range, range] (a fresh adapter's B is zero, which would
+// hide half the gradient paths and every LoRA output).
+inline lora::LoraAdapter RandomAdapter(const ModelConfig& c, const lora::LoraConfig& config,
+                                       uint64_t seed, float range = 0.5f) {
+  absl::StatusOr<lora::LoraAdapter> a = lora::NewLoraAdapter(c, config, seed);
+  SPW_CHECK(a.ok()) << a.status();
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(-range, range);
+  for (float& p : a->params) p = d(rng);
+  return *std::move(a);
+}
 
 }  // namespace spillway::engine::testing

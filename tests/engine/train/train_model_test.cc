@@ -28,16 +28,7 @@ struct Data {
   }
 };
 
-// An adapter with random A and B (a fresh adapter's B is zero, which would hide half the
-// gradient paths).
-lora::LoraAdapter RandomAdapter(const ModelConfig& c, const LoraConfig& config, uint64_t seed) {
-  auto a = lora::NewLoraAdapter(c, config, seed);
-  SPW_CHECK(a.ok());
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(-0.5f, 0.5f);
-  for (float& p : a->params) p = d(rng);
-  return *std::move(a);
-}
+using testing::RandomAdapter;
 
 LoraConfig AllModules(int32_t rank) {
   LoraConfig c;
