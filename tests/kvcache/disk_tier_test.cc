@@ -83,6 +83,16 @@ class DiskTierTest : public ::testing::Test {
     return tier.ok() ? std::move(*tier) : nullptr;
   }
 
+  // A tier holding `keys` (written, on disk, completions taken).
+  std::unique_ptr<DiskTier> OpenWithBlocks(int64_t num_blocks, std::vector<uint64_t> keys,
+                                           bool persist = false) {
+    auto tier = OpenTier(Options(num_blocks, persist));
+    for (uint64_t key : keys) EXPECT_TRUE(tier->SubmitWrite(key, Block(key)));
+    tier->Flush();
+    for (const DiskCompletion& c : tier->PollCompletions()) EXPECT_TRUE(c.ok());
+    return tier;
+  }
+
   // Reads `key` and waits; the result, and the bytes when it is OK.
   std::pair<DiskResult, std::vector<std::byte>> Read(DiskTier& tier, uint64_t key) {
     std::vector<std::byte> dst(kBlockBytes);
@@ -203,11 +213,7 @@ TEST_F(DiskTierTest, EraseFreesTheSlotAndAnEarlierQueuedReadStillRuns) {
 }
 
 TEST_F(DiskTierTest, FlippedPayloadByteIsAChecksumMiss) {
-  auto tier = OpenTier(Options(2));
-  tier->SubmitWrite(1, Block(1));
-  tier->SubmitWrite(2, Block(2));
-  tier->Flush();
-  tier->PollCompletions();
+  auto tier = OpenWithBlocks(2, {1, 2});
   faults_.FlipByteOnRead(SlabPath(), kSlotBytes + 4096 + 500);  // inside key 2's payload
   EXPECT_EQ(Read(*tier, 2).first, DiskResult::kChecksumMismatch);
   EXPECT_FALSE(tier->Contains(2));  // never trusted again
@@ -219,9 +225,7 @@ TEST_F(DiskTierTest, FlippedPayloadByteIsAChecksumMiss) {
 }
 
 TEST_F(DiskTierTest, FlippedByteOnTheRealFileIsAMissOfTheRightKind) {
-  auto tier = OpenTier(Options(3));
-  for (uint64_t key : {1, 2, 3}) tier->SubmitWrite(key, Block(key));
-  tier->Flush();
+  auto tier = OpenWithBlocks(3, {1, 2, 3});
   auto flip = [&](int64_t offset) {
     std::fstream f(SlabPath(), std::ios::in | std::ios::out | std::ios::binary);
     f.seekg(offset);
@@ -238,9 +242,7 @@ TEST_F(DiskTierTest, FlippedByteOnTheRealFileIsAMissOfTheRightKind) {
 }
 
 TEST_F(DiskTierTest, DeletedSlabFileIsAMissForEveryBlockInIt) {
-  auto tier = OpenTier(Options(2));
-  tier->SubmitWrite(1, Block(1));
-  tier->Flush();
+  auto tier = OpenWithBlocks(2, {1});
   ASSERT_TRUE(faults_.DeleteFile(SlabPath()).ok());
   EXPECT_EQ(Read(*tier, 1).first, DiskResult::kNotFound);
   EXPECT_FALSE(tier->Contains(1));
@@ -248,10 +250,7 @@ TEST_F(DiskTierTest, DeletedSlabFileIsAMissForEveryBlockInIt) {
 }
 
 TEST_F(DiskTierTest, TruncatedSlabFileIsAShortRead) {
-  auto tier = OpenTier(Options(2));
-  tier->SubmitWrite(1, Block(1));
-  tier->SubmitWrite(2, Block(2));
-  tier->Flush();
+  auto tier = OpenWithBlocks(2, {1, 2});
   std::filesystem::resize_file(SlabPath(), kSlotBytes + 4096 + 10);
   EXPECT_EQ(Read(*tier, 2).first, DiskResult::kShortRead);
   EXPECT_EQ(Read(*tier, 1), std::pair(DiskResult::kOk, Block(1)));
@@ -342,10 +341,7 @@ TEST_F(DiskTierTest, PersistedIndexIsReusedAfterARestart) {
 }
 
 TEST_F(DiskTierTest, AnotherLayoutFingerprintDiscardsTheOldIndexAndFiles) {
-  {
-    auto tier = OpenTier(Options(4, /*persist=*/true));
-    tier->SubmitWrite(5, Block(5));
-  }
+  OpenWithBlocks(4, {5}, /*persist=*/true);  // and closed again
   DiskTierOptions other = Options(4, /*persist=*/true);
   other.layout_fingerprint = kFingerprint + 1;
   auto tier = OpenTier(other);
@@ -356,10 +352,7 @@ TEST_F(DiskTierTest, AnotherLayoutFingerprintDiscardsTheOldIndexAndFiles) {
 }
 
 TEST_F(DiskTierTest, CorruptIndexIsDiscarded) {
-  {
-    auto tier = OpenTier(Options(4, /*persist=*/true));
-    tier->SubmitWrite(5, Block(5));
-  }
+  OpenWithBlocks(4, {5}, /*persist=*/true);  // and closed again
   {
     std::fstream f(dir_ + "/index.spw", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(70);
@@ -370,10 +363,7 @@ TEST_F(DiskTierTest, CorruptIndexIsDiscarded) {
 }
 
 TEST_F(DiskTierTest, MissingSlabFileDropsItsPersistedBlocks) {
-  {
-    auto tier = OpenTier(Options(4, /*persist=*/true));
-    tier->SubmitWrite(5, Block(5));
-  }
+  OpenWithBlocks(4, {5}, /*persist=*/true);  // and closed again
   std::filesystem::remove(SlabPath());
   auto tier = OpenTier(Options(4, /*persist=*/true));
   EXPECT_TRUE(tier->Keys().empty());
@@ -402,10 +392,7 @@ TEST_F(DiskTierTest, SavedIndexSurvivesACrashAndAStaleEntryIsAMiss) {
 }
 
 TEST_F(DiskTierTest, OpenWithoutPersistRemovesOnlyItsOwnFiles) {
-  {
-    auto tier = OpenTier(Options(4, /*persist=*/true));
-    tier->SubmitWrite(5, Block(5));
-  }
+  OpenWithBlocks(4, {5}, /*persist=*/true);  // and closed again
   std::ofstream(dir_ + "/notes.txt") << "not the tier's";
   auto tier = OpenTier(Options(4));
   EXPECT_TRUE(tier->Keys().empty());
