@@ -152,6 +152,9 @@ class DiskTier::Impl {
     return it != index_.end() && it->second.slot == op.slot && it->second.write_seq == op.write_seq;
   }
   void Degrade(DiskResult cause, const absl::Status& status);
+  // Ends a degraded state caused by a full disk once no_space_retry_ms have passed; returns
+  // whether writes are allowed again (the next growing write checks statvfs anew).
+  bool RetryAfterNoSpace();
   void Complete(const Op& op, DiskResult result, uint64_t checksum);
 
   // I/O thread.
@@ -185,6 +188,8 @@ class DiskTier::Impl {
   std::unordered_multiset<uint64_t> pending_read_tags_;
   bool stopping_ = false;
   bool degraded_ = false;
+  DiskResult degraded_cause_ = DiskResult::kOk;
+  std::chrono::steady_clock::time_point degraded_since_;
   bool index_dirty_ = false;  // persist mode: the on-disk index is older than index_
   uint64_t saves_requested_ = 0;
   uint64_t saves_done_ = 0;
@@ -312,7 +317,7 @@ bool DiskTier::Impl::SubmitWrite(uint64_t key, std::vector<std::byte> bytes, boo
       << "a block is " << options_.block_bytes << " bytes, got " << bytes.size();
   {
     std::lock_guard lock(mu_);
-    if (degraded_) return false;
+    if (degraded_ && !RetryAfterNoSpace()) return false;
     int64_t slot;
     if (auto it = index_.find(key); it != index_.end()) {
       slot = it->second.slot;  // rewritten in place; queued reads of it run first
@@ -447,15 +452,20 @@ absl::Status DiskTier::Impl::SaveIndex() {
   return last_save_status_;
 }
 
-// With mu_ held. Sticky until restart (STYLE.md §6): queued writes are dropped at once, which
-// frees their buffers and slots; reads go on, since every read is verified anyway.
+// With mu_ held. Sticky until restart after an I/O error (STYLE.md §6); after a full disk,
+// until no_space_retry_ms have passed. Queued writes are dropped at once, which frees their
+// buffers and slots; reads go on, since every read is verified anyway.
 void DiskTier::Impl::Degrade(DiskResult cause, const absl::Status& status) {
   if (degraded_) return;
   degraded_ = true;
+  degraded_cause_ = cause;
+  degraded_since_ = std::chrono::steady_clock::now();
+  const bool retry = cause == DiskResult::kNoSpace && options_.no_space_retry_ms >= 0;
   spdlog::warn(
-      "kv disk tier {} degraded ({}): {}; refusing writes until restart, reads of stored "
-      "blocks go on",
-      options_.path, DiskResultName(cause), status.ToString());
+      "kv disk tier {} degraded ({}): {}; refusing writes {}, reads of stored blocks go on",
+      options_.path, DiskResultName(cause), status.ToString(),
+      retry ? absl::StrFormat("for %d ms", options_.no_space_retry_ms)
+            : std::string("until restart"));
   std::deque<Op> kept;
   for (Op& op : queue_) {
     if (op.kind == OpKind::kWrite) {
@@ -465,6 +475,17 @@ void DiskTier::Impl::Degrade(DiskResult cause, const absl::Status& status) {
     }
   }
   queue_ = std::move(kept);
+}
+
+bool DiskTier::Impl::RetryAfterNoSpace() {
+  if (degraded_cause_ != DiskResult::kNoSpace || options_.no_space_retry_ms < 0) return false;
+  if (std::chrono::steady_clock::now() - degraded_since_ <
+      std::chrono::milliseconds(options_.no_space_retry_ms)) {
+    return false;
+  }
+  degraded_ = false;
+  spdlog::info("kv disk tier {}: retrying writes after a full disk", options_.path);
+  return true;
 }
 
 // With mu_ held: records the outcome of `op` and publishes its completion.

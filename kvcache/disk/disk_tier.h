@@ -7,7 +7,8 @@
 // Every slot holds a header {magic, version, key, layout fingerprint, payload length, XXH3-64
 // of the payload} before the payload; a read checks all of it, so a corrupt, torn, missing or
 // unreadable block is a miss (counted by kind), never wrong data. A failed write or a full disk
-// marks the tier degraded: writes are refused from then on, reads of good blocks go on.
+// marks the tier degraded: writes are refused (until restart after an I/O error; for a while
+// after a full disk), reads of good blocks go on.
 //
 // Threads: every public method is called from one thread, the engine loop (or whatever single
 // thread owns the tier). Disk I/O runs on one I/O thread that executes operations in the order
@@ -50,6 +51,10 @@ struct DiskTierOptions {
   // tier degraded (no space) instead of filling the disk to the last byte. Negative: no check
   // (the tier learns of a full disk from ENOSPC alone).
   int64_t min_free_bytes = 64 << 20;
+  // A tier degraded by a full disk accepts writes again this long after (the first write that
+  // grows a file then checks statvfs anew); negative: never. A failed write (I/O error) keeps
+  // the tier degraded until restart.
+  int64_t no_space_retry_ms = 60'000;
 };
 
 enum class DiskOp : uint8_t {

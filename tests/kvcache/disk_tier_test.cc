@@ -286,6 +286,61 @@ TEST_F(DiskTierTest, EnospcDegradesTheTier) {
   EXPECT_EQ(tier->stats().num_blocks, 0);
 }
 
+TEST_F(DiskTierTest, WritesResumeAfterTheNoSpaceRetryDelay) {
+  DiskTierOptions options = Options(4);
+  options.no_space_retry_ms = 0;  // retry at the next write
+  auto tier = OpenTier(options);
+  faults_.NoSpace(true);
+  tier->SubmitWrite(1, Block(1));
+  tier->Flush();
+  EXPECT_TRUE(tier->degraded());
+  EXPECT_TRUE(tier->SubmitWrite(2, Block(2)));  // retried, and the disk is still full
+  tier->Flush();
+  EXPECT_EQ(Describe(tier->PollCompletions()), "write 1 no_space, write 2 no_space");
+  faults_.NoSpace(false);  // room again
+  EXPECT_TRUE(tier->SubmitWrite(3, Block(3)));
+  tier->Flush();
+  EXPECT_EQ(Describe(tier->PollCompletions()), "write 3 ok");
+  EXPECT_FALSE(tier->degraded());
+  EXPECT_EQ(Read(*tier, 3), std::pair(DiskResult::kOk, Block(3)));
+  EXPECT_EQ(tier->stats().errors[static_cast<int>(DiskResult::kNoSpace)], 2);
+}
+
+TEST_F(DiskTierTest, AnIoErrorIsNeverRetried) {
+  DiskTierOptions options = Options(4);
+  options.no_space_retry_ms = 0;
+  auto tier = OpenTier(options);
+  faults_.FailWrites(true);
+  tier->SubmitWrite(1, Block(1));
+  tier->Flush();
+  faults_.FailWrites(false);
+  EXPECT_FALSE(tier->SubmitWrite(2, Block(2)));
+  EXPECT_TRUE(tier->degraded());
+}
+
+TEST_F(DiskTierTest, TheIndexIsSavedPeriodically) {
+  DiskTierOptions options = Options(4, /*persist=*/true);
+  options.persist_interval_ms = 1;
+  auto tier = OpenTier(options);
+  tier->SubmitWrite(5, Block(5));
+  tier->Flush();
+  // No SaveIndex: the I/O thread saves on its own. Wait (bounded) for the index to name key 5.
+  const std::string index = dir_ + "/index.spw";
+  auto names_key_5 = [&] {
+    std::error_code ec;
+    return std::filesystem::file_size(index, ec) == 64 + 24 + 8;  // header, 1 entry, checksum
+  };
+  for (int i = 0; i < 5000 && !names_key_5(); ++i) usleep(1000);
+  ASSERT_TRUE(names_key_5());
+  const std::string crashed = dir_ + "-crashed";
+  std::filesystem::remove_all(crashed);
+  std::filesystem::copy(dir_, crashed);
+  options.path = crashed;
+  auto restarted = OpenTier(options);
+  EXPECT_EQ(restarted->Keys(), (std::vector<uint64_t>{5}));
+  EXPECT_EQ(Read(*restarted, 5), std::pair(DiskResult::kOk, Block(5)));
+}
+
 TEST_F(DiskTierTest, LowFreeSpaceDegradesBeforeWriting) {
   DiskTierOptions options = Options(4);
   options.min_free_bytes = 1 << 20;
