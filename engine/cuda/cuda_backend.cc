@@ -143,6 +143,7 @@ absl::StatusOr<std::unique_ptr<BackendWeight>> CudaBackend::LoadWeight(const Wei
     SPW_CUDA_CHECK(cudaMemcpy(buf.get(), values.data(), values.size() * sizeof(float),
                               cudaMemcpyHostToDevice));
     weight_bytes_ += static_cast<int64_t>(buf.size());
+    SPW_CUDA_CHECK(cudaDeviceSynchronize());  // see AllocateKv
     return std::make_unique<CudaWeight>(1, t.shape[0], true, std::move(buf));
   }
   if (t.shape.size() != 2) {
@@ -179,6 +180,7 @@ absl::StatusOr<std::unique_ptr<BackendWeight>> CudaBackend::LoadWeight(const Wei
     }
   }
   weight_bytes_ += static_cast<int64_t>(bytes);
+  SPW_CUDA_CHECK(cudaDeviceSynchronize());  // see AllocateKv
   return std::make_unique<CudaWeight>(rows, cols, false, std::move(buf));
 }
 
@@ -196,8 +198,53 @@ absl::Status CudaBackend::AllocateKv(const KvLayout& layout) {
                         layout.num_blocks, bytes >> 20, s.message()));
   }
   SPW_CUDA_CHECK(cudaMemset(kv_.get(), 0, static_cast<size_t>(bytes)));
+  // NOTE(cuda): weights and this memset went through the legacy default stream, which the
+  // backend's non-blocking stream does not wait for: finish them before the first forward.
+  SPW_CUDA_CHECK(cudaDeviceSynchronize());
   kv_bytes_ = bytes;
   kv_layout_ = layout;
+  return absl::OkStatus();
+}
+
+int64_t CudaBackend::kv_block_bytes() const {
+  return kv_bytes_ == 0
+             ? 0
+             : KvBlockBytes(kv_layout_.num_layers, kv_layout_.num_kv_heads, kv_layout_.head_dim);
+}
+
+// The K and V arrays of all layers lie back to back (K0, V0, K1, ...), each `per_cache`
+// values: a block's slice of each is one row of a 2-D copy with that pitch. The copies go on
+// the backend's stream (ordered after the forward passes that wrote or read the block) and are
+// waited for, so `dst` is filled, and `src` may be reused, on return.
+absl::Status CudaBackend::ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) {
+  SPW_CHECK(block >= 0 && block < kv_layout_.num_blocks) << block;
+  SPW_CHECK(static_cast<int64_t>(dst.size()) == kv_block_bytes()) << dst.size();
+  const size_t slice = dst.size() / (2 * kv_layout_.num_layers);
+  const size_t pitch = slice * kv_layout_.num_blocks;
+  const auto* src = static_cast<const std::byte*>(kv_.get()) + block * slice;
+  cudaError_t e = cudaMemcpy2DAsync(dst.data(), slice, src, pitch, slice, 2 * kv_layout_.num_layers,
+                                    cudaMemcpyDeviceToHost, stream_);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
+  if (e != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrFormat("reading KV block %d: %s", block, cudaGetErrorString(e)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::WriteKvBlock(kvcache::BlockId block, std::span<const std::byte> src) {
+  SPW_CHECK(block >= 0 && block < kv_layout_.num_blocks) << block;
+  SPW_CHECK(static_cast<int64_t>(src.size()) == kv_block_bytes()) << src.size();
+  const size_t slice = src.size() / (2 * kv_layout_.num_layers);
+  const size_t pitch = slice * kv_layout_.num_blocks;
+  auto* dst = static_cast<std::byte*>(kv_.get()) + block * slice;
+  cudaError_t e = cudaMemcpy2DAsync(dst, pitch, src.data(), slice, slice, 2 * kv_layout_.num_layers,
+                                    cudaMemcpyHostToDevice, stream_);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
+  if (e != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrFormat("writing KV block %d: %s", block, cudaGetErrorString(e)));
+  }
   return absl::OkStatus();
 }
 

@@ -55,6 +55,12 @@ class CudaBackend final : public Backend {
 
   absl::StatusOr<std::unique_ptr<BackendWeight>> LoadWeight(const WeightTensor& t) override;
   [[nodiscard]] absl::Status AllocateKv(const KvLayout& layout) override;
+  // Block moves for the tiered cache: one cudaMemcpy2D over the 2 * num_layers K/V slices,
+  // packed as the CPU backend packs them (layer by layer, K then V).
+  int64_t kv_block_bytes() const override;
+  [[nodiscard]] absl::Status ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) override;
+  [[nodiscard]] absl::Status WriteKvBlock(kvcache::BlockId block,
+                                          std::span<const std::byte> src) override;
 
   void BeginForward(const BatchLayout& layout) override;
   Activation Scratch(int64_t rows, int64_t cols) override;

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# tests/gpu/run.sh: the GPU checks of issue #5 in one script (docs/gpu.md).
+#
+#   tests/gpu/run.sh pack      HERE (a machine with the build's Debian libraries): builds the
+#                              CUDA targets in build-cuda/ and bundles the binaries with their
+#                              non-system shared libraries and glibc's loader into
+#                              build-cuda/gpu-bundle/ (ignored by git; ~40 MB, so it travels).
+#   tests/gpu/run.sh run       THERE (the GPU machine, carry build-cuda/gpu-bundle): the gpu
+#                              tests, the e2e greedy check, a served run with 32 concurrent
+#                              clients and the GPU benchmark on a make-model llama3-8b random
+#                              BF16 model; a summary to $OUT/summary.txt when OUT is set.
+#                              Under 8 minutes on an H100/H200.
+#   tests/gpu/run.sh split-model FILE   HERE: cuts a model file (e.g. the 98 MB default model)
+#                              into build-cuda/gpu-model/part.N pieces of 48 MB.
+#   tests/gpu/run.sh stage-model        THERE: appends the pieces carried in this call to
+#                              /root/spw-model/model.gguf (one piece per call while the machine
+#                              is warm); `run` uses it for the e2e check once complete.
+#
+# Environment for `run`: SPILLWAY_GPU_MODEL (a model file already on the machine for the e2e
+# check; default: the staged file if complete, else a random smollm2-135m made there),
+# SKIP_BENCH=1 (no llama3-8b benchmark), BENCH_REQUESTS (saturated run size, default 128).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUNDLE="$ROOT/build-cuda/gpu-bundle"
+PARTS="$ROOT/build-cuda/gpu-model"
+STAGE=/root/spw-model
+BINARIES=(bin/spillway tests/gpu_kernels_test tests/gpu_e2e_greedy_test tests/gpu_bench
+          tests/device_option_test)
+
+pack() {
+  set -e
+  cmake -S "$ROOT" -B "$ROOT/build-cuda" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPW_CUDA=ON
+  local targets=()
+  for b in "${BINARIES[@]}"; do targets+=("$(basename "$b")"); done
+  nice cmake --build "$ROOT/build-cuda" -j2 --target "${targets[@]}"
+  rm -rf "$BUNDLE"
+  mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$BUNDLE/scripts"
+  for b in "${BINARIES[@]}"; do
+    strip -o "$BUNDLE/bin/$(basename "$b")" "$ROOT/build-cuda/$b"
+  done
+  # Every shared library the binaries need except the CUDA ones (the GPU machine has its own,
+  # matching its driver), plus glibc's loader so the bundle runs whatever the glibc there is.
+  for b in "$BUNDLE"/bin/*; do ldd "$b"; done | awk '$3 ~ /^\// {print $3} $1 ~ /ld-linux/ {print $1}' |
+    sort -u | grep -v -E 'libcublas|libcudart|libcuda\.so' | while read -r lib; do
+    cp -L "$lib" "$BUNDLE/lib/"
+  done
+  cp "$ROOT/benchmarks/serve_benchmark.py" "$BUNDLE/scripts/"
+  git -C "$ROOT" rev-parse HEAD > "$BUNDLE/COMMIT"
+  du -sh "$BUNDLE"
+}
+
+split_model() {
+  local file="$1"
+  rm -rf "$PARTS" && mkdir -p "$PARTS"
+  split -b 48M -d -a 1 "$file" "$PARTS/part."
+  stat -c %s "$file" > "$PARTS/SIZE"
+  ls -la "$PARTS"
+  echo "carry build-cuda/gpu-model with one part at a time (move the others out), running"
+  echo "tests/gpu/run.sh stage-model in each call while the GPU machine stays warm"
+}
+
+stage_model() {
+  mkdir -p "$STAGE"
+  for p in "$PARTS"/part.*; do
+    [ -e "$p" ] || continue
+    cp "$p" "$STAGE/$(basename "$p")"
+  done
+  [ -f "$PARTS/SIZE" ] && cp "$PARTS/SIZE" "$STAGE/SIZE"
+  cat "$STAGE"/part.* > "$STAGE/model.gguf" 2>/dev/null || true
+  echo "staged $(stat -c %s "$STAGE/model.gguf" 2>/dev/null || echo 0) of $(cat "$STAGE/SIZE" 2>/dev/null) bytes"
+}
+
+run() {
+  local out="${OUT:-/tmp/spw-gpu-out}"
+  mkdir -p "$out"
+  local summary="$out/summary.txt" log="$out/log.txt"
+  : > "$summary"
+  : > "$log"
+  note() { echo "$*" | tee -a "$summary"; }
+  [ -d "$BUNDLE/bin" ] || { note "no bundle at $BUNDLE: run 'tests/gpu/run.sh pack' here first"; return 1; }
+  # x BINARY ARGS...: a bundled binary under the bundled loader, with the bundle's libraries
+  # first and then the machine's CUDA libraries (cuBLAS, the driver).
+  local libs="$BUNDLE/lib"
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64 \
+           /usr/lib/x86_64-linux-gnu; do
+    [ -d "$d" ] && libs="$libs:$d"
+  done
+  local pycublas
+  pycublas="$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)"
+  [ -n "$pycublas" ] && libs="$libs:$pycublas"
+  local x=/tmp/spw-x
+  printf '#!/bin/sh\nbin="%s/bin/$1"; shift\nexec %s --library-path "%s" "$bin" "$@"\n' \
+    "$BUNDLE" "$(ls "$BUNDLE"/lib/ld-linux-x86-64.so.* | head -1)" "$libs" > "$x"
+  chmod +x "$x"
+  local t0=$SECONDS
+  note "spillway GPU run, bundle of commit $(cat "$BUNDLE/COMMIT" 2>/dev/null), $(date -u +%FT%TZ)"
+  note "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
+  note "version: $("$x" spillway version 2>&1 | tr '\n' ' ')"
+
+  # 1. gpu tests: each op against the CPU backend; device resolution with a GPU present.
+  for t in gpu_kernels_test device_option_test; do
+    if timeout 300 "$x" "$t" > "$out/$t.txt" 2>&1; then
+      note "$t: PASSED ($(grep -c '^\[       OK \]' "$out/$t.txt") OK, $(grep -c '^\[  SKIPPED \]' "$out/$t.txt") skipped)"
+    else
+      note "$t: FAILED (rc $?)"
+      grep -E '^\[  FAILED|Failure|Which is|Expected|max|error|Check failed' "$out/$t.txt" | head -40 >> "$summary"
+    fi
+    cat "$out/$t.txt" >> "$log"
+  done
+
+  # 2. e2e greedy, GPU vs CPU: the real model when staged (or given), and a random smollm2-135m.
+  local models=()
+  if [ -n "${SPILLWAY_GPU_MODEL:-}" ]; then
+    models+=("$SPILLWAY_GPU_MODEL")
+  elif [ -f "$STAGE/SIZE" ] && [ "$(stat -c %s "$STAGE/model.gguf" 2>/dev/null)" = "$(cat "$STAGE/SIZE")" ]; then
+    models+=("$STAGE/model.gguf")
+  fi
+  "$x" spillway make-model --shape smollm2-135m --dtype bf16 --random --seed 1 \
+    --out /tmp/smollm2-random.gguf >> "$log" 2>&1 && models+=(/tmp/smollm2-random.gguf)
+  for m in "${models[@]}"; do
+    if SPILLWAY_GPU_MODEL="$m" timeout 300 "$x" gpu_e2e_greedy_test > "$out/e2e.txt" 2>&1; then
+      note "e2e greedy ($m): PASSED; $(grep -E 'prompts identical|near-tie|SKIPPED \]' "$out/e2e.txt" | tr '\n' ' ')"
+    else
+      note "e2e greedy ($m): FAILED (rc $?)"
+      grep -E 'Failure|FAILED|prompt|Which is|logprob|Check failed' "$out/e2e.txt" | head -20 >> "$summary"
+    fi
+    cat "$out/e2e.txt" >> "$log"
+  done
+
+  # 3. served run: 32 concurrent clients against `spillway serve --device cuda`.
+  local serve_model="${models[0]:-/tmp/smollm2-random.gguf}"
+  "$x" spillway serve --device cuda --model "$serve_model" --port 18080 --grpc-port 0 \
+    --max-running-seqs 64 --max-batch-tokens 2048 > "$out/serve.txt" 2>&1 &
+  local server=$!
+  local up=0
+  for _ in $(seq 1 120); do
+    kill -0 "$server" 2>/dev/null || break  # it exited (no GPU, bad model)
+    if python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:18080/health", timeout=1)' 2>/dev/null; then
+      up=1
+      break
+    fi
+    sleep 1
+  done
+  if [ "$up" = 1 ]; then
+    timeout 240 python3 "$BUNDLE/scripts/serve_benchmark.py" --base-url http://127.0.0.1:18080 \
+      --input-len 256 --output-len 64 --concurrency 32 --num-requests 128 \
+      --token-id-range 300:40000 --max-duration 200 --label spillway-cuda > "$out/serve_bench.txt" 2>&1
+    local result
+    result="$(grep '^RESULT ' "$out/serve_bench.txt" | sed 's/^RESULT //')"
+    if [ -n "$result" ]; then
+      note "served run, 32 clients, 128 requests (256 in / 64 out): $(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print('completed', r['completed'], 'failed', r['failed'], '| output %.0f tok/s | median TTFT %.0f ms, TPOT %.1f ms | errors %s' % (r['output_throughput'], r['median_ttft_ms'], r['median_tpot_ms'], r['errors']))" "$result" 2>&1)"
+    else
+      note "served run: no result"
+      tail -5 "$out/serve_bench.txt" >> "$summary"
+    fi
+  else
+    note "served run: the server did not come up"
+    tail -20 "$out/serve.txt" >> "$summary"
+  fi
+  kill "$server" 2>/dev/null
+  wait "$server" 2>/dev/null
+  cat "$out/serve.txt" >> "$log"
+
+  # 4. the benchmark, on a Llama-3-8B-shaped random BF16 model written here (16 GB).
+  if [ "${SKIP_BENCH:-0}" != 1 ]; then
+    local m8=/tmp/llama3-8b-random.gguf
+    if [ ! -f "$m8" ]; then
+      local tw=$SECONDS
+      timeout 240 "$x" spillway make-model --shape llama3-8b --dtype bf16 --random --out "$m8" \
+        >> "$log" 2>&1 || { note "make-model llama3-8b failed"; rm -f "$m8"; }
+      note "make-model llama3-8b bf16: $((SECONDS - tw)) s"
+    fi
+    if [ -f "$m8" ]; then
+      timeout 300 "$x" gpu_bench --model "$m8" --requests "${BENCH_REQUESTS:-128}" > "$out/bench.txt" 2>&1
+      note "gpu_bench (rc $?):"
+      tee -a "$summary" < "$out/bench.txt" > /dev/null
+    fi
+  fi
+  note "total $((SECONDS - t0)) s"
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) run ;;
+  split-model) split_model "${2:?model file}" ;;
+  stage-model) stage_model ;;
+  *) sed -n '2,22p' "$0"; exit 2 ;;
+esac
