@@ -51,6 +51,7 @@ namespace {
 
 constexpr char kIndexName[] = "index.spw";
 constexpr char kIndexTempName[] = "index.spw.tmp";
+constexpr char kLockName[] = "tier.lock";
 
 std::string SlabName(int64_t file) { return absl::StrFormat("slab-%05d.spw", file); }
 
@@ -168,6 +169,7 @@ class DiskTier::Impl {
   const DiskTierOptions options_;
   FileLayer& files_;
   const Geometry geo_;
+  std::unique_ptr<FileLock> dir_lock_;
   std::thread thread_;
 
   // Touched by Start (before the thread exists) and then by the I/O thread only.
@@ -265,6 +267,9 @@ absl::Status DiskTier::Impl::OpenSlabFiles(const std::vector<std::string>& names
 
 absl::Status DiskTier::Impl::Start() {
   SPW_RETURN_IF_ERROR(files_.CreateDir(options_.path));
+  // NOTE(disk): two tiers in one directory would overwrite each other's slots; the lock file
+  // is not one of the tier's own files, so a wipe never removes it while it is held.
+  SPW_ASSIGN_OR_RETURN(dir_lock_, files_.LockFile(PathOf(kLockName)));
   SPW_ASSIGN_OR_RETURN(std::vector<std::string> names, files_.ListDir(options_.path));
   std::vector<IndexEntry> kept;
   if (options_.persist) kept = LoadPersistedIndex(names);

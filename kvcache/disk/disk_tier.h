@@ -36,7 +36,7 @@ namespace spillway::kvcache {
 
 struct DiskTierOptions {
   std::string path;            // directory; created when missing. The tier owns only its files
-                               // (slab-*.spw, index.spw, index.spw.tmp) in it.
+                               // (slab-*.spw, index.spw, index.spw.tmp, tier.lock) in it.
   int64_t capacity_bytes = 0;  // on-disk bytes; the tier holds capacity_bytes / slot_bytes blocks
   int64_t block_bytes = 0;     // payload of one block (> 0)
   // Identifies the model and its KV layout; a persisted index written under another value is
@@ -108,7 +108,8 @@ class DiskTier {
   // Creates the directory, wipes (persist=false) or loads (persist=true) the tier's files, and
   // starts the I/O thread. A persisted index that is unreadable, corrupt or of another
   // fingerprint/geometry is discarded with its slab files (logged), not an error. Errors:
-  // InvalidArgument for bad options, or the file layer's error when the directory is unusable.
+  // InvalidArgument for bad options; FailedPrecondition when another tier (in this process or
+  // another) has the directory; the file layer's error when the directory is unusable.
   static absl::StatusOr<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options);
   // Finishes queued operations, saves the index (persist mode) and stops the I/O thread.
   ~DiskTier();

@@ -42,6 +42,12 @@ class File {
   virtual absl::StatusOr<int64_t> Size() = 0;
 };
 
+// An exclusive advisory lock on a file (flock), held until destroyed.
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+};
+
 class FileLayer {
  public:
   virtual ~FileLayer() = default;
@@ -59,6 +65,9 @@ class FileLayer {
   // Bytes an unprivileged process may still allocate on the filesystem holding `path`
   // (statvfs: f_bavail * f_frsize).
   virtual absl::StatusOr<int64_t> FreeBytes(const std::string& path) = 0;
+  // Creates `path` if needed and locks it exclusively without waiting: FailedPrecondition when
+  // another holder (this process or another) has it.
+  virtual absl::StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path) = 0;
 };
 
 // The real POSIX layer; stateless, lives for the whole process.

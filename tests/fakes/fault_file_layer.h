@@ -80,6 +80,9 @@ class FaultFileLayer final : public kvcache::FileLayer {
   absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir) override {
     return base_.ListDir(dir);
   }
+  absl::StatusOr<std::unique_ptr<kvcache::FileLock>> LockFile(const std::string& path) override {
+    return base_.LockFile(path);
+  }
   absl::StatusOr<int64_t> FreeBytes(const std::string& path) override {
     {
       std::lock_guard lock(mu_);

@@ -456,6 +456,13 @@ TEST_F(DiskTierTest, OpenWithoutPersistRemovesOnlyItsOwnFiles) {
   EXPECT_EQ(std::filesystem::file_size(SlabPath()), 0u);
 }
 
+TEST_F(DiskTierTest, ADirectoryServesOneTierAtATime) {
+  auto tier = OpenTier(Options(2));
+  EXPECT_EQ(DiskTier::Open(Options(2)).status().code(), absl::StatusCode::kFailedPrecondition);
+  tier.reset();
+  EXPECT_TRUE(DiskTier::Open(Options(2)).ok());
+}
+
 TEST_F(DiskTierTest, SaveIndexNeedsPersistMode) {
   auto tier = OpenTier(Options(4));
   EXPECT_EQ(tier->SaveIndex().code(), absl::StatusCode::kFailedPrecondition);
