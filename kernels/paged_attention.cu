@@ -79,18 +79,40 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(AttentionArgs a) {
 
   for (int tile = k_begin; tile < k_end; tile += kTile) {
     const int n_tile = min(kTile, k_end - tile);
-    for (int idx = threadIdx.x; idx < kTile * d; idx += kThreads) {
-      const int j = idx / d, i = idx % d;
-      float kv = 0.0f, vv = 0.0f;
+    // Stage keys and values as f32: 8 halves (16 bytes) per load when the head size allows
+    // (every real model: 64, 80, 96, 128, 256), else one at a time.
+    const int step = d % 8 == 0 ? 8 : 1;
+    const int per_key = d / step;
+    for (int idx = threadIdx.x; idx < kTile * per_key; idx += kThreads) {
+      const int j = idx / per_key, i = (idx % per_key) * step;
+      float kf[8] = {}, vf[8] = {};
       if (j < n_tile) {
         const int key = tile + j;
         const int64_t slot = int64_t{table[key / kBlockTokens]} * kBlockTokens + key % kBlockTokens;
         const int64_t off = slot * kv_width + int64_t{kvh} * d + i;
-        kv = __half2float(reinterpret_cast<const __half*>(a.cache_k)[off]);
-        vv = __half2float(reinterpret_cast<const __half*>(a.cache_v)[off]);
+        const auto* kp = reinterpret_cast<const __half*>(a.cache_k) + off;
+        const auto* vp = reinterpret_cast<const __half*>(a.cache_v) + off;
+        if (step == 8) {
+          const uint4 kq = *reinterpret_cast<const uint4*>(kp);
+          const uint4 vq = *reinterpret_cast<const uint4*>(vp);
+          const auto* kh = reinterpret_cast<const __half2*>(&kq);
+          const auto* vh = reinterpret_cast<const __half2*>(&vq);
+          for (int e = 0; e < 4; ++e) {
+            const float2 k2 = __half22float2(kh[e]), v2 = __half22float2(vh[e]);
+            kf[2 * e] = k2.x;
+            kf[2 * e + 1] = k2.y;
+            vf[2 * e] = v2.x;
+            vf[2 * e + 1] = v2.y;
+          }
+        } else {
+          kf[0] = __half2float(*kp);
+          vf[0] = __half2float(*vp);
+        }
       }
-      ks[j * (d + 1) + i] = kv;
-      vs[j * d + i] = vv;
+      for (int e = 0; e < step; ++e) {
+        ks[j * (d + 1) + i + e] = kf[e];
+        vs[j * d + i + e] = vf[e];
+      }
     }
     __syncthreads();
     for (int r = warp; r < rows; r += kWarps) {
