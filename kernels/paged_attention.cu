@@ -97,6 +97,7 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(AttentionArgs a) {
           const uint4 vq = *reinterpret_cast<const uint4*>(vp);
           const auto* kh = reinterpret_cast<const __half2*>(&kq);
           const auto* vh = reinterpret_cast<const __half2*>(&vq);
+#pragma unroll
           for (int e = 0; e < 4; ++e) {
             const float2 k2 = __half22float2(kh[e]), v2 = __half22float2(vh[e]);
             kf[2 * e] = k2.x;
@@ -109,9 +110,12 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(AttentionArgs a) {
           vf[0] = __half2float(*vp);
         }
       }
-      for (int e = 0; e < step; ++e) {
-        ks[j * (d + 1) + i + e] = kf[e];
-        vs[j * d + i + e] = vf[e];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {  // constant indices keep kf/vf in registers
+        if (e < step) {
+          ks[j * (d + 1) + i + e] = kf[e];
+          vs[j * d + i + e] = vf[e];
+        }
       }
     }
     __syncthreads();

@@ -249,6 +249,9 @@ absl::Status CudaBackend::WriteKvBlock(kvcache::BlockId block, std::span<const s
 }
 
 void CudaBackend::BeginForward(const BatchLayout& layout) {
+  // The engine loop may run on another thread than the one that created the backend, and the
+  // current device is per thread.
+  SPW_CUDA_CHECK(cudaSetDevice(ordinal_));
   layout_ = layout;
   next_scratch_ = 0;
   planned_heads_ = 0;
