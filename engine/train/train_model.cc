@@ -22,25 +22,18 @@ template <>
 class FrozenMatrix<float> {
  public:
   static absl::StatusOr<std::unique_ptr<FrozenMatrix>> Make(std::vector<float> w, int64_t rows,
-                                                            int64_t cols, cpu::ThreadPool* pool) {
+                                                            int64_t cols, cpu::ThreadPool* pool,
+                                                            GgmlType type) {
     std::unique_ptr<FrozenMatrix> m(new FrozenMatrix());
     m->rows_ = rows;
     m->cols_ = cols;
     m->pool_ = pool;
-    SPW_ASSIGN_OR_RETURN(m->w_, cpu::PackWeight({.type = GgmlType::kF32,
-                                                 .rows = rows,
-                                                 .cols = cols,
-                                                 .data = w.data(),
-                                                 .row_bytes = cols * 4}));
+    SPW_ASSIGN_OR_RETURN(m->w_, Pack(w.data(), rows, cols, type));
     std::vector<float> t(w.size());
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) t[c * rows + r] = w[r * cols + c];
     }
-    SPW_ASSIGN_OR_RETURN(m->wt_, cpu::PackWeight({.type = GgmlType::kF32,
-                                                  .rows = cols,
-                                                  .cols = rows,
-                                                  .data = t.data(),
-                                                  .row_bytes = rows * 4}));
+    SPW_ASSIGN_OR_RETURN(m->wt_, Pack(t.data(), cols, rows, type));
     return m;
   }
   int64_t rows() const { return rows_; }
@@ -54,6 +47,22 @@ class FrozenMatrix<float> {
 
  private:
   FrozenMatrix() = default;
+  // Packs [rows, cols] f32 as `type` (F32, or F16/BF16 rounded to nearest even).
+  static absl::StatusOr<std::unique_ptr<cpu::PackedWeight>> Pack(const float* w, int64_t rows,
+                                                                 int64_t cols, GgmlType type) {
+    if (type == GgmlType::kF32) {
+      return cpu::PackWeight(
+          {.type = type, .rows = rows, .cols = cols, .data = w, .row_bytes = cols * 4});
+    }
+    const int64_t row_bytes = cols * 2;
+    std::vector<uint8_t> rounded(rows * row_bytes);
+    for (int64_t r = 0; r < rows; ++r) {
+      cpu::QuantizeRow(type, w + r * cols, rounded.data() + r * row_bytes, cols);
+    }
+    return cpu::PackWeight(
+        {.type = type, .rows = rows, .cols = cols, .data = rounded.data(), .row_bytes = row_bytes});
+  }
+
   int64_t rows_ = 0, cols_ = 0;
   cpu::ThreadPool* pool_ = nullptr;
   std::unique_ptr<cpu::PackedWeight> w_, wt_;
@@ -65,7 +74,7 @@ class FrozenMatrix<double> {
  public:
   static absl::StatusOr<std::unique_ptr<FrozenMatrix>> Make(const std::vector<float>& w,
                                                             int64_t rows, int64_t cols,
-                                                            cpu::ThreadPool*) {
+                                                            cpu::ThreadPool*, GgmlType) {
     std::unique_ptr<FrozenMatrix> m(new FrozenMatrix());
     m->rows_ = rows;
     m->cols_ = cols;
@@ -146,10 +155,16 @@ TrainModel<T>::~TrainModel() = default;
 
 template <typename T>
 absl::StatusOr<std::unique_ptr<TrainModel<T>>> TrainModel<T>::Create(const ModelFile& file,
-                                                                     cpu::ThreadPool* pool) {
+                                                                     cpu::ThreadPool* pool,
+                                                                     GgmlType frozen_type) {
+  if (frozen_type != GgmlType::kF32 && frozen_type != GgmlType::kF16 &&
+      frozen_type != GgmlType::kBF16) {
+    return absl::InvalidArgumentError("frozen weights are kept as F32, F16 or BF16");
+  }
   std::unique_ptr<TrainModel> m(new TrainModel());
   m->config_ = file.config();
   m->pool_ = pool;
+  m->frozen_type_ = std::is_same_v<T, float> ? frozen_type : GgmlType::kF32;
   if (std::is_same_v<T, float> && pool == nullptr) {
     return absl::InvalidArgumentError("TrainModel<float> needs a thread pool");
   }
@@ -178,7 +193,7 @@ absl::Status TrainModel<T>::Load(const ModelFile& file) {
       return absl::InvalidArgumentError("bad shape of " + name);
     }
     SPW_ASSIGN_OR_RETURN(std::vector<float> f, Dequantize(*t));
-    return FrozenMatrix<T>::Make(std::move(f), rows, cols, pool_);
+    return FrozenMatrix<T>::Make(std::move(f), rows, cols, pool_, frozen_type_);
   };
   SPW_ASSIGN_OR_RETURN(embedding_, find("token_embd.weight"));
   if (embedding_->shape.size() != 2 || embedding_->shape[0] != c.hidden ||

@@ -52,8 +52,11 @@ class TrainModel {
  public:
   // Dequantizes `file`'s weights. `pool` (may be null: one thread) runs the float matmuls and
   // must outlive the model. InvalidArgument for a missing tensor or an unsupported type.
+  // `frozen_type` (float only; double keeps doubles): how the dequantized base weights are
+  // stored for the matmuls — F32, or F16/BF16 (rounded; half the memory and memory traffic).
   static absl::StatusOr<std::unique_ptr<TrainModel>> Create(const ModelFile& file,
-                                                            cpu::ThreadPool* pool);
+                                                            cpu::ThreadPool* pool,
+                                                            GgmlType frozen_type = GgmlType::kF32);
   ~TrainModel();
 
   const ModelConfig& config() const { return config_; }
@@ -99,6 +102,7 @@ class TrainModel {
 
   ModelConfig config_;
   cpu::ThreadPool* pool_ = nullptr;
+  GgmlType frozen_type_ = GgmlType::kF32;
   RopeTable rope_;
   const WeightTensor* embedding_ = nullptr;
   std::vector<T> output_norm_;

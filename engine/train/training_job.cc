@@ -79,7 +79,7 @@ absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Create(
   std::unique_ptr<TrainingJob> job(new TrainingJob());
   job->options_ = options;
   job->examples_ = std::move(examples);
-  SPW_ASSIGN_OR_RETURN(job->model_, TrainModel<float>::Create(file, pool));
+  SPW_ASSIGN_OR_RETURN(job->model_, TrainModel<float>::Create(file, pool, options.frozen_type));
   SPW_ASSIGN_OR_RETURN(job->adapter_,
                        lora::NewLoraAdapter(file.config(), options.lora, options.seed));
   const int64_t n = job->adapter_.layout.num_params();

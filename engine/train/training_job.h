@@ -41,6 +41,9 @@ struct TrainingOptions {
   float min_lr_ratio = 0.1f;   // the cosine decay's floor, relative to learning_rate
   float max_grad_norm = 1.0f;  // <= 0: no clipping
   AdamWOptions adamw;
+  // How the frozen base weights are kept (TrainModel::Create): F16 halves their memory
+  // (4 bytes per base parameter for W and Wᵀ) and the step time against F32.
+  GgmlType frozen_type = GgmlType::kF16;
   bool shuffle = true;  // a new order of the examples each epoch, from `seed`
   uint64_t seed = 0;
 };
