@@ -2,7 +2,8 @@
 // KV blocks (`block_bytes` each) under opaque 64-bit keys — a block's chained prefix hash, or
 // any unique key for a swapped-out sequence's block — in a few slab files of fixed slots in its
 // own directory, and evicts the least recently written unpinned block when it is full. The tier
-// manager (kvcache/) is its one user; docs/kv-tiers.md ("SSD tier") has the on-disk format.
+// manager (kvcache/tier_manager.h) is its one user; docs/kv-tiers.md ("SSD tier") has the
+// on-disk format.
 //
 // Every slot holds a header {magic, version, key, layout fingerprint, payload length, XXH3-64
 // of the payload} before the payload; a read checks all of it, so a corrupt, torn, missing or
@@ -11,11 +12,11 @@
 // after a full disk), reads of good blocks go on.
 //
 // Threads: every public method is called from one thread, the engine loop (or whatever single
-// thread owns the tier). Disk I/O runs on one I/O thread that executes operations in the order
-// they were submitted; the calling thread never waits for the disk except in WaitForRead,
-// Flush, SaveIndex and the destructor. The index (key -> slot) is the caller's view: it changes
-// at submit time, so Contains answers at once, and a read queued after a write of the same key
-// reads what that write wrote.
+// thread owns the tier); one tier per directory (a lock file enforces it). Disk I/O runs on one I/O
+// thread that executes operations in the order they were submitted; the calling thread never waits
+// for the disk except in WaitForRead, Flush, SaveIndex and the destructor. The index (key -> slot)
+// is the caller's view: it changes at submit time, so Contains answers at once, and a read queued
+// after a write of the same key reads what that write wrote.
 #pragma once
 
 #include <array>
@@ -35,14 +36,16 @@
 namespace spillway::kvcache {
 
 struct DiskTierOptions {
-  std::string path;            // directory; created when missing. The tier owns only its files
-                               // (slab-*.spw, index.spw, index.spw.tmp, tier.lock) in it.
-  int64_t capacity_bytes = 0;  // on-disk bytes; the tier holds capacity_bytes / slot_bytes blocks
-  int64_t block_bytes = 0;     // payload of one block (> 0)
+  std::string path;  // directory; created when missing. The tier owns only its files
+                     // (slab-*.spw, index.spw, index.spw.tmp, tier.lock) in it.
+  // On-disk bytes; the tier holds capacity_bytes / slot_bytes blocks, where slot_bytes = 4 KiB
+  // (header page) + block_bytes rounded up to 4 KiB (stats().slot_bytes).
+  int64_t capacity_bytes = 0;
+  int64_t block_bytes = 0;  // payload of one block (> 0)
   // Identifies the model and its KV layout; a persisted index written under another value is
   // discarded at Open, with its files.
   uint64_t layout_fingerprint = 0;
-  // true: the index survives a restart (saved on Flush-and-destroy, by SaveIndex and every
+  // true: the index survives a restart (saved by the destructor, by SaveIndex and every
   // persist_interval_ms); false: Open wipes the tier's files.
   bool persist = false;
   FileLayer* files = nullptr;  // nullptr: PosixFileLayer(); otherwise must outlive the tier
