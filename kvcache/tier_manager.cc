@@ -57,6 +57,11 @@ TierManager::TierManager(BlockIo& io, Options options)
   SPW_CHECK(io.block_bytes() > 0);
 }
 
+TierManager::TierManager(std::unique_ptr<BlockIo> io, Options options)
+    : TierManager(*io, std::move(options)) {
+  owned_io_ = std::move(io);
+}
+
 TierManager::~TierManager() {
   // Reads in flight write into buffers owned by reads_: let them finish first.
   if (disk_ != nullptr) disk_->Flush();

@@ -99,6 +99,8 @@ class TierManager {
   };
   // `io` must outlive the manager.
   TierManager(BlockIo& io, Options options);
+  // The same, owning `io`.
+  TierManager(std::unique_ptr<BlockIo> io, Options options);
   ~TierManager();
 
   int64_t block_bytes() const { return io_.block_bytes(); }
@@ -153,6 +155,7 @@ class TierManager {
   void FinishRead(const DiskCompletion& c);
   void ObserveLoad(double seconds);
 
+  std::unique_ptr<BlockIo> owned_io_;  // null when the caller owns io_
   BlockIo& io_;
   HostTier host_;
   std::unique_ptr<DiskTier> disk_;

@@ -142,6 +142,7 @@ EngineStats EngineLoop::stats() const {
 // The loop's thread
 
 void EngineLoop::State::Run() {
+  PublishStats();  // occupancy (e.g. an SSD tier reloaded at start-up) before any request
   while (ApplyInbox(inbox.Take(/*wait=*/scheduler.idle()))) {
     if (!RunStep()) {
       // NOTE(tiers): nothing could run although requests are held: they wait for SSD reads

@@ -66,6 +66,7 @@ struct ServeOptions {
   int idle_timeout_s = 75;              // keep-alive connection with no request
   int read_timeout_s = 30;              // to read a request once it has begun (slow clients)
   int64_t max_header_bytes = 16 << 10;  // 431 past it
+  KvTierOptions kv_tiers;               // host RAM and SSD KV tiers (server/cli/kv_tiers.h)
 };
 
 struct MakeModelOptions {

@@ -68,8 +68,8 @@ ServerMetrics::ServerMetrics(std::string model_name)
   kv_used_ = &blocks->Add({{"model", model_}, {"tier", "device"}, {"state", "used"}});
   kv_cached_ = &blocks->Add({{"model", model_}, {"tier", "device"}, {"state", "cached"}});
   kv_free_ = &blocks->Add({{"model", model_}, {"tier", "device"}, {"state", "free"}});
-  kv_usage_ = &gauge("spillway_kv_usage_ratio", "Used KV blocks / total KV blocks (0-1).")
-                   ->Add({{"model", model_}, {"tier", "device"}});
+  auto* usage = gauge("spillway_kv_usage_ratio", "Used KV blocks / total KV blocks (0-1).");
+  kv_usage_ = &usage->Add({{"model", model_}, {"tier", "device"}});
 
   auto counter = [&](const char* name, const char* help) {
     return &prometheus::BuildCounter().Name(name).Help(help).Register(r);
@@ -82,9 +82,11 @@ ServerMetrics::ServerMetrics(std::string model_name)
   prefix_queries_ = &counter("spillway_prefix_cache_queries_total",
                              "Prompt tokens looked up in the prefix cache.")
                          ->Add({{"model", model_}});
-  prefix_hits_ =
-      &counter("spillway_prefix_cache_hits_total", "Prompt tokens found in the prefix cache.")
-           ->Add({{"model", model_}});
+  // NOTE(tiers): hits are labelled by the tier the tokens came from (device, host, disk);
+  // KvTierMetrics keeps them, and sum() over tier is the old total.
+  auto* prefix_hits = counter("spillway_prefix_cache_hits_total",
+                              "Prompt tokens found in the prefix cache, by the tier they came from.");
+  tier_metrics_ = std::make_unique<KvTierMetrics>(r, model_, *blocks, *usage, *prefix_hits);
   preemptions_ =
       &counter("spillway_preemptions_total", "Sequences preempted because KV blocks ran out.")
            ->Add({{"model", model_}});
@@ -181,7 +183,7 @@ std::string ServerMetrics::Render(const scheduler::EngineStats& s) {
       }
     };
     grow(prefix_queries_, s.prefix_cache_queries, last_.prefix_cache_queries);
-    grow(prefix_hits_, s.prefix_cache_hits, last_.prefix_cache_hits);
+    tier_metrics_->Update(s);
     grow(preemptions_, s.preemptions, last_.preemptions);
   }
   return prometheus::TextSerializer().Serialize(registry_->Collect());

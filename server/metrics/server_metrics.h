@@ -4,8 +4,8 @@
 //   - Per-request histograms and counters are observed by MeteredEngine (metered_engine.h),
 //     which sees every TokenEvent of the requests one front end (api "http" or "grpc") submits.
 //   - spillway_iteration_tokens comes from the engine loop (scheduler::MetricsSink::OnStep).
-//   - Gauges and the cumulative engine counters (preemptions, prefix cache) are read from
-//     EngineStats at scrape time (Render).
+//   - Gauges and the cumulative engine counters (preemptions, prefix cache, KV tiers through
+//     KvTierMetrics) are read from EngineStats at scrape time (Render).
 // Thread safety: every method may be called from any thread.
 #pragma once
 
@@ -26,6 +26,7 @@
 #include "scheduler/api/token_event.h"
 #include "scheduler/engine_loop.h"
 #include "scheduler/metrics_sink.h"
+#include "server/metrics/kv_tier_metrics.h"
 #include "server/http/router.h"
 
 namespace spillway::server::metrics {
@@ -90,8 +91,8 @@ class ServerMetrics final : public scheduler::MetricsSink {
   prometheus::Family<prometheus::Counter>* requests_total_;
   prometheus::Family<prometheus::Counter>* errors_total_;
   prometheus::Counter* prefix_queries_;
-  prometheus::Counter* prefix_hits_;
   prometheus::Counter* preemptions_;
+  std::unique_ptr<KvTierMetrics> tier_metrics_;  // also spillway_prefix_cache_hits_total
 
   absl::Mutex render_mu_;
   // EngineStats' cumulative counters at the last Render (counters only grow by the difference).

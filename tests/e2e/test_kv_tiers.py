@@ -1,0 +1,123 @@
+"""Tiered KV cache end to end (issue #6, docs/kv-tiers.md), on the CPU backend.
+
+A multi-turn workload over many long, distinct prefixes (each conversation's turn t sends its
+system prompt and t user messages, as token ids) runs once on a server whose device tier holds
+everything and once on a server with a device tier of 48 blocks, a small host tier and an SSD
+tier. The completions must be token-identical, while /metrics shows that blocks really went
+device -> host -> SSD and came back SSD -> host -> device, with prefix hits served from the
+host and from the SSD. Then the tiered server restarts with --kv-disk-persist on the same
+directory and a returning conversation gets its prefix from the SSD.
+"""
+
+import random
+import re
+
+import pytest
+import requests
+
+from conftest import MODEL_NAME, Server
+
+CONVERSATIONS = 8
+TURNS = 3
+SYSTEM_TOKENS = 200  # 12.5 blocks per conversation before any turn
+USER_TOKENS = 24
+MAX_TOKENS = 6
+KV_BLOCK_BYTES = 30 * 2 * 16 * 3 * 64 * 2  # SmolLM2-135M: layers x (K,V) x tokens x heads x dim x f16
+
+
+def conversations():
+    rng = random.Random(6)
+    convs = []
+    for _ in range(CONVERSATIONS):
+        system = [rng.randrange(1000, 20000) for _ in range(SYSTEM_TOKENS)]
+        users = [[rng.randrange(1000, 20000) for _ in range(USER_TOKENS)] for _ in range(TURNS)]
+        convs.append((system, users))
+    return convs
+
+
+def prompt_of(conv, turn):
+    system, users = conv
+    prompt = list(system)
+    for u in users[: turn + 1]:
+        prompt += u
+    return prompt
+
+
+def complete(server, prompt):
+    r = requests.post(server.url + "/v1/completions", timeout=120, json={
+        "model": MODEL_NAME, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0,
+        "logprobs": 0})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    return choice["text"], r.json()["usage"]
+
+
+def run_workload(server):
+    """Turn by turn, round robin over the conversations: each returns after the others ran."""
+    convs = conversations()
+    return [[complete(server, prompt_of(c, t))[0] for c in convs] for t in range(TURNS)]
+
+
+def metric(server, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`."""
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)(\{[^}]*\})?\s+(\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+def tiered_args(disk_dir):
+    return ("--kv-device-blocks", "48", "--kv-host-bytes", str(64 * KV_BLOCK_BYTES),
+            "--kv-disk-path", str(disk_dir), "--kv-disk-bytes", "256MiB", "--kv-disk-persist")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("kv_reference"))
+    try:
+        yield run_workload(s)
+    finally:
+        assert s.stop() == 0, s.log_text()
+
+
+def test_tiers_give_identical_tokens_and_really_move_blocks(reference, tmp_path_factory):
+    disk_dir = tmp_path_factory.mktemp("kv_disk")
+    s = Server(tmp_path_factory.mktemp("kv_tiered"), *tiered_args(disk_dir))
+    try:
+        assert run_workload(s) == reference
+        for frm, to in (("device", "host"), ("host", "disk")):
+            assert metric(s, "spillway_kv_spill_blocks_total", **{"from": frm, "to": to}) > 0, \
+                (frm, to)
+            assert metric(s, "spillway_kv_bytes_moved_total", **{"from": frm, "to": to}) > 0
+        for frm, to in (("disk", "host"), ("host", "device")):
+            assert metric(s, "spillway_kv_load_blocks_total", **{"from": frm, "to": to}) > 0, \
+                (frm, to)
+        assert metric(s, "spillway_prefix_cache_hits_total", tier="host") > 0
+        assert metric(s, "spillway_prefix_cache_hits_total", tier="disk") > 0
+        assert metric(s, "spillway_kv_load_seconds_count") > 0
+        assert metric(s, "spillway_kv_usage_ratio", tier="host") > 0
+        assert metric(s, "spillway_kv_blocks", tier="disk", state="used") > 0
+        assert metric(s, "spillway_kv_tier_errors_total") == 0
+        # The device tier's series keep their names and meaning.
+        total = metric(s, "spillway_kv_blocks", tier="device", state="free") + \
+            metric(s, "spillway_kv_blocks", tier="device", state="used")
+        assert total == 48
+    finally:
+        assert s.stop() == 0, s.log_text()
+
+    # Restart on the same SSD directory: a returning conversation's prefix comes from the SSD.
+    s = Server(tmp_path_factory.mktemp("kv_restarted"), *tiered_args(disk_dir))
+    try:
+        assert metric(s, "spillway_kv_blocks", tier="disk", state="used") > 0  # reloaded
+        text, usage = complete(s, prompt_of(conversations()[0], TURNS - 1))
+        assert text == reference[TURNS - 1][0]
+        assert metric(s, "spillway_prefix_cache_hits_total", tier="disk") >= 12 * 16
+        assert usage["prompt_tokens_details"]["cached_tokens"] >= 12 * 16
+    finally:
+        assert s.stop() == 0, s.log_text()
