@@ -17,6 +17,7 @@
 
 #include "engine/cpu/fp16.h"
 #include "engine/cpu/matmul.h"
+#include "engine/cpu/matmul_kernels.h"
 #include "engine/cpu/quant_rows.h"
 
 namespace spillway::engine::cpu {
@@ -82,23 +83,47 @@ std::vector<float> RandomActivations(int64_t n) {
   return x;
 }
 
+// The `isa` argument: 0 scalar, 1 avx2, 2 avx512, 3 avx512 with the 4 rows x 4 tokens
+// micro-kernel for Q4_0 / Q4_1 / Q8_0 that preceded the wide batch kernel (the baseline of the
+// A/B comparison; run with --benchmark_enable_random_interleaving=true and repetitions, and
+// compare minima). Returns false (and skips) where the CPU cannot run it.
+constexpr int64_t kBaselineIsa = 3;
+
+bool SelectKernels(benchmark::State& state, int64_t isa_arg) {
+  const auto isa = static_cast<MatMulIsa>(isa_arg == kBaselineIsa ? 2 : isa_arg);
+  if (!MatMulIsaSupported(isa)) {
+    state.SkipWithError("ISA not supported on this CPU");
+    return false;
+  }
+  SetMatMulIsaForTesting(isa);
+  internal::SetKernelSetForTesting(isa_arg == kBaselineIsa ? internal::Avx512BaselineKernels()
+                                                           : nullptr);
+  return true;
+}
+
+void ResetKernels() {
+  internal::SetKernelSetForTesting(nullptr);
+  ResetMatMulIsaForTesting();
+}
+
+std::string KernelsName(int64_t isa_arg) {
+  if (isa_arg == kBaselineIsa) return "avx512-4x4";
+  return MatMulIsaName(static_cast<MatMulIsa>(isa_arg));
+}
+
 ThreadPool& Pool(int threads) {
   static ThreadPool one(1), two(2);
   return threads == 1 ? one : two;
 }
 
-// Args: rows, cols, tokens, threads, type, isa (0 scalar, 1 avx2, 2 avx512), packed (0, 1).
+// Args: rows, cols, tokens, threads, type, isa (SelectKernels), packed (0, 1).
 void BM_MatMul(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1), tokens = state.range(2);
   const int threads = static_cast<int>(state.range(3));
   const auto type = static_cast<GgmlType>(state.range(4));
-  const auto isa = static_cast<MatMulIsa>(state.range(5));
+  const int64_t isa = state.range(5);
   const bool packed = state.range(6) != 0;
-  if (!MatMulIsaSupported(isa)) {
-    state.SkipWithError("ISA not supported on this CPU");
-    return;
-  }
-  SetMatMulIsaForTesting(isa);
+  if (!SelectKernels(state, isa)) return;
   const Matrix w = RandomMatrix(type, rows, cols, 7);
   const auto x = RandomActivations(tokens * cols);
   std::vector<float> y(tokens * rows);
@@ -106,11 +131,11 @@ void BM_MatMul(benchmark::State& state) {
     w.Run(packed, x.data(), tokens, y.data(), Pool(threads));
     benchmark::DoNotOptimize(y.data());
   }
-  ResetMatMulIsaForTesting();
+  ResetKernels();
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.data.size()));
   state.counters["GFLOP/s"] = benchmark::Counter(
       2.0 * rows * cols * tokens * state.iterations() / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(GgmlTypeName(type)) + " " + MatMulIsaName(isa) +
+  state.SetLabel(std::string(GgmlTypeName(type)) + " " + KernelsName(isa) +
                  (packed ? " packed" : " repacked per call"));
 }
 
@@ -134,6 +159,25 @@ void SmolLm2Shapes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatMul)->Apply(SmolLm2Shapes)->UseRealTime();
 
+// The wide batch kernel against its 4 x 4 predecessor (isa 3) on the SmolLM2 shapes at the
+// token counts of batched decode and prefill, packed weights.
+void WideVsBaselineShapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "cols", "tokens", "threads", "type", "isa", "packed"});
+  const int64_t q41 = static_cast<int64_t>(GgmlType::kQ4_1);
+  const int64_t q40 = static_cast<int64_t>(GgmlType::kQ4_0);
+  const int64_t q80 = static_cast<int64_t>(GgmlType::kQ8_0);
+  for (int64_t tokens : {4, 16, 32, 64, 512}) {
+    for (int64_t isa : {kBaselineIsa, int64_t{2}}) {
+      b->Args({1536, 576, tokens, 1, q41, isa, 1});
+      b->Args({576, 1536, tokens, 1, q41, isa, 1});
+      b->Args({576, 1536, tokens, 1, q40, isa, 1});
+      b->Args({576, 1536, tokens, 1, q80, isa, 1});
+      if (tokens <= 32) b->Args({49152, 576, tokens, 2, q80, isa, 1});
+    }
+  }
+}
+BENCHMARK(BM_MatMul)->Name("BM_WideVsBaseline")->Apply(WideVsBaselineShapes)->UseRealTime();
+
 // K-quant projections (cols a multiple of 256), on every ISA.
 void KQuantShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "cols", "tokens", "threads", "type", "isa", "packed"});
@@ -149,17 +193,12 @@ BENCHMARK(BM_MatMul)->Apply(KQuantShapes)->UseRealTime();
 
 // The matmuls of one SmolLM2-135M step over `tokens` tokens; the lm_head runs on one token
 // per sequence: all tokens for decode batches, the last one for a 512-token prefill.
-// Args: tokens, threads, isa (0 scalar, 1 avx2, 2 avx512), packed (0, 1).
+// Args: tokens, threads, isa (SelectKernels), packed (0, 1).
 void BM_SmolLm2Step(benchmark::State& state) {
   const int64_t tokens = state.range(0);
   const int threads = static_cast<int>(state.range(1));
-  const auto isa = static_cast<MatMulIsa>(state.range(2));
+  const int64_t isa = state.range(2);
   const bool packed = state.range(3) != 0;
-  if (!MatMulIsaSupported(isa)) {
-    state.SkipWithError("ISA not supported on this CPU");
-    return;
-  }
-  SetMatMulIsaForTesting(isa);
   constexpr int kLayers = 30;
   std::vector<Matrix> layers;
   for (int l = 0; l < kLayers; ++l) {
@@ -179,20 +218,29 @@ void BM_SmolLm2Step(benchmark::State& state) {
   std::vector<float> y(std::max<int64_t>(tokens * 1536, head_tokens * 49152));
   int64_t bytes = static_cast<int64_t>(lm_head.data.size());
   for (const Matrix& m : layers) bytes += static_cast<int64_t>(m.data.size());
+  if (!SelectKernels(state, isa)) return;
   for (auto _ : state) {
     for (const Matrix& m : layers) m.Run(packed, x.data(), tokens, y.data(), Pool(threads));
     lm_head.Run(packed, x.data(), head_tokens, y.data(), Pool(threads));
     benchmark::DoNotOptimize(y.data());
   }
-  ResetMatMulIsaForTesting();
+  ResetKernels();
   state.SetBytesProcessed(state.iterations() * bytes);
   state.counters["tok/s"] = benchmark::Counter(static_cast<double>(tokens * state.iterations()),
                                                benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(MatMulIsaName(isa)) + (packed ? " packed" : " repacked per call"));
+  state.SetLabel(KernelsName(isa) + (packed ? " packed" : " repacked per call"));
 }
 BENCHMARK(BM_SmolLm2Step)
     ->ArgNames({"tokens", "threads", "isa", "packed"})
     ->ArgsProduct({{1, 32, 512}, {1, 2}, {1, 2}, {1, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+// The wide batch kernel against its predecessor (isa 3) over a whole step, packed. On a
+// shared machine, compare the 1-thread CPU times (min over interleaved repetitions).
+BENCHMARK(BM_SmolLm2Step)
+    ->Name("BM_SmolLm2StepWideVsBaseline")
+    ->ArgNames({"tokens", "threads", "isa", "packed"})
+    ->ArgsProduct({{1, 8, 16, 32, 64, 512}, {1, 2}, {kBaselineIsa, 2}, {1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

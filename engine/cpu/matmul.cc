@@ -64,6 +64,7 @@ MatMulIsa BestIsa() {
 }
 
 std::atomic<int> g_forced_isa{-1};
+std::atomic<const KernelSet*> g_forced_set{nullptr};
 
 const KernelSet& KernelsFor(MatMulIsa isa) {
   switch (isa) {
@@ -218,7 +219,8 @@ void RunTile(TileFn tile, const PackedView& w, const WeightMatrix* raw, int64_t 
 void RunMatMul(const PackedView& w, const WeightMatrix* raw, const float* x, int64_t n_tokens,
                float* y, ThreadPool& pool) {
   if (n_tokens <= 0 || w.rows <= 0) return;
-  const KernelSet& k = KernelsFor(ActiveMatMulIsa());
+  const KernelSet* forced = g_forced_set.load(std::memory_order_relaxed);
+  const KernelSet& k = forced != nullptr ? *forced : KernelsFor(ActiveMatMulIsa());
   const TileFn tile = SelectTile(k, w.type);
   SPW_CHECK(tile != nullptr) << "MatMul does not support " << GgmlTypeName(w.type);
   const Activations act = QuantizeActivations(k, w.type, x, w.cols, n_tokens, pool);
@@ -373,6 +375,10 @@ void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
 }
 
 namespace internal {
+
+void SetKernelSetForTesting(const KernelSet* set) {
+  g_forced_set.store(set, std::memory_order_relaxed);
+}
 
 int64_t PackedRowStride(GgmlType type, int64_t cols) {
   return RoundUp(RowBytes(type, cols).value(), kPackedAlign);

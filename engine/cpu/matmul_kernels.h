@@ -180,6 +180,14 @@ const KernelSet* Avx2Kernels();
 // AVX-512 F/BW/VL/DQ/VNNI kernels; nullptr if this build has none. The caller checks the CPU.
 // Entries it lacks are filled from Avx2Kernels().
 const KernelSet* Avx512Kernels();
+// Avx512Kernels() with the 4 rows x 4 tokens micro-kernel for Q4_0 / Q4_1 / Q8_0 at every
+// token count (the wide batch kernel's predecessor): the baseline matmul_benchmark measures the
+// wide one against, in the same run. Same bits. nullptr if this build has no AVX-512.
+const KernelSet* Avx512BaselineKernels();
+
+// Test and benchmark hook: MatMul uses `set` (nullptr: back to the ISA's own set) from now on
+// (process-wide; not thread-safe against concurrent MatMul calls). REQUIRES: the CPU runs it.
+void SetKernelSetForTesting(const KernelSet* set);
 
 // Scalar row quantizers, also the reference the SIMD ones must match bit for bit.
 void QuantizeRow32Scalar(const float* x, int64_t cols, int8_t* q, float* d, float* s,

@@ -200,6 +200,285 @@ void LegacyTile(const PackedView& w, int64_t row_begin, int64_t row_end, const A
   }
 }
 
+// NOTE(perf): the wide kernel for batches (WideTile). The 4 x 4 micro-tile above loads a
+// token's activations once per row (one load per vpdpbusd), splits every run's nibbles again
+// for each 4 tokens, and spends a whole run of 16 lanes on a last run of W < 16 blocks (at
+// SmolLM2's 576 columns, 18 blocks: 2 of the second run's 16 lanes do work, so 44% of all
+// vpdpbusd are wasted). Here a group of kWideRows rows is first unpacked into a panel (below),
+// which stays in L1 and serves every token of the task; the micro-tile is R rows x T tokens
+// with R x T int32 accumulators in registers (up to 24): per step it loads R weight vectors and
+// T activation vectors for R x T vpdpbusd. The f32 accumulators live in a small array (L1): per
+// run, R x T x (cvt, mul, fma (, fma)) in the canonical order, one load and one store each.
+// A last run of W <= 8 blocks is packed 16 / L rows to a vector (L = 4 lanes for W <= 4, 8 for
+// W <= 8), against activations broadcast to every group of L lanes, so it costs 1 / 4 (1 / 2)
+// of a run; its f32 epilogue works on the packed lanes and puts them back in each (row, token)
+// accumulator's lanes 0..L-1, the same operations on the same lanes as a whole run.
+constexpr int kWideRows = 4;
+constexpr int kWideTokens = 6;
+// Loops over registers must be unrolled, or the accumulators go through the stack.
+#define SPW_UNROLL SPW_PRAGMA(GCC unroll 16)
+
+// A panel, per run of blocks: for each vector, 8 steps of 64 bytes (unsigned bytes, zero in
+// unused lanes), then 16 f32 d, then 16 f32 m (Q4_1). Whole runs: one vector per row, run g of
+// row i at (g * kWideRows + i) * kPanelRunBytes. A last run of W blocks (0 < W < 16) follows
+// the whole runs as TailVectors(W) vectors; with W > 8 it is laid out as a whole run.
+constexpr int64_t kPanelRunBytes = 8 * kStepBytes + 2 * 64;
+constexpr int64_t kPanelD = 8 * kStepBytes;
+constexpr int64_t kPanelM = 8 * kStepBytes + 64;
+
+// Lanes per row in a packed last run of `width` blocks: 4, 8, or 16 (not packed).
+inline int TailLanes(int64_t width) { return width <= 4 ? 4 : width <= 8 ? 8 : 16; }
+inline int TailVectors(int64_t width) { return kWideRows * TailLanes(width) / 16; }
+
+// Unpacks rows [r0, r0 + nr) of w into `panel` (see kPanelRunBytes).
+template <GgmlType kType>
+void UnpackPanel(const PackedView& w, int64_t r0, int nr, uint8_t* panel) {
+  const int64_t nb = w.cols / kQk;
+  const int64_t full_runs = nb / kRunBlocks;
+  const int64_t tail = nb % kRunBlocks;
+  const int lanes = TailLanes(tail);
+  uint8_t* tail_panel = panel + full_runs * kWideRows * kPanelRunBytes;
+  if (tail != 0) std::memset(tail_panel, 0, TailVectors(tail) * kPanelRunBytes);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int i = 0; i < nr; ++i) {
+    const uint8_t* row = w.row(r0 + i);
+    for (int64_t b = 0, g = 0; b < nb; b += kRunBlocks, ++g) {
+      const int64_t width = std::min<int64_t>(kRunBlocks, nb - b);
+      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1);
+      const uint8_t* run = row + PackedRunOffset(kType, b);
+      // Where this row's lanes of the run go, and how many bytes of each vector are its own.
+      uint8_t* out;
+      int64_t bytes = 64;
+      if (width == kRunBlocks || lanes == 16) {
+        out = (g < full_runs ? panel + g * kWideRows * kPanelRunBytes : tail_panel) +
+              i * kPanelRunBytes;
+      } else {
+        const int per_vector = 16 / lanes;
+        out = tail_panel + (i / per_vector) * kPanelRunBytes + (i % per_vector) * lanes * 4;
+        bytes = lanes * 4;
+      }
+      const __mmask64 keep = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
+      auto store = [&](uint8_t* p, __m512i v) { _mm512_mask_storeu_epi8(p, keep, v); };
+      if constexpr (kType == GgmlType::kQ8_0) {
+        for (int k = 0; k < 8; ++k)
+          store(out + kStepBytes * k, _mm512_maskz_loadu_epi32(mask, run + k * 4 * width));
+      } else {
+        for (int k = 0; k < 4; ++k) {
+          const __m512i v = _mm512_maskz_loadu_epi32(mask, run + k * 4 * width);
+          store(out + kStepBytes * k, _mm512_and_si512(v, low4));
+          store(out + kStepBytes * (k + 4), _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
+        }
+      }
+      const uint8_t* scales = row + PackedScaleOffset(kType, nb) + 2 * b;
+      store(out + kPanelD, _mm512_castps_si512(LoadHalves16<true>(scales, mask)));
+      if constexpr (kType == GgmlType::kQ4_1) {
+        store(out + kPanelM, _mm512_castps_si512(LoadHalves16<true>(scales + 2 * nb, mask)));
+      }
+    }
+  }
+}
+
+// 16 bytes (L = 4) or 32 bytes (L = 8) at p in every group of L lanes; 64 bytes (L = 16).
+template <int L>
+inline __m512i BroadcastLanes(const void* p) {
+  if constexpr (L == 4)
+    return _mm512_broadcast_i32x4(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+  if constexpr (L == 8)
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
+  if constexpr (L == 16) return _mm512_loadu_si512(p);
+}
+
+// Where a block's integer dot starts (DotInit), for a run packed L lanes per row.
+template <GgmlType kType, int L>
+inline __m512i PackedDotInit(const int32_t* qsum) {
+  if constexpr (kType == GgmlType::kQ4_1) {
+    return _mm512_setzero_si512();
+  } else {
+    constexpr int kShift = kType == GgmlType::kQ8_0 ? 7 : 3;
+    return _mm512_sub_epi32(_mm512_setzero_si512(),
+                            _mm512_slli_epi32(BroadcastLanes<L>(qsum), kShift));
+  }
+}
+
+// Lanes 0..L-1 of the f32 accumulators of rows [P v, P v + P) (those < R), token t, packed
+// as in the panel's vector v; and back.
+template <int L, int R, int T>
+inline __m512 GatherAcc(const float* facc, int v, int t) {
+  constexpr int P = 16 / L;
+  if constexpr (L == 16) return _mm512_load_ps(facc + (v * T + t) * kLanes);
+  __m512 f = _mm512_setzero_ps();
+  SPW_UNROLL
+  for (int i = 0; i < P; ++i) {
+    const int r = v * P + i;
+    if (r >= R) break;
+    const float* p = facc + (r * T + t) * kLanes;
+    if constexpr (L == 4) f = _mm512_insertf32x4(f, _mm_load_ps(p), i);
+    if constexpr (L == 8) f = _mm512_insertf32x8(f, _mm256_load_ps(p), i);
+  }
+  return f;
+}
+template <int L, int R, int T>
+inline void ScatterAcc(float* facc, int v, int t, __m512 f) {
+  constexpr int P = 16 / L;
+  if constexpr (L == 16) return _mm512_store_ps(facc + (v * T + t) * kLanes, f);
+  SPW_UNROLL
+  for (int i = 0; i < P; ++i) {
+    const int r = v * P + i;
+    if (r >= R) break;
+    float* p = facc + (r * T + t) * kLanes;
+    if constexpr (L == 4) _mm_store_ps(p, _mm512_extractf32x4_ps(f, i));
+    if constexpr (L == 8) _mm256_store_ps(p, _mm512_extractf32x8_ps(f, i));
+  }
+}
+
+// Adds the run of blocks [b, b + 16) (L = 16; a last run laid out as whole) or a last run
+// packed L lanes per row, of R rows x T tokens, to facc ([R][T] x 16 lanes). `vecs` is the
+// panel's first vector of the run.
+template <GgmlType kType, int L, int R, int T>
+inline void WideRun(const uint8_t* vecs, int64_t b, const QuantizedActivations& a, int64_t t0,
+                    float* facc) {
+  constexpr int V = (R * L + 15) / 16;  // vectors of the run that hold the R rows
+  const int8_t* xq[T];
+  SPW_UNROLL
+  for (int t = 0; t < T; ++t) xq[t] = a.q + (t0 + t) * a.q_stride + b / kRunBlocks * kRunBytes;
+  __m512i acc[V][T];
+  SPW_UNROLL
+  for (int t = 0; t < T; ++t) {
+    const __m512i init = PackedDotInit<kType, L>(a.qsum + (t0 + t) * a.scale_stride + b);
+    SPW_UNROLL
+    for (int v = 0; v < V; ++v) acc[v][t] = init;
+  }
+  SPW_UNROLL
+  for (int k = 0; k < 8; ++k) {
+    __m512i u[V];
+    SPW_UNROLL
+    for (int v = 0; v < V; ++v)
+      u[v] = _mm512_load_si512(vecs + v * kPanelRunBytes + kStepBytes * k);
+    SPW_UNROLL
+    for (int t = 0; t < T; ++t) {
+      const __m512i x = BroadcastLanes<L>(xq[t] + kStepBytes * k);
+      SPW_UNROLL
+      for (int v = 0; v < V; ++v) acc[v][t] = _mm512_dpbusd_epi32(acc[v][t], u[v], x);
+    }
+  }
+  SPW_UNROLL
+  for (int v = 0; v < V; ++v) {
+    const __m512 dw = _mm512_load_ps(vecs + v * kPanelRunBytes + kPanelD);
+    __m512 mw = _mm512_setzero_ps();
+    if constexpr (kType == GgmlType::kQ4_1)
+      mw = _mm512_load_ps(vecs + v * kPanelRunBytes + kPanelM);
+    SPW_UNROLL
+    for (int t = 0; t < T; ++t) {
+      const int64_t so = (t0 + t) * a.scale_stride + b;
+      const __m512 dd = _mm512_mul_ps(dw, _mm512_castsi512_ps(BroadcastLanes<L>(a.d + so)));
+      __m512 f = GatherAcc<L, R, T>(facc, v, t);
+      f = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(acc[v][t]), f);
+      if constexpr (kType == GgmlType::kQ4_1) {
+        f = _mm512_fmadd_ps(mw, _mm512_castsi512_ps(BroadcastLanes<L>(a.s + so)), f);
+      }
+      ScatterAcc<L, R, T>(facc, v, t, f);
+    }
+  }
+}
+
+template <GgmlType kType, int R, int T>
+void WideMicro(const uint8_t* panel, int64_t nb, const QuantizedActivations& a, int64_t t0,
+               float* y, int64_t ldy) {
+  alignas(64) float facc[R * T * kLanes];
+  for (int i = 0; i < R * T; ++i) _mm512_store_ps(facc + i * kLanes, _mm512_setzero_ps());
+  const int64_t full_runs = nb / kRunBlocks;
+  for (int64_t g = 0; g < full_runs; ++g) {
+    WideRun<kType, 16, R, T>(panel + g * kWideRows * kPanelRunBytes, g * kRunBlocks, a, t0, facc);
+  }
+  const uint8_t* tail = panel + full_runs * kWideRows * kPanelRunBytes;
+  switch (TailLanes(nb % kRunBlocks)) {
+    case 4:
+      if (nb % kRunBlocks != 0) WideRun<kType, 4, R, T>(tail, full_runs * kRunBlocks, a, t0, facc);
+      break;
+    case 8:
+      WideRun<kType, 8, R, T>(tail, full_runs * kRunBlocks, a, t0, facc);
+      break;
+    default:
+      WideRun<kType, 16, R, T>(tail, full_runs * kRunBlocks, a, t0, facc);
+      break;
+  }
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r)
+      y[t * ldy + r] = ReduceLanes16(_mm512_load_ps(facc + (r * T + t) * kLanes));
+}
+
+template <GgmlType kType, int R>
+void WideMicroT(int nt, const uint8_t* panel, int64_t nb, const QuantizedActivations& a, int64_t t0,
+                float* y, int64_t ldy) {
+  static_assert(kWideTokens == 6);
+  switch (nt) {
+    case 6:
+      return WideMicro<kType, R, 6>(panel, nb, a, t0, y, ldy);
+    case 5:
+      return WideMicro<kType, R, 5>(panel, nb, a, t0, y, ldy);
+    case 4:
+      return WideMicro<kType, R, 4>(panel, nb, a, t0, y, ldy);
+    case 3:
+      return WideMicro<kType, R, 3>(panel, nb, a, t0, y, ldy);
+    case 2:
+      return WideMicro<kType, R, 2>(panel, nb, a, t0, y, ldy);
+    default:
+      return WideMicro<kType, R, 1>(panel, nb, a, t0, y, ldy);
+  }
+}
+
+// Tokens of the next micro-tile when `left` remain: kWideTokens, except that a remainder
+// below it is shared with the tile before (8 -> 4 + 4, not 6 + 2).
+inline int WideTokens(int64_t left) {
+  if (left <= kWideTokens) return static_cast<int>(left);
+  if (left < 2 * kWideTokens) return static_cast<int>((left + 1) / 2);
+  return kWideTokens;
+}
+
+// Tokens from which WideTile is used; fewer take LegacyTile (decode: one pass over the weights
+// with nothing to amortize a panel over).
+constexpr int64_t kWideMinTokens = 4;
+
+template <GgmlType kType>
+void WideTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+              int64_t tok_begin, int64_t tok_end, float* y, int64_t ldy) {
+  if (tok_end - tok_begin < kWideMinTokens) {
+    return LegacyTile<kType>(w, row_begin, row_end, x, tok_begin, tok_end, y, ldy);
+  }
+  const int64_t nb = w.cols / kQk;
+  const int64_t runs = (nb + kRunBlocks - 1) / kRunBlocks;
+  thread_local std::vector<uint8_t> buf;
+  const size_t bytes = static_cast<size_t>(runs * kWideRows * kPanelRunBytes + 64);
+  if (buf.size() < bytes) buf.resize(bytes);
+  uint8_t* panel =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
+  ymm::PrefetchRows(w, row_begin, row_begin + ymm::kPrefetchRows, row_end);
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kWideRows) {
+    const int nr = static_cast<int>(std::min<int64_t>(kWideRows, row_end - r0));
+    UnpackPanel<kType>(w, r0, nr, panel);
+    ymm::PrefetchRows(w, r0 + ymm::kPrefetchRows, r0 + ymm::kPrefetchRows + kWideRows, row_end);
+    for (int64_t t0 = tok_begin; t0 < tok_end;) {
+      const int nt = WideTokens(tok_end - t0);
+      float* yt = y + t0 * ldy + r0;
+      switch (nr) {
+        case 4:
+          WideMicroT<kType, 4>(nt, panel, nb, x.q, t0, yt, ldy);
+          break;
+        case 3:
+          WideMicroT<kType, 3>(nt, panel, nb, x.q, t0, yt, ldy);
+          break;
+        case 2:
+          WideMicroT<kType, 2>(nt, panel, nb, x.q, t0, yt, ldy);
+          break;
+        default:
+          WideMicroT<kType, 1>(nt, panel, nb, x.q, t0, yt, ldy);
+          break;
+      }
+      t0 += nt;
+    }
+  }
+}
+
 // 16 weights of `kType` at index c of `row` as f32; lanes outside `k` are zero.
 template <GgmlType kType>
 inline __m512 LoadWeights16(const uint8_t* row, int64_t c, __mmask16 k) {
@@ -287,10 +566,22 @@ const KernelSet* Avx512Kernels() {
     k.f32 = FloatTile<GgmlType::kF32>;
     k.f16 = FloatTile<GgmlType::kF16>;
     k.bf16 = FloatTile<GgmlType::kBF16>;
+    k.q4_0 = WideTile<GgmlType::kQ4_0>;
+    k.q4_1 = WideTile<GgmlType::kQ4_1>;
+    k.q8_0 = WideTile<GgmlType::kQ8_0>;
+    k.quantize32 = Quantize32;
+    return k;
+  }();
+  return &kSet;
+}
+
+const KernelSet* Avx512BaselineKernels() {
+  static const KernelSet kSet = [] {
+    KernelSet k = *Avx512Kernels();
+    k.name = "avx512-4x4";
     k.q4_0 = LegacyTile<GgmlType::kQ4_0>;
     k.q4_1 = LegacyTile<GgmlType::kQ4_1>;
     k.q8_0 = LegacyTile<GgmlType::kQ8_0>;
-    k.quantize32 = Quantize32;
     return k;
   }();
   return &kSet;
@@ -304,6 +595,7 @@ SPW_TARGET_END
 
 namespace spillway::engine::cpu::internal {
 const KernelSet* Avx512Kernels() { return nullptr; }
+const KernelSet* Avx512BaselineKernels() { return nullptr; }
 }  // namespace spillway::engine::cpu::internal
 
 #endif

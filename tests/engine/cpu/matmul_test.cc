@@ -347,6 +347,46 @@ TEST(MatMul, RowStrideLargerThanRow) {
   EXPECT_EQ(a, c);
 }
 
+// The AVX-512 batch kernel (4 rows x up to 6 tokens from an unpacked panel, a last run of W
+// blocks packed 4 or 8 lanes per row) against the scalar kernel and the 4 x 4 kernel before it,
+// bit for bit, at every kind of last run: W = 0, 2 (4 lanes), 6, 7 (8 lanes), 11 (16), alone
+// (nb < 16) and after whole runs; row counts leave groups of 1-3 rows and token counts every
+// micro-tile width, in one call and in the prefill split.
+TEST(MatMulWide, LastRunsAndTileEdgesMatchScalarBitForBit) {
+  if (!MatMulIsaSupported(MatMulIsa::kAvx512)) GTEST_SKIP() << "no AVX-512 here";
+  ThreadPool pool(2);
+  uint32_t seed = 700;
+  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    for (int64_t cols : {224, 704, 864, 1024, 576}) {
+      for (int64_t rows : {6, 23}) {
+        const Weights w = MakeWeights(type, rows, cols, seed++);
+        const absl::StatusOr<std::unique_ptr<PackedWeight>> packed = PackWeight(w.matrix());
+        ASSERT_TRUE(packed.ok()) << packed.status();
+        for (int64_t n_tokens : {4, 5, 7, 8, 11, 13, 19, 70}) {
+          if (n_tokens == 70 && rows != 23) continue;
+          const auto x = MakeActivations(n_tokens, cols, seed++);
+          std::vector<float> want(n_tokens * rows, NAN), got(n_tokens * rows, NAN),
+              base(n_tokens * rows, NAN);
+          SetMatMulIsaForTesting(MatMulIsa::kScalar);
+          MatMul(w.matrix(), x.data(), n_tokens, want.data(), pool);
+          SetMatMulIsaForTesting(MatMulIsa::kAvx512);
+          MatMul(**packed, x.data(), n_tokens, got.data(), pool);
+          internal::SetKernelSetForTesting(internal::Avx512BaselineKernels());
+          MatMul(**packed, x.data(), n_tokens, base.data(), pool);
+          internal::SetKernelSetForTesting(nullptr);
+          ResetMatMulIsaForTesting();
+          ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+              << GgmlTypeName(type) << " cols " << cols << " rows " << rows << " tokens "
+              << n_tokens;
+          ASSERT_EQ(std::memcmp(base.data(), want.data(), base.size() * sizeof(float)), 0)
+              << "baseline " << GgmlTypeName(type) << " cols " << cols << " rows " << rows
+              << " tokens " << n_tokens;
+        }
+      }
+    }
+  }
+}
+
 TEST(MatMulQuantize, SimdQuantizersMatchScalarBitForBit) {
   std::vector<const internal::KernelSet*> sets = {&internal::ScalarKernels()};
   if (MatMulIsaSupported(MatMulIsa::kAvx2)) sets.push_back(internal::Avx2Kernels());
