@@ -216,36 +216,33 @@ int64_t CudaBackend::kv_block_bytes() const {
 // values: a block's slice of each is one row of a 2-D copy with that pitch. The copies go on
 // the backend's stream (ordered after the forward passes that wrote or read the block) and are
 // waited for, so `dst` is filled, and `src` may be reused, on return.
-absl::Status CudaBackend::ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) {
+absl::Status CudaBackend::CopyKvBlock(kvcache::BlockId block, void* host, size_t bytes,
+                                      bool to_host) {
   SPW_CHECK(block >= 0 && block < kv_layout_.num_blocks) << block;
-  SPW_CHECK(static_cast<int64_t>(dst.size()) == kv_block_bytes()) << dst.size();
-  const size_t slice = dst.size() / (2 * kv_layout_.num_layers);
+  SPW_CHECK(static_cast<int64_t>(bytes) == kv_block_bytes()) << bytes;
+  const size_t slice = bytes / (2 * kv_layout_.num_layers);
   const size_t pitch = slice * kv_layout_.num_blocks;
-  const auto* src = static_cast<const std::byte*>(kv_.get()) + block * slice;
-  cudaError_t e = cudaMemcpy2DAsync(dst.data(), slice, src, pitch, slice, 2 * kv_layout_.num_layers,
-                                    cudaMemcpyDeviceToHost, stream_);
+  auto* device = static_cast<std::byte*>(kv_.get()) + block * slice;
+  const size_t rows = 2 * kv_layout_.num_layers;
+  cudaError_t e = to_host ? cudaMemcpy2DAsync(host, slice, device, pitch, slice, rows,
+                                              cudaMemcpyDeviceToHost, stream_)
+                          : cudaMemcpy2DAsync(device, pitch, host, slice, slice, rows,
+                                              cudaMemcpyHostToDevice, stream_);
   if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
   if (e != cudaSuccess) {
-    return absl::InternalError(
-        absl::StrFormat("reading KV block %d: %s", block, cudaGetErrorString(e)));
+    return absl::InternalError(absl::StrFormat(
+        "%s KV block %d: %s", to_host ? "reading" : "writing", block, cudaGetErrorString(e)));
   }
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) {
+  return CopyKvBlock(block, dst.data(), dst.size(), /*to_host=*/true);
+}
+
 absl::Status CudaBackend::WriteKvBlock(kvcache::BlockId block, std::span<const std::byte> src) {
-  SPW_CHECK(block >= 0 && block < kv_layout_.num_blocks) << block;
-  SPW_CHECK(static_cast<int64_t>(src.size()) == kv_block_bytes()) << src.size();
-  const size_t slice = src.size() / (2 * kv_layout_.num_layers);
-  const size_t pitch = slice * kv_layout_.num_blocks;
-  auto* dst = static_cast<std::byte*>(kv_.get()) + block * slice;
-  cudaError_t e = cudaMemcpy2DAsync(dst, pitch, src.data(), slice, slice, 2 * kv_layout_.num_layers,
-                                    cudaMemcpyHostToDevice, stream_);
-  if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
-  if (e != cudaSuccess) {
-    return absl::InternalError(
-        absl::StrFormat("writing KV block %d: %s", block, cudaGetErrorString(e)));
-  }
-  return absl::OkStatus();
+  // NOTE(cuda): const_cast only to share CopyKvBlock; a host-to-device copy never writes `src`.
+  return CopyKvBlock(block, const_cast<std::byte*>(src.data()), src.size(), /*to_host=*/false);
 }
 
 void CudaBackend::BeginForward(const BatchLayout& layout) {

@@ -86,6 +86,8 @@ class CudaBackend final : public Backend {
 
  private:
   CudaBackend(int ordinal, int sm_count, CUstream_st* stream, cublasContext* cublas);
+  // One block's K/V slices between the cache and `host` (kv_block_bytes() bytes).
+  absl::Status CopyKvBlock(kvcache::BlockId block, void* host, size_t bytes, bool to_host);
   // Uploads the attention work items of the current forward pass for `num_heads` query heads.
   void PlanAttention(int64_t num_heads);
 

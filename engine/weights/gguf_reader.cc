@@ -5,31 +5,18 @@
 
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "engine/weights/internal/gguf_format.h"
 
 namespace spillway::engine {
 namespace {
 
-constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" little-endian
 // NOTE(lead): limits well above any real model, low enough that a corrupt count cannot make
 // us reserve gigabytes before the bounds checks catch it.
 constexpr int64_t kMaxStringBytes = 64 << 20;
 constexpr int kMaxDims = 4;
 
-enum ValueType : uint32_t {
-  kU8 = 0,
-  kI8 = 1,
-  kU16 = 2,
-  kI16 = 3,
-  kU32 = 4,
-  kI32 = 5,
-  kF32 = 6,
-  kBool = 7,
-  kString = 8,
-  kArray = 9,
-  kU64 = 10,
-  kI64 = 11,
-  kF64 = 12,
-};
+using enum internal::GgufValueType;
+using internal::kGgufMagic;
 
 // Reads little-endian values from [data, data + size) with bounds checks. Every error names
 // the byte offset where the file stopped making sense.

@@ -6,21 +6,14 @@
 
 #include "absl/strings/str_format.h"
 #include "common/check.h"
+#include "engine/weights/internal/gguf_format.h"
 
 namespace spillway::engine {
 namespace {
 
 constexpr int64_t kAlignment = 32;  // GGUF's default general.alignment
 
-// GGUF metadata value types.
-enum : uint32_t {
-  kU32 = 4,
-  kI32 = 5,
-  kF32 = 6,
-  kBool = 7,
-  kString = 8,
-  kArray = 9,
-};
+using enum internal::GgufValueType;
 
 class Out {
  public:
@@ -77,7 +70,7 @@ void GgufWriter::AddTensor(const std::string& name, GgmlType type, std::vector<i
 
 absl::Status GgufWriter::Write(const std::string& path, int64_t chunk_bytes) const {
   Out h;
-  h.U32(0x46554747);  // "GGUF"
+  h.U32(internal::kGgufMagic);
   h.U32(3);
   h.U64(tensors_.size());
   h.U64(metadata_.size());

@@ -11,6 +11,7 @@
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "engine/chat/chat_template.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/fp16.h"
 #include "engine/generator/generator.h"
@@ -71,7 +72,13 @@ TEST(RandomModelTest, WritesAModelThatLoadsAndGenerates) {
   EXPECT_EQ(c.ffn_hidden, 128);
   EXPECT_EQ(c.vocab_size, 1024);
   EXPECT_FALSE(c.tied_embeddings);
-  EXPECT_FALSE((*file)->chat_template().empty());
+  absl::StatusOr<ChatTemplate> chat = ChatTemplate::Parse((*file)->chat_template());
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  ChatTemplateInput input;
+  input.messages.push_back({.role = "user", .content = "hi"});
+  absl::StatusOr<std::string> rendered = chat->Render(input);
+  ASSERT_TRUE(rendered.ok()) << rendered.status();
+  EXPECT_EQ(*rendered, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
 
   absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Create((*file)->tokenizer());
   ASSERT_TRUE(tok.ok()) << tok.status();
