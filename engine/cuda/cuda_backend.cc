@@ -165,7 +165,7 @@ absl::StatusOr<std::unique_ptr<BackendWeight>> CudaBackend::LoadWeight(const Wei
   if (t.type == GgmlType::kBF16) {
     SPW_CUDA_CHECK(cudaMemcpy(buf.get(), t.data, bytes, cudaMemcpyHostToDevice));
   } else {
-    // Row groups of about 16 MiB: dequantize to f32, round to bf16, upload.
+    // Groups of rows of about 8 M values: dequantize to f32, round to bf16, upload.
     const int64_t group = std::max<int64_t>(1, (int64_t{8} << 20) / cols);
     std::vector<float> f32(static_cast<size_t>(std::min(group, rows) * cols));
     std::vector<uint16_t> bf16(f32.size());
@@ -320,8 +320,8 @@ void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
   SPW_CHECK(s.ok()) << s;
   auto* xb = static_cast<uint16_t*>(bf16_input_.get());
   SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
-  // Row-major y[n, out] = x[n, in] · W[out, in]ᵀ is, column-major, yᵀ = op(W)ᵀ... : with W
-  // seen as the column-major [in, out] matrix, yᵀ[out, n] = Wᵀ · xᵀ.
+  // cuBLAS is column-major: the row-major W [out, in] is a column-major [in, out] matrix, x
+  // [n, in] a column-major [in, n] one, and y [n, out] is yᵀ [out, n] = Wᵀ · x.
   const float alpha = 1.0f, beta = 0.0f;
   SPW_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m.rows()),
                                 static_cast<int>(x.rows), static_cast<int>(m.cols()), &alpha,
