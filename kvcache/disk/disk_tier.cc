@@ -83,123 +83,19 @@ absl::StatusOr<std::vector<std::byte>> ReadWholeFile(FileLayer& files, const std
 // an operation and to record its outcome, never during I/O, so the engine thread's calls wait
 // at most for that bookkeeping. One I/O thread executing operations in submission order is what
 // makes slot reuse safe without pins: a read queued before a write to the same slot runs first.
-class DiskTier::Impl {
- public:
-  struct Geometry {
-    int64_t slot_bytes = 0;
-    int64_t num_slots = 0;
-    int64_t slots_per_file = 0;
-    int64_t num_files = 0;
-  };
+DiskTier::DiskTier(const DiskTierOptions& options, FileLayer& files, Geometry geometry)
+    : options_(options), files_(files), geo_(geometry) {}
 
-  Impl(const DiskTierOptions& options, FileLayer& files, Geometry geometry)
-      : options_(options), files_(files), geo_(geometry) {}
-
-  ~Impl() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    work_cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+DiskTier::~DiskTier() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
   }
+  work_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
 
-  absl::Status Start();
-
-  bool SubmitWrite(uint64_t key, std::vector<std::byte> bytes, bool pinned);
-  bool SubmitRead(uint64_t key, std::span<std::byte> dst, uint64_t tag);
-  std::vector<DiskCompletion> PollCompletions();
-  std::optional<DiskCompletion> WaitForRead(uint64_t tag);
-  void Flush();
-  bool Contains(uint64_t key) const;
-  void Erase(uint64_t key);
-  void Unpin(uint64_t key);
-  std::vector<uint64_t> Keys() const;
-  DiskTierStats stats() const;
-  bool degraded() const;
-  absl::Status SaveIndex();
-
- private:
-  enum class OpKind : uint8_t { kWrite, kRead, kSaveIndex };
-  struct Op {
-    OpKind kind = OpKind::kWrite;
-    uint64_t key = 0;
-    int64_t slot = 0;
-    uint64_t write_seq = 0;              // the entry version this op belongs to
-    std::vector<std::byte> bytes{};      // kWrite: the payload
-    std::span<std::byte> dst{};          // kRead: where the payload goes
-    uint64_t tag = 0;                    // kRead
-    std::optional<uint64_t> checksum{};  // kRead: the payload XXH3 the index expects, if known
-  };
-  struct Entry {
-    int64_t slot = 0;
-    uint64_t write_seq = 0;  // order of writes: the LRU order, and the version of the entry
-    bool pinned = false;
-    bool on_disk = false;   // its write completed OK (or it came from a persisted index)
-    uint64_t checksum = 0;  // valid when on_disk
-    std::list<uint64_t>::iterator lru_pos{};  // valid when !pinned
-  };
-  using Index = std::unordered_map<uint64_t, Entry>;
-
-  std::string PathOf(const std::string& name) const { return options_.path + "/" + name; }
-  absl::Status WipeOwnFiles(const std::vector<std::string>& names);
-  std::vector<IndexEntry> LoadPersistedIndex(const std::vector<std::string>& names);
-  absl::Status OpenSlabFiles(const std::vector<std::string>& names, std::vector<IndexEntry>& kept);
-
-  // All below with mu_ held.
-  void InsertEntry(uint64_t key, Entry entry);
-  void RemoveEntry(Index::iterator it);
-  bool IsCurrent(Index::iterator it, const Op& op) const {
-    return it != index_.end() && it->second.slot == op.slot && it->second.write_seq == op.write_seq;
-  }
-  void Degrade(DiskResult cause, const absl::Status& status);
-  // Ends a degraded state caused by a full disk once no_space_retry_ms have passed; returns
-  // whether writes are allowed again (the next growing write checks statvfs anew).
-  bool RetryAfterNoSpace();
-  void Complete(const Op& op, DiskResult result, uint64_t checksum);
-
-  // I/O thread.
-  void Run();
-  DiskResult ExecuteWrite(const Op& op, uint64_t& checksum);
-  DiskResult ExecuteRead(const Op& op);
-  absl::Status WriteIndexFile();
-  int64_t FileOf(int64_t slot) const { return slot / geo_.slots_per_file; }
-  int64_t OffsetOf(int64_t slot) const { return slot % geo_.slots_per_file * geo_.slot_bytes; }
-
-  const DiskTierOptions options_;
-  FileLayer& files_;
-  const Geometry geo_;
-  std::unique_ptr<FileLock> dir_lock_;
-  std::thread thread_;
-
-  // Touched by Start (before the thread exists) and then by the I/O thread only.
-  std::vector<std::unique_ptr<File>> slabs_;
-  std::vector<int64_t> slab_sizes_;
-  std::vector<bool> slab_unsynced_;
-
-  mutable std::mutex mu_;
-  std::condition_variable work_cv_;  // the I/O thread waits for work
-  std::condition_variable done_cv_;  // callers wait for completions
-  Index index_;
-  std::list<uint64_t> lru_;  // unpinned keys, least recently written first
-  std::set<int64_t> free_slots_;
-  uint64_t next_write_seq_ = 1;
-  std::deque<Op> queue_;
-  int64_t num_in_flight_ = 0;
-  std::vector<DiskCompletion> completions_;
-  std::unordered_multiset<uint64_t> pending_read_tags_;
-  bool stopping_ = false;
-  bool degraded_ = false;
-  DiskResult degraded_cause_ = DiskResult::kOk;
-  std::chrono::steady_clock::time_point degraded_since_;
-  bool index_dirty_ = false;  // persist mode: the on-disk index is older than index_
-  uint64_t saves_requested_ = 0;
-  uint64_t saves_done_ = 0;
-  absl::Status last_save_status_;
-  DiskTierStats stats_;
-};
-
-absl::Status DiskTier::Impl::WipeOwnFiles(const std::vector<std::string>& names) {
+absl::Status DiskTier::WipeOwnFiles(const std::vector<std::string>& names) {
   for (const std::string& name : names) {
     if (!IsOwnFile(name)) continue;
     absl::Status status = files_.Remove(PathOf(name));
@@ -210,7 +106,7 @@ absl::Status DiskTier::Impl::WipeOwnFiles(const std::vector<std::string>& names)
 
 // The entries of a persisted index that this tier can reuse, oldest first; empty (with a log
 // line) when there is none or it does not match this model and geometry.
-std::vector<IndexEntry> DiskTier::Impl::LoadPersistedIndex(const std::vector<std::string>& names) {
+std::vector<IndexEntry> DiskTier::LoadPersistedIndex(const std::vector<std::string>& names) {
   if (std::find(names.begin(), names.end(), kIndexName) == names.end()) return {};
   absl::StatusOr<IndexFile> index = [&]() -> absl::StatusOr<IndexFile> {
     SPW_ASSIGN_OR_RETURN(std::vector<std::byte> bytes, ReadWholeFile(files_, PathOf(kIndexName)));
@@ -244,8 +140,8 @@ std::vector<IndexEntry> DiskTier::Impl::LoadPersistedIndex(const std::vector<std
 }
 
 // Opens (creating) every slab file; entries whose slab file was missing are dropped from `kept`.
-absl::Status DiskTier::Impl::OpenSlabFiles(const std::vector<std::string>& names,
-                                           std::vector<IndexEntry>& kept) {
+absl::Status DiskTier::OpenSlabFiles(const std::vector<std::string>& names,
+                                     std::vector<IndexEntry>& kept) {
   std::vector<bool> existed(geo_.num_files);
   for (int64_t f = 0; f < geo_.num_files; ++f) {
     existed[f] = std::find(names.begin(), names.end(), SlabName(f)) != names.end();
@@ -265,7 +161,7 @@ absl::Status DiskTier::Impl::OpenSlabFiles(const std::vector<std::string>& names
   return absl::OkStatus();
 }
 
-absl::Status DiskTier::Impl::Start() {
+absl::Status DiskTier::Start() {
   SPW_RETURN_IF_ERROR(files_.CreateDir(options_.path));
   // NOTE(disk): two tiers in one directory would overwrite each other's slots; the lock file
   // is not one of the tier's own files, so a wipe never removes it while it is held.
@@ -305,19 +201,19 @@ absl::Status DiskTier::Impl::Start() {
   return absl::OkStatus();
 }
 
-void DiskTier::Impl::InsertEntry(uint64_t key, Entry entry) {
+void DiskTier::InsertEntry(uint64_t key, Entry entry) {
   if (!entry.pinned) entry.lru_pos = lru_.insert(lru_.end(), key);
   index_[key] = entry;
 }
 
-void DiskTier::Impl::RemoveEntry(Index::iterator it) {
+void DiskTier::RemoveEntry(Index::iterator it) {
   if (!it->second.pinned) lru_.erase(it->second.lru_pos);
   free_slots_.insert(it->second.slot);
   index_.erase(it);
   index_dirty_ = true;
 }
 
-bool DiskTier::Impl::SubmitWrite(uint64_t key, std::vector<std::byte> bytes, bool pinned) {
+bool DiskTier::SubmitWrite(uint64_t key, std::vector<std::byte> bytes, bool pinned) {
   SPW_CHECK(std::ssize(bytes) == options_.block_bytes)
       << "a block is " << options_.block_bytes << " bytes, got " << bytes.size();
   {
@@ -351,7 +247,7 @@ bool DiskTier::Impl::SubmitWrite(uint64_t key, std::vector<std::byte> bytes, boo
   return true;
 }
 
-bool DiskTier::Impl::SubmitRead(uint64_t key, std::span<std::byte> dst, uint64_t tag) {
+bool DiskTier::SubmitRead(uint64_t key, std::span<std::byte> dst, uint64_t tag) {
   SPW_CHECK(std::ssize(dst) == options_.block_bytes)
       << "a block is " << options_.block_bytes << " bytes, got " << dst.size();
   {
@@ -372,12 +268,12 @@ bool DiskTier::Impl::SubmitRead(uint64_t key, std::span<std::byte> dst, uint64_t
   return true;
 }
 
-std::vector<DiskCompletion> DiskTier::Impl::PollCompletions() {
+std::vector<DiskCompletion> DiskTier::PollCompletions() {
   std::lock_guard lock(mu_);
   return std::exchange(completions_, {});
 }
 
-std::optional<DiskCompletion> DiskTier::Impl::WaitForRead(uint64_t tag) {
+std::optional<DiskCompletion> DiskTier::WaitForRead(uint64_t tag) {
   std::unique_lock lock(mu_);
   for (;;) {
     auto it = std::find_if(completions_.begin(), completions_.end(), [&](const DiskCompletion& c) {
@@ -393,22 +289,22 @@ std::optional<DiskCompletion> DiskTier::Impl::WaitForRead(uint64_t tag) {
   }
 }
 
-void DiskTier::Impl::Flush() {
+void DiskTier::Flush() {
   std::unique_lock lock(mu_);
   done_cv_.wait(lock, [&] { return queue_.empty() && num_in_flight_ == 0; });
 }
 
-bool DiskTier::Impl::Contains(uint64_t key) const {
+bool DiskTier::Contains(uint64_t key) const {
   std::lock_guard lock(mu_);
   return index_.contains(key);
 }
 
-void DiskTier::Impl::Erase(uint64_t key) {
+void DiskTier::Erase(uint64_t key) {
   std::lock_guard lock(mu_);
   if (auto it = index_.find(key); it != index_.end()) RemoveEntry(it);
 }
 
-void DiskTier::Impl::Unpin(uint64_t key) {
+void DiskTier::Unpin(uint64_t key) {
   std::lock_guard lock(mu_);
   auto it = index_.find(key);
   if (it == index_.end() || !it->second.pinned) return;
@@ -416,7 +312,7 @@ void DiskTier::Impl::Unpin(uint64_t key) {
   it->second.lru_pos = lru_.insert(lru_.end(), key);
 }
 
-std::vector<uint64_t> DiskTier::Impl::Keys() const {
+std::vector<uint64_t> DiskTier::Keys() const {
   std::vector<std::pair<uint64_t, uint64_t>> by_seq;
   {
     std::lock_guard lock(mu_);
@@ -429,7 +325,7 @@ std::vector<uint64_t> DiskTier::Impl::Keys() const {
   return keys;
 }
 
-DiskTierStats DiskTier::Impl::stats() const {
+DiskTierStats DiskTier::stats() const {
   std::lock_guard lock(mu_);
   DiskTierStats s = stats_;
   s.num_blocks = std::ssize(index_);
@@ -440,12 +336,12 @@ DiskTierStats DiskTier::Impl::stats() const {
   return s;
 }
 
-bool DiskTier::Impl::degraded() const {
+bool DiskTier::degraded() const {
   std::lock_guard lock(mu_);
   return degraded_;
 }
 
-absl::Status DiskTier::Impl::SaveIndex() {
+absl::Status DiskTier::SaveIndex() {
   if (!options_.persist) {
     return absl::FailedPreconditionError("the kv disk tier was opened with persist=false");
   }
@@ -460,7 +356,7 @@ absl::Status DiskTier::Impl::SaveIndex() {
 // With mu_ held. Sticky until restart after an I/O error (STYLE.md §6); after a full disk,
 // until no_space_retry_ms have passed. Queued writes are dropped at once, which frees their
 // buffers and slots; reads go on, since every read is verified anyway.
-void DiskTier::Impl::Degrade(DiskResult cause, const absl::Status& status) {
+void DiskTier::Degrade(DiskResult cause, const absl::Status& status) {
   if (degraded_) return;
   degraded_ = true;
   degraded_cause_ = cause;
@@ -482,7 +378,7 @@ void DiskTier::Impl::Degrade(DiskResult cause, const absl::Status& status) {
   queue_ = std::move(kept);
 }
 
-bool DiskTier::Impl::RetryAfterNoSpace() {
+bool DiskTier::RetryAfterNoSpace() {
   if (degraded_cause_ != DiskResult::kNoSpace || options_.no_space_retry_ms < 0) return false;
   if (std::chrono::steady_clock::now() - degraded_since_ <
       std::chrono::milliseconds(options_.no_space_retry_ms)) {
@@ -494,7 +390,7 @@ bool DiskTier::Impl::RetryAfterNoSpace() {
 }
 
 // With mu_ held: records the outcome of `op` and publishes its completion.
-void DiskTier::Impl::Complete(const Op& op, DiskResult result, uint64_t checksum) {
+void DiskTier::Complete(const Op& op, DiskResult result, uint64_t checksum) {
   auto it = index_.find(op.key);
   bool current = IsCurrent(it, op);
   if (result != DiskResult::kOk) {
@@ -522,7 +418,7 @@ void DiskTier::Impl::Complete(const Op& op, DiskResult result, uint64_t checksum
   }
 }
 
-void DiskTier::Impl::Run() {
+void DiskTier::Run() {
   using Clock = std::chrono::steady_clock;
   const auto interval = std::chrono::milliseconds(options_.persist_interval_ms);
   const bool periodic = options_.persist && options_.persist_interval_ms > 0;
@@ -573,7 +469,7 @@ void DiskTier::Impl::Run() {
   if (options_.persist) (void)WriteIndexFile();
 }
 
-DiskResult DiskTier::Impl::ExecuteWrite(const Op& op, uint64_t& checksum) {
+DiskResult DiskTier::ExecuteWrite(const Op& op, uint64_t& checksum) {
   {
     std::lock_guard lock(mu_);
     if (degraded_) return DiskResult::kDropped;
@@ -618,7 +514,7 @@ DiskResult DiskTier::Impl::ExecuteWrite(const Op& op, uint64_t& checksum) {
   return DiskResult::kOk;
 }
 
-DiskResult DiskTier::Impl::ExecuteRead(const Op& op) {
+DiskResult DiskTier::ExecuteRead(const Op& op) {
   File& slab = *slabs_[FileOf(op.slot)];
   const int64_t offset = OffsetOf(op.slot);
   std::array<std::byte, kEncodedHeaderBytes> header_bytes;
@@ -643,7 +539,7 @@ DiskResult DiskTier::Impl::ExecuteRead(const Op& op) {
 
 // I/O thread. Makes the slab files durable, then replaces the index atomically: the index never
 // names a block whose bytes may not be on disk yet.
-absl::Status DiskTier::Impl::WriteIndexFile() {
+absl::Status DiskTier::WriteIndexFile() {
   IndexFile index{.layout_fingerprint = options_.layout_fingerprint,
                   .block_bytes = options_.block_bytes,
                   .slot_bytes = geo_.slot_bytes,
@@ -685,15 +581,13 @@ absl::Status DiskTier::Impl::WriteIndexFile() {
   return status;
 }
 
-// ---------------------------------------------------------------------------------------------
-
 absl::StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options) {
   if (options.path.empty()) return absl::InvalidArgumentError("kv disk tier: empty path");
   if (options.block_bytes <= 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("kv disk tier: block_bytes is %d; it must be > 0", options.block_bytes));
   }
-  Impl::Geometry geo;
+  Geometry geo;
   geo.slot_bytes = internal::SlotBytes(options.block_bytes);
   geo.num_slots = options.capacity_bytes / geo.slot_bytes;
   if (geo.num_slots < 1) {
@@ -705,31 +599,9 @@ absl::StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& 
       std::min(geo.num_slots, std::max<int64_t>(1, internal::kSlabFileBytes / geo.slot_bytes));
   geo.num_files = (geo.num_slots + geo.slots_per_file - 1) / geo.slots_per_file;
   FileLayer& files = options.files != nullptr ? *options.files : PosixFileLayer();
-  auto impl = std::make_unique<Impl>(options, files, geo);
-  SPW_RETURN_IF_ERROR(impl->Start());
-  return std::unique_ptr<DiskTier>(new DiskTier(std::move(impl)));
+  std::unique_ptr<DiskTier> tier(new DiskTier(options, files, geo));
+  SPW_RETURN_IF_ERROR(tier->Start());
+  return tier;
 }
-
-DiskTier::DiskTier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-DiskTier::~DiskTier() = default;
-
-bool DiskTier::SubmitWrite(uint64_t key, std::vector<std::byte> bytes, bool pinned) {
-  return impl_->SubmitWrite(key, std::move(bytes), pinned);
-}
-bool DiskTier::SubmitRead(uint64_t key, std::span<std::byte> dst, uint64_t tag) {
-  return impl_->SubmitRead(key, dst, tag);
-}
-std::vector<DiskCompletion> DiskTier::PollCompletions() { return impl_->PollCompletions(); }
-std::optional<DiskCompletion> DiskTier::WaitForRead(uint64_t tag) {
-  return impl_->WaitForRead(tag);
-}
-void DiskTier::Flush() { impl_->Flush(); }
-bool DiskTier::Contains(uint64_t key) const { return impl_->Contains(key); }
-void DiskTier::Erase(uint64_t key) { impl_->Erase(key); }
-void DiskTier::Unpin(uint64_t key) { impl_->Unpin(key); }
-std::vector<uint64_t> DiskTier::Keys() const { return impl_->Keys(); }
-DiskTierStats DiskTier::stats() const { return impl_->stats(); }
-bool DiskTier::degraded() const { return impl_->degraded(); }
-absl::Status DiskTier::SaveIndex() { return impl_->SaveIndex(); }
 
 }  // namespace spillway::kvcache

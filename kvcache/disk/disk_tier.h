@@ -20,13 +20,22 @@
 #pragma once
 
 #include <array>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -34,6 +43,10 @@
 #include "kvcache/disk/file_layer.h"
 
 namespace spillway::kvcache {
+
+namespace internal {
+struct IndexEntry;  // kvcache/disk/internal/disk_format.h
+}  // namespace internal
 
 struct DiskTierOptions {
   std::string path;  // directory; created when missing. The tier owns only its files
@@ -152,11 +165,95 @@ class DiskTier {
   // the index file (temp file, fsync, rename, fsync dir). FailedPrecondition when persist=false.
   [[nodiscard]] absl::Status SaveIndex();
 
-  class Impl;
-
  private:
-  explicit DiskTier(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  struct Geometry {
+    int64_t slot_bytes = 0;
+    int64_t num_slots = 0;
+    int64_t slots_per_file = 0;
+    int64_t num_files = 0;
+  };
+
+  DiskTier(const DiskTierOptions& options, FileLayer& files, Geometry geometry);
+  absl::Status Start();
+
+  enum class OpKind : uint8_t { kWrite, kRead, kSaveIndex };
+  struct Op {
+    OpKind kind = OpKind::kWrite;
+    uint64_t key = 0;
+    int64_t slot = 0;
+    uint64_t write_seq = 0;              // the entry version this op belongs to
+    std::vector<std::byte> bytes{};      // kWrite: the payload
+    std::span<std::byte> dst{};          // kRead: where the payload goes
+    uint64_t tag = 0;                    // kRead
+    std::optional<uint64_t> checksum{};  // kRead: the payload XXH3 the index expects, if known
+  };
+  struct Entry {
+    int64_t slot = 0;
+    uint64_t write_seq = 0;  // order of writes: the LRU order, and the version of the entry
+    bool pinned = false;
+    bool on_disk = false;   // its write completed OK (or it came from a persisted index)
+    uint64_t checksum = 0;  // valid when on_disk
+    std::list<uint64_t>::iterator lru_pos{};  // valid when !pinned
+  };
+  using Index = std::unordered_map<uint64_t, Entry>;
+
+  std::string PathOf(const std::string& name) const { return options_.path + "/" + name; }
+  absl::Status WipeOwnFiles(const std::vector<std::string>& names);
+  std::vector<internal::IndexEntry> LoadPersistedIndex(const std::vector<std::string>& names);
+  absl::Status OpenSlabFiles(const std::vector<std::string>& names,
+                             std::vector<internal::IndexEntry>& kept);
+
+  // All below with mu_ held.
+  void InsertEntry(uint64_t key, Entry entry);
+  void RemoveEntry(Index::iterator it);
+  bool IsCurrent(Index::iterator it, const Op& op) const {
+    return it != index_.end() && it->second.slot == op.slot && it->second.write_seq == op.write_seq;
+  }
+  void Degrade(DiskResult cause, const absl::Status& status);
+  // Ends a degraded state caused by a full disk once no_space_retry_ms have passed; returns
+  // whether writes are allowed again (the next growing write checks statvfs anew).
+  bool RetryAfterNoSpace();
+  void Complete(const Op& op, DiskResult result, uint64_t checksum);
+
+  // I/O thread.
+  void Run();
+  DiskResult ExecuteWrite(const Op& op, uint64_t& checksum);
+  DiskResult ExecuteRead(const Op& op);
+  absl::Status WriteIndexFile();
+  int64_t FileOf(int64_t slot) const { return slot / geo_.slots_per_file; }
+  int64_t OffsetOf(int64_t slot) const { return slot % geo_.slots_per_file * geo_.slot_bytes; }
+
+  const DiskTierOptions options_;
+  FileLayer& files_;
+  const Geometry geo_;
+  std::unique_ptr<FileLock> dir_lock_;
+  std::thread thread_;
+
+  // Touched by Start (before the thread exists) and then by the I/O thread only.
+  std::vector<std::unique_ptr<File>> slabs_;
+  std::vector<int64_t> slab_sizes_;
+  std::vector<bool> slab_unsynced_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;  // the I/O thread waits for work
+  std::condition_variable done_cv_;  // callers wait for completions
+  Index index_;
+  std::list<uint64_t> lru_;  // unpinned keys, least recently written first
+  std::set<int64_t> free_slots_;
+  uint64_t next_write_seq_ = 1;
+  std::deque<Op> queue_;
+  int64_t num_in_flight_ = 0;
+  std::vector<DiskCompletion> completions_;
+  std::unordered_multiset<uint64_t> pending_read_tags_;
+  bool stopping_ = false;
+  bool degraded_ = false;
+  DiskResult degraded_cause_ = DiskResult::kOk;
+  std::chrono::steady_clock::time_point degraded_since_;
+  bool index_dirty_ = false;  // persist mode: the on-disk index is older than index_
+  uint64_t saves_requested_ = 0;
+  uint64_t saves_done_ = 0;
+  absl::Status last_save_status_;
+  DiskTierStats stats_;
 };
 
 }  // namespace spillway::kvcache
