@@ -246,9 +246,26 @@ TEST_P(AttentionTest, MatchesCpu) {
   for (int64_t i = 0; i < kv_width; ++i) {
     ASSERT_EQ(k_cache[slot * kv_width + i], cpu::F32ToF16(last_k[i])) << p.name << " " << i;
   }
+  // KV block moves (the tiered cache): the GPU packs a block's bytes as the CPU does, and a
+  // block written from the host reads back the same.
+  ASSERT_EQ(gpu_->kv_block_bytes(), cpu_->kv_block_bytes());
+  std::vector<std::byte> from_cpu(cpu_->kv_block_bytes()), from_gpu(gpu_->kv_block_bytes());
+  const kvcache::BlockId b = tables[0][0];
+  ASSERT_TRUE(cpu_->ReadKvBlock(b, from_cpu).ok());
+  ASSERT_TRUE(gpu_->ReadKvBlock(b, from_gpu).ok());
+  EXPECT_TRUE(from_cpu == from_gpu) << p.name;
+  const kvcache::BlockId spare = ids.back();  // never in a table
+  ASSERT_TRUE(gpu_->WriteKvBlock(spare, from_cpu).ok());
+  std::vector<std::byte> back(from_cpu.size());
+  ASSERT_TRUE(gpu_->ReadKvBlock(spare, back).ok());
+  EXPECT_TRUE(back == from_cpu) << p.name;
   const std::vector<uint16_t> layer0 = gpu_->KvToHost(0, false);
-  EXPECT_TRUE(std::all_of(layer0.begin(), layer0.end(), [](uint16_t x) { return x == 0; }))
-      << "layer 0 was never written";
+  // Layer 0 was never attended, only its block `spare` written.
+  const int64_t spare_begin = int64_t{spare} * kvcache::kBlockTokens * kv_width;
+  for (int64_t i = 0; i < static_cast<int64_t>(layer0.size()); ++i) {
+    if (i >= spare_begin && i < spare_begin + kvcache::kBlockTokens * kv_width) continue;
+    ASSERT_EQ(layer0[i], 0) << p.name << " " << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
