@@ -334,7 +334,8 @@ inline void ScatterAcc(float* facc, int v, int t, __m512 f) {
 // Adds the run of blocks [b, b + 16) (L = 16; a last run laid out as whole) or a last run
 // packed L lanes per row, of R rows x T tokens, to facc ([R][T] x 16 lanes). `vecs` is the
 // panel's first vector of the run.
-template <GgmlType kType, int L, int R, int T>
+// kFirst: the first run of the row (L = 16); the accumulators are +0 before it, not read.
+template <GgmlType kType, int L, int R, int T, bool kFirst = false>
 inline void WideRun(const uint8_t* vecs, int64_t b, const QuantizedActivations& a, int64_t t0,
                     float* facc) {
   constexpr int V = (R * L + 15) / 16;  // vectors of the run that hold the R rows
@@ -371,7 +372,7 @@ inline void WideRun(const uint8_t* vecs, int64_t b, const QuantizedActivations& 
     for (int t = 0; t < T; ++t) {
       const int64_t so = (t0 + t) * a.scale_stride + b;
       const __m512 dd = _mm512_mul_ps(dw, _mm512_castsi512_ps(BroadcastLanes<L>(a.d + so)));
-      __m512 f = GatherAcc<L, R, T>(facc, v, t);
+      __m512 f = kFirst ? _mm512_setzero_ps() : GatherAcc<L, R, T>(facc, v, t);
       f = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(acc[v][t]), f);
       if constexpr (kType == GgmlType::kQ4_1) {
         f = _mm512_fmadd_ps(mw, _mm512_castsi512_ps(BroadcastLanes<L>(a.s + so)), f);
@@ -381,30 +382,77 @@ inline void WideRun(const uint8_t* vecs, int64_t b, const QuantizedActivations& 
   }
 }
 
+// out[i] = ReduceLanes(acc + 16 i) for i < n <= 16: the additions of ReduceLanes16, lane for
+// lane and in the same order, for 16 accumulators at once (a transposing tree: 45 instructions
+// instead of ~9 per output).
+inline void ReduceLanesMany(const float* acc, int n, float* out) {
+  __m512 v[16];
+  SPW_UNROLL
+  for (int i = 0; i < 16; ++i)
+    v[i] = i < n ? _mm512_load_ps(acc + kLanes * i) : _mm512_setzero_ps();
+  // lane i + lane i + 8: s1[k] = [b of v[2k] | b of v[2k + 1]] (8 lanes each).
+  __m512 s1[8];
+  SPW_UNROLL
+  for (int k = 0; k < 8; ++k) {
+    s1[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // + 4: s2[m] quarter j = the 4 partial sums c of v[4m + j].
+  __m512 s2[4];
+  SPW_UNROLL
+  for (int m = 0; m < 4; ++m) {
+    s2[m] = _mm512_add_ps(_mm512_shuffle_f32x4(s1[2 * m], s1[2 * m + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_f32x4(s1[2 * m], s1[2 * m + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  // c0 + c2, c1 + c3: s3[n] quarter j = (d0, d1) of v[8n + j], then of v[8n + 4 + j].
+  __m512 s3[2];
+  SPW_UNROLL
+  for (int n2 = 0; n2 < 2; ++n2) {
+    s3[n2] = _mm512_add_ps(_mm512_shuffle_ps(s2[2 * n2], s2[2 * n2 + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm512_shuffle_ps(s2[2 * n2], s2[2 * n2 + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // d0 + d1: lane 4 j + e = output j + 4 e.
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(s3[0], s3[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_ps(s3[0], s3[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  alignas(64) float tmp[16];
+  _mm512_store_ps(tmp, r);
+  for (int i = 0; i < n; ++i) out[i] = tmp[4 * (i % 4) + i / 4];
+}
+
 template <GgmlType kType, int R, int T>
 void WideMicro(const uint8_t* panel, int64_t nb, const QuantizedActivations& a, int64_t t0,
                float* y, int64_t ldy) {
   alignas(64) float facc[R * T * kLanes];
-  for (int i = 0; i < R * T; ++i) _mm512_store_ps(facc + i * kLanes, _mm512_setzero_ps());
   const int64_t full_runs = nb / kRunBlocks;
-  for (int64_t g = 0; g < full_runs; ++g) {
+  if (full_runs == 0) {
+    for (int i = 0; i < R * T; ++i) _mm512_store_ps(facc + i * kLanes, _mm512_setzero_ps());
+  } else {
+    WideRun<kType, 16, R, T, true>(panel, 0, a, t0, facc);
+  }
+  for (int64_t g = 1; g < full_runs; ++g) {
     WideRun<kType, 16, R, T>(panel + g * kWideRows * kPanelRunBytes, g * kRunBlocks, a, t0, facc);
   }
   const uint8_t* tail = panel + full_runs * kWideRows * kPanelRunBytes;
-  switch (TailLanes(nb % kRunBlocks)) {
-    case 4:
-      if (nb % kRunBlocks != 0) WideRun<kType, 4, R, T>(tail, full_runs * kRunBlocks, a, t0, facc);
-      break;
-    case 8:
-      WideRun<kType, 8, R, T>(tail, full_runs * kRunBlocks, a, t0, facc);
-      break;
-    default:
-      WideRun<kType, 16, R, T>(tail, full_runs * kRunBlocks, a, t0, facc);
-      break;
+  const int64_t tail_blocks = nb % kRunBlocks;
+  if (tail_blocks != 0) {
+    switch (TailLanes(tail_blocks)) {
+      case 4:
+        WideRun<kType, 4, R, T>(tail, full_runs * kRunBlocks, a, t0, facc);
+        break;
+      case 8:
+        WideRun<kType, 8, R, T>(tail, full_runs * kRunBlocks, a, t0, facc);
+        break;
+      default:
+        WideRun<kType, 16, R, T>(tail, full_runs * kRunBlocks, a, t0, facc);
+        break;
+    }
+  }
+  float sums[R * T];
+  for (int i = 0; i < R * T; i += 16) {
+    ReduceLanesMany(facc + i * kLanes, std::min(16, R * T - i), sums + i);
   }
   for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r)
-      y[t * ldy + r] = ReduceLanes16(_mm512_load_ps(facc + (r * T + t) * kLanes));
+    for (int r = 0; r < R; ++r) y[t * ldy + r] = sums[r * T + t];
 }
 
 template <GgmlType kType, int R>
