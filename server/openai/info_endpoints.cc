@@ -26,6 +26,28 @@ std::string ModelsJson(const ServedModel& model) {
   return json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}});
 }
 
+namespace {
+
+// The lower KV tiers' occupancy and traffic (docs/kv-tiers.md); null without tiers.
+json::value KvTiersJson(const scheduler::EngineStats& s) {
+  if (!s.tiers.has_value()) return nullptr;
+  const kvcache::TierStats& t = *s.tiers;
+  json::object o{{"host_blocks", t.host_used},
+                 {"host_total_blocks", t.host_slots},
+                 {"spilled_device_host", t.spills_device_host},
+                 {"spilled_host_disk", t.spills_host_disk},
+                 {"loaded_host_device", t.loads_host_device},
+                 {"loaded_disk_host", t.loads_disk_host}};
+  if (t.disk_enabled) {
+    o["disk_blocks"] = t.disk_blocks;
+    o["disk_total_blocks"] = t.disk_capacity_blocks;
+    o["disk_degraded"] = t.disk_degraded;
+  }
+  return o;
+}
+
+}  // namespace
+
 std::string HealthJson(const ServedModel& model, const scheduler::EngineStats& s,
                        int64_t num_active_generations) {
   return json::serialize(json::object{
@@ -41,6 +63,7 @@ std::string HealthJson(const ServedModel& model, const scheduler::EngineStats& s
       {"prefix_cache_hits", s.prefix_cache_hits},
       {"steps", s.steps},
       {"active_generations", num_active_generations},
+      {"kv_tiers", KvTiersJson(s)},
   });
 }
 

@@ -121,3 +121,31 @@ def test_tiers_give_identical_tokens_and_really_move_blocks(reference, tmp_path_
         assert usage["prompt_tokens_details"]["cached_tokens"] >= 12 * 16
     finally:
         assert s.stop() == 0, s.log_text()
+
+
+def test_corrupt_ssd_blocks_are_misses_not_wrong_tokens(reference, tmp_path_factory):
+    """Bytes flipped in the SSD tier's slab file under a running server: the blocks fail their
+    checksum, are counted as disk errors and recomputed; every completion is still the
+    reference's and the server stays up."""
+    disk_dir = tmp_path_factory.mktemp("kv_disk_corrupt")
+    s = Server(tmp_path_factory.mktemp("kv_corrupt"), *tiered_args(disk_dir))
+    try:
+        convs = conversations()
+        for t in range(TURNS - 1):
+            assert [complete(s, prompt_of(c, t))[0] for c in convs] == reference[t]
+        assert metric(s, "spillway_kv_blocks", tier="disk", state="used") > 0
+        slabs = sorted(disk_dir.glob("slab-*"))
+        assert slabs
+        for slab in slabs:
+            with open(slab, "r+b") as f:
+                size = f.seek(0, 2)
+                for offset in range(2048, size, 16384):  # inside every 360 KiB block
+                    f.seek(offset)
+                    b = f.read(1)
+                    f.seek(offset)
+                    f.write(bytes([b[0] ^ 0xFF]))
+        assert [complete(s, prompt_of(c, TURNS - 1))[0] for c in convs] == reference[TURNS - 1]
+        assert metric(s, "spillway_kv_tier_errors_total", tier="disk") > 0
+        assert s.health()["status"] == "ok"
+    finally:
+        assert s.stop() == 0, s.log_text()
