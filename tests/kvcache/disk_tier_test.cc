@@ -141,6 +141,26 @@ TEST_F(DiskTierTest, WrittenBlocksReadBackExactly) {
   EXPECT_EQ(std::filesystem::file_size(SlabPath()), 2 * kSlotBytes + 4096 + kBlockBytes);
 }
 
+TEST_F(DiskTierTest, TheCallerNeverWaitsForTheDisk) {
+  auto tier = OpenTier(Options(2));
+  faults_.HoldWrites();
+  tier->SubmitWrite(1, Block(1));
+  faults_.AwaitHeldWrite();  // the I/O thread is stuck inside the disk from here on
+  // Every call but WaitForRead / Flush / SaveIndex returns while the disk is stuck.
+  EXPECT_TRUE(tier->SubmitWrite(2, Block(2)));
+  EXPECT_TRUE(tier->SubmitWrite(3, Block(3)));  // evicts 1, whose write is still in progress
+  std::vector<std::byte> dst(kBlockBytes);
+  EXPECT_TRUE(tier->SubmitRead(2, dst, 9));
+  EXPECT_TRUE(tier->Contains(3));
+  EXPECT_EQ(tier->Keys(), (std::vector<uint64_t>{2, 3}));
+  EXPECT_EQ(Describe(tier->PollCompletions()), "evicted 1");
+  tier->Erase(3);
+  EXPECT_EQ(tier->stats().num_queued_ops, 4);
+  faults_.ReleaseWrites();
+  EXPECT_EQ(tier->WaitForRead(9)->result, DiskResult::kOk);
+  EXPECT_EQ(dst, Block(2));
+}
+
 TEST_F(DiskTierTest, ReadsOfUnknownKeysAreRefusedAtOnce) {
   auto tier = OpenTier(Options(2));
   std::vector<std::byte> dst(kBlockBytes);
