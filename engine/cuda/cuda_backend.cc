@@ -246,6 +246,7 @@ absl::Status CudaBackend::WriteKvBlock(kvcache::BlockId block, std::span<const s
 }
 
 void CudaBackend::BeginForward(const BatchLayout& layout) {
+  Stale();
   // The engine loop may run on another thread than the one that created the backend, and the
   // current device is per thread.
   SPW_CUDA_CHECK(cudaSetDevice(ordinal_));
@@ -283,6 +284,7 @@ void CudaBackend::BeginForward(const BatchLayout& layout) {
 }
 
 Activation CudaBackend::Scratch(int64_t rows, int64_t cols) {
+  Stale();
   if (next_scratch_ == scratch_.size()) scratch_.emplace_back();
   DeviceBuffer& buf = scratch_[next_scratch_++];
   const absl::Status s =
@@ -292,6 +294,7 @@ Activation CudaBackend::Scratch(int64_t rows, int64_t cols) {
 }
 
 void CudaBackend::Embed(const BackendWeight& table, Activation out) {
+  Stale();
   const CudaWeight& w = AsCuda(table);
   SPW_CHECK(out.cols == w.cols() && out.rows == static_cast<int64_t>(layout_.tokens.size()));
   const auto* tokens = static_cast<const int32_t*>(batch_dev_.get()) + tokens_off_;
@@ -299,6 +302,7 @@ void CudaBackend::Embed(const BackendWeight& table, Activation out) {
 }
 
 void CudaBackend::RmsNorm(Activation x, const BackendWeight& w, float eps, Activation out) {
+  Stale();
   SPW_CHECK(w.cols() == x.cols && out.cols == x.cols && out.rows == x.rows);
   SPW_CUDA_CHECK(
       kernels::RmsNorm(nullptr, x.data, AsCuda(w).f32(), x.rows, x.cols, eps, out.data, stream_));
@@ -306,6 +310,7 @@ void CudaBackend::RmsNorm(Activation x, const BackendWeight& w, float eps, Activ
 
 void CudaBackend::AddRmsNorm(Activation residual, Activation x, const BackendWeight& w, float eps,
                              Activation out) {
+  Stale();
   SPW_CHECK(w.cols() == x.cols && residual.cols == x.cols && residual.rows == x.rows);
   SPW_CUDA_CHECK(kernels::RmsNorm(residual.data, x.data, AsCuda(w).f32(), x.rows, x.cols, eps,
                                   out.data, stream_));
@@ -316,10 +321,15 @@ void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
   SPW_CHECK(x.cols == m.cols() && y.cols == m.rows() && x.rows == y.rows)
       << x.cols << " " << m.cols() << " " << y.cols << " " << m.rows();
   if (x.rows == 0) return;
-  const absl::Status s = bf16_input_.Reserve(static_cast<size_t>(x.rows * x.cols) * 2);
-  SPW_CHECK(s.ok()) << s;
   auto* xb = static_cast<uint16_t*>(bf16_input_.get());
-  SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
+  if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
+    const absl::Status s = bf16_input_.Reserve(static_cast<size_t>(x.rows * x.cols) * 2);
+    SPW_CHECK(s.ok()) << s;
+    xb = static_cast<uint16_t*>(bf16_input_.get());
+    SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
+    bf16_of_ = x;
+  }
+  if (y.data == x.data) Stale();  // (the model never multiplies in place)
   // cuBLAS is column-major: the row-major W [out, in] is a column-major [in, out] matrix, x
   // [n, in] a column-major [in, n] one, and y [n, out] is yᵀ [out, n] = Wᵀ · x.
   const float alpha = 1.0f, beta = 0.0f;
@@ -331,11 +341,13 @@ void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
 }
 
 void CudaBackend::AddBias(Activation y, const BackendWeight& bias) {
+  Stale();
   SPW_CHECK(bias.cols() == y.cols);
   SPW_CUDA_CHECK(kernels::AddBias(y.data, AsCuda(bias).f32(), y.rows, y.cols, stream_));
 }
 
 void CudaBackend::Rope(Activation x, int64_t num_heads, const RopeTable& rope) {
+  Stale();
   const int64_t d = x.cols / num_heads;
   SPW_CHECK(static_cast<int64_t>(rope.inv_freq.size()) * 2 == d)
       << rope.inv_freq.size() << " " << d;
@@ -351,6 +363,7 @@ void CudaBackend::Rope(Activation x, int64_t num_heads, const RopeTable& rope) {
 }
 
 void CudaBackend::SwiGlu(Activation gate, Activation up, Activation out) {
+  Stale();
   SPW_CHECK(gate.rows == up.rows && gate.cols == up.cols && out.cols == gate.cols);
   SPW_CUDA_CHECK(kernels::SwiGlu(gate.data, up.data, gate.rows * gate.cols, out.data, stream_));
 }
@@ -397,6 +410,7 @@ void CudaBackend::PlanAttention(int64_t num_heads) {
 
 void CudaBackend::Attention(int64_t layer, Activation q, Activation k, Activation v,
                             int64_t num_heads, Activation out) {
+  Stale();
   const int64_t d = kv_layout_.head_dim;
   const int64_t width = kv_layout_.num_kv_heads * d;
   SPW_CHECK(layer >= 0 && layer < kv_layout_.num_layers);
@@ -431,6 +445,7 @@ void CudaBackend::Attention(int64_t layer, Activation q, Activation k, Activatio
 }
 
 void CudaBackend::GatherRows(Activation x, std::span<const int32_t> rows, Activation out) {
+  Stale();
   SPW_CHECK(out.cols == x.cols && out.rows == static_cast<int64_t>(rows.size()));
   SPW_CHECK(rows_dev_.Reserve(std::max<size_t>(rows.size(), 1) * sizeof(int32_t)).ok());
   Upload(rows.data(), rows_dev_.get(), rows.size() * sizeof(int32_t), stream_);
@@ -445,6 +460,7 @@ void CudaBackend::CopyToHost(Activation x, float* dst) {
 }
 
 void CudaBackend::CopyFromHost(const float* src, float* dst, int64_t n) {
+  Stale();
   Upload(src, dst, n * sizeof(float), stream_);
   SPW_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }

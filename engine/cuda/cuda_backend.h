@@ -117,7 +117,11 @@ class CudaBackend final : public Backend {
 
   std::vector<DeviceBuffer> scratch_;
   size_t next_scratch_ = 0;
-  DeviceBuffer bf16_input_;       // MatMul's activation rounded to bf16
+  DeviceBuffer bf16_input_;  // MatMul's activation rounded to bf16
+  // The activation bf16_input_ holds, so that MatMuls of the same input (q/k/v, gate/up) round
+  // it once. Every op but MatMul may write activations and clears it (Stale()).
+  Activation bf16_of_;
+  void Stale() { bf16_of_ = {}; }
   DeviceBuffer rows_dev_;         // GatherRows' row list
   std::vector<float> rope_host_;  // the inv_freq last uploaded to rope_dev_
   DeviceBuffer rope_dev_;
