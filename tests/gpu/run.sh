@@ -105,7 +105,7 @@ run() {
       note "$t: PASSED ($(grep -c '^\[       OK \]' "$out/$t.txt") OK, $(grep -c '^\[  SKIPPED \]' "$out/$t.txt") skipped)"
     else
       note "$t: FAILED (rc $?)"
-      grep -E '^\[  FAILED|Failure|Which is|Expected|max|error|Check failed' "$out/$t.txt" | head -40 >> "$summary"
+      grep -E '^\[  FAILED|Failure|Which is|Expected|max|error|check failed|critical' "$out/$t.txt" | head -40 >> "$summary"
     fi
     cat "$out/$t.txt" >> "$log"
   done
@@ -124,7 +124,7 @@ run() {
       note "e2e greedy ($m): PASSED; $(grep -E 'prompts identical|near-tie|SKIPPED \]' "$out/e2e.txt" | tr '\n' ' ')"
     else
       note "e2e greedy ($m): FAILED (rc $?)"
-      grep -E 'Failure|FAILED|prompt|Which is|logprob|Check failed' "$out/e2e.txt" | head -20 >> "$summary"
+      grep -E 'Failure|FAILED|prompt|Which is|logprob|check failed|critical' "$out/e2e.txt" | head -20 >> "$summary"
     fi
     cat "$out/e2e.txt" >> "$log"
   done
