@@ -11,8 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/model.h"
 #include "engine/sampler/sampling_params.h"
 #include "engine/tokenizer/tokenizer_spec.h"
+#include "kvcache/ids.h"
 #include "scheduler/api/token_event.h"
 
 namespace spillway::scheduler {
@@ -31,6 +33,16 @@ struct StopRules {
   int32_t min_tokens = 0;                      // no stop (token or string) before this many tokens
 };
 
+// The LoRA adapter a request runs with (server/adapters/adapter_registry.h hands these out).
+// Default: the base model. `weights` keeps the adapter's backend weights alive until the
+// request is gone, so an adapter unloaded meanwhile still serves the requests that hold it.
+struct AdapterRef {
+  kvcache::AdapterId id = kvcache::kBaseModel;  // prefix-cache key: adapters never share blocks
+  std::shared_ptr<const engine::lora::BackendLoraAdapter> weights;  // null for the base model
+
+  bool is_base() const { return weights == nullptr; }
+};
+
 struct Request {
   RequestId id = 0;
   std::vector<TokenId> prompt;  // 1 <= size < context
@@ -47,6 +59,9 @@ struct Request {
   // When set, the request is dropped (FinishReason::kCancelled, DEADLINE_EXCEEDED) within one
   // step of this time if it has not finished by then, waiting or running.
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  // Every chunk of every choice runs with this adapter (BatchChunk::adapter), and its KV
+  // blocks are hashed under adapter.id.
+  AdapterRef adapter;
   // Where the engine loop sends this request's events. Never null.
   std::shared_ptr<TokenChannel> channel;
 };
