@@ -23,7 +23,7 @@ __global__ void EmbedKernel(const __nv_bfloat16* table, const int32_t* tokens, i
 
 // One block per row: sum of squares (after the residual add), then the scaled row.
 __global__ void RmsNormKernel(float* residual, const float* x, const float* w, int64_t cols,
-                              float eps, float* out) {
+                              float eps, float* out, __nv_bfloat16* out_bf16) {
   const int64_t row = blockIdx.x;
   const float* xr = x + row * cols;
   float* rr = residual != nullptr ? residual + row * cols : nullptr;
@@ -49,7 +49,12 @@ __global__ void RmsNormKernel(float* residual, const float* x, const float* w, i
   const float scale = rsqrtf(partial[0] / static_cast<float>(cols) + eps);
   const float* src = rr != nullptr ? rr : xr;  // each thread rereads only what it wrote
   float* o = out + row * cols;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) o[i] = src[i] * scale * w[i];
+  __nv_bfloat16* ob = out_bf16 != nullptr ? out_bf16 + row * cols : nullptr;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    const float v = src[i] * scale * w[i];
+    o[i] = v;
+    if (ob != nullptr) ob[i] = __float2bfloat16_rn(v);
+  }
 }
 
 // One thread per (token, head, pair).
@@ -72,11 +77,14 @@ __global__ void RopeKernel(float* x, const int32_t* positions, const float* inv_
   v[b] = x0 * s + x1 * c;
 }
 
-__global__ void SwiGluKernel(const float* gate, const float* up, int64_t n, float* out) {
+__global__ void SwiGluKernel(const float* gate, const float* up, int64_t n, float* out,
+                             __nv_bfloat16* out_bf16) {
   const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (i >= n) return;
   const float g = gate[i];
-  out[i] = g / (1.0f + expf(-g)) * up[i];
+  const float v = g / (1.0f + expf(-g)) * up[i];
+  out[i] = v;
+  if (out_bf16 != nullptr) out_bf16[i] = __float2bfloat16_rn(v);
 }
 
 __global__ void AddBiasKernel(float* y, const float* bias, int64_t rows, int64_t cols) {
@@ -109,10 +117,10 @@ cudaError_t EmbedBf16(const uint16_t* table, const int32_t* tokens, int64_t num_
 }
 
 cudaError_t RmsNorm(float* residual, const float* x, const float* w, int64_t rows, int64_t cols,
-                    float eps, float* out, cudaStream_t stream) {
+                    float eps, float* out, uint16_t* out_bf16, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(residual, x, w, cols, eps,
-                                                                      out);
+  RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+      residual, x, w, cols, eps, out, reinterpret_cast<__nv_bfloat16*>(out_bf16));
   return cudaGetLastError();
 }
 
@@ -125,9 +133,11 @@ cudaError_t Rope(float* x, const int32_t* positions, const float* inv_freq, int6
   return cudaGetLastError();
 }
 
-cudaError_t SwiGlu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+cudaError_t SwiGlu(const float* gate, const float* up, int64_t n, float* out, uint16_t* out_bf16,
+                   cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  SwiGluKernel<<<BlocksFor(n, kThreads), kThreads, 0, stream>>>(gate, up, n, out);
+  SwiGluKernel<<<BlocksFor(n, kThreads), kThreads, 0, stream>>>(
+      gate, up, n, out, reinterpret_cast<__nv_bfloat16*>(out_bf16));
   return cudaGetLastError();
 }
 

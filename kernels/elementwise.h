@@ -20,8 +20,9 @@ cudaError_t EmbedBf16(const uint16_t* table, const int32_t* tokens, int64_t num_
 
 // out[r] = x[r] / sqrt(mean(x[r]²) + eps) * w. With `residual` non-null: residual[r] += x[r]
 // first, and the sum is what is normalised (the fused residual add). `out` may not alias x.
+// With `out_bf16` non-null, also writes bf16(out) there (the next GEMM's input).
 cudaError_t RmsNorm(float* residual, const float* x, const float* w, int64_t rows, int64_t cols,
-                    float eps, float* out, cudaStream_t stream);
+                    float eps, float* out, uint16_t* out_bf16, cudaStream_t stream);
 
 // Rotates each of the `num_heads` heads of x[t] ([rows, num_heads * head_dim]) by
 // positions[t] * inv_freq[i] for pair i: adjacent pairs (2i, 2i+1) or, with `neox`, halves
@@ -29,8 +30,10 @@ cudaError_t RmsNorm(float* residual, const float* x, const float* w, int64_t row
 cudaError_t Rope(float* x, const int32_t* positions, const float* inv_freq, int64_t rows,
                  int64_t num_heads, int64_t head_dim, bool neox, cudaStream_t stream);
 
-// out = silu(gate) * up over n values; out may alias gate.
-cudaError_t SwiGlu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+// out = silu(gate) * up over n values; out may alias gate. With `out_bf16` non-null, also
+// writes bf16(out) there.
+cudaError_t SwiGlu(const float* gate, const float* up, int64_t n, float* out, uint16_t* out_bf16,
+                   cudaStream_t stream);
 
 // y[r] += bias for each of `rows` rows of `cols`.
 cudaError_t AddBias(float* y, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);

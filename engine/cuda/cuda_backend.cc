@@ -304,8 +304,8 @@ void CudaBackend::Embed(const BackendWeight& table, Activation out) {
 void CudaBackend::RmsNorm(Activation x, const BackendWeight& w, float eps, Activation out) {
   Stale();
   SPW_CHECK(w.cols() == x.cols && out.cols == x.cols && out.rows == x.rows);
-  SPW_CUDA_CHECK(
-      kernels::RmsNorm(nullptr, x.data, AsCuda(w).f32(), x.rows, x.cols, eps, out.data, stream_));
+  SPW_CUDA_CHECK(kernels::RmsNorm(nullptr, x.data, AsCuda(w).f32(), x.rows, x.cols, eps, out.data,
+                                  Bf16Copy(out), stream_));
 }
 
 void CudaBackend::AddRmsNorm(Activation residual, Activation x, const BackendWeight& w, float eps,
@@ -313,7 +313,14 @@ void CudaBackend::AddRmsNorm(Activation residual, Activation x, const BackendWei
   Stale();
   SPW_CHECK(w.cols() == x.cols && residual.cols == x.cols && residual.rows == x.rows);
   SPW_CUDA_CHECK(kernels::RmsNorm(residual.data, x.data, AsCuda(w).f32(), x.rows, x.cols, eps,
-                                  out.data, stream_));
+                                  out.data, Bf16Copy(out), stream_));
+}
+
+uint16_t* CudaBackend::Bf16Copy(Activation a) {
+  const absl::Status s = bf16_input_.Reserve(static_cast<size_t>(a.rows * a.cols) * 2);
+  SPW_CHECK(s.ok()) << s;
+  bf16_of_ = a;
+  return static_cast<uint16_t*>(bf16_input_.get());
 }
 
 void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
@@ -323,11 +330,8 @@ void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
   if (x.rows == 0) return;
   auto* xb = static_cast<uint16_t*>(bf16_input_.get());
   if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
-    const absl::Status s = bf16_input_.Reserve(static_cast<size_t>(x.rows * x.cols) * 2);
-    SPW_CHECK(s.ok()) << s;
-    xb = static_cast<uint16_t*>(bf16_input_.get());
+    xb = Bf16Copy(x);
     SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
-    bf16_of_ = x;
   }
   if (y.data == x.data) Stale();  // (the model never multiplies in place)
   // cuBLAS is column-major: the row-major W [out, in] is a column-major [in, out] matrix, x
@@ -365,7 +369,8 @@ void CudaBackend::Rope(Activation x, int64_t num_heads, const RopeTable& rope) {
 void CudaBackend::SwiGlu(Activation gate, Activation up, Activation out) {
   Stale();
   SPW_CHECK(gate.rows == up.rows && gate.cols == up.cols && out.cols == gate.cols);
-  SPW_CUDA_CHECK(kernels::SwiGlu(gate.data, up.data, gate.rows * gate.cols, out.data, stream_));
+  SPW_CUDA_CHECK(
+      kernels::SwiGlu(gate.data, up.data, gate.rows * gate.cols, out.data, Bf16Copy(out), stream_));
 }
 
 void CudaBackend::PlanAttention(int64_t num_heads) {

@@ -119,9 +119,13 @@ class CudaBackend final : public Backend {
   size_t next_scratch_ = 0;
   DeviceBuffer bf16_input_;  // MatMul's activation rounded to bf16
   // The activation bf16_input_ holds, so that MatMuls of the same input (q/k/v, gate/up) round
-  // it once. Every op but MatMul may write activations and clears it (Stale()).
+  // it once. Every op may write activations and first clears it (Stale()); RmsNorm,
+  // AddRmsNorm and SwiGlu then write their output's bf16 copy too (the next op is a MatMul of
+  // it), and MatMul rounds its input only when it is not the one held.
   Activation bf16_of_;
   void Stale() { bf16_of_ = {}; }
+  // Makes bf16_input_ the copy of `a` (to be written by the caller) and returns it.
+  uint16_t* Bf16Copy(Activation a);
   DeviceBuffer rows_dev_;         // GatherRows' row list
   std::vector<float> rope_host_;  // the inv_freq last uploaded to rope_dev_
   DeviceBuffer rope_dev_;
