@@ -284,7 +284,9 @@ void CudaBackend::BeginForward(const BatchLayout& layout) {
 }
 
 Activation CudaBackend::Scratch(int64_t rows, int64_t cols) {
-  Stale();
+  // No Stale(): a scratch buffer is handed out once per forward pass (BeginForward clears the
+  // copy), so the one bf16_of_ names is not reallocated here; and the model takes its q/k/v and
+  // gate/up outputs between the norm and their GEMMs.
   if (next_scratch_ == scratch_.size()) scratch_.emplace_back();
   DeviceBuffer& buf = scratch_[next_scratch_++];
   const absl::Status s =
