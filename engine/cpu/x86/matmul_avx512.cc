@@ -6,8 +6,10 @@
 // in int32) leave the exact integer dots of 16 blocks in 16 lanes. For Q4_0 and Q8_0 the dot
 // starts from -8 (-128) times the block's activation sum, so it comes out as the signed dot.
 // Then one FMA per row and token adds the 16 blocks to lanes b % 16 (canonical order,
-// matmul_kernels.h). A micro-tile is up to 4 rows x 4 tokens; a run of a row is loaded (and
-// for Q4 split into nibbles) once and serves every token of the micro-tile.
+// matmul_kernels.h). Up to 3 tokens (decode), LegacyTile: a micro-tile is up to 4 rows x 4
+// tokens; a run of a row is loaded (and for Q4 split into nibbles) once and serves every token
+// of the micro-tile. From 4 tokens, WideTile (see its NOTE below): rows unpacked once per task
+// into an L1 panel, micro-tiles of 4 rows x 6 tokens.
 #include "engine/cpu/matmul_kernels.h"
 
 #if defined(__x86_64__)
