@@ -346,6 +346,41 @@ void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
                                 static_cast<int>(y.cols), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+void CudaBackend::AddLora(Activation x, std::span<const LoraRows> segments, Activation y) {
+  SPW_CHECK(x.rows == y.rows);
+  uint16_t* xb = static_cast<uint16_t*>(bf16_input_.get());
+  if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
+    xb = Bf16Copy(x);
+    SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
+  }
+  if (y.data == bf16_of_.data) Stale();
+  for (const LoraRows& s : segments) {
+    const CudaWeight& a = AsCuda(*s.a);
+    const CudaWeight& b = AsCuda(*s.b);
+    SPW_CHECK(a.cols() == x.cols && b.rows() == y.cols && b.cols() == a.rows() && 0 <= s.begin &&
+              s.begin <= s.end && s.end <= x.rows);
+    const int64_t n = s.end - s.begin, rank = a.rows();
+    if (n == 0) continue;
+    SPW_CHECK(lora_u_.Reserve(static_cast<size_t>(n * rank) * sizeof(float)).ok());
+    SPW_CHECK(lora_u_bf16_.Reserve(static_cast<size_t>(n * rank) * 2).ok());
+    auto* u = static_cast<float*>(lora_u_.get());
+    auto* ub = static_cast<uint16_t*>(lora_u_bf16_.get());
+    const float one = 1.0f, zero = 0.0f;
+    // Column-major as in MatMul: uᵀ [rank, n] = Aᵀ · x_segᵀ, then y_segᵀ += scale · Bᵀ · uᵀ.
+    SPW_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rank),
+                                  static_cast<int>(n), static_cast<int>(x.cols), &one, a.bf16(),
+                                  CUDA_R_16BF, static_cast<int>(x.cols), xb + s.begin * x.cols,
+                                  CUDA_R_16BF, static_cast<int>(x.cols), &zero, u, CUDA_R_32F,
+                                  static_cast<int>(rank), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    SPW_CUDA_CHECK(kernels::F32ToBf16(u, n * rank, ub, stream_));
+    SPW_CUBLAS_CHECK(cublasGemmEx(
+        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(y.cols), static_cast<int>(n),
+        static_cast<int>(rank), &s.scale, b.bf16(), CUDA_R_16BF, static_cast<int>(rank), ub,
+        CUDA_R_16BF, static_cast<int>(rank), &one, y.data + s.begin * y.cols, CUDA_R_32F,
+        static_cast<int>(y.cols), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+}
+
 void CudaBackend::AddBias(Activation y, const BackendWeight& bias) {
   Stale();
   SPW_CHECK(bias.cols() == y.cols);

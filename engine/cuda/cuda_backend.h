@@ -75,6 +75,10 @@ class CudaBackend final : public Backend {
   void SwiGlu(Activation gate, Activation up, Activation out) override;
   void Attention(int64_t layer, Activation q, Activation k, Activation v, int64_t num_heads,
                  Activation out) override;
+  // LoRA: per segment two cuBLAS bf16 GEMMs, u = x·aᵀ then y += scale · u·bᵀ (u rounded to
+  // bf16 between them), on the bf16 copy of x the base MatMul made.
+  bool SupportsLora() const override { return true; }
+  void AddLora(Activation x, std::span<const LoraRows> segments, Activation y) override;
   void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override;
   void CopyToHost(Activation x, float* dst) override;
 
@@ -126,8 +130,9 @@ class CudaBackend final : public Backend {
   void Stale() { bf16_of_ = {}; }
   // Makes bf16_input_ the copy of `a` (to be written by the caller) and returns it.
   uint16_t* Bf16Copy(Activation a);
-  DeviceBuffer rows_dev_;         // GatherRows' row list
-  std::vector<float> rope_host_;  // the inv_freq last uploaded to rope_dev_
+  DeviceBuffer rows_dev_;              // GatherRows' row list
+  DeviceBuffer lora_u_, lora_u_bf16_;  // AddLora's x·aᵀ
+  std::vector<float> rope_host_;       // the inv_freq last uploaded to rope_dev_
   DeviceBuffer rope_dev_;
 };
 

@@ -6,7 +6,8 @@
 //   RmsNorm: 1e-5 (the CPU sums squares in double, the GPU in f32).
 //   Rope: 2e-5 absolute (sincosf vs cosf/sinf of the same f32 angle, ≤ 2 ulp each).
 //   SwiGlu: 1e-5 (expf vs the CPU's AVX2 exp).
-//   MatMul (bf16 weights): 1e-2 (the GPU rounds activations to bf16, 8 mantissa bits).
+//   MatMul and AddLora (bf16 weights): 1e-2 (the GPU rounds activations to bf16, 8 mantissa
+//   bits).
 //   Attention (f16 cache, f32 softmax): 1e-4 absolute on values in [-1, 1].
 // Skips without a GPU.
 #include <algorithm>
@@ -137,6 +138,32 @@ TEST_F(KernelsTest, MatMulMatchesCpu) {
     const Diff d = Compare(ToHost(*cpu_, yc), ToHost(*gpu_, yg));
     EXPECT_LE(d.max_abs, 1e-2 * d.rms) << "n=" << n << " max " << d.max_abs << " rms " << d.rms;
   }
+}
+
+TEST_F(KernelsTest, LoraMatchesCpu) {
+  const int64_t in = 96, out = 80, rank = 8, n = 11;
+  auto [wc, wg] = Weight(GgmlType::kBF16, out, in, RandomFloats(out * in, 50, 0.1f));
+  auto [a1c, a1g] = Weight(GgmlType::kBF16, rank, in, RandomFloats(rank * in, 51, 0.2f));
+  auto [b1c, b1g] = Weight(GgmlType::kBF16, out, rank, RandomFloats(out * rank, 52, 0.2f));
+  auto [a2c, a2g] = Weight(GgmlType::kBF16, rank, in, RandomFloats(rank * in, 53, 0.2f));
+  auto [b2c, b2g] = Weight(GgmlType::kBF16, out, rank, RandomFloats(out * rank, 54, 0.2f));
+  Layout l;
+  l.AddChunk(0, static_cast<int32_t>(n), {0});
+  Begin(l.View());
+  ActivationPair x = Upload(*cpu_, *gpu_, n, in, RandomFloats(n * in, 55));
+  Activation yc = cpu_->Scratch(n, out), yg = gpu_->Scratch(n, out);
+  cpu_->MatMul(*wc, x.cpu, yc);
+  gpu_->MatMul(*wg, x.gpu, yg);
+  // Two adapters in one batch; rows 4 and 5 run the base model.
+  const std::vector<LoraRows> cpu_rows = {{0, 4, a1c.get(), b1c.get(), 2.0f},
+                                          {6, 11, a2c.get(), b2c.get(), 0.5f}};
+  const std::vector<LoraRows> gpu_rows = {{0, 4, a1g.get(), b1g.get(), 2.0f},
+                                          {6, 11, a2g.get(), b2g.get(), 0.5f}};
+  ASSERT_TRUE(gpu_->SupportsLora());
+  cpu_->AddLora(x.cpu, cpu_rows, yc);
+  gpu_->AddLora(x.gpu, gpu_rows, yg);
+  const Diff d = Compare(ToHost(*cpu_, yc), ToHost(*gpu_, yg));
+  EXPECT_LE(d.max_abs, 1e-2 * d.rms) << d.max_abs << " rms " << d.rms;
 }
 
 TEST_F(KernelsTest, RopeMatchesCpuInBothStylesPast8k) {
