@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "engine/cpu/quant_blocks.h"
@@ -32,6 +34,16 @@ namespace {
 
 constexpr int kMaxRows = 4;
 constexpr int kMaxTokens = 4;
+
+// Calls f(std::integral_constant<int, N>{}) with N = n (1..kMax): a runtime row or token
+// count of a micro-tile to the template instance that handles it.
+template <int kMax, typename F>
+inline void WithCount(int n, F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((n == I + 1 ? (f(std::integral_constant<int, I + 1>{}), true) : false) || ...);
+  }
+  (std::make_integer_sequence<int, kMax>{});
+}
 
 // ReduceLanes (matmul_kernels.h) of one accumulator.
 inline float ReduceLanes16(__m512 v) {
@@ -156,21 +168,6 @@ void LegacyMicro(const uint8_t* const* rows, int64_t nb, const QuantizedActivati
     for (int r = 0; r < R; ++r) y[t * ldy + r] = ReduceLanes16(acc[r][t]);
 }
 
-template <GgmlType kType, int R>
-void LegacyMicroT(int nt, const uint8_t* const* rows, int64_t nb, const QuantizedActivations& a,
-                  int64_t t0, float* y, int64_t ldy) {
-  switch (nt) {
-    case 4:
-      return LegacyMicro<kType, R, 4>(rows, nb, a, t0, y, ldy);
-    case 3:
-      return LegacyMicro<kType, R, 3>(rows, nb, a, t0, y, ldy);
-    case 2:
-      return LegacyMicro<kType, R, 2>(rows, nb, a, t0, y, ldy);
-    default:
-      return LegacyMicro<kType, R, 1>(rows, nb, a, t0, y, ldy);
-  }
-}
-
 template <GgmlType kType>
 void LegacyTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                 int64_t tok_begin, int64_t tok_end, float* y, int64_t ldy) {
@@ -184,20 +181,11 @@ void LegacyTile(const PackedView& w, int64_t row_begin, int64_t row_end, const A
     for (int64_t t0 = tok_begin; t0 < tok_end; t0 += kMaxTokens) {
       const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, tok_end - t0));
       float* yt = y + t0 * ldy + r0;
-      switch (nr) {
-        case 4:
-          LegacyMicroT<kType, 4>(nt, rows, nb, x.q, t0, yt, ldy);
-          break;
-        case 3:
-          LegacyMicroT<kType, 3>(nt, rows, nb, x.q, t0, yt, ldy);
-          break;
-        case 2:
-          LegacyMicroT<kType, 2>(nt, rows, nb, x.q, t0, yt, ldy);
-          break;
-        default:
-          LegacyMicroT<kType, 1>(nt, rows, nb, x.q, t0, yt, ldy);
-          break;
-      }
+      WithCount<kMaxRows>(nr, [&](auto r) {
+        WithCount<kMaxTokens>(nt, [&](auto t) {
+          LegacyMicro<kType, decltype(r)::value, decltype(t)::value>(rows, nb, x.q, t0, yt, ldy);
+        });
+      });
     }
   }
 }
@@ -457,26 +445,6 @@ void WideMicro(const uint8_t* panel, int64_t nb, const QuantizedActivations& a, 
     for (int r = 0; r < R; ++r) y[t * ldy + r] = sums[r * T + t];
 }
 
-template <GgmlType kType, int R>
-void WideMicroT(int nt, const uint8_t* panel, int64_t nb, const QuantizedActivations& a, int64_t t0,
-                float* y, int64_t ldy) {
-  static_assert(kWideTokens == 6);
-  switch (nt) {
-    case 6:
-      return WideMicro<kType, R, 6>(panel, nb, a, t0, y, ldy);
-    case 5:
-      return WideMicro<kType, R, 5>(panel, nb, a, t0, y, ldy);
-    case 4:
-      return WideMicro<kType, R, 4>(panel, nb, a, t0, y, ldy);
-    case 3:
-      return WideMicro<kType, R, 3>(panel, nb, a, t0, y, ldy);
-    case 2:
-      return WideMicro<kType, R, 2>(panel, nb, a, t0, y, ldy);
-    default:
-      return WideMicro<kType, R, 1>(panel, nb, a, t0, y, ldy);
-  }
-}
-
 // Tokens of the next micro-tile when `left` remain: kWideTokens, except that a remainder
 // below it is shared with the tile before (8 -> 4 + 4, not 6 + 2).
 inline int WideTokens(int64_t left) {
@@ -510,20 +478,11 @@ void WideTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Act
     for (int64_t t0 = tok_begin; t0 < tok_end;) {
       const int nt = WideTokens(tok_end - t0);
       float* yt = y + t0 * ldy + r0;
-      switch (nr) {
-        case 4:
-          WideMicroT<kType, 4>(nt, panel, nb, x.q, t0, yt, ldy);
-          break;
-        case 3:
-          WideMicroT<kType, 3>(nt, panel, nb, x.q, t0, yt, ldy);
-          break;
-        case 2:
-          WideMicroT<kType, 2>(nt, panel, nb, x.q, t0, yt, ldy);
-          break;
-        default:
-          WideMicroT<kType, 1>(nt, panel, nb, x.q, t0, yt, ldy);
-          break;
-      }
+      WithCount<kWideRows>(nr, [&](auto r) {
+        WithCount<kWideTokens>(nt, [&](auto t) {
+          WideMicro<kType, decltype(r)::value, decltype(t)::value>(panel, nb, x.q, t0, yt, ldy);
+        });
+      });
       t0 += nt;
     }
   }
@@ -564,21 +523,6 @@ void FloatMicro(const uint8_t* const* rows, int64_t cols, const float* x, int64_
     for (int r = 0; r < R; ++r) y[t * ldy + r] = ReduceLanes16(acc[r][t]);
 }
 
-template <GgmlType kType, int R>
-void FloatMicroT(int nt, const uint8_t* const* rows, int64_t cols, const float* x, int64_t t0,
-                 float* y, int64_t ldy) {
-  switch (nt) {
-    case 4:
-      return FloatMicro<kType, R, 4>(rows, cols, x, t0, y, ldy);
-    case 3:
-      return FloatMicro<kType, R, 3>(rows, cols, x, t0, y, ldy);
-    case 2:
-      return FloatMicro<kType, R, 2>(rows, cols, x, t0, y, ldy);
-    default:
-      return FloatMicro<kType, R, 1>(rows, cols, x, t0, y, ldy);
-  }
-}
-
 template <GgmlType kType>
 void FloatTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                int64_t tok_begin, int64_t tok_end, float* y, int64_t ldy) {
@@ -589,20 +533,11 @@ void FloatTile(const PackedView& w, int64_t row_begin, int64_t row_end, const Ac
     for (int64_t t0 = tok_begin; t0 < tok_end; t0 += kMaxTokens) {
       const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, tok_end - t0));
       float* yt = y + t0 * ldy + r0;
-      switch (nr) {
-        case 4:
-          FloatMicroT<kType, 4>(nt, rows, w.cols, x.x, t0, yt, ldy);
-          break;
-        case 3:
-          FloatMicroT<kType, 3>(nt, rows, w.cols, x.x, t0, yt, ldy);
-          break;
-        case 2:
-          FloatMicroT<kType, 2>(nt, rows, w.cols, x.x, t0, yt, ldy);
-          break;
-        default:
-          FloatMicroT<kType, 1>(nt, rows, w.cols, x.x, t0, yt, ldy);
-          break;
-      }
+      WithCount<kMaxRows>(nr, [&](auto r) {
+        WithCount<kMaxTokens>(nt, [&](auto t) {
+          FloatMicro<kType, decltype(r)::value, decltype(t)::value>(rows, w.cols, x.x, t0, yt, ldy);
+        });
+      });
     }
   }
 }
