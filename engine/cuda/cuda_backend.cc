@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "engine/cpu/fp16.h"
 #include "engine/cpu/quant_rows.h"
+#include "engine/cuda/attention_plan.h"
 #include "engine/cuda/cuda_device.h"
 #include "kernels/elementwise.h"
 #include "kernels/paged_attention.h"
@@ -263,22 +264,7 @@ void CudaBackend::BeginForward(const BatchLayout& layout) {
   std::copy(layout.positions.begin(), layout.positions.end(), batch_host_.begin() + positions_off_);
   std::copy(layout.block_tables.begin(), layout.block_tables.end(),
             batch_host_.begin() + tables_off_);
-  max_keys_ = 0;
-  const int64_t num_chunks = static_cast<int64_t>(layout.first_positions.size());
-  for (int64_t c = 0; c < num_chunks; ++c) {
-    const kvcache::BlockId* table = layout.block_tables.data() + layout.block_table_starts[c];
-    const int32_t table_size = layout.block_table_starts[c + 1] - layout.block_table_starts[c];
-    for (int32_t t = layout.chunk_starts[c]; t < layout.chunk_starts[c + 1]; ++t) {
-      const int32_t pos = layout.positions[t];
-      // -1: a token outside its table (only tests that never call Attention build those).
-      batch_host_[slots_off_ + t] =
-          pos / kvcache::kBlockTokens < table_size
-              ? table[pos / kvcache::kBlockTokens] * kvcache::kBlockTokens +
-                    pos % kvcache::kBlockTokens
-              : -1;
-      max_keys_ = std::max<int64_t>(max_keys_, pos + 1);
-    }
-  }
+  max_keys_ = KvSlots(layout, std::span<int32_t>(batch_host_).subspan(slots_off_, n));
   SPW_CHECK(batch_dev_.Reserve(batch_host_.size() * sizeof(int32_t)).ok());
   Upload(batch_host_.data(), batch_dev_.get(), batch_host_.size() * sizeof(int32_t), stream_);
 }
@@ -410,44 +396,18 @@ void CudaBackend::SwiGlu(Activation gate, Activation up, Activation out) {
       kernels::SwiGlu(gate.data, up.data, gate.rows * gate.cols, out.data, Bf16Copy(out), stream_));
 }
 
-void CudaBackend::PlanAttention(int64_t num_heads) {
+void CudaBackend::PlanForHeads(int64_t num_heads) {
   planned_heads_ = num_heads;
-  const int64_t group = num_heads / kv_layout_.num_kv_heads;
-  const int64_t tile = std::max<int64_t>(
-      1, kernels::MaxAttentionRows(static_cast<int>(kv_layout_.head_dim)) / group);
-  items_host_.clear();
-  max_item_tokens_ = 0;
-  const int64_t num_chunks = static_cast<int64_t>(layout_.first_positions.size());
-  for (int64_t c = 0; c < num_chunks; ++c) {
-    for (int32_t b = layout_.chunk_starts[c]; b < layout_.chunk_starts[c + 1]; b += tile) {
-      const int32_t e =
-          std::min<int32_t>(b + static_cast<int32_t>(tile), layout_.chunk_starts[c + 1]);
-      items_host_.insert(items_host_.end(), {layout_.block_table_starts[c], b, e});
-      max_item_tokens_ = std::max(max_item_tokens_, e - b);
-    }
-  }
-  num_items_ = static_cast<int32_t>(items_host_.size() / 3);
-  // NOTE(cuda): split-K only when the items alone leave SMs idle (decode of few sequences):
-  // aim at two blocks per SM, with ranges of at least 64 keys (a multiple of the 32-key tile),
-  // and at most 64 splits (bounds the partial results buffer).
-  const int64_t blocks = int64_t{num_items_} * kv_layout_.num_kv_heads;
-  int64_t splits = 1;
-  if (blocks < 2 * sm_count_ && max_keys_ > 64) {
-    splits = std::min<int64_t>({(2 * sm_count_ + blocks - 1) / blocks, (max_keys_ + 63) / 64, 64});
-  }
-  split_keys_ = 0;
-  if (splits > 1) {
-    split_keys_ = static_cast<int32_t>(((max_keys_ + splits - 1) / splits + 31) / 32 * 32);
-    splits = (max_keys_ + split_keys_ - 1) / split_keys_;
-  }
-  num_splits_ = static_cast<int32_t>(splits);
-  if (num_splits_ > 1) {
-    const size_t n = static_cast<size_t>(layout_.tokens.size()) * num_heads * num_splits_ *
+  plan_ = cuda::PlanAttention(layout_, num_heads, kv_layout_.num_kv_heads,
+                              kernels::MaxAttentionRows(static_cast<int>(kv_layout_.head_dim)),
+                              sm_count_, max_keys_);
+  if (plan_.num_splits > 1) {
+    const size_t n = static_cast<size_t>(layout_.tokens.size()) * num_heads * plan_.num_splits *
                      (kv_layout_.head_dim + 2) * sizeof(float);
     SPW_CHECK(partials_.Reserve(n).ok());
   }
-  SPW_CHECK(items_dev_.Reserve(items_host_.size() * sizeof(int32_t)).ok());
-  Upload(items_host_.data(), items_dev_.get(), items_host_.size() * sizeof(int32_t), stream_);
+  SPW_CHECK(items_dev_.Reserve(plan_.items.size() * sizeof(int32_t)).ok());
+  Upload(plan_.items.data(), items_dev_.get(), plan_.items.size() * sizeof(int32_t), stream_);
 }
 
 void CudaBackend::Attention(int64_t layer, Activation q, Activation k, Activation v,
@@ -465,7 +425,7 @@ void CudaBackend::Attention(int64_t layer, Activation q, Activation k, Activatio
   const auto* base = static_cast<const int32_t*>(batch_dev_.get());
   SPW_CUDA_CHECK(kernels::WriteKv(k.data, v.data, base + slots_off_, k.rows, width, cache_k,
                                   cache_v, stream_));
-  if (planned_heads_ != num_heads) PlanAttention(num_heads);
+  if (planned_heads_ != num_heads) PlanForHeads(num_heads);
   kernels::AttentionArgs a;
   a.q = q.data;
   a.out = out.data;
@@ -474,14 +434,14 @@ void CudaBackend::Attention(int64_t layer, Activation q, Activation k, Activatio
   a.positions = base + positions_off_;
   a.block_tables = base + tables_off_;
   a.items = static_cast<const kernels::AttentionItem*>(items_dev_.get());
-  a.num_items = num_items_;
-  a.max_item_tokens = max_item_tokens_;
+  a.num_items = plan_.num_items;
+  a.max_item_tokens = plan_.max_item_tokens;
   a.num_tokens = static_cast<int32_t>(q.rows);
   a.num_heads = static_cast<int32_t>(num_heads);
   a.num_kv_heads = static_cast<int32_t>(kv_layout_.num_kv_heads);
   a.head_dim = static_cast<int32_t>(d);
-  a.num_splits = num_splits_;
-  a.split_keys = split_keys_;
+  a.num_splits = plan_.num_splits;
+  a.split_keys = plan_.split_keys;
   a.partials = static_cast<float*>(partials_.get());
   SPW_CUDA_CHECK(kernels::PagedAttention(a, stream_));
 }

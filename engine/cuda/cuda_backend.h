@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
+#include "engine/cuda/attention_plan.h"
 
 struct CUstream_st;
 struct cublasContext;
@@ -93,7 +94,7 @@ class CudaBackend final : public Backend {
   // One block's K/V slices between the cache and `host` (kv_block_bytes() bytes).
   absl::Status CopyKvBlock(kvcache::BlockId block, void* host, size_t bytes, bool to_host);
   // Uploads the attention work items of the current forward pass for `num_heads` query heads.
-  void PlanAttention(int64_t num_heads);
+  void PlanForHeads(int64_t num_heads);
 
   int ordinal_;
   int sm_count_;
@@ -111,12 +112,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer batch_dev_;
   int64_t tokens_off_ = 0, positions_off_ = 0, slots_off_ = 0, tables_off_ = 0;
   int64_t max_keys_ = 0;
-  // Attention work items (kernels/paged_attention.h), planned at the forward's first
-  // Attention call (the query head count is known then).
+  // Attention work (attention_plan.h), planned at the forward's first Attention call (the
+  // query head count is known then).
   int64_t planned_heads_ = 0;
-  std::vector<int32_t> items_host_;
+  AttentionPlan plan_;
   DeviceBuffer items_dev_;
-  int32_t num_items_ = 0, max_item_tokens_ = 0, num_splits_ = 1, split_keys_ = 0;
   DeviceBuffer partials_;
 
   std::vector<DeviceBuffer> scratch_;
