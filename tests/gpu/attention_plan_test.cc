@@ -6,34 +6,18 @@
 
 #include "gtest/gtest.h"
 #include "kvcache/ids.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace spillway::engine::cuda {
 namespace {
 
-struct Chunks {
-  std::vector<TokenId> tokens;
-  std::vector<int32_t> positions, chunk_starts{0}, first_positions, table_starts{0};
-  std::vector<kvcache::BlockId> tables;
-  void Add(int32_t first, int32_t count, std::vector<kvcache::BlockId> table) {
-    for (int32_t i = 0; i < count; ++i) {
-      tokens.push_back(0);
-      positions.push_back(first + i);
-    }
-    chunk_starts.push_back(chunk_starts.back() + count);
-    first_positions.push_back(first);
-    tables.insert(tables.end(), table.begin(), table.end());
-    table_starts.push_back(static_cast<int32_t>(tables.size()));
-  }
-  BatchLayout View() const {
-    return {tokens, positions, chunk_starts, first_positions, table_starts, tables};
-  }
-};
+using testing::Layout;
 
 TEST(AttentionPlanTest, SlotsFollowTheBlockTables) {
-  Chunks c;
-  c.Add(0, 20, {7, 2});  // positions 0..19: block 7 then block 2
-  c.Add(30, 1, {4, 9});  // position 30: block 9, row 14
-  c.Add(40, 1, {1, 3});  // position 40 lies past its 2-block table
+  Layout c;
+  c.AddChunk(0, 20, {7, 2});  // positions 0..19: block 7 then block 2
+  c.AddChunk(30, 1, {4, 9});  // position 30: block 9, row 14
+  c.AddChunk(40, 1, {1, 3});  // position 40 lies past its 2-block table
   std::vector<int32_t> slots(c.tokens.size());
   EXPECT_EQ(KvSlots(c.View(), slots), 41);
   EXPECT_EQ(slots[0], 7 * 16);
@@ -45,10 +29,10 @@ TEST(AttentionPlanTest, SlotsFollowTheBlockTables) {
 }
 
 TEST(AttentionPlanTest, ItemsTileEachChunkOnce) {
-  Chunks c;
-  c.Add(0, 77, {0, 1, 2, 3, 4});
-  c.Add(500, 1, std::vector<kvcache::BlockId>(32, 5));
-  c.Add(0, 33, {6, 7, 8});
+  Layout c;
+  c.AddChunk(0, 77, {0, 1, 2, 3, 4});
+  c.AddChunk(500, 1, std::vector<kvcache::BlockId>(32, 5));
+  c.AddChunk(0, 33, {6, 7, 8});
   const AttentionPlan p = PlanAttention(c.View(), /*num_heads=*/32, /*num_kv_heads=*/8,
                                         /*max_rows=*/64, /*sm_count=*/132, /*max_keys=*/501);
   // Group 4: 16 tokens per item. 77 -> 5 items, 1 -> 1, 33 -> 3.
@@ -71,8 +55,8 @@ TEST(AttentionPlanTest, ItemsTileEachChunkOnce) {
 }
 
 TEST(AttentionPlanTest, SplitsOnlyWhenSmsWouldIdle) {
-  Chunks one;  // one decode token at position 8299 (Llama-3-8B heads: 8 blocks of work)
-  one.Add(8299, 1, std::vector<kvcache::BlockId>(519, 0));
+  Layout one;  // one decode token at position 8299 (Llama-3-8B heads: 8 blocks of work)
+  one.AddChunk(8299, 1, std::vector<kvcache::BlockId>(519, 0));
   const AttentionPlan p = PlanAttention(one.View(), 32, 8, 64, 132, 8300);
   EXPECT_GT(p.num_splits, 1);
   EXPECT_LE(p.num_splits, 64);
@@ -82,20 +66,20 @@ TEST(AttentionPlanTest, SplitsOnlyWhenSmsWouldIdle) {
   EXPECT_LT(int64_t{p.num_splits - 1} * p.split_keys, 8300);  // no empty last range
   EXPECT_LE(int64_t{p.num_splits} * 8, 2 * 132 + 8 * 2);      // about two blocks per SM
 
-  Chunks prefill;  // 2048 prompt tokens: 128 items x 8 KV heads fill the GPU already
-  prefill.Add(0, 2048, std::vector<kvcache::BlockId>(128, 0));
+  Layout prefill;  // 2048 prompt tokens: 128 items x 8 KV heads fill the GPU already
+  prefill.AddChunk(0, 2048, std::vector<kvcache::BlockId>(128, 0));
   const AttentionPlan q = PlanAttention(prefill.View(), 32, 8, 64, 132, 2048);
   EXPECT_EQ(q.num_splits, 1);
   EXPECT_EQ(q.split_keys, 0);
 
-  Chunks shortctx;  // few keys: never split below 64 per range
-  shortctx.Add(40, 1, {0, 1, 2});
+  Layout shortctx;  // few keys: never split below 64 per range
+  shortctx.AddChunk(40, 1, {0, 1, 2});
   EXPECT_EQ(PlanAttention(shortctx.View(), 32, 8, 64, 132, 41).num_splits, 1);
 }
 
 TEST(AttentionPlanTest, LargeGroupsGetOneTokenPerItem) {
-  Chunks c;
-  c.Add(0, 5, {0});
+  Layout c;
+  c.AddChunk(0, 5, {0});
   const AttentionPlan p = PlanAttention(c.View(), /*num_heads=*/64, /*num_kv_heads=*/1,
                                         /*max_rows=*/32, 132, 5);
   EXPECT_EQ(p.num_items, 5);

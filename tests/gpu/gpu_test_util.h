@@ -1,5 +1,5 @@
-// Helpers of the gpu tier (tests/gpu/): skipping without a device, and one op run on the CPU
-// and CUDA backends side by side from the same host inputs.
+// Helpers of the gpu tier (tests/gpu/): skipping without a device, one op run on the CPU and
+// CUDA backends side by side from the same host inputs, and batch layouts built chunk by chunk.
 #pragma once
 
 #include <cmath>
@@ -9,10 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_device.h"
 #include "gtest/gtest.h"
+#include "kvcache/ids.h"
 
 namespace spillway::engine::testing {
 
@@ -65,5 +67,27 @@ inline Diff Compare(const std::vector<float>& a, const std::vector<float>& b) {
   d.rms = std::sqrt(d.rms / std::max<size_t>(a.size(), 1));
   return d;
 }
+
+// Host arrays behind a BatchLayout of chunks (first position, tokens, block table).
+struct Layout {
+  std::vector<TokenId> tokens;
+  std::vector<int32_t> positions, chunk_starts{0}, first_positions, table_starts{0};
+  std::vector<kvcache::BlockId> tables;
+
+  void AddChunk(int32_t first, int32_t count, const std::vector<kvcache::BlockId>& table) {
+    for (int32_t i = 0; i < count; ++i) {
+      tokens.push_back(static_cast<TokenId>((first + i) % 7));
+      positions.push_back(first + i);
+    }
+    chunk_starts.push_back(chunk_starts.back() + count);
+    first_positions.push_back(first);
+    tables.insert(tables.end(), table.begin(), table.end());
+    table_starts.push_back(static_cast<int32_t>(tables.size()));
+  }
+  BatchLayout View() const {
+    return {tokens, positions, chunk_starts, first_positions, table_starts, tables};
+  }
+  int64_t size() const { return static_cast<int64_t>(tokens.size()); }
+};
 
 }  // namespace spillway::engine::testing

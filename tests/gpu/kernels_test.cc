@@ -67,28 +67,6 @@ class KernelsTest : public ::testing::Test {
   std::vector<std::vector<uint8_t>> host_;
 };
 
-// Host arrays behind a BatchLayout of chunks (first position, tokens, block table).
-struct Layout {
-  std::vector<TokenId> tokens;
-  std::vector<int32_t> positions, chunk_starts{0}, first_positions, table_starts{0};
-  std::vector<kvcache::BlockId> tables;
-
-  void AddChunk(int32_t first, int32_t count, const std::vector<kvcache::BlockId>& table) {
-    for (int32_t i = 0; i < count; ++i) {
-      tokens.push_back(static_cast<TokenId>((first + i) % 7));
-      positions.push_back(first + i);
-    }
-    chunk_starts.push_back(chunk_starts.back() + count);
-    first_positions.push_back(first);
-    tables.insert(tables.end(), table.begin(), table.end());
-    table_starts.push_back(static_cast<int32_t>(tables.size()));
-  }
-  BatchLayout View() const {
-    return {tokens, positions, chunk_starts, first_positions, table_starts, tables};
-  }
-  int64_t size() const { return static_cast<int64_t>(tokens.size()); }
-};
-
 TEST_F(KernelsTest, EmbedIsExact) {
   const int64_t vocab = 1000, hidden = 200;
   auto [wc, wg] = Weight(GgmlType::kBF16, vocab, hidden, RandomFloats(vocab * hidden, 1));
