@@ -6,16 +6,20 @@ everything and once on a server with a device tier of 48 blocks, a small host ti
 tier. The completions must be token-identical, while /metrics shows that blocks really went
 device -> host -> SSD and came back SSD -> host -> device, with prefix hits served from the
 host and from the SSD. Then the tiered server restarts with --kv-disk-persist on the same
-directory and a returning conversation gets its prefix from the SSD.
+directory and a returning conversation gets its prefix from the SSD, while a server of another
+model on that directory starts with an empty SSD tier.
 """
 
 import random
 import re
+import signal
+import subprocess
+import time
 
 import pytest
 import requests
 
-from conftest import MODEL_NAME, Server
+from conftest import BINARY, MODEL_NAME, Server, free_port
 
 CONVERSATIONS = 8
 TURNS = 3
@@ -121,6 +125,32 @@ def test_tiers_give_identical_tokens_and_really_move_blocks(reference, tmp_path_
         assert usage["prompt_tokens_details"]["cached_tokens"] >= 12 * 16
     finally:
         assert s.stop() == 0, s.log_text()
+
+    # Another model on the same directory: the fingerprint differs, the old index is discarded.
+    tiny = tmp_path_factory.mktemp("kv_tiny") / "tiny.gguf"
+    subprocess.run([str(BINARY), "make-model", "--shape", "tiny", "--random", "--seed", "1",
+                    "--out", str(tiny)], check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen([str(BINARY), "serve", "--model", str(tiny), "--host", "127.0.0.1",
+                             "--port", str(port), "--grpc-port", "0", "--threads", "2",
+                             *tiered_args(disk_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        used = re.search(r'spillway_kv_blocks\{[^}]*state="used"[^}]*tier="disk"[^}]*\}\s+(\S+)',
+                         text)
+        assert used is not None and float(used.group(1)) == 0, text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
 
 
 def test_corrupt_ssd_blocks_are_misses_not_wrong_tokens(reference, tmp_path_factory):
