@@ -133,6 +133,8 @@ void EngineLoop::Cancel(RequestId id) { state_->inbox.PostCancel(id); }
 
 RequestId EngineLoop::NextRequestId() { return state_->next_id.fetch_add(1); }
 
+void EngineLoop::WakeForIdleWork() { state_->inbox.PostWake(); }
+
 EngineStats EngineLoop::stats() const {
   absl::MutexLock lock(&state_->stats_mu);
   return state_->stats;
@@ -143,7 +145,18 @@ EngineStats EngineLoop::stats() const {
 
 void EngineLoop::State::Run() {
   PublishStats();  // occupancy (e.g. an SSD tier reloaded at start-up) before any request
-  while (ApplyInbox(inbox.Take(/*wait=*/scheduler.idle()))) {
+  // NOTE(ftapi): idle work runs only when no request is held at all (none running, none
+  // waiting), one piece per pass, and the inbox is read between pieces: a request that
+  // arrives waits for at most the piece under way.
+  auto idle_work_ready = [this] {
+    return options.idle_work != nullptr && options.idle_work->HasWork();
+  };
+  while (ApplyInbox(inbox.Take(/*wait=*/scheduler.idle() && !idle_work_ready()))) {
+    if (scheduler.idle() && idle_work_ready()) {
+      options.idle_work->RunOnce();
+      PublishStats();
+      continue;
+    }
     if (!RunStep()) {
       // NOTE(tiers): nothing could run although requests are held: they wait for SSD reads
       // (or for blocks); back off briefly instead of spinning on the inbox.

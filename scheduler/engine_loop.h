@@ -19,6 +19,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "kvcache/kv_cache.h"
 #include "scheduler/api/request.h"
+#include "scheduler/idle_work.h"
 #include "scheduler/metrics_sink.h"
 
 namespace spillway::scheduler {
@@ -29,6 +30,9 @@ struct EngineLoopOptions {
   int32_t max_queued_requests = 256;  // waiting requests; past this Submit fails (429)
   // Told about every step on the loop's thread; may be null. Must outlive the loop.
   MetricsSink* metrics = nullptr;
+  // Work run one bounded piece at a time when no request is held (a fine-tuning job); may be
+  // null. Must outlive the loop.
+  IdleWork* idle_work = nullptr;
 };
 
 // A consistent snapshot for /health, /metrics and tests.
@@ -75,6 +79,8 @@ class EngineLoop {
   // finished ids are ignored.
   void Cancel(RequestId id);
   RequestId NextRequestId();
+  // Tells a loop blocked with nothing to do that idle_work may have work now. Any thread.
+  void WakeForIdleWork();
 
   EngineStats stats() const;
 

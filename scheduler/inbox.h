@@ -35,6 +35,12 @@ class Inbox {
     cancels_.push_back(id);
     cv_.Signal();
   }
+  // Wakes a Take(wait) without a message (e.g. idle work was queued; see IdleWork).
+  void PostWake() {
+    absl::MutexLock lock(&mu_);
+    wake_ = true;
+    cv_.Signal();
+  }
   void PostStop() {
     absl::MutexLock lock(&mu_);
     stop_ = true;
@@ -45,7 +51,8 @@ class Inbox {
   // is something (or the stop signal).
   Messages Take(bool wait) {
     absl::MutexLock lock(&mu_);
-    while (wait && requests_.empty() && cancels_.empty() && !stop_) cv_.Wait(&mu_);
+    while (wait && requests_.empty() && cancels_.empty() && !stop_ && !wake_) cv_.Wait(&mu_);
+    wake_ = false;
     Messages m{.requests = std::move(requests_), .cancels = std::move(cancels_), .stop = stop_};
     requests_.clear();
     cancels_.clear();
@@ -58,6 +65,7 @@ class Inbox {
   std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);
   std::vector<RequestId> cancels_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace spillway::scheduler
