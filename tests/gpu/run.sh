@@ -5,6 +5,7 @@
 #                              CUDA targets in build-cuda/ and bundles the binaries with their
 #                              non-system shared libraries and glibc's loader into
 #                              build-cuda/gpu-bundle/ (ignored by git; ~40 MB, so it travels).
+#                              PACK_FROM=head builds a clean worktree of HEAD instead.
 #   tests/gpu/run.sh run       THERE (the GPU machine, carry build-cuda/gpu-bundle): the gpu
 #                              tests, the e2e greedy check, a served run with 32 concurrent
 #                              clients and the GPU benchmark on a make-model llama3-8b random
@@ -30,14 +31,28 @@ BINARIES=(bin/spillway tests/gpu_kernels_test tests/gpu_model_forward_test
 
 pack() {
   set -e
-  cmake -S "$ROOT" -B "$ROOT/build-cuda" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPW_CUDA=ON
+  # The sources: this working tree, or with PACK_FROM=head a clean worktree of HEAD in
+  # build-cuda/pack-tree (other people's unfinished edits then cannot break the bundle; the
+  # first such build takes a while, later ones are incremental).
+  local src="$ROOT"
+  if [ "${PACK_FROM:-}" = head ]; then
+    src="$ROOT/build-cuda/pack-tree"
+    if [ -d "$src" ]; then
+      git -C "$src" checkout -q --detach "$(git -C "$ROOT" rev-parse HEAD)"
+    else
+      git -C "$ROOT" worktree add -q --detach "$src" HEAD
+    fi
+  fi
+  local build="$src/build-cuda"
+  [ "$src" = "$ROOT" ] || build="$src/build-pack"
+  cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPW_CUDA=ON
   local targets=()
   for b in "${BINARIES[@]}"; do targets+=("$(basename "$b")"); done
-  nice cmake --build "$ROOT/build-cuda" -j2 --target "${targets[@]}"
+  nice cmake --build "$build" -j2 --target "${targets[@]}"
   rm -rf "$BUNDLE"
   mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$BUNDLE/scripts"
   for b in "${BINARIES[@]}"; do
-    strip -o "$BUNDLE/bin/$(basename "$b")" "$ROOT/build-cuda/$b"
+    strip -o "$BUNDLE/bin/$(basename "$b")" "$build/$b"
   done
   # Every shared library the binaries need except the CUDA ones (the GPU machine has its own,
   # matching its driver), plus glibc's loader so the bundle runs whatever the glibc there is.
@@ -45,8 +60,12 @@ pack() {
     sort -u | grep -v -E 'libcublas|libcudart|libcuda\.so' | while read -r lib; do
     cp -L "$lib" "$BUNDLE/lib/"
   done
-  cp "$ROOT/benchmarks/serve_benchmark.py" "$BUNDLE/scripts/"
-  git -C "$ROOT" rev-parse HEAD > "$BUNDLE/COMMIT"
+  cp "$src/benchmarks/serve_benchmark.py" "$BUNDLE/scripts/"
+  if [ "$src" = "$ROOT" ]; then
+    echo "$(git -C "$ROOT" rev-parse HEAD) + working tree" > "$BUNDLE/COMMIT"
+  else
+    git -C "$src" rev-parse HEAD > "$BUNDLE/COMMIT"
+  fi
   du -sh "$BUNDLE"
 }
 
