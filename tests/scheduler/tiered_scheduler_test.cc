@@ -18,6 +18,7 @@ using kvcache::Tier;
 using testing::Prompt;
 using testing::Row;
 using testing::Sim;
+using testing::SimOptions;
 using Rows = std::vector<Row>;
 
 std::string FreshDir(const std::string& name) {
@@ -27,6 +28,28 @@ std::string FreshDir(const std::string& name) {
 }
 
 int64_t HitTokens(Sim& sim, Tier tier) { return sim.kv().hit_tokens()[static_cast<int>(tier)]; }
+
+// 4 device blocks, 2 host slots and an SSD tier in `dir`.
+SimOptions SsdSim(const std::string& dir) {
+  return {.num_blocks = 4,
+          .host_blocks = 2,
+          .disk_dir = dir,
+          .disk_blocks = 32,
+          .max_batch_tokens = 64};
+}
+
+// Runs `p`, then two 60-token prompts that push p's blocks through the host (2 slots) to the
+// SSD, and waits for the SSD writes. Returns p followed by 10 more tokens: a returning prompt.
+std::vector<TokenId> RunAndPushToSsd(Sim& sim, const std::vector<TokenId>& p) {
+  for (const std::vector<TokenId>& prompt : {p, Prompt(60, 6), Prompt(60, 7)}) {
+    sim.Add(prompt, {.max_tokens = 2});
+    sim.RunToEnd();
+  }
+  sim.kv().tiers()->disk()->Flush();
+  std::vector<TokenId> returning = p;
+  for (TokenId t : Prompt(10, 8)) returning.push_back(t);
+  return returning;
+}
 
 TEST(TieredScheduler, PreemptedSequenceResumesFromItsSwappedBlocks) {
   // As in Scheduler.PreemptionRecomputesTheLatest...: 6 device blocks, two 70-token sequences.
@@ -81,23 +104,9 @@ TEST(TieredScheduler, ReturningPromptLoadsItsPrefixFromTheHost) {
 }
 
 TEST(TieredScheduler, PrefixOnTheSsdIsPrefetchedWhileLaterRequestsRun) {
-  Sim sim({.num_blocks = 4,
-           .host_blocks = 2,
-           .disk_dir = FreshDir("tiered_scheduler_ssd"),
-           .disk_blocks = 32,
-           .max_batch_tokens = 64});
+  Sim sim(SsdSim(FreshDir("tiered_scheduler_ssd")));
   kvcache::DiskTier& disk = *sim.kv().tiers()->disk();
-  const std::vector<TokenId> p = Prompt(40, 5);
-  sim.Add(p, {.max_tokens = 2});
-  sim.RunToEnd();
-  // Two 60-token prompts push p's blocks through the host (2 slots) to the SSD.
-  sim.Add(Prompt(60, 6), {.max_tokens = 2});
-  sim.RunToEnd();
-  sim.Add(Prompt(60, 7), {.max_tokens = 2});
-  sim.RunToEnd();
-  disk.Flush();
-  std::vector<TokenId> p3 = p;
-  for (TokenId t : Prompt(10, 8)) p3.push_back(t);
+  const std::vector<TokenId> p3 = RunAndPushToSsd(sim, Prompt(40, 5));
   ASSERT_EQ(sim.kv().MatchPrefix(p3, kvcache::kBaseModel).num_disk_blocks(), 2);
 
   const RequestId r3 = sim.Add(p3, {.max_tokens = 3});
@@ -118,28 +127,15 @@ TEST(TieredScheduler, PrefixOnTheSsdIsPrefetchedWhileLaterRequestsRun) {
 
 TEST(TieredScheduler, FailedSsdReadIsRecomputed) {
   const std::string dir = FreshDir("tiered_scheduler_fail");
-  Sim sim({.num_blocks = 4,
-           .host_blocks = 2,
-           .disk_dir = dir,
-           .disk_blocks = 32,
-           .max_batch_tokens = 64});
+  Sim sim(SsdSim(dir));
   kvcache::DiskTier& disk = *sim.kv().tiers()->disk();
-  const std::vector<TokenId> p = Prompt(40, 5);
-  sim.Add(p, {.max_tokens = 2});
-  sim.RunToEnd();
-  sim.Add(Prompt(60, 6), {.max_tokens = 2});
-  sim.RunToEnd();
-  sim.Add(Prompt(60, 7), {.max_tokens = 2});
-  sim.RunToEnd();
-  disk.Flush();
-  // The slab files vanish under the tier: every read is a miss.
+  const std::vector<TokenId> p3 = RunAndPushToSsd(sim, Prompt(40, 5));
+  // The slab files are truncated under the tier: every read is a miss.
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     if (entry.path().filename().string().starts_with("slab")) {
       std::filesystem::resize_file(entry.path(), 0);
     }
   }
-  std::vector<TokenId> p3 = p;
-  for (TokenId t : Prompt(10, 8)) p3.push_back(t);
   const RequestId r3 = sim.Add(p3, {.max_tokens = 3});
   EXPECT_EQ(sim.Step(), Rows{});
   disk.Flush();
