@@ -62,7 +62,8 @@ struct EngineLoop::State {
   int32_t last_waiting = 0;  // scheduler.num_waiting_requests() when `queued` was last settled
   int32_t added = 0;         // requests added since then
 
-  std::thread thread;  // Start / Stop callers
+  std::thread thread;                // Start / Stop callers
+  std::atomic<bool> started{false};  // Start was called: Post goes through the inbox
 };
 
 EngineLoop::EngineLoop(engine::Model& model, kvcache::KvCache& kv,
@@ -76,6 +77,7 @@ EngineLoop::~EngineLoop() { Stop(); }
 
 void EngineLoop::Start() {
   SPW_CHECK(!state_->thread.joinable()) << "EngineLoop started twice";
+  state_->started.store(true);
   state_->thread = std::thread([s = state_.get()] { s->Run(); });
   pthread_setname_np(state_->thread.native_handle(), "spw-engine");
 }
@@ -111,6 +113,9 @@ absl::Status EngineLoop::Submit(Request request) {
     }
   }
   if (request.n < 1) return absl::InvalidArgumentError("n must be >= 1");
+  if (request.adapter.is_base() != (request.adapter.id == kvcache::kBaseModel)) {
+    return absl::InvalidArgumentError("an adapter needs both its weights and a non-zero id");
+  }
   if (request.stop.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be >= 1");
   if (absl::Status st = engine::Validate(request.sampling, s.vocab_size); !st.ok()) return st;
 
@@ -130,6 +135,12 @@ absl::Status EngineLoop::Submit(Request request) {
 }
 
 void EngineLoop::Cancel(RequestId id) { state_->inbox.PostCancel(id); }
+
+void EngineLoop::Post(absl::AnyInvocable<void() &&> task) {
+  State& s = *state_;
+  if (s.started.load() && s.inbox.PostTask(task)) return;
+  std::move(task)();
+}
 
 RequestId EngineLoop::NextRequestId() { return state_->next_id.fetch_add(1); }
 
@@ -170,6 +181,7 @@ void EngineLoop::State::Run() {
 }
 
 bool EngineLoop::State::ApplyInbox(Inbox::Messages messages) {
+  for (auto& task : messages.tasks) std::move(task)();
   for (Request& r : messages.requests) {
     scheduler.Add(std::move(r));
     ++added;

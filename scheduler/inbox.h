@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/synchronization/mutex.h"
 #include "scheduler/api/request.h"
 
@@ -19,6 +20,8 @@ class Inbox {
   struct Messages {
     std::vector<Request> requests;  // in posting order; apply before `cancels`
     std::vector<RequestId> cancels;
+    // Work for the loop's thread (EngineLoop::Post), run before `requests`.
+    std::vector<absl::AnyInvocable<void() &&>> tasks;
     bool stop = false;
   };
 
@@ -41,6 +44,14 @@ class Inbox {
     wake_ = true;
     cv_.Signal();
   }
+  // Returns false (and leaves `task` untouched, for the caller to run) once Stop was posted.
+  bool PostTask(absl::AnyInvocable<void() &&>& task) {
+    absl::MutexLock lock(&mu_);
+    if (stop_) return false;
+    tasks_.push_back(std::move(task));
+    cv_.Signal();
+    return true;
+  }
   void PostStop() {
     absl::MutexLock lock(&mu_);
     stop_ = true;
@@ -51,11 +62,17 @@ class Inbox {
   // is something (or the stop signal).
   Messages Take(bool wait) {
     absl::MutexLock lock(&mu_);
-    while (wait && requests_.empty() && cancels_.empty() && !stop_ && !wake_) cv_.Wait(&mu_);
+    while (wait && requests_.empty() && cancels_.empty() && tasks_.empty() && !stop_ && !wake_) {
+      cv_.Wait(&mu_);
+    }
     wake_ = false;
-    Messages m{.requests = std::move(requests_), .cancels = std::move(cancels_), .stop = stop_};
+    Messages m{.requests = std::move(requests_),
+               .cancels = std::move(cancels_),
+               .tasks = std::move(tasks_),
+               .stop = stop_};
     requests_.clear();
     cancels_.clear();
+    tasks_.clear();
     return m;
   }
 
@@ -64,6 +81,7 @@ class Inbox {
   absl::CondVar cv_;
   std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);
   std::vector<RequestId> cancels_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::AnyInvocable<void() &&>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -142,7 +142,8 @@ void Scheduler::AdmitWaiting(KvCache& kv, StepState& step) {
     auto [state, choice] = Find(key.seq);
     // The last token is always computed, so that its logits exist (vLLM).
     const std::span<const TokenId> tokens(choice->tokens);
-    kvcache::PrefixHit hit = kv.MatchPrefix(tokens.first(tokens.size() - 1), kvcache::kBaseModel);
+    kvcache::PrefixHit hit =
+        kv.MatchPrefix(tokens.first(tokens.size() - 1), state->request.adapter.id);
     if (!TakeLowerHit(kv, *choice, hit)) {
       ++it;  // its SSD blocks are still being read; later sequences may go first
       continue;
@@ -191,7 +192,8 @@ BatchPlan Scheduler::BuildPlan(StepState step, const KvCache& kv) const {
   plan.preempted = std::move(step.preempted);
   for (const Scheduled& s : step.scheduled) {
     const auto& [request_id, index] = seqs_.at(s.seq);
-    const Choice& choice = requests_.at(request_id)->choices[index];
+    const RequestState& state = *requests_.at(request_id);
+    const Choice& choice = state.choices[index];
     const bool wants_logits =
         choice.num_computed + s.num_tokens == static_cast<int32_t>(choice.tokens.size());
     plan.slices.push_back({.seq = s.seq,
@@ -203,7 +205,8 @@ BatchPlan Scheduler::BuildPlan(StepState step, const KvCache& kv) const {
     plan.batch.chunks.push_back({.num_tokens = s.num_tokens,
                                  .first_position = choice.num_computed,
                                  .block_table = kv.block_table(s.seq),
-                                 .want_logits = wants_logits});
+                                 .want_logits = wants_logits,
+                                 .adapter = state.request.adapter.weights.get()});
     plan.num_tokens += s.num_tokens;
   }
   return plan;
@@ -221,7 +224,7 @@ void Scheduler::ApplyResults(const BatchPlan& plan, std::span<float> logits, KvC
     SPW_CHECK(choice->num_computed == slice.first_pos) << slice.seq;
     choice->num_computed += slice.num_tokens;
     kv.CommitComputed(slice.seq, std::span(choice->tokens).first(choice->num_computed),
-                      kvcache::kBaseModel);
+                      state->request.adapter.id);
     if (!slice.wants_logits) continue;
     SPW_CHECK((row + 1) * vocab <= logits.size()) << "too few logits rows";
     SampleAndEmit(*state, *choice, logits.subspan(row * vocab, vocab), kv);
