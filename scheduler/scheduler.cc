@@ -1,6 +1,7 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <functional>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -190,6 +191,17 @@ bool Scheduler::TakeLowerHit(KvCache& kv, Choice& choice, kvcache::PrefixHit& hi
 BatchPlan Scheduler::BuildPlan(StepState step, const KvCache& kv) const {
   BatchPlan plan;
   plan.preempted = std::move(step.preempted);
+  // NOTE(adapters): sequences of one LoRA adapter go side by side (the base model's first),
+  // otherwise in scheduling order: LlamaModel merges adjacent chunks of one adapter into one
+  // row segment, so a step mixing k adapters costs k segments per projection, not one per
+  // sequence. Logits rows follow the slices, so the order is free to choose.
+  auto adapter_of = [&](const Scheduled& s) {
+    return requests_.at(seqs_.at(s.seq).first)->request.adapter.weights.get();
+  };
+  std::stable_sort(step.scheduled.begin(), step.scheduled.end(),
+                   [&](const Scheduled& x, const Scheduled& y) {
+                     return std::less<const void*>()(adapter_of(x), adapter_of(y));
+                   });
   for (const Scheduled& s : step.scheduled) {
     const auto& [request_id, index] = seqs_.at(s.seq);
     const RequestState& state = *requests_.at(request_id);

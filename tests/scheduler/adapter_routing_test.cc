@@ -2,7 +2,7 @@
 // batch chunk of every one of its sequences (prefill chunks, decodes, all n choices), base
 // and adapter sequences share one batch, and the prefix cache keeps adapters apart (the same
 // prompt under another adapter or the base model never reuses a block; under the same
-// adapter it does).
+// adapter it does). Within a batch, each adapter's chunks are adjacent (one LoRA segment).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -88,6 +88,13 @@ TEST_F(AdapterRoutingTest, EveryChunkOfASequenceCarriesItsAdapterInOneMixedBatch
       ++chunks_seen[plan.slices[i].seq];
     }
     if (in_batch.size() == 3) ++mixed_steps;  // base + both adapters in one forward
+    // Each adapter's chunks side by side (one row segment each), the base model's first.
+    size_t runs = 0;
+    for (size_t i = 0; i < plan.batch.chunks.size(); ++i) {
+      runs += i == 0 || plan.batch.chunks[i].adapter != plan.batch.chunks[i - 1].adapter;
+    }
+    EXPECT_EQ(runs, in_batch.size());
+    if (in_batch.contains(nullptr)) EXPECT_EQ(plan.batch.chunks[0].adapter, nullptr);
   }
   EXPECT_GT(mixed_steps, 0);
   EXPECT_EQ(chunks_seen.size(), want.size());  // every sequence ran, incl. choice 1 of a0
