@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "server/admin/admin_options.h"
 #include "server/cli/commands.h"
 #include "server/cli/kv_tiers.h"
 
@@ -161,6 +162,7 @@ int main(int argc, char** argv) {
           ->check(CLI::Range(0, 1 << 28)),
       "SPILLWAY_KV_BLOCKS");
   spillway::server::AddKvTierFlags(*serve_cmd, serve.kv_blocks, serve.kv_tiers);
+  spillway::server::admin::AddAdminFlags(*serve_cmd, serve.admin);
   env(serve_cmd
           ->add_option("--drain-timeout,--shutdown-grace-s", serve.drain_timeout_s,
                        "seconds in-flight requests get to finish on SIGINT/SIGTERM (readiness "

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "server/admin/admin_options.h"
 #include "server/cli/kv_tier_options.h"
 
 namespace spillway::server {
@@ -67,6 +68,7 @@ struct ServeOptions {
   int read_timeout_s = 30;              // to read a request once it has begun (slow clients)
   int64_t max_header_bytes = 16 << 10;  // 431 past it
   KvTierOptions kv_tiers;               // host RAM and SSD KV tiers (server/cli/kv_tiers.h)
+  admin::AdminOptions admin;            // files and fine-tuning jobs (server/admin/)
 };
 
 struct MakeModelOptions {

@@ -13,11 +13,15 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "common/cache_dir.h"
 #include "kvcache/ids.h"
 #include "scheduler/engine_loop.h"
+#include "server/admin/admin_api.h"
+#include "server/admin/file_store.h"
+#include "server/admin/fine_tune_jobs.h"
 #include "server/cli/commands.h"
 #include "server/cli/kv_tiers.h"
 #include "server/cli/loaded_engine.h"
@@ -218,12 +222,51 @@ int RunServe(const ServeOptions& o) {
       MakeServedModel(o, path, *e, kv_blocks, chat_template ? &*chat_template : nullptr);
 
   metrics::ServerMetrics server_metrics(model.name);
+  // Files and fine-tuning jobs (docs/fine-tuning.md "Admin API"): jobs train in the engine
+  // loop's idle time (its IdleWork) and hand their adapters to lora_registry.
+  const std::string data_dir =
+      o.admin.data_dir.empty() ? admin::DefaultDataDir() : o.admin.data_dir;
+  absl::StatusOr<std::unique_ptr<admin::FileStore>> files = admin::FileStore::Open(
+      (std::filesystem::path(data_dir) / "files").string(), o.admin.max_file_bytes);
+  if (!files.ok()) {
+    spdlog::error("{}", std::string(files.status().message()));
+    return 1;
+  }
+  const engine::TokenizerSpec& spec = e->file->tokenizer();
+  admin::FineTuneJobs finetune(
+      {.file = e->file.get(),
+       .name = model.name,
+       .tokenize = {.tokenizer = e->tokenizer.get(),
+                    .chat_template = model.chat_template,
+                    .bos_token = model.bos_token,
+                    .eos_token = model.eos_token,
+                    .eos_id = spec.eos_id},
+       .context_tokens = model.context_tokens},
+      {.jobs_dir = (std::filesystem::path(data_dir) / "jobs").string(),
+       .memory_bytes = o.admin.finetune_memory_bytes,
+       .micro_batch_tokens = o.admin.finetune_micro_batch_tokens,
+       .checkpoint_steps = o.admin.finetune_checkpoint_steps,
+       .threads = o.threads},
+      **files,
+      {.on_piece = [&server_metrics](double s) { server_metrics.ObserveTrainingPiece(s); },
+       .on_optimizer_step = [&server_metrics](double l) { server_metrics.ObserveTrainingStep(l); },
+       .on_job_states =
+           [&server_metrics](const std::map<std::string, int64_t>& n) {
+             server_metrics.SetFineTuneJobs(n);
+           }});
   scheduler::EngineLoop loop(*e->model, *e->kv, *e->tokenizer,
                              {.max_batch_tokens = o.max_batch_tokens,
                               .max_running_seqs = o.max_running_seqs,
                               .max_queued_requests = o.max_queued_requests,
-                              .metrics = &server_metrics});
+                              .metrics = &server_metrics,
+                              .idle_work = &finetune});
   loop.Start();
+  finetune.SetWake([&loop] { loop.WakeForIdleWork(); });
+  if (absl::Status st = finetune.Start(); !st.ok()) {
+    spdlog::error("{}", std::string(st.message()));
+    loop.Stop();
+    return 1;
+  }
   EngineLoopAdapter adapter(loop);
   // Each front end submits through its own MeteredEngine, which labels its requests' metrics.
   metrics::MeteredEngine http_engine(adapter, server_metrics, "http");
@@ -231,6 +274,8 @@ int RunServe(const ServeOptions& o) {
   openai::OpenAiApi api(model, http_engine);
   http::Router router(openai::OpenAiApi::ErrorPages());
   api.Register(router);
+  admin::AdminApi admin_api(**files, finetune);
+  admin_api.Register(router);
   server_metrics.RegisterEndpoint(router, [&loop] { return loop.stats(); });
   const http::AccessPolicy policy({.api_key = o.api_key,
                                    .admin_api_key = o.admin_api_key,
@@ -278,7 +323,8 @@ int RunServe(const ServeOptions& o) {
                api.num_active_generations() + grpc.num_active_calls());
   WaitUntilIdle(api, grpc, std::chrono::seconds(o.drain_timeout_s));
   server.StopAccepting();
-  loop.Stop();  // cancels what is left; their clients get an error
+  loop.Stop();      // cancels what is left; their clients get an error
+  finetune.Stop();  // joins the preparer (it may be handing an adapter to the registry)
   WaitUntilIdle(api, grpc, std::chrono::seconds(1));
   grpc.Shutdown(/*grace_ms=*/500);
   server.Stop();

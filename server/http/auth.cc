@@ -77,7 +77,10 @@ AccessScope AccessPolicy::ScopeOf(std::string_view path) const {
   if (path == "/health" || path == "/ready") return AccessScope::kOpen;
   if (path == "/metrics")
     return options_.protect_metrics ? AccessScope::kInference : AccessScope::kOpen;
-  if (path.starts_with("/admin/") || path.starts_with("/v1/admin/")) {
+  // NOTE(ftapi): OpenAI's Files and Fine-tuning APIs change server state: admin scope.
+  if (path.starts_with("/admin/") || path.starts_with("/v1/admin/") || path == "/v1/files" ||
+      path.starts_with("/v1/files/") || path == "/v1/fine_tuning" ||
+      path.starts_with("/v1/fine_tuning/")) {
     return AccessScope::kAdmin;
   }
   return AccessScope::kInference;

@@ -15,11 +15,26 @@ void Router::Add(std::string method, std::string path, Handler handler) {
   routes_.push_back({std::move(method), std::move(path), std::move(handler)});
 }
 
+void Router::AddPrefix(std::string method, std::string prefix, Handler handler) {
+  for (const Route& r : routes_) {
+    SPW_CHECK(!(r.prefix && r.method == method && r.path == prefix))
+        << method << " " << prefix << "* added twice";
+  }
+  routes_.push_back({std::move(method), std::move(prefix), std::move(handler), /*prefix=*/true});
+}
+
 const Handler* Router::Find(std::string_view method, std::string_view path,
                             std::string* allow) const {
   allow->clear();
   for (const Route& r : routes_) {
-    if (r.path != path) continue;
+    if (r.prefix || r.path != path) continue;
+    if (r.method == method) return &r.handler;
+    if (!allow->empty()) *allow += ", ";
+    *allow += r.method;
+  }
+  if (!allow->empty()) return nullptr;
+  for (const Route& r : routes_) {
+    if (!r.prefix || !path.starts_with(r.path)) continue;
     if (r.method == method) return &r.handler;
     if (!allow->empty()) *allow += ", ";
     *allow += r.method;

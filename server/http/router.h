@@ -34,6 +34,9 @@ class Router {
 
   // REQUIRES: (method, path) not added before.
   void Add(std::string method, std::string path, Handler handler);
+  // Handles every path that starts with `prefix` (e.g. "/v1/files/" for /v1/files/{id}) and
+  // matches no exact route; the handler parses the rest. REQUIRES: not added before.
+  void AddPrefix(std::string method, std::string prefix, Handler handler);
 
   // Runs first on every request; a response it returns is sent instead (auth, draining).
   using Gate = std::function<std::optional<HttpResponse>(const HttpRequest&)>;
@@ -53,6 +56,7 @@ class Router {
     std::string method;
     std::string path;
     Handler handler;
+    bool prefix = false;
   };
   // The handler of (method, path), or null; *allow lists the methods the path has.
   const Handler* Find(std::string_view method, std::string_view path, std::string* allow) const;

@@ -90,6 +90,22 @@ ServerMetrics::ServerMetrics(std::string model_name)
   preemptions_ =
       &counter("spillway_preemptions_total", "Sequences preempted because KV blocks ran out.")
            ->Add({{"model", model_}});
+  finetune_jobs_ = gauge("spillway_finetune_jobs", "Fine-tuning jobs by status.");
+  for (const char* st :
+       {"validating_files", "queued", "running", "succeeded", "failed", "cancelled"}) {
+    finetune_jobs_->Add({{"model", model_}, {"state", st}});
+  }
+  finetune_steps_ = &counter("spillway_finetune_steps_total",
+                             "Optimizer steps of fine-tuning jobs (run in idle time).")
+                         ->Add({{"model", model_}});
+  finetune_loss_ = &gauge("spillway_finetune_loss",
+                          "Training loss of the latest optimizer step of the running job.")
+                        ->Add({{"model", model_}});
+  auto* busy = counter("spillway_device_busy_seconds_total",
+                       "Seconds the engine loop spent computing, by work: inference (forward "
+                       "steps) or training (fine-tuning steps in idle time).");
+  busy_inference_ = &busy->Add({{"model", model_}, {"work", "inference"}});
+  busy_training_ = &busy->Add({{"model", model_}, {"work", "training"}});
   // Series that exist from the start, so that rate() and absent() work before traffic.
   for (const char* api : {"http", "grpc"}) {
     for (auto reason : {scheduler::FinishReason::kStop, scheduler::FinishReason::kLength,
@@ -128,6 +144,22 @@ Histogram& ServerMetrics::Hist(prometheus::Family<Histogram>& f, std::string_vie
 void ServerMetrics::OnStep(const scheduler::StepMetrics& step) {
   last_step_start_ns_.store(Nanos(step.start), std::memory_order_relaxed);
   iteration_tokens_->Observe(step.num_tokens);
+  // OnStep is called right after the step's forward pass.
+  busy_inference_->Increment(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - step.start).count());
+}
+
+void ServerMetrics::ObserveTrainingPiece(double seconds) { busy_training_->Increment(seconds); }
+
+void ServerMetrics::ObserveTrainingStep(double loss) {
+  finetune_steps_->Increment();
+  finetune_loss_->Set(loss);
+}
+
+void ServerMetrics::SetFineTuneJobs(const std::map<std::string, int64_t>& by_status) {
+  for (const auto& [status, n] : by_status) {
+    finetune_jobs_->Add({{"model", model_}, {"state", status}}).Set(static_cast<double>(n));
+  }
 }
 
 std::chrono::steady_clock::time_point ServerMetrics::last_step_start() const {

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -51,6 +52,12 @@ class ServerMetrics final : public scheduler::MetricsSink {
   // When the latest step's forward pass began (for the queue time of requests it started).
   std::chrono::steady_clock::time_point last_step_start() const;
 
+  // Fine-tuning in idle time (server/admin/fine_tune_jobs.h): each training Step() (engine
+  // loop), each optimizer step's loss, and the jobs by status.
+  void ObserveTrainingPiece(double seconds);
+  void ObserveTrainingStep(double loss);
+  void SetFineTuneJobs(const std::map<std::string, int64_t>& by_status);
+
   void ObserveInterTokenLatency(std::string_view api, double seconds);
   void ObserveRequest(const RequestRecord& r);
   // Counts an error: `status` is not OK; its code names the label (e.g. RESOURCE_EXHAUSTED).
@@ -73,6 +80,11 @@ class ServerMetrics final : public scheduler::MetricsSink {
   std::shared_ptr<prometheus::Registry> registry_;
   std::atomic<int64_t> last_step_start_ns_{0};
 
+  prometheus::Family<prometheus::Gauge>* finetune_jobs_;
+  prometheus::Counter* finetune_steps_;
+  prometheus::Gauge* finetune_loss_;
+  prometheus::Counter* busy_inference_;
+  prometheus::Counter* busy_training_;
   prometheus::Family<prometheus::Histogram>* ttft_;
   prometheus::Family<prometheus::Histogram>* itl_;
   prometheus::Family<prometheus::Histogram>* e2e_;

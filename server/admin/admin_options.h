@@ -1,0 +1,29 @@
+// The `serve` flags of the admin API's files and fine-tuning jobs (docs/operating.md), and
+// the data directory they default to. Main thread, at start-up.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace CLI {
+class App;
+}  // namespace CLI
+
+namespace spillway::server::admin {
+
+struct AdminOptions {
+  std::string data_dir;              // empty: DefaultDataDir()
+  int64_t max_file_bytes = 3 << 20;  // upload limit (also bounded by --max-body-bytes)
+  int64_t finetune_memory_bytes = int64_t{2} << 30;  // a job must fit under this
+  int32_t finetune_micro_batch_tokens = 64;          // bounds one idle-time training step
+  int32_t finetune_checkpoint_steps = 10;            // optimizer steps between checkpoints
+};
+
+// $SPILLWAY_CACHE/data, or ~/.cache/spillway/data.
+std::string DefaultDataDir();
+
+// Adds --data-dir, --max-file-bytes, --finetune-memory-bytes, --finetune-micro-batch-tokens and
+// --finetune-checkpoint-steps (each with a SPILLWAY_* variable) to `serve`.
+void AddAdminFlags(CLI::App& serve, AdminOptions& options);
+
+}  // namespace spillway::server::admin

@@ -1,0 +1,151 @@
+// FineTuneJobs: the fine-tuning jobs of the admin API (POST /v1/fine_tuning/jobs, issue #7),
+// trained in the engine's idle time.
+//
+// A job goes validating_files -> queued -> running -> succeeded | failed | cancelled.
+//   - Create (any thread) checks the request, resolves the hyperparameters, refuses a job
+//     whose memory (frozen base weights as F16, LoRA parameters + gradient + AdamW moments,
+//     one micro-batch's activations) does not fit under --finetune-memory-bytes, and persists
+//     the job as <jobs dir>/<id>/job.json.
+//   - The preparer thread (one) checks the training file against its digest, tokenizes it
+//     (dataset.h), and when no job holds the training slot builds the TrainingJob (dequantizes
+//     the base: seconds, so never on the engine thread), restores its last checkpoint if it
+//     has one, and hands it to the slot: the job is "running".
+//   - The engine loop (scheduler::IdleWork) runs one TrainingJob::Step() per idle pass; every
+//     --finetune-checkpoint-steps optimizer steps it checkpoints (atomic) and persists the job
+//     and its events. At the end it saves the PEFT adapter to <jobs dir>/<id>/adapter; the
+//     preparer then hands it to the AdapterSink (the serving registry, which loads through the
+//     engine loop) under the name "ft:<base>:<suffix>:<id>", and only then does the job succeed.
+//   - Cancel marks the job; the engine loop drops it before its next step.
+// On start, jobs left validating, queued or running are queued again; a running one resumes
+// from its last checkpoint.
+//
+// Thread safety: public methods are safe from any thread; HasWork/RunOnce run on the engine
+// loop's thread (the only thread that touches the TrainingJob in the slot).
+#pragma once
+
+#include <atomic>
+#include <boost/json.hpp>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/cpu/thread_pool.h"
+#include "engine/train/training_job.h"
+#include "engine/weights/model_file.h"
+#include "scheduler/idle_work.h"
+#include "server/admin/dataset.h"
+#include "server/admin/file_store.h"
+
+namespace spillway::server::admin {
+
+struct FineTuneOptions {
+  std::string jobs_dir;                     // <data dir>/jobs
+  int64_t memory_bytes = int64_t{2} << 30;  // a job must fit under this
+  int32_t micro_batch_tokens = 64;          // bounds one idle-time step
+  int32_t checkpoint_steps = 10;            // optimizer steps between checkpoints
+  int threads = 0;                          // training thread pool (0 = all cores)
+  double base_learning_rate = 2e-3;         // times learning_rate_multiplier
+};
+
+// What the jobs need from the served model; must outlive FineTuneJobs.
+struct FineTuneModel {
+  const engine::ModelFile* file = nullptr;
+  std::string name;  // the served base model name (the `model` jobs must name)
+  TokenizeContext tokenize;
+  int64_t context_tokens = 0;
+};
+
+// Makes a finished adapter (a PEFT directory) servable as `name`. Any thread.
+using AdapterSink = std::function<absl::Status(const std::string& name, const std::string& dir)>;
+
+// Told about training progress (metrics). Engine-loop thread, except OnJobStates (any).
+struct FineTuneObserver {
+  std::function<void(double seconds)> on_piece;                              // each Step()
+  std::function<void(double loss)> on_optimizer_step;                        // each optimizer step
+  std::function<void(const std::map<std::string, int64_t>&)> on_job_states;  // counts by status
+};
+
+class FineTuneJobs final : public scheduler::IdleWork {
+ public:
+  FineTuneJobs(FineTuneModel model, FineTuneOptions options, FileStore& files,
+               FineTuneObserver observer = {});
+  ~FineTuneJobs() override;  // Stop()s
+
+  // Joins the preparer thread (finishing a registration or preparation under way). Idempotent.
+  void Stop();
+
+  // Loads persisted jobs, requeues unfinished ones, starts the preparer.
+  absl::Status Start();
+  // Called (any thread) when a job becomes runnable: EngineLoop::WakeForIdleWork.
+  void SetWake(std::function<void()> wake);
+  void SetAdapterSink(AdapterSink sink);
+
+  // The job objects in OpenAI's shape. Errors carry the offending param (api_error.h).
+  absl::StatusOr<boost::json::object> Create(const boost::json::object& request);
+  // Newest first; `after` a job id; limit in 1..100.
+  absl::StatusOr<boost::json::object> List(const std::string& after, int64_t limit) const;
+  absl::StatusOr<boost::json::object> Get(const std::string& id) const;
+  absl::StatusOr<boost::json::object> Cancel(const std::string& id);
+  absl::StatusOr<boost::json::object> Events(const std::string& id, const std::string& after,
+                                             int64_t limit) const;
+  absl::StatusOr<boost::json::object> Checkpoints(const std::string& id) const;
+
+  // scheduler::IdleWork (engine-loop thread).
+  bool HasWork() override;
+  void RunOnce() override;
+
+  // The memory a job with these settings reserves (frozen weights, LoRA state, activations).
+  static int64_t EstimateBytes(const engine::ModelConfig& config,
+                               const engine::lora::LoraConfig& lora, int64_t micro_batch_tokens);
+
+ private:
+  struct Job;
+  void PrepareLoop();
+  void Prepare(const std::string& id);
+  void Register(const std::string& id);
+  void Finish(Job& job, const std::string& status, const absl::Status& error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddEvent(Job& job, std::string message, boost::json::object data = {})
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Persist(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  boost::json::object ToJson(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReportStates() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string DirOf(const std::string& id) const;
+  absl::StatusOr<Job*> Find(const std::string& id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const FineTuneModel model_;
+  const FineTuneOptions options_;
+  FileStore& files_;
+  const FineTuneObserver observer_;
+  engine::cpu::ThreadPool pool_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> to_prepare_ ABSL_GUARDED_BY(mu_);
+  // Finished jobs whose adapter the preparer hands to the sink (and, after a restart, jobs
+  // that had succeeded, to serve them again).
+  std::deque<std::string> to_register_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool slot_busy_ ABSL_GUARDED_BY(mu_) = false;  // a job holds (or is about to hold) the slot
+  std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
+  AdapterSink sink_ ABSL_GUARDED_BY(mu_);
+
+  // The training slot: set by the preparer under mu_, then used by the engine loop alone.
+  std::atomic<bool> slot_ready_{false};
+  std::unique_ptr<engine::train::TrainingJob> slot_job_;
+  std::vector<engine::train::TrainingExample> slot_validation_;
+  std::string slot_id_;
+
+  std::thread preparer_;
+};
+
+}  // namespace spillway::server::admin
