@@ -62,8 +62,9 @@ struct EngineLoop::State {
   int32_t last_waiting = 0;  // scheduler.num_waiting_requests() when `queued` was last settled
   int32_t added = 0;         // requests added since then
 
-  std::thread thread;                // Start / Stop callers
-  std::atomic<bool> started{false};  // Start was called: Post goes through the inbox
+  std::thread thread;                          // Start / Stop callers
+  std::atomic<bool> started{false};            // Start was called: Post goes through the inbox
+  std::atomic<std::thread::id> loop_thread{};  // set by Run
 };
 
 EngineLoop::EngineLoop(engine::Model& model, kvcache::KvCache& kv,
@@ -138,7 +139,12 @@ void EngineLoop::Cancel(RequestId id) { state_->inbox.PostCancel(id); }
 
 void EngineLoop::Post(absl::AnyInvocable<void() &&> task) {
   State& s = *state_;
-  if (s.started.load() && s.inbox.PostTask(task)) return;
+  // On the loop's own thread a task runs at once: waiting for the next step there would
+  // deadlock a caller that waits for the task.
+  if (s.started.load() && std::this_thread::get_id() != s.loop_thread.load() &&
+      s.inbox.PostTask(task)) {
+    return;
+  }
   std::move(task)();
 }
 
@@ -155,6 +161,7 @@ EngineStats EngineLoop::stats() const {
 // The loop's thread
 
 void EngineLoop::State::Run() {
+  loop_thread.store(std::this_thread::get_id());
   PublishStats();  // occupancy (e.g. an SSD tier reloaded at start-up) before any request
   // NOTE(ftapi): idle work runs only when no request is held at all (none running, none
   // waiting), one piece per pass, and the inbox is read between pieces: a request that

@@ -81,9 +81,10 @@ class EngineLoop {
   void Cancel(RequestId id);
   RequestId NextRequestId();
   // Runs `task` on the loop's thread at the start of its next step (waking it when idle), or
-  // at once on the calling thread when the loop is stopped or was never started — then no
-  // other thread touches the backend. Tasks run in posting order, before requests posted with
-  // them. Used for backend work such as loading LoRA adapters (server/adapters/).
+  // at once on the calling thread when that is the loop's thread, or when the loop is stopped
+  // or was never started (then no other thread touches the backend). Tasks run in posting
+  // order, before requests posted with them. Used for backend work such as loading LoRA
+  // adapters (server/adapters/).
   void Post(absl::AnyInvocable<void() &&> task);
   // Tells a loop blocked with nothing to do that idle_work may have work now. Any thread.
   void WakeForIdleWork();

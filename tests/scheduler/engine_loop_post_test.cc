@@ -1,6 +1,7 @@
 // EngineLoop::Post (backend work such as loading LoRA adapters, server/adapters/): a task
 // posted to a running loop runs on the loop's own thread, also when the loop was idle and
-// blocked; before Start and after Stop it runs at once on the caller's thread. Submit refuses
+// blocked; from the loop's thread, before Start and after Stop it runs at once on the
+// caller's thread. Submit refuses
 // a half-set adapter reference.
 #include <gtest/gtest.h>
 
@@ -51,6 +52,15 @@ TEST(EngineLoopPost, RunsOnTheLoopThreadWhileRunningAndInlineOtherwise) {
   }
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(5)));
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+  // Posted from the loop's own thread (a task, or a request's adapter freed there): at once.
+  absl::Notification nested;
+  loop.Post([&] {
+    bool inner_ran = false;
+    loop.Post([&] { inner_ran = true; });
+    EXPECT_TRUE(inner_ran);
+    nested.Notify();
+  });
+  ASSERT_TRUE(nested.WaitForNotificationWithTimeout(absl::Seconds(5)));
 
   loop.Stop();
   ran_on = {};
