@@ -121,7 +121,7 @@ run() {
   #    a GPU present.
   for t in gpu_kernels_test gpu_model_forward_test device_option_test; do
     if timeout 300 "$x" "$t" > "$out/$t.txt" 2>&1; then
-      note "$t: PASSED ($(grep -c '^\[       OK \]' "$out/$t.txt") OK, $(grep -c '^\[  SKIPPED \]' "$out/$t.txt") skipped)"
+      note "$t: PASSED ($(grep -c '^\[       OK \] .*(' "$out/$t.txt") OK, $(grep -c '^\[  SKIPPED \] .*(' "$out/$t.txt") skipped)"
     else
       note "$t: FAILED (rc $?)"
       grep -E '^\[  FAILED|Failure|Which is|Expected|max|error|check failed|critical' "$out/$t.txt" | head -40 >> "$summary"
