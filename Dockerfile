@@ -32,14 +32,15 @@ RUN rm -rf build .venv && scripts/setup.sh
 
 FROM debian:12-slim AS runtime
 ARG CUDA_VERSION
-# Runtime libraries of build/bin/spillway (what `ldd` lists; apt pulls in their own) and the CUDA
-# runtime; curl for the model download and the health check.
+# Runtime libraries of build/bin/spillway (what `ldd` lists; apt pulls in their own), the CUDA
+# runtime and cuBLAS (the CUDA backend's GEMMs, docs/gpu.md); curl for the model download and
+# the health check.
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends ca-certificates curl \
     && curl -fsSL -o /tmp/keyring.deb \
        https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb \
     && dpkg -i /tmp/keyring.deb && rm /tmp/keyring.deb \
     && apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-       cuda-cudart-${CUDA_VERSION} \
+       cuda-cudart-${CUDA_VERSION} libcublas-${CUDA_VERSION} \
        libspdlog1.10 libfmt9 libabsl20220623 libboost-json1.81.0 \
        libgrpc++1.51 libgrpc29 libprotobuf32 libprometheus-cpp-core1.0 \
     && rm -rf /var/lib/apt/lists/*
