@@ -114,6 +114,13 @@ class Backend {
                           Activation out) = 0;
   // y = x · wᵀ.                                x: [n, w.cols()]  y: [n, w.rows()]
   virtual void MatMul(const BackendWeight& w, Activation x, Activation y) = 0;
+  // ys[i] = x · ws[i]ᵀ for each i: projections that read the same input (q/k/v; gate/up), the
+  // same results as one MatMul each. A backend may convert x once for all of them (the CPU
+  // quantizes it once); the default makes one MatMul per weight. REQUIRES: same sizes.
+  virtual void MatMulShared(Activation x, std::span<const BackendWeight* const> ws,
+                            std::span<const Activation> ys) {
+    for (size_t i = 0; i < ws.size(); ++i) MatMul(*ws[i], x, ys[i]);
+  }
   // y[t] += bias.
   virtual void AddBias(Activation y, const BackendWeight& bias) = 0;
   // Rotates each head of x ([num_tokens, num_heads * head_dim]) by its token's position.

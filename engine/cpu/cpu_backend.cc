@@ -1,5 +1,6 @@
 #include "engine/cpu/cpu_backend.h"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -13,6 +14,9 @@
 
 namespace spillway::engine::cpu {
 namespace {
+
+// Most weights one MatMulShared call takes (q/k/v).
+constexpr size_t kMaxShared = 4;
 
 // A 2-D weight keeps a view of the file (Embed reads rows of it) and, for MatMul, a copy
 // repacked into the kernels' layout (PackWeight); a 1-D one (norm, bias) is converted to f32
@@ -209,6 +213,22 @@ void CpuBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
   SPW_CHECK(x.cols == m.cols() && y.cols == m.rows() && x.rows == y.rows)
       << x.cols << " " << m.cols() << " " << y.cols << " " << m.rows();
   cpu::MatMul(m, x.data, x.rows, y.data, pool_);
+}
+
+void CpuBackend::MatMulShared(Activation x, std::span<const BackendWeight* const> ws,
+                              std::span<const Activation> ys) {
+  SPW_CHECK(ws.size() == ys.size() && ws.size() <= kMaxShared) << ws.size() << " " << ys.size();
+  std::array<const PackedWeight*, kMaxShared> packed;
+  std::array<float*, kMaxShared> outs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    packed[i] = &AsCpu(*ws[i]).packed();
+    SPW_CHECK(x.cols == packed[i]->cols() && ys[i].cols == packed[i]->rows() &&
+              x.rows == ys[i].rows)
+        << x.cols << " " << packed[i]->cols() << " " << ys[i].cols << " " << packed[i]->rows();
+    outs[i] = ys[i].data;
+  }
+  cpu::MatMulShared(std::span(packed.data(), ws.size()), x.data, x.rows,
+                    std::span(outs.data(), ws.size()), pool_);
 }
 
 // NOTE(lora): one pair of small matmuls per segment (a run of rows with one adapter), on

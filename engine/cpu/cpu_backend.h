@@ -37,6 +37,8 @@ class CpuBackend final : public Backend {
   void AddRmsNorm(Activation residual, Activation x, const BackendWeight& w, float eps,
                   Activation out) override;
   void MatMul(const BackendWeight& w, Activation x, Activation y) override;
+  void MatMulShared(Activation x, std::span<const BackendWeight* const> ws,
+                    std::span<const Activation> ys) override;
   void AddBias(Activation y, const BackendWeight& bias) override;
   void Rope(Activation x, int64_t num_heads, const RopeTable& rope) override;
   void SwiGlu(Activation gate, Activation up, Activation out) override;

@@ -216,15 +216,16 @@ void RunTile(TileFn tile, const PackedView& w, const WeightMatrix* raw, int64_t 
   }
 }
 
-void RunMatMul(const PackedView& w, const WeightMatrix* raw, const float* x, int64_t n_tokens,
-               float* y, ThreadPool& pool) {
-  if (n_tokens <= 0 || w.rows <= 0) return;
+const KernelSet& ActiveKernels() {
   const KernelSet* forced = g_forced_set.load(std::memory_order_relaxed);
-  const KernelSet& k = forced != nullptr ? *forced : KernelsFor(ActiveMatMulIsa());
+  return forced != nullptr ? *forced : KernelsFor(ActiveMatMulIsa());
+}
+
+// Runs the tiles of y = x · wᵀ from activations `act` already quantized for w.type.
+void RunTiles(const KernelSet& k, const PackedView& w, const WeightMatrix* raw,
+              const Activations& act, int64_t n_tokens, float* y, ThreadPool& pool) {
   const TileFn tile = SelectTile(k, w.type);
   SPW_CHECK(tile != nullptr) << "MatMul does not support " << GgmlTypeName(w.type);
-  const Activations act = QuantizeActivations(k, w.type, x, w.cols, n_tokens, pool);
-
   if (n_tokens <= kTokenBlock) {
     const int64_t groups = (w.rows + kRowGroup - 1) / kRowGroup;
     const int64_t group_work_bytes = w.row_stride * kRowGroup * n_tokens;
@@ -244,6 +245,24 @@ void RunMatMul(const PackedView& w, const WeightMatrix* raw, const float* x, int
               tb * kTokenBlock, std::min(n_tokens, (tb + 1) * kTokenBlock), y);
     }
   });
+}
+
+void RunMatMul(const PackedView& w, const WeightMatrix* raw, const float* x, int64_t n_tokens,
+               float* y, ThreadPool& pool) {
+  if (n_tokens <= 0 || w.rows <= 0) return;
+  const KernelSet& k = ActiveKernels();
+  const Activations act = QuantizeActivations(k, w.type, x, w.cols, n_tokens, pool);
+  RunTiles(k, w, raw, act, n_tokens, y, pool);
+}
+
+// Which conversion of the activations a weight type's kernels read: none (f32), the 32-value
+// blocks of the legacy types, or the 256-value blocks of the K-quants. Weights of one kind read
+// the same bits (QuantizeActivations depends only on the kind).
+enum class ActivationKind { kF32, kBlocks32, kBlocks256 };
+
+ActivationKind KindOf(GgmlType type) {
+  if (BlockElements(type) == kQkK) return ActivationKind::kBlocks256;
+  return internal::IsLegacy32(type) ? ActivationKind::kBlocks32 : ActivationKind::kF32;
 }
 
 bool Supported(GgmlType type) {
@@ -331,6 +350,36 @@ void MatMul(const PackedWeight& w, const float* x, int64_t n_tokens, float* y, T
                         .data = w.data(),
                         .row_stride = w.row_stride()};
   RunMatMul(view, nullptr, x, n_tokens, y, pool);
+}
+
+void MatMulShared(std::span<const PackedWeight* const> ws, const float* x, int64_t n_tokens,
+                  std::span<float* const> ys, ThreadPool& pool) {
+  SPW_CHECK(ws.size() == ys.size()) << ws.size() << " weights, " << ys.size() << " outputs";
+  if (ws.empty() || n_tokens <= 0) return;
+  const ActivationKind kind = KindOf(ws[0]->type());
+  bool same = true;
+  for (const PackedWeight* w : ws) {
+    same = same && w->cols() == ws[0]->cols() && KindOf(w->type()) == kind;
+  }
+  if (!same) {
+    for (size_t i = 0; i < ws.size(); ++i) MatMul(*ws[i], x, n_tokens, ys[i], pool);
+    return;
+  }
+  // NOTE(kernels): the activations are quantized once, into this thread's buffers, and every
+  // weight's tiles read that copy: the same bits as one QuantizeActivations per weight, since
+  // the conversion depends only on x and the kind of weight type.
+  const KernelSet& k = ActiveKernels();
+  const Activations act = QuantizeActivations(k, ws[0]->type(), x, ws[0]->cols(), n_tokens, pool);
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const PackedWeight& w = *ws[i];
+    if (w.rows() <= 0) continue;
+    const PackedView view{.type = w.type(),
+                          .rows = w.rows(),
+                          .cols = w.cols(),
+                          .data = w.data(),
+                          .row_stride = w.row_stride()};
+    RunTiles(k, view, nullptr, act, n_tokens, ys[i], pool);
+  }
 }
 
 void PackedWeight::Free::operator()(uint8_t* p) const { std::free(p); }

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "absl/status/statusor.h"
 #include "engine/cpu/thread_pool.h"
@@ -73,6 +74,13 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackWeight(const WeightMatrix& w);
 // form is faster when the weights serve many calls: the plain one repacks rows on every call.
 void MatMul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
 void MatMul(const PackedWeight& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+
+// ys[i] = x · ws[i]ᵀ for every i: the same bits as MatMul on each weight, with x converted
+// (quantized to int8 blocks) once for all of them where they read the same conversion (same
+// cols, and all legacy 32-blocks or all K-quants); otherwise one MatMul per weight.
+// For projections that share an input (q/k/v; gate/up). REQUIRES: ws.size() == ys.size().
+void MatMulShared(std::span<const PackedWeight* const> ws, const float* x, int64_t n_tokens,
+                  std::span<float* const> ys, ThreadPool& pool);
 
 // Converts `n` values of `type` at `src` (a whole number of blocks) to f32 at `dst`.
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);

@@ -172,9 +172,11 @@ Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
   Activation q = b.Scratch(n, c.num_heads * c.head_dim);
   Activation k = b.Scratch(n, c.num_kv_heads * c.head_dim);
   Activation v = b.Scratch(n, c.num_kv_heads * c.head_dim);
-  b.MatMul(*y.wq, h, q);
-  b.MatMul(*y.wk, h, k);
-  b.MatMul(*y.wv, h, v);
+  // NOTE(kernels): q, k and v (and below gate and up) read the same input: one MatMulShared
+  // lets the backend convert it once (the same results as three MatMul calls).
+  const BackendWeight* qkv_w[] = {y.wq.get(), y.wk.get(), y.wv.get()};
+  const Activation qkv[] = {q, k, v};
+  b.MatMulShared(h, qkv_w, qkv);
   ApplyLora(l, lora::LoraModule::kQ, h, q);
   ApplyLora(l, lora::LoraModule::kK, h, k);
   ApplyLora(l, lora::LoraModule::kV, h, v);
@@ -193,8 +195,9 @@ Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
   b.AddRmsNorm(x, o, *y.ffn_norm, c.rms_eps, h);
   Activation gate = b.Scratch(n, c.ffn_hidden);
   Activation up = b.Scratch(n, c.ffn_hidden);
-  b.MatMul(*y.gate, h, gate);
-  b.MatMul(*y.up, h, up);
+  const BackendWeight* gate_up_w[] = {y.gate.get(), y.up.get()};
+  const Activation gate_up[] = {gate, up};
+  b.MatMulShared(h, gate_up_w, gate_up);
   ApplyLora(l, lora::LoraModule::kGate, h, gate);
   ApplyLora(l, lora::LoraModule::kUp, h, up);
   b.SwiGlu(gate, up, gate);

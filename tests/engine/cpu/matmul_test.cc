@@ -305,6 +305,54 @@ TEST_P(MatMulTest, PackedMatchesPlainOnEveryIsa) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest, ::testing::ValuesIn(kAllTypes),
                          [](const auto& info) { return std::string(GgmlTypeName(info.param)); });
 
+// MatMulShared quantizes x once for weights that read the same conversion: the bits of one
+// MatMul per weight, on every ISA and split, and also where the weights' conversions differ
+// (a K-quant beside legacy blocks, f32 beside Q4_1: one MatMul each).
+TEST(MatMulShared, MatchesOneMatMulPerWeightOnEveryIsa) {
+  const std::vector<std::vector<GgmlType>> sets = {
+      {GgmlType::kQ4_1, GgmlType::kQ4_1, GgmlType::kQ4_1},
+      {GgmlType::kQ4_0, GgmlType::kQ8_0, GgmlType::kQ4_1},
+      {GgmlType::kQ4_K, GgmlType::kQ6_K},
+      {GgmlType::kQ4_1, GgmlType::kQ6_K},
+      {GgmlType::kF32, GgmlType::kQ4_1},
+  };
+  const int64_t cols = 768;
+  const int64_t rows[] = {96, 24, 40};
+  ThreadPool pool(2);
+  for (const std::vector<GgmlType>& types : sets) {
+    std::vector<std::unique_ptr<PackedWeight>> packed;
+    for (size_t i = 0; i < types.size(); ++i) {
+      const Weights w = MakeWeights(types[i], rows[i], cols, 900 + static_cast<uint32_t>(i));
+      absl::StatusOr<std::unique_ptr<PackedWeight>> p = PackWeight(w.matrix());
+      ASSERT_TRUE(p.ok()) << p.status();
+      packed.push_back(*std::move(p));
+    }
+    for (int64_t n_tokens : {1, 3, 32, 70}) {
+      const auto x = MakeActivations(n_tokens, cols, 950 + static_cast<uint32_t>(n_tokens));
+      for (MatMulIsa isa : SupportedIsas()) {
+        SetMatMulIsaForTesting(isa);
+        std::vector<const PackedWeight*> ws;
+        std::vector<std::vector<float>> want(types.size()), got(types.size());
+        std::vector<float*> ys;
+        for (size_t i = 0; i < types.size(); ++i) {
+          ws.push_back(packed[i].get());
+          want[i].assign(n_tokens * rows[i], NAN);
+          got[i].assign(n_tokens * rows[i], NAN);
+          MatMul(*packed[i], x.data(), n_tokens, want[i].data(), pool);
+          ys.push_back(got[i].data());
+        }
+        MatMulShared(ws, x.data(), n_tokens, ys, pool);
+        for (size_t i = 0; i < types.size(); ++i) {
+          EXPECT_EQ(std::memcmp(got[i].data(), want[i].data(), got[i].size() * sizeof(float)), 0)
+              << GgmlTypeName(types[i]) << " (weight " << i << ") " << MatMulIsaName(isa)
+              << " tokens " << n_tokens;
+        }
+      }
+    }
+  }
+  ResetMatMulIsaForTesting();
+}
+
 TEST(MatMul, SingleThreadPoolGivesSameResult) {
   const Weights w = MakeWeights(GgmlType::kQ4_1, 64, 576, 5);
   const auto x = MakeActivations(5, 576, 6);
