@@ -17,13 +17,6 @@ namespace json = boost::json;
 constexpr std::string_view kFiles = "/v1/files";
 constexpr std::string_view kJobs = "/v1/fine_tuning/jobs";
 
-json::object FileJson(const FileInfo& f) {
-  return json::object{{"object", "file"},       {"id", f.id},
-                      {"bytes", f.bytes},       {"created_at", f.created_at},
-                      {"filename", f.filename}, {"purpose", f.purpose},
-                      {"status", "processed"},  {"status_details", nullptr}};
-}
-
 void ReplyError(const http::Exchange& e, const absl::Status& st) {
   e.Reply(openai::ErrorResponse(openai::ApiErrorFromStatus(st)));
 }
@@ -61,7 +54,7 @@ void AdminApi::Register(http::Router& router) {
              [this](const http::HttpRequest& r, http::Exchange e) { Upload(r, e); });
   router.Add("GET", std::string(kFiles), [this](const http::HttpRequest&, http::Exchange e) {
     json::array data;
-    for (const FileInfo& f : files_.List()) data.push_back(FileJson(f));
+    for (const FileInfo& f : files_.List()) data.push_back(FileObject(f));
     e.Reply(openai::JsonResponse(json::serialize(
         json::object{{"object", "list"}, {"data", std::move(data)}, {"has_more", false}})));
   });
@@ -104,7 +97,7 @@ void AdminApi::Upload(const http::HttpRequest& r, const http::Exchange& e) {
   }
   absl::StatusOr<FileInfo> info = files_.Put(file->filename, purpose, file->data);
   if (!info.ok()) return ReplyError(e, info.status());
-  e.Reply(openai::JsonResponse(json::serialize(FileJson(*info))));
+  e.Reply(openai::JsonResponse(json::serialize(FileObject(*info))));
 }
 
 void AdminApi::FileRoute(const http::HttpRequest& r, const http::Exchange& e) {
@@ -135,7 +128,7 @@ void AdminApi::FileRoute(const http::HttpRequest& r, const http::Exchange& e) {
   }
   absl::StatusOr<FileInfo> info = files_.Get(id);
   if (!info.ok()) return ReplyError(e, info.status());
-  e.Reply(openai::JsonResponse(json::serialize(FileJson(*info))));
+  e.Reply(openai::JsonResponse(json::serialize(FileObject(*info))));
 }
 
 void AdminApi::JobRoute(const http::HttpRequest& r, const http::Exchange& e) {

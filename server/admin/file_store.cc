@@ -51,6 +51,13 @@ absl::StatusOr<FileInfo> FromJson(std::string_view text) {
 
 }  // namespace
 
+json::object FileObject(const FileInfo& f) {
+  return json::object{{"object", "file"},       {"id", f.id},
+                      {"bytes", f.bytes},       {"created_at", f.created_at},
+                      {"filename", f.filename}, {"purpose", f.purpose},
+                      {"status", "processed"},  {"status_details", nullptr}};
+}
+
 bool FileStore::IsValidId(const std::string& id) {
   if (id.size() != 29 || !id.starts_with("file-")) return false;
   return std::all_of(id.begin() + 5, id.end(),

@@ -8,6 +8,7 @@
 // Thread safety: every method is safe from any thread (one mutex; file I/O is small).
 #pragma once
 
+#include <boost/json.hpp>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -28,6 +29,9 @@ struct FileInfo {
   std::string purpose;
   std::string sha256;
 };
+
+// OpenAI's `file` object for `f` (what the HTTP and gRPC admin APIs return).
+boost::json::object FileObject(const FileInfo& f);
 
 class FileStore {
  public:

@@ -14,11 +14,16 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <map>
 #include <thread>
 
 #include "common/cache_dir.h"
 #include "kvcache/ids.h"
 #include "scheduler/engine_loop.h"
+#include "server/admin/admin_api.h"
+#include "server/admin/admin_grpc_service.h"
+#include "server/admin/file_store.h"
+#include "server/admin/fine_tune_jobs.h"
 #include "server/admin/admin_api.h"
 #include "server/admin/file_store.h"
 #include "server/admin/fine_tune_jobs.h"
@@ -276,6 +281,8 @@ int RunServe(const ServeOptions& o) {
   api.Register(router);
   admin::AdminApi admin_api(**files, finetune);
   admin_api.Register(router);
+  admin::AdminApi admin_api(**files, finetune);
+  admin_api.Register(router);
   server_metrics.RegisterEndpoint(router, [&loop] { return loop.stats(); });
   const http::AccessPolicy policy({.api_key = o.api_key,
                                    .admin_api_key = o.admin_api_key,
@@ -296,7 +303,12 @@ int RunServe(const ServeOptions& o) {
     return 1;
   }
   grpc_api::GrpcServer grpc(model, grpc_engine);
-  if (absl::Status s = grpc.Start({.host = o.host, .port = o.grpc_port, .api_key = o.api_key});
+  const std::unique_ptr<grpc::Service> admin_grpc =
+      admin::MakeAdminGrpcService(**files, finetune, policy);
+  if (absl::Status s = grpc.Start({.host = o.host,
+                                   .port = o.grpc_port,
+                                   .api_key = o.api_key,
+                                   .extra_services = {admin_grpc.get()}});
       !s.ok()) {
     spdlog::error("{}", std::string(s.message()));
     server.Stop();

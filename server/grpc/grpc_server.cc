@@ -503,6 +503,7 @@ absl::Status GrpcServer::Start(const GrpcServerOptions& options) {
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
   service_->set_api_key(options.api_key);
   builder.RegisterService(service_.get());
+  for (grpc::Service* extra : options.extra_services) builder.RegisterService(extra);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     server_.reset();

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "server/openai/generation_engine.h"
@@ -22,6 +23,7 @@
 
 namespace grpc {
 class Server;
+class Service;
 }  // namespace grpc
 
 namespace spillway::server::grpc_api {
@@ -32,6 +34,9 @@ struct GrpcServerOptions {
   // Not empty: Inference calls need metadata `authorization: Bearer <api_key>`
   // (UNAUTHENTICATED otherwise). Health and reflection stay open.
   std::string api_key;
+  // More services on the same port (e.g. spillway.v1.Admin, server/admin/); they check their
+  // own auth. Must outlive the server.
+  std::vector<grpc::Service*> extra_services;
 };
 
 class InferenceService;
