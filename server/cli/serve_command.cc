@@ -14,7 +14,6 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
-#include <map>
 #include <thread>
 
 #include "common/cache_dir.h"
@@ -22,9 +21,6 @@
 #include "scheduler/engine_loop.h"
 #include "server/admin/admin_api.h"
 #include "server/admin/admin_grpc_service.h"
-#include "server/admin/file_store.h"
-#include "server/admin/fine_tune_jobs.h"
-#include "server/admin/admin_api.h"
 #include "server/admin/file_store.h"
 #include "server/admin/fine_tune_jobs.h"
 #include "server/cli/commands.h"
@@ -279,8 +275,6 @@ int RunServe(const ServeOptions& o) {
   openai::OpenAiApi api(model, http_engine);
   http::Router router(openai::OpenAiApi::ErrorPages());
   api.Register(router);
-  admin::AdminApi admin_api(**files, finetune);
-  admin_api.Register(router);
   admin::AdminApi admin_api(**files, finetune);
   admin_api.Register(router);
   server_metrics.RegisterEndpoint(router, [&loop] { return loop.stats(); });
