@@ -23,7 +23,8 @@ scheduler::EngineStats Stats() {
           .preemptions = 4,
           .prefix_cache_queries = 64,
           .prefix_cache_hits = 32,
-          .steps = 9};
+          .steps = 9,
+          .prefix_cache_hits_by_tier = {32, 0, 0}};
 }
 
 TEST(ServerMetricsTest, ExposesEveryMetricWithHelpAndType) {
@@ -58,7 +59,10 @@ TEST(ServerMetricsTest, ExposesEveryMetricWithHelpAndType) {
               HasSubstr("spillway_kv_blocks{model=\"tiny\",state=\"free\",tier=\"device\"} 75\n"));
   EXPECT_THAT(text, HasSubstr("spillway_preemptions_total{model=\"tiny\"} 4\n"));
   EXPECT_THAT(text, HasSubstr("spillway_prefix_cache_queries_total{model=\"tiny\"} 64\n"));
-  EXPECT_THAT(text, HasSubstr("spillway_prefix_cache_hits_total{model=\"tiny\"} 32\n"));
+  EXPECT_THAT(text,
+              HasSubstr("spillway_prefix_cache_hits_total{model=\"tiny\",tier=\"device\"} 32\n"));
+  EXPECT_THAT(text,
+              HasSubstr("spillway_prefix_cache_hits_total{model=\"tiny\",tier=\"host\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("spillway_requests_total{api=\"grpc\",finish_reason=\"length\",model="
                               "\"tiny\"} 0\n"));
   // Counters follow EngineStats by difference and never go back.
@@ -66,6 +70,53 @@ TEST(ServerMetricsTest, ExposesEveryMetricWithHelpAndType) {
   later.preemptions = 6;
   EXPECT_THAT(m.Render(later), HasSubstr("spillway_preemptions_total{model=\"tiny\"} 6\n"));
   EXPECT_THAT(m.Render(Stats()), HasSubstr("spillway_preemptions_total{model=\"tiny\"} 6\n"));
+}
+
+TEST(ServerMetricsTest, KvTierSeriesFollowTheTierStats) {
+  ServerMetrics m("tiny");
+  scheduler::EngineStats s = Stats();
+  kvcache::TierStats t{.host_slots = 8,
+                       .host_used = 2,
+                       .disk_enabled = true,
+                       .disk_capacity_blocks = 100,
+                       .disk_blocks = 25,
+                       .spills_device_host = 7,
+                       .spills_host_disk = 3,
+                       .loads_host_device = 5,
+                       .loads_disk_host = 1,
+                       .bytes_device_host = 7 * 1024};
+  t.disk_errors[static_cast<int>(kvcache::DiskResult::kChecksumMismatch)] = 2;
+  t.load_buckets[0] = 4;
+  t.load_seconds_sum = 0.0002;
+  s.tiers = t;
+  s.prefix_cache_hits_by_tier = {16, 48, 32};
+  const std::string text = m.Render(s);
+  for (const char* c : {"spillway_kv_spill_blocks_total", "spillway_kv_load_blocks_total",
+                        "spillway_kv_bytes_moved_total", "spillway_kv_tier_errors_total"}) {
+    EXPECT_THAT(text, HasSubstr(std::string("# TYPE ") + c + " counter\n")) << c;
+  }
+  EXPECT_THAT(text, HasSubstr("# TYPE spillway_kv_load_seconds histogram\n"));
+  EXPECT_THAT(text,
+              HasSubstr("spillway_kv_blocks{model=\"tiny\",state=\"used\",tier=\"host\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("spillway_kv_blocks{model=\"tiny\",state=\"free\",tier=\"disk\"} 75\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_usage_ratio{model=\"tiny\",tier=\"host\"} 0.25\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_spill_blocks_total{from=\"device\",model=\"tiny\","
+                              "to=\"host\"} 7\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_load_blocks_total{from=\"disk\",model=\"tiny\","
+                              "to=\"host\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_bytes_moved_total{from=\"device\",model=\"tiny\","
+                              "to=\"host\"} 7168\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_tier_errors_total{kind=\"checksum\",model=\"tiny\","
+                              "tier=\"disk\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("spillway_prefix_cache_hits_total{model=\"tiny\",tier=\"host\"} 48\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_load_seconds_count{model=\"tiny\"} 4\n"));
+  // Counters grow by the difference.
+  s.tiers->spills_device_host = 9;
+  EXPECT_THAT(m.Render(s),
+              HasSubstr("spillway_kv_spill_blocks_total{from=\"device\",model=\"tiny\","
+                        "to=\"host\"} 9\n"));
 }
 
 TEST(ServerMetricsTest, IterationTokensAndErrors) {
