@@ -13,6 +13,7 @@
 #include "server/admin/file_store.h"
 #include "server/admin/multipart.h"
 #include "server/admin/sha256.h"
+#include "server/http/auth.h"
 #include "server/http/router.h"
 #include "server/openai/openai_api.h"
 #include "tests/fakes/byte_tokenizer.h"
@@ -193,6 +194,17 @@ TEST(RouterPrefixTest, ExactRoutesFirstThenPrefixes) {
   EXPECT_EQ(router.RouteErrorForTesting("DELETE", "/v1/files/x").status, 0);
   EXPECT_EQ(router.RouteErrorForTesting("POST", "/v1/files/x").status, 405);
   EXPECT_EQ(router.RouteErrorForTesting("GET", "/v1/filesx").status, 404);
+}
+
+TEST(AdminApiTest, FilesAndFineTuningAreAdminScope) {
+  const http::AccessPolicy p({.api_key = "user", .admin_api_key = "adm"});
+  for (const char* path : {"/v1/files", "/v1/files/file-1/content", "/v1/fine_tuning/jobs",
+                           "/v1/fine_tuning/jobs/ftjob-1/cancel"}) {
+    EXPECT_EQ(p.ScopeOf(path), http::AccessScope::kAdmin) << path;
+  }
+  EXPECT_TRUE(p.Allows(http::AccessScope::kAdmin, "Bearer adm"));
+  EXPECT_FALSE(p.Allows(http::AccessScope::kAdmin, "Bearer user"));
+  EXPECT_EQ(p.ScopeOf("/v1/filesystem"), http::AccessScope::kInference);
 }
 
 TEST(AdminApiTest, QueryParam) {
