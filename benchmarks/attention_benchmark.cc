@@ -4,10 +4,12 @@
 #include <benchmark/benchmark.h>
 
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/cpu/attention.h"
 #include "engine/cpu/fp16.h"
+#include "engine/cpu/matmul.h"
 #include "kvcache/ids.h"
 
 namespace spillway::engine::cpu {
@@ -83,6 +85,64 @@ void BM_DecodeOneToken(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_DecodeOneToken)->Arg(512)->Arg(2048)->Arg(8192)->UseRealTime();
+
+// `seqs` sequences of one decode token each at position context - 1, all reading the same
+// blocks (a batched decode step over equal contexts).
+Setup MakeDecodeBatch(int32_t seqs, int32_t context) {
+  Setup s = Make(context - 1, 1);
+  const int32_t blocks = s.table_starts[1];
+  s.positions.assign(seqs, context - 1);
+  s.first_positions.assign(seqs, context - 1);
+  s.chunk_starts.clear();
+  s.table_starts.clear();
+  for (int32_t i = 0; i <= seqs; ++i) {
+    s.chunk_starts.push_back(i);
+    s.table_starts.push_back(0);
+  }
+  // Every chunk's table is the same run of blocks: starts 0, blocks, 2 * blocks, ... over a
+  // table repeated seqs times.
+  const std::vector<kvcache::BlockId> one = s.table;
+  s.table.clear();
+  for (int32_t i = 0; i < seqs; ++i) s.table.insert(s.table.end(), one.begin(), one.end());
+  for (int32_t i = 0; i <= seqs; ++i) s.table_starts[i] = i * blocks;
+  s.tokens.assign(seqs, 0);
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> u(-1, 1);
+  s.q.resize(int64_t{seqs} * kHeads * kDim);
+  for (auto& x : s.q) x = u(rng);
+  s.out.resize(s.q.size());
+  s.layout = {.tokens = s.tokens,
+              .positions = s.positions,
+              .chunk_starts = s.chunk_starts,
+              .first_positions = s.first_positions,
+              .block_table_starts = s.table_starts,
+              .block_tables = s.table};
+  return s;
+}
+
+// AVX-512 against AVX2 (the same bits; attention follows MatMul's instruction set), on one
+// thread: a 512-token prefill chunk (case 0) and a batch-32 decode step at context 512 (case
+// 1). On a shared machine compare CPU times, min over interleaved repetitions.
+// Args: case, isa (1 = AVX2, 2 = AVX-512).
+void BM_Avx512VsAvx2(benchmark::State& state) {
+  const auto isa = static_cast<MatMulIsa>(state.range(1));
+  if (!MatMulIsaSupported(isa)) {
+    state.SkipWithError("instruction set not supported here");
+    return;
+  }
+  Setup s = state.range(0) == 0 ? Make(0, 512) : MakeDecodeBatch(32, 512);
+  ThreadPool pool(1);
+  std::vector<AttentionScratch> scratch;
+  SetMatMulIsaForTesting(isa);
+  for (auto _ : state) {
+    PagedAttention(s.layout, s.q.data(), kHeads, s.view, s.out.data(), pool, scratch);
+    benchmark::DoNotOptimize(s.out.data());
+  }
+  ResetMatMulIsaForTesting();
+  state.SetLabel(std::string(state.range(0) == 0 ? "prefill 512 " : "decode 32 x ctx 512 ") +
+                 MatMulIsaName(isa));
+}
+BENCHMARK(BM_Avx512VsAvx2)->ArgNames({"case", "isa"})->ArgsProduct({{0, 1}, {1, 2}});
 
 }  // namespace
 }  // namespace spillway::engine::cpu

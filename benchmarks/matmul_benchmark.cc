@@ -244,6 +244,68 @@ BENCHMARK(BM_SmolLm2Step)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
+// BM_SmolLm2Step, packed, default kernels, with q/k/v and gate/up either as one MatMul each
+// (shared 0) or as MatMulShared calls that quantize their input once (shared 1), as
+// LlamaModel does. Compare the 1-thread CPU times (min over interleaved repetitions).
+// Args: tokens, threads, shared.
+void BM_SmolLm2StepShared(benchmark::State& state) {
+  const int64_t tokens = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  const bool shared = state.range(2) != 0;
+  constexpr int kLayers = 30;
+  std::vector<Matrix> layers;
+  for (int l = 0; l < kLayers; ++l) {
+    for (auto [rows, cols] : {std::pair{576, 576},
+                              {192, 576},
+                              {192, 576},
+                              {576, 576},
+                              {1536, 576},
+                              {1536, 576},
+                              {576, 1536}}) {
+      layers.push_back(RandomMatrix(GgmlType::kQ4_1, rows, cols, 100 + layers.size()));
+    }
+  }
+  const Matrix lm_head = RandomMatrix(GgmlType::kQ8_0, 49152, 576, 3);
+  const int64_t head_tokens = tokens >= 512 ? 1 : tokens;
+  const auto x = RandomActivations(tokens * 1536);
+  std::vector<float> y(std::max<int64_t>(2 * tokens * 1536, head_tokens * 49152));
+  ThreadPool& pool = Pool(threads);
+  for (auto _ : state) {
+    for (int l = 0; l < kLayers; ++l) {
+      const Matrix* m = &layers[7 * l];
+      if (shared) {
+        const PackedWeight* qkv[] = {m[0].packed.get(), m[1].packed.get(), m[2].packed.get()};
+        float* qkv_y[] = {y.data(), y.data() + tokens * 576, y.data() + tokens * 768};
+        MatMulShared(qkv, x.data(), tokens, qkv_y, pool);
+      } else {
+        m[0].Run(true, x.data(), tokens, y.data(), pool);
+        m[1].Run(true, x.data(), tokens, y.data() + tokens * 576, pool);
+        m[2].Run(true, x.data(), tokens, y.data() + tokens * 768, pool);
+      }
+      m[3].Run(true, x.data(), tokens, y.data(), pool);
+      if (shared) {
+        const PackedWeight* gate_up[] = {m[4].packed.get(), m[5].packed.get()};
+        float* gate_up_y[] = {y.data(), y.data() + tokens * 1536};
+        MatMulShared(gate_up, x.data(), tokens, gate_up_y, pool);
+      } else {
+        m[4].Run(true, x.data(), tokens, y.data(), pool);
+        m[5].Run(true, x.data(), tokens, y.data() + tokens * 1536, pool);
+      }
+      m[6].Run(true, x.data(), tokens, y.data(), pool);
+    }
+    lm_head.Run(true, x.data(), head_tokens, y.data(), pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["tok/s"] = benchmark::Counter(static_cast<double>(tokens * state.iterations()),
+                                               benchmark::Counter::kIsRate);
+  state.SetLabel(shared ? "MatMulShared" : "one MatMul per weight");
+}
+BENCHMARK(BM_SmolLm2StepShared)
+    ->ArgNames({"tokens", "threads", "shared"})
+    ->ArgsProduct({{1, 32, 512}, {1, 2}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 // PackWeight (CpuBackend::LoadWeight) on the largest SmolLM2 matrices: the Q8_0 lm_head and
 // a Q4_1 feed-forward matrix. Args: rows, cols, type.
 void BM_PackWeight(benchmark::State& state) {

@@ -9,6 +9,7 @@
 
 #include "common/check.h"
 #include "engine/cpu/fp16.h"
+#include "engine/cpu/matmul.h"
 #include "engine/cpu/vec_math.h"
 #include "kvcache/ids.h"
 
@@ -16,6 +17,9 @@ namespace spillway::engine::cpu {
 namespace {
 
 using kvcache::kBlockTokens;
+
+// The features of the AVX-512 attention kernel (a subset of what MatMul's AVX-512 set needs).
+#define SPW_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,f16c")))
 
 // NOTE(lead): query tiles of this many tokens make prefill chunks split into enough work
 // items for every thread; each item converts its keys to f32 once and reuses them for all
@@ -114,6 +118,14 @@ struct F32Rows {
   __attribute__((target("avx2,fma,f16c"))) __m256 Value(int64_t j, int c) const {
     return _mm256_loadu_ps(values + j * D + 8 * c);
   }
+  // Chunk c of keys j0 and j1 side by side, and values j's 16 values from 16 * c.
+  SPW_AVX512 __m512 KeyPair(int64_t j0, int64_t j1, int c) const {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(keys + j0 * D + 8 * c)),
+                              _mm256_loadu_ps(keys + j1 * D + 8 * c), 1);
+  }
+  SPW_AVX512 __m512 Value16(int64_t j, int c) const {
+    return _mm512_loadu_ps(values + j * D + 16 * c);
+  }
 };
 
 template <int D>
@@ -132,6 +144,15 @@ struct F16Blocks {
   }
   __attribute__((target("avx2,fma,f16c"))) __m256 Value(int64_t j, int c) const {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(Row(v, j) + 8 * c)));
+  }
+  SPW_AVX512 __m512 KeyPair(int64_t j0, int64_t j1, int c) const {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(Row(k, j0) + 8 * c));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(Row(k, j1) + 8 * c));
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
+  }
+  SPW_AVX512 __m512 Value16(int64_t j, int c) const {
+    return _mm512_cvtph_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Row(v, j) + 16 * c)));
   }
 };
 
@@ -182,6 +203,100 @@ __attribute__((target("avx2,fma,f16c"))) void AttendOneAvx2Fixed(const float* q,
   for (int c = 0; c < kChunks; ++c) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], inv));
 }
 
+// _mm256_hadd_ps on each 256-bit half of x and y (the same additions, so the same bits).
+SPW_AVX512 inline __m512 Hadd512(__m512 x, __m512 y) {
+  return _mm512_add_ps(_mm512_shuffle_ps(x, y, 0x88), _mm512_shuffle_ps(x, y, 0xDD));
+}
+
+// NOTE(kernels): the AVX-512 twin of AttendOneAvx2Fixed, bit for bit: every lane makes the
+// same operations in the same order, so results do not change with the instruction set (and
+// batch invariance holds whichever kernel a query gets). Scores: each zmm holds keys j + m and
+// j + m + 8 (8 lanes each), so 16 keys share each q load and FMA chain; SumEach becomes the
+// same hadd tree on both 256-bit halves at once, and a final two-source permute puts the 16
+// sums in key order. The last 8-key block and the last < 8 keys run exactly as in AVX2. Values:
+// one zmm covers 16 dimensions, lane by lane the AVX2 FMA chain over keys.
+template <int D, typename Source>
+SPW_AVX512 void AttendOneAvx512Fixed(const float* q, const Source& src, int64_t n, float scale,
+                                     float* scores, float* out) {
+  constexpr int kChunks = D / 8;
+  __m512 qv2[kChunks];  // q's chunk c in both halves
+  for (int c = 0; c < kChunks; ++c) {
+    qv2[c] = _mm512_broadcast_f32x8(_mm256_loadu_ps(q + 8 * c));
+  }
+  const __m512 vscale16 = _mm512_set1_ps(scale);
+  const __m512i lo_idx =
+      _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+  const __m512i hi_idx =
+      _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  __m512 vmax16 = _mm512_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 acc[8];
+    for (int m = 0; m < 8; ++m) acc[m] = _mm512_setzero_ps();
+    for (int c = 0; c < kChunks; ++c) {
+      for (int m = 0; m < 8; ++m) {
+        acc[m] = _mm512_fmadd_ps(qv2[c], src.KeyPair(j + m, j + m + 8, c), acc[m]);
+      }
+    }
+    const __m512 t0 = Hadd512(acc[0], acc[1]);
+    const __m512 t1 = Hadd512(acc[2], acc[3]);
+    const __m512 t2 = Hadd512(acc[4], acc[5]);
+    const __m512 t3 = Hadd512(acc[6], acc[7]);
+    const __m512 u0 = Hadd512(t0, t1);
+    const __m512 u1 = Hadd512(t2, t3);
+    const __m512 sums = _mm512_add_ps(_mm512_permutex2var_ps(u0, lo_idx, u1),
+                                      _mm512_permutex2var_ps(u0, hi_idx, u1));
+    const __m512 sc = _mm512_mul_ps(sums, vscale16);
+    _mm512_storeu_ps(scores + j, sc);
+    vmax16 = _mm512_max_ps(vmax16, sc);
+  }
+  float max_score = _mm512_reduce_max_ps(vmax16);
+  if (j + 8 <= n) {
+    __m256 acc[8];
+    for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
+    for (int c = 0; c < kChunks; ++c) {
+      const __m256 qc = _mm512_castps512_ps256(qv2[c]);
+      for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(qc, src.Key(j + k, c), acc[k]);
+    }
+    const __m256 sc = _mm256_mul_ps(SumEach(acc), _mm256_set1_ps(scale));
+    _mm256_storeu_ps(scores + j, sc);
+    for (int k = 0; k < 8; ++k) max_score = std::max(max_score, scores[j + k]);
+    j += 8;
+  }
+  for (; j < n; ++j) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int c = 0; c < kChunks; ++c) {
+      acc = _mm256_fmadd_ps(_mm512_castps512_ps256(qv2[c]), src.Key(j, c), acc);
+    }
+    scores[j] = HorizontalSum(acc) * scale;
+    max_score = std::max(max_score, scores[j]);
+  }
+  const float sum = ExpInPlace(scores, n, max_score);
+  constexpr int kChunks16 = D / 16;
+  __m512 acc[kChunks16];
+  for (int c = 0; c < kChunks16; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t jj = 0; jj < n; ++jj) {
+    const __m512 w = _mm512_set1_ps(scores[jj]);
+    for (int c = 0; c < kChunks16; ++c) {
+      acc[c] = _mm512_fmadd_ps(w, src.Value16(jj, c), acc[c]);
+    }
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / sum);
+  for (int c = 0; c < kChunks16; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], inv));
+}
+
+// The head-size-64/128 kernel of this CPU: AVX-512 where MatMul uses it (the same choice, so a
+// test that sets MatMul's instruction set sets this one too), else AVX2. Same bits either way.
+template <int D, typename Source>
+void AttendOneFixed(bool avx512, const float* q, const Source& src, int64_t n, float scale,
+                    float* scores, float* out) {
+  if (avx512) {
+    AttendOneAvx512Fixed<D>(q, src, n, scale, scores, out);
+  } else {
+    AttendOneAvx2Fixed<D>(q, src, n, scale, scores, out);
+  }
+}
+
 void AttendOneScalar(const float* q, const float* keys, const float* values, int64_t n, int64_t d,
                      float scale, float* scores, float* out) {
   float max_score = -INFINITY;
@@ -217,7 +332,7 @@ constexpr int64_t kDirectMaxQueries = 2;
 
 // The item's queries attend reading K and V straight from the f16 cache (decode tokens).
 // REQUIRES: AVX2/FMA/F16C and head size 64 or 128.
-void AttendDirect(const BatchLayout& layout, const float* q, const WorkItem& item,
+void AttendDirect(bool avx512, const BatchLayout& layout, const float* q, const WorkItem& item,
                   const kvcache::BlockId* table, KvLayerView cache, int64_t group, float scale,
                   float* scores, float* out) {
   const int64_t d = cache.head_dim;
@@ -231,10 +346,10 @@ void AttendDirect(const BatchLayout& layout, const float* q, const WorkItem& ite
       float* oh = out + t * q_width + h * d;
       if (d == 64) {
         const F16Blocks<64> src{cache.k, cache.v, table, kv_width, item.kv_head * d};
-        AttendOneAvx2Fixed<64>(qh, src, n, scale, scores, oh);
+        AttendOneFixed<64>(avx512, qh, src, n, scale, scores, oh);
       } else {
         const F16Blocks<128> src{cache.k, cache.v, table, kv_width, item.kv_head * d};
-        AttendOneAvx2Fixed<128>(qh, src, n, scale, scores, oh);
+        AttendOneFixed<128>(avx512, qh, src, n, scale, scores, oh);
       }
     }
   }
@@ -276,6 +391,7 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
   const int64_t q_width = num_heads * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const bool avx2 = HasAvx2Fma() && d % 8 == 0;
+  const bool avx512 = avx2 && ActiveMatMulIsa() == MatMulIsa::kAvx512;
 
   std::vector<WorkItem> items;
   const int64_t num_chunks = static_cast<int64_t>(layout.first_positions.size());
@@ -297,7 +413,7 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
           const int64_t num_keys = layout.positions[item.end - 1] + 1;
           s.scores.resize(num_keys);
           if (avx2 && (d == 64 || d == 128) && item.end - item.begin <= kDirectMaxQueries) {
-            AttendDirect(layout, q, item, table, cache, group, scale, s.scores.data(), out);
+            AttendDirect(avx512, layout, q, item, table, cache, group, scale, s.scores.data(), out);
             continue;
           }
           s.keys.resize(num_keys * d);
@@ -321,11 +437,11 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
               // NOTE(lead): head sizes 64 and 128 (every supported model family) get the
               // register-resident kernel; other multiples of 8 the general AVX2 one.
               if (avx2 && d == 64) {
-                AttendOneAvx2Fixed<64>(qh, F32Rows<64>{s.keys.data(), s.values.data()}, n, scale,
-                                       s.scores.data(), oh);
+                AttendOneFixed<64>(avx512, qh, F32Rows<64>{s.keys.data(), s.values.data()}, n,
+                                   scale, s.scores.data(), oh);
               } else if (avx2 && d == 128) {
-                AttendOneAvx2Fixed<128>(qh, F32Rows<128>{s.keys.data(), s.values.data()}, n, scale,
-                                        s.scores.data(), oh);
+                AttendOneFixed<128>(avx512, qh, F32Rows<128>{s.keys.data(), s.values.data()}, n,
+                                    scale, s.scores.data(), oh);
               } else if (avx2) {
                 AttendOneAvx2(qh, s.keys.data(), s.values.data(), n, d, scale, s.scores.data(), oh);
               } else {

@@ -6,10 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "engine/cpu/fp16.h"
+#include "engine/cpu/matmul.h"
 #include "kvcache/ids.h"
 
 namespace spillway::engine::cpu {
@@ -164,6 +167,71 @@ TEST(PagedAttention, DecodeTokenEqualsSameTokenInsidePrefillTile) {
     run(len - 1, 1, &last);  // the last token again, alone
     for (int64_t i = 0; i < q_width; ++i) {
       ASSERT_EQ(whole[(len - 1) * q_width + i], last[i]) << "head size " << d << " value " << i;
+    }
+  }
+}
+
+// The AVX-512 kernel (taken where MatMul uses AVX-512) makes the AVX2 kernel's operations lane
+// by lane: the same bits, for decode tokens (f16 keys in place) and prefill tiles (f32 keys),
+// contexts of every length modulo 16, GQA groups, head sizes 64 and 128.
+TEST(PagedAttention, Avx512MatchesAvx2BitForBit) {
+  if (!MatMulIsaSupported(MatMulIsa::kAvx512) || !MatMulIsaSupported(MatMulIsa::kAvx2)) {
+    GTEST_SKIP() << "needs a CPU with AVX-512";
+  }
+  for (int64_t d : {64, 128}) {
+    const int64_t heads = 9, kv_heads = 3, kv_width = kv_heads * d, q_width = heads * d;
+    std::mt19937 rng(static_cast<uint32_t>(d));
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    const int32_t num_blocks = 96;
+    std::vector<uint16_t> kc(int64_t{num_blocks} * kBlockTokens * kv_width), vc(kc.size());
+    for (auto& x : kc) x = F32ToF16(u(rng));
+    for (auto& x : vc) x = F32ToF16(u(rng));
+    // Decode tokens at positions 0..40 and 100..117 (every residue modulo 16), then prefill
+    // chunks of 37 and 70 tokens.
+    std::vector<Chunk> chunks;
+    for (int32_t p = 0; p <= 40; ++p) chunks.push_back({p, 1});
+    for (int32_t p = 100; p <= 117; ++p) chunks.push_back({p, 1});
+    chunks.push_back({0, 37});
+    chunks.push_back({21, 70});
+    std::vector<BlockId> all(num_blocks);
+    for (int i = 0; i < num_blocks; ++i) all[i] = i;
+    std::shuffle(all.begin(), all.end(), rng);
+    std::vector<int32_t> positions, starts{0}, firsts, table_starts{0};
+    std::vector<BlockId> tables;
+    for (const Chunk& c : chunks) {
+      for (int32_t i = 0; i < c.num_tokens; ++i) positions.push_back(c.first_position + i);
+      starts.push_back(starts.back() + c.num_tokens);
+      firsts.push_back(c.first_position);
+      // Chunks share the random cache contents (attention only reads it here): each takes
+      // the first blocks of the shuffled list.
+      const int32_t blocks = (c.first_position + c.num_tokens + kBlockTokens - 1) / kBlockTokens;
+      for (int32_t b = 0; b < blocks; ++b) tables.push_back(all[b]);
+      table_starts.push_back(static_cast<int32_t>(tables.size()));
+    }
+    const int64_t n = static_cast<int64_t>(positions.size());
+    std::vector<TokenId> tokens(n, 0);
+    BatchLayout layout{.tokens = tokens,
+                       .positions = positions,
+                       .chunk_starts = starts,
+                       .first_positions = firsts,
+                       .block_table_starts = table_starts,
+                       .block_tables = tables};
+    std::vector<float> q(n * q_width);
+    for (auto& x : q) x = u(rng) * 3.0f;
+    KvLayerView cache{.k = kc.data(), .v = vc.data(), .num_kv_heads = kv_heads, .head_dim = d};
+    ThreadPool pool(2);
+    std::vector<AttentionScratch> scratch;
+    std::vector<float> avx2(n * q_width, NAN), avx512(n * q_width, NAN);
+    SetMatMulIsaForTesting(MatMulIsa::kAvx2);
+    PagedAttention(layout, q.data(), heads, cache, avx2.data(), pool, scratch);
+    SetMatMulIsaForTesting(MatMulIsa::kAvx512);
+    PagedAttention(layout, q.data(), heads, cache, avx512.data(), pool, scratch);
+    ResetMatMulIsaForTesting();
+    for (int64_t t = 0; t < n; ++t) {
+      ASSERT_EQ(std::memcmp(avx2.data() + t * q_width, avx512.data() + t * q_width,
+                            q_width * sizeof(float)),
+                0)
+          << "head size " << d << " row " << t << " position " << positions[t];
     }
   }
 }
