@@ -185,6 +185,8 @@ int32_t TierManager::NumLoading(std::span<const BlockKey> keys) const {
 
 void TierManager::Poll() {
   if (disk_ == nullptr) return;
+  const auto now = std::chrono::steady_clock::now();
+  previous_poll_ = std::exchange(last_poll_, now);
   for (const DiskCompletion& c : disk_->PollCompletions()) {
     if (c.op == DiskOp::kRead) {
       FinishRead(c);
@@ -222,7 +224,13 @@ void TierManager::FinishRead(const DiskCompletion& c) {
   host_.Insert(*slot, read.key);
   from_disk_.insert(read.key.hash);
   const double seconds = SecondsSince(read.start);
-  Smooth(costs_.disk_us_per_block, seconds * 1e6);
+  // NOTE(tiers): completions are collected once per engine step, so `seconds` includes the
+  // wait for the step that was running (seconds on a long prefill) while the read itself was
+  // long done. The cost model takes what the read certainly took instead: it was still in
+  // flight at the previous poll. Never below a host copy of the same block.
+  const double in_flight_us =
+      std::max(0.0, std::chrono::duration<double, std::micro>(previous_poll_ - read.start).count());
+  Smooth(costs_.disk_us_per_block, std::max(in_flight_us, costs_.host_us_per_block));
   ObserveLoad(seconds);
   ++counters_.loads_disk_host;
   counters_.bytes_disk_host += block_bytes();

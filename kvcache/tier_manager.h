@@ -164,6 +164,8 @@ class TierManager {
   std::unordered_set<BlockHash> reading_;     // hashes with a read in flight
   std::unordered_set<BlockHash> from_disk_;   // host blocks a prefetch brought up
   uint64_t next_tag_ = 1;
+  // When Poll last ran, and the time before that (the SSD cost estimate, FinishRead).
+  std::chrono::steady_clock::time_point last_poll_{}, previous_poll_{};
   TierStats counters_;
 };
 
