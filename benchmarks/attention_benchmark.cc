@@ -25,6 +25,14 @@ struct Setup {
   std::vector<TokenId> tokens;
   BatchLayout layout;
   KvLayerView view;
+  BatchLayout Layout() const {
+    return {.tokens = tokens,
+            .positions = positions,
+            .chunk_starts = chunk_starts,
+            .first_positions = first_positions,
+            .block_table_starts = table_starts,
+            .block_tables = table};
+  }
 };
 
 constexpr int64_t kHeads = 9, kKvHeads = 3, kDim = 64;
@@ -49,12 +57,7 @@ Setup Make(int32_t first, int32_t n) {
   s.q.resize(int64_t{n} * kHeads * kDim);
   for (auto& x : s.q) x = u(rng);
   s.out.resize(s.q.size());
-  s.layout = {.tokens = s.tokens,
-              .positions = s.positions,
-              .chunk_starts = s.chunk_starts,
-              .first_positions = s.first_positions,
-              .block_table_starts = s.table_starts,
-              .block_tables = s.table};
+  s.layout = s.Layout();
   s.view = {.k = s.k.data(), .v = s.v.data(), .num_kv_heads = kKvHeads, .head_dim = kDim};
   return s;
 }
@@ -111,12 +114,7 @@ Setup MakeDecodeBatch(int32_t seqs, int32_t context) {
   s.q.resize(int64_t{seqs} * kHeads * kDim);
   for (auto& x : s.q) x = u(rng);
   s.out.resize(s.q.size());
-  s.layout = {.tokens = s.tokens,
-              .positions = s.positions,
-              .chunk_starts = s.chunk_starts,
-              .first_positions = s.first_positions,
-              .block_table_starts = s.table_starts,
-              .block_tables = s.table};
+  s.layout = s.Layout();
   return s;
 }
 

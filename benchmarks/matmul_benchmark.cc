@@ -191,6 +191,23 @@ void KQuantShapes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatMul)->Apply(KQuantShapes)->UseRealTime();
 
+// The Q4_1 matrices of `layers` SmolLM2 layers, 7 a layer: q, k, v, o, gate, up, down.
+std::vector<Matrix> SmolLm2Layers(int layers) {
+  std::vector<Matrix> out;
+  for (int l = 0; l < layers; ++l) {
+    for (auto [rows, cols] : {std::pair{576, 576},
+                              {192, 576},
+                              {192, 576},
+                              {576, 576},
+                              {1536, 576},
+                              {1536, 576},
+                              {576, 1536}}) {
+      out.push_back(RandomMatrix(GgmlType::kQ4_1, rows, cols, 100 + out.size()));
+    }
+  }
+  return out;
+}
+
 // The matmuls of one SmolLM2-135M step over `tokens` tokens; the lm_head runs on one token
 // per sequence: all tokens for decode batches, the last one for a 512-token prefill.
 // Args: tokens, threads, isa (SelectKernels), packed (0, 1).
@@ -200,18 +217,7 @@ void BM_SmolLm2Step(benchmark::State& state) {
   const int64_t isa = state.range(2);
   const bool packed = state.range(3) != 0;
   constexpr int kLayers = 30;
-  std::vector<Matrix> layers;
-  for (int l = 0; l < kLayers; ++l) {
-    for (auto [rows, cols] : {std::pair{576, 576},
-                              {192, 576},
-                              {192, 576},
-                              {576, 576},
-                              {1536, 576},
-                              {1536, 576},
-                              {576, 1536}}) {
-      layers.push_back(RandomMatrix(GgmlType::kQ4_1, rows, cols, 100 + layers.size()));
-    }
-  }
+  const std::vector<Matrix> layers = SmolLm2Layers(kLayers);
   const Matrix lm_head = RandomMatrix(GgmlType::kQ8_0, 49152, 576, 3);
   const int64_t head_tokens = tokens >= 512 ? 1 : tokens;
   const auto x = RandomActivations(tokens * 1536);
@@ -253,18 +259,7 @@ void BM_SmolLm2StepShared(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(1));
   const bool shared = state.range(2) != 0;
   constexpr int kLayers = 30;
-  std::vector<Matrix> layers;
-  for (int l = 0; l < kLayers; ++l) {
-    for (auto [rows, cols] : {std::pair{576, 576},
-                              {192, 576},
-                              {192, 576},
-                              {576, 576},
-                              {1536, 576},
-                              {1536, 576},
-                              {576, 1536}}) {
-      layers.push_back(RandomMatrix(GgmlType::kQ4_1, rows, cols, 100 + layers.size()));
-    }
-  }
+  const std::vector<Matrix> layers = SmolLm2Layers(kLayers);
   const Matrix lm_head = RandomMatrix(GgmlType::kQ8_0, 49152, 576, 3);
   const int64_t head_tokens = tokens >= 512 ? 1 : tokens;
   const auto x = RandomActivations(tokens * 1536);

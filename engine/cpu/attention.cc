@@ -156,6 +156,28 @@ struct F16Blocks {
   }
 };
 
+// The scores (dot products times the scale) of keys j .. j + 7, and of key j alone: the AVX2
+// kernel's order of operations, which the AVX-512 kernel reuses for its last keys.
+template <int D, typename Source>
+__attribute__((target("avx2,fma,f16c"))) inline __m256 ScoreEight(const __m256* qv,
+                                                                  const Source& src, int64_t j,
+                                                                  __m256 vscale) {
+  __m256 acc[8];
+  for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
+  for (int c = 0; c < D / 8; ++c) {
+    for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(qv[c], src.Key(j + k, c), acc[k]);
+  }
+  return _mm256_mul_ps(SumEach(acc), vscale);
+}
+
+template <int D, typename Source>
+__attribute__((target("avx2,fma,f16c"))) inline float ScoreOne(const __m256* qv, const Source& src,
+                                                               int64_t j, float scale) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int c = 0; c < D / 8; ++c) acc = _mm256_fmadd_ps(qv[c], src.Key(j, c), acc);
+  return HorizontalSum(acc) * scale;
+}
+
 template <int D, typename Source>
 __attribute__((target("avx2,fma,f16c"))) void AttendOneAvx2Fixed(const float* q, const Source& src,
                                                                  int64_t n, float scale,
@@ -167,14 +189,7 @@ __attribute__((target("avx2,fma,f16c"))) void AttendOneAvx2Fixed(const float* q,
   __m256 vmax = _mm256_set1_ps(-INFINITY);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
-    __m256 acc[8];
-    for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
-    for (int c = 0; c < kChunks; ++c) {
-      for (int k = 0; k < 8; ++k) {
-        acc[k] = _mm256_fmadd_ps(qv[c], src.Key(j + k, c), acc[k]);
-      }
-    }
-    const __m256 s = _mm256_mul_ps(SumEach(acc), vscale);
+    const __m256 s = ScoreEight<D>(qv, src, j, vscale);
     _mm256_storeu_ps(scores + j, s);
     vmax = _mm256_max_ps(vmax, s);
   }
@@ -183,11 +198,7 @@ __attribute__((target("avx2,fma,f16c"))) void AttendOneAvx2Fixed(const float* q,
   m = _mm_max_ss(m, _mm_movehdup_ps(m));
   float max_score = _mm_cvtss_f32(m);
   for (; j < n; ++j) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int c = 0; c < kChunks; ++c) {
-      acc = _mm256_fmadd_ps(qv[c], src.Key(j, c), acc);
-    }
-    scores[j] = HorizontalSum(acc) * scale;
+    scores[j] = ScoreOne<D>(qv, src, j, scale);
     max_score = std::max(max_score, scores[j]);
   }
   const float sum = ExpInPlace(scores, n, max_score);
@@ -251,24 +262,15 @@ SPW_AVX512 void AttendOneAvx512Fixed(const float* q, const Source& src, int64_t 
     vmax16 = _mm512_max_ps(vmax16, sc);
   }
   float max_score = _mm512_reduce_max_ps(vmax16);
+  __m256 qv[kChunks];
+  for (int c = 0; c < kChunks; ++c) qv[c] = _mm512_castps512_ps256(qv2[c]);
   if (j + 8 <= n) {
-    __m256 acc[8];
-    for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
-    for (int c = 0; c < kChunks; ++c) {
-      const __m256 qc = _mm512_castps512_ps256(qv2[c]);
-      for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(qc, src.Key(j + k, c), acc[k]);
-    }
-    const __m256 sc = _mm256_mul_ps(SumEach(acc), _mm256_set1_ps(scale));
-    _mm256_storeu_ps(scores + j, sc);
+    _mm256_storeu_ps(scores + j, ScoreEight<D>(qv, src, j, _mm256_set1_ps(scale)));
     for (int k = 0; k < 8; ++k) max_score = std::max(max_score, scores[j + k]);
     j += 8;
   }
   for (; j < n; ++j) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int c = 0; c < kChunks; ++c) {
-      acc = _mm256_fmadd_ps(_mm512_castps512_ps256(qv2[c]), src.Key(j, c), acc);
-    }
-    scores[j] = HorizontalSum(acc) * scale;
+    scores[j] = ScoreOne<D>(qv, src, j, scale);
     max_score = std::max(max_score, scores[j]);
   }
   const float sum = ExpInPlace(scores, n, max_score);

@@ -25,6 +25,49 @@ struct Chunk {
   int32_t first_position, num_tokens;
 };
 
+// The flat batch of `chunks`, each chunk's block table taken from `blocks`: disjoint tables
+// (the next blocks of the list) or all from its start (chunks then read the same cache).
+struct Batch {
+  std::vector<int32_t> positions, chunk_starts{0}, first_positions, table_starts{0};
+  std::vector<BlockId> tables;
+  std::vector<TokenId> tokens;
+  // Returns how many blocks of `blocks` the tables need.
+  int Build(const std::vector<Chunk>& chunks, const std::vector<BlockId>& blocks, bool disjoint) {
+    int next_block = 0, most = 0;
+    for (const Chunk& c : chunks) {
+      for (int32_t i = 0; i < c.num_tokens; ++i) positions.push_back(c.first_position + i);
+      chunk_starts.push_back(chunk_starts.back() + c.num_tokens);
+      first_positions.push_back(c.first_position);
+      const int32_t count = (c.first_position + c.num_tokens + kBlockTokens - 1) / kBlockTokens;
+      if (!disjoint) next_block = 0;
+      for (int32_t b = 0; b < count; ++b) {
+        tables.push_back(next_block < static_cast<int>(blocks.size()) ? blocks[next_block] : 0);
+        ++next_block;
+      }
+      most = std::max(most, next_block);
+      table_starts.push_back(static_cast<int32_t>(tables.size()));
+    }
+    tokens.assign(positions.size(), 0);
+    return most;
+  }
+  BatchLayout layout() const {
+    return BatchLayout{.tokens = tokens,
+                       .positions = positions,
+                       .chunk_starts = chunk_starts,
+                       .first_positions = first_positions,
+                       .block_table_starts = table_starts,
+                       .block_tables = tables};
+  }
+};
+
+// Block ids 0 .. n-1 in a random order.
+std::vector<BlockId> ShuffledBlocks(int32_t n, std::mt19937& rng) {
+  std::vector<BlockId> all(n);
+  for (int32_t i = 0; i < n; ++i) all[i] = i;
+  std::shuffle(all.begin(), all.end(), rng);
+  return all;
+}
+
 void RunCase(int64_t num_heads, int64_t kv_heads, int64_t d, const std::vector<Chunk>& chunks) {
   std::mt19937 rng(static_cast<uint32_t>(num_heads * 131 + d));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -37,29 +80,15 @@ void RunCase(int64_t num_heads, int64_t kv_heads, int64_t d, const std::vector<C
   for (auto& x : vc) x = F32ToF16(u(rng));
 
   // Scattered, disjoint block tables.
-  std::vector<BlockId> all(num_blocks);
-  for (int i = 0; i < num_blocks; ++i) all[i] = i;
-  std::shuffle(all.begin(), all.end(), rng);
-  std::vector<int32_t> positions, chunk_starts{0}, first_positions, table_starts{0};
-  std::vector<BlockId> tables;
-  int next_block = 0;
-  for (const Chunk& c : chunks) {
-    for (int32_t i = 0; i < c.num_tokens; ++i) positions.push_back(c.first_position + i);
-    chunk_starts.push_back(chunk_starts.back() + c.num_tokens);
-    first_positions.push_back(c.first_position);
-    const int32_t blocks = (c.first_position + c.num_tokens + kBlockTokens - 1) / kBlockTokens;
-    for (int32_t b = 0; b < blocks; ++b) tables.push_back(all[next_block++]);
-    table_starts.push_back(static_cast<int32_t>(tables.size()));
-  }
-  ASSERT_LE(next_block, num_blocks);
+  const std::vector<BlockId> all = ShuffledBlocks(num_blocks, rng);
+  Batch batch;
+  ASSERT_LE(batch.Build(chunks, all, /*disjoint=*/true), num_blocks);
+  const std::vector<int32_t>& positions = batch.positions;
+  const std::vector<int32_t>& chunk_starts = batch.chunk_starts;
+  const std::vector<int32_t>& table_starts = batch.table_starts;
+  const std::vector<BlockId>& tables = batch.tables;
   const int64_t n = static_cast<int64_t>(positions.size());
-  std::vector<TokenId> tokens(n, 0);
-  BatchLayout layout{.tokens = tokens,
-                     .positions = positions,
-                     .chunk_starts = chunk_starts,
-                     .first_positions = first_positions,
-                     .block_table_starts = table_starts,
-                     .block_tables = tables};
+  const BatchLayout layout = batch.layout();
   std::vector<float> q(n * q_width), k(n * kv_width), v(n * kv_width), out(n * q_width);
   for (auto& x : q) x = u(rng) * 3.0f;
   for (auto& x : k) x = u(rng);
@@ -149,15 +178,9 @@ TEST(PagedAttention, DecodeTokenEqualsSameTokenInsidePrefillTile) {
     ThreadPool pool(2);
     std::vector<AttentionScratch> scratch;
     auto run = [&](int32_t first, int32_t n, std::vector<float>* out) {
-      std::vector<int32_t> positions, starts{0, n}, firsts{first}, table_starts{0, 3};
-      for (int32_t i = 0; i < n; ++i) positions.push_back(first + i);
-      std::vector<TokenId> tokens(n, 0);
-      BatchLayout layout{.tokens = tokens,
-                         .positions = positions,
-                         .chunk_starts = starts,
-                         .first_positions = firsts,
-                         .block_table_starts = table_starts,
-                         .block_tables = table};
+      Batch batch;
+      ASSERT_EQ(batch.Build({{first, n}}, table, /*disjoint=*/true), 3);
+      const BatchLayout layout = batch.layout();
       out->assign(n * q_width, 0.0f);
       WriteKv(layout, k.data() + first * kv_width, v.data() + first * kv_width, cache);
       PagedAttention(layout, q.data() + first * q_width, heads, cache, out->data(), pool, scratch);
@@ -193,29 +216,13 @@ TEST(PagedAttention, Avx512MatchesAvx2BitForBit) {
     for (int32_t p = 100; p <= 117; ++p) chunks.push_back({p, 1});
     chunks.push_back({0, 37});
     chunks.push_back({21, 70});
-    std::vector<BlockId> all(num_blocks);
-    for (int i = 0; i < num_blocks; ++i) all[i] = i;
-    std::shuffle(all.begin(), all.end(), rng);
-    std::vector<int32_t> positions, starts{0}, firsts, table_starts{0};
-    std::vector<BlockId> tables;
-    for (const Chunk& c : chunks) {
-      for (int32_t i = 0; i < c.num_tokens; ++i) positions.push_back(c.first_position + i);
-      starts.push_back(starts.back() + c.num_tokens);
-      firsts.push_back(c.first_position);
-      // Chunks share the random cache contents (attention only reads it here): each takes
-      // the first blocks of the shuffled list.
-      const int32_t blocks = (c.first_position + c.num_tokens + kBlockTokens - 1) / kBlockTokens;
-      for (int32_t b = 0; b < blocks; ++b) tables.push_back(all[b]);
-      table_starts.push_back(static_cast<int32_t>(tables.size()));
-    }
+    const std::vector<BlockId> all = ShuffledBlocks(num_blocks, rng);
+    // Chunks share the random cache contents (attention only reads it here).
+    Batch batch;
+    ASSERT_LE(batch.Build(chunks, all, /*disjoint=*/false), num_blocks);
+    const std::vector<int32_t>& positions = batch.positions;
     const int64_t n = static_cast<int64_t>(positions.size());
-    std::vector<TokenId> tokens(n, 0);
-    BatchLayout layout{.tokens = tokens,
-                       .positions = positions,
-                       .chunk_starts = starts,
-                       .first_positions = firsts,
-                       .block_table_starts = table_starts,
-                       .block_tables = tables};
+    const BatchLayout layout = batch.layout();
     std::vector<float> q(n * q_width);
     for (auto& x : q) x = u(rng) * 3.0f;
     KvLayerView cache{.k = kc.data(), .v = vc.data(), .num_kv_heads = kv_heads, .head_dim = d};
