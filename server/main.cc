@@ -162,6 +162,7 @@ int main(int argc, char** argv) {
           ->check(CLI::Range(0, 1 << 28)),
       "SPILLWAY_KV_BLOCKS");
   spillway::server::AddKvTierFlags(*serve_cmd, serve.kv_blocks, serve.kv_tiers);
+  spillway::server::AddLoraFlags(*serve_cmd, serve.lora);
   spillway::server::admin::AddAdminFlags(*serve_cmd, serve.admin);
   env(serve_cmd
           ->add_option("--drain-timeout,--shutdown-grace-s", serve.drain_timeout_s,

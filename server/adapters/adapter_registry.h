@@ -11,12 +11,12 @@
 //
 // Backend work (Load, and freeing the weights) runs on the engine-loop thread: the registry
 // posts it through `RunOnEngine` (scheduler::EngineLoop::Post). Add blocks until the load is
-// done, so the engine loop must be running. Remove takes the name away at once (new requests
+// done. Remove takes the name away at once (new requests
 // get 404); requests already holding the adapter finish with it, and its backend weights are
 // freed on the engine-loop thread when the last of them ends.
 //
-// Thread safety: every public method is safe from any thread, except that Add and AddPeftDir
-// must not be called on the engine-loop thread itself (they wait for it).
+// Thread safety: every public method is safe from any thread (on the engine-loop thread
+// itself, EngineLoop::Post runs the load at once instead of waiting for the next step).
 #pragma once
 
 #include <cstdint>

@@ -9,6 +9,7 @@
 
 #include "server/admin/admin_options.h"
 #include "server/cli/kv_tier_options.h"
+#include "server/cli/lora_options.h"
 
 namespace spillway::server {
 
@@ -68,6 +69,7 @@ struct ServeOptions {
   int read_timeout_s = 30;              // to read a request once it has begun (slow clients)
   int64_t max_header_bytes = 16 << 10;  // 431 past it
   KvTierOptions kv_tiers;               // host RAM and SSD KV tiers (server/cli/kv_tiers.h)
+  LoraServeOptions lora;                // LoRA adapters (server/cli/lora_options.h)
   admin::AdminOptions admin;            // files and fine-tuning jobs (server/admin/)
 };
 

@@ -19,6 +19,8 @@
 #include "common/cache_dir.h"
 #include "kvcache/ids.h"
 #include "scheduler/engine_loop.h"
+#include "server/adapters/adapter_registry.h"
+#include "server/adapters/lora_endpoints.h"
 #include "server/admin/admin_api.h"
 #include "server/admin/admin_grpc_service.h"
 #include "server/admin/file_store.h"
@@ -26,6 +28,7 @@
 #include "server/cli/commands.h"
 #include "server/cli/kv_tiers.h"
 #include "server/cli/loaded_engine.h"
+#include "server/cli/lora_options.h"
 #include "server/grpc/grpc_server.h"
 #include "server/http/auth.h"
 #include "server/http/http_server.h"
@@ -219,7 +222,7 @@ int RunServe(const ServeOptions& o) {
                    std::string(t.status().message()));
     }
   }
-  const openai::ServedModel model =
+  openai::ServedModel model =
       MakeServedModel(o, path, *e, kv_blocks, chat_template ? &*chat_template : nullptr);
 
   metrics::ServerMetrics server_metrics(model.name);
@@ -262,7 +265,22 @@ int RunServe(const ServeOptions& o) {
                               .metrics = &server_metrics,
                               .idle_work = &finetune});
   loop.Start();
+  // LoRA adapters (docs/fine-tuning.md "Serving adapters"); declared after the loop, which
+  // must outlive every adapter reference (their weights are freed through it).
+  adapters::AdapterRegistry lora_registry(
+      e->model->config(), *e->backend,
+      [&loop](absl::AnyInvocable<void() &&> task) { loop.Post(std::move(task)); },
+      {.max_loras = o.lora.max_loras, .max_lora_rank = o.lora.max_lora_rank});
+  if (absl::Status st = LoadLoraModules(o.lora, lora_registry); !st.ok()) {
+    spdlog::error("{}", std::string(st.message()));
+    loop.Stop();
+    return 1;
+  }
+  model.adapters = &lora_registry;
   finetune.SetWake([&loop] { loop.WakeForIdleWork(); });
+  finetune.SetAdapterSink([&lora_registry](const std::string& name, const std::string& dir) {
+    return lora_registry.AddPeftDir(name, dir).status();
+  });
   if (absl::Status st = finetune.Start(); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
     loop.Stop();
@@ -275,6 +293,7 @@ int RunServe(const ServeOptions& o) {
   openai::OpenAiApi api(model, http_engine);
   http::Router router(openai::OpenAiApi::ErrorPages());
   api.Register(router);
+  adapters::RegisterLoraEndpoints(router, lora_registry);
   admin::AdminApi admin_api(**files, finetune);
   admin_api.Register(router);
   server_metrics.RegisterEndpoint(router, [&loop] { return loop.stats(); });
@@ -330,7 +349,7 @@ int RunServe(const ServeOptions& o) {
   WaitUntilIdle(api, grpc, std::chrono::seconds(o.drain_timeout_s));
   server.StopAccepting();
   loop.Stop();      // cancels what is left; their clients get an error
-  finetune.Stop();  // joins the preparer (it may be handing an adapter to the registry)
+  finetune.Stop();  // before lora_registry goes: the preparer may be registering an adapter
   WaitUntilIdle(api, grpc, std::chrono::seconds(1));
   grpc.Shutdown(/*grace_ms=*/500);
   server.Stop();

@@ -265,6 +265,16 @@ class InferenceService final : public pb::Inference::CallbackService {
     m->set_max_model_len(model_.context_tokens);
     m->set_root(model_.path);
     m->set_created(model_.created_unix);
+    // Served LoRA adapters (`root`: their source), usable as `model` like the base model.
+    if (model_.adapters != nullptr) {
+      for (const adapters::AdapterInfo& a : model_.adapters->List()) {
+        pb::Model* am = response->add_models();
+        am->set_id(a.name);
+        am->set_max_model_len(model_.context_tokens);
+        am->set_root(a.source);
+        am->set_created(a.created_unix);
+      }
+    }
     log.Write(grpc::Status::OK);
     reactor->Finish(grpc::Status::OK);
     return reactor;

@@ -77,9 +77,10 @@ AccessScope AccessPolicy::ScopeOf(std::string_view path) const {
   if (path == "/health" || path == "/ready") return AccessScope::kOpen;
   if (path == "/metrics")
     return options_.protect_metrics ? AccessScope::kInference : AccessScope::kOpen;
-  // NOTE(ftapi): OpenAI's Files and Fine-tuning APIs change server state: admin scope.
-  if (path.starts_with("/admin/") || path.starts_with("/v1/admin/") || path == "/v1/files" ||
-      path.starts_with("/v1/files/") || path == "/v1/fine_tuning" ||
+  if (path.starts_with("/admin/") || path.starts_with("/v1/admin/") ||
+      path == "/v1/load_lora_adapter" || path == "/v1/unload_lora_adapter" ||
+      // NOTE(ftapi): OpenAI's Files and Fine-tuning APIs change server state: admin scope.
+      path == "/v1/files" || path.starts_with("/v1/files/") || path == "/v1/fine_tuning" ||
       path.starts_with("/v1/fine_tuning/")) {
     return AccessScope::kAdmin;
   }

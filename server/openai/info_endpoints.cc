@@ -23,6 +23,18 @@ std::string ModelsJson(const ServedModel& model) {
       {"owned_by", "spillway"}, {"root", model.path}, {"max_model_len", model.context_tokens}};
   json::array data;
   data.emplace_back(std::move(m));
+  // Served LoRA adapters, as vLLM lists them: `parent` the base model, `root` the source.
+  if (model.adapters != nullptr) {
+    for (const adapters::AdapterInfo& a : model.adapters->List()) {
+      data.emplace_back(json::object{{"id", a.name},
+                                     {"object", "model"},
+                                     {"created", a.created_unix},
+                                     {"owned_by", "spillway"},
+                                     {"root", a.source},
+                                     {"parent", model.name},
+                                     {"max_model_len", model.context_tokens}});
+    }
+  }
   return json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}});
 }
 

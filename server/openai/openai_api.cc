@@ -87,7 +87,7 @@ void OpenAiApi::HandleGeneration(Endpoint endpoint, const http::HttpRequest& req
   ResponseContext context = ContextOf(*spec);
   context.id = NewId(endpoint);
   context.created_unix = UnixNow();
-  context.model = model_.name;
+  context.model = spec->model_name;
   context.tokenizer = model_.tokenizer;
   Generation::Start(std::move(*spec), std::move(context), engine_, exchange, &num_active_);
 }

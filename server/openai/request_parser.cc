@@ -30,6 +30,7 @@ struct CommonFields {
   int32_t priority = 0;
   bool stream = false;
   bool include_usage = false;
+  ResolvedModel model;  // the base model or a served adapter
 };
 
 absl::StatusOr<std::vector<std::pair<engine::TokenId, float>>> LogitBias(const FieldReader& r,
@@ -142,9 +143,9 @@ std::string ValidateParam(std::string_view message) {
 
 absl::StatusOr<CommonFields> ParseCommon(const json::object& body, const ServedModel& model,
                                          std::string_view max_tokens_field) {
-  SPW_RETURN_IF_ERROR(CheckModelField(body, model));
-  const FieldReader r(body);
   CommonFields c;
+  SPW_ASSIGN_OR_RETURN(c.model, ResolveModelField(body, model));
+  const FieldReader r(body);
   SPW_RETURN_IF_ERROR(ParseSampling(r, model, c.sampling));
   SPW_RETURN_IF_ERROR(ParseStop(r, model, c.stop));
   SPW_RETURN_IF_ERROR(ParseStreamFields(r, c));
@@ -203,6 +204,7 @@ absl::StatusOr<scheduler::Request> MakeRequest(const CommonFields& c,
   request.stop.max_tokens = static_cast<int32_t>(completion);
   request.n = c.n;
   request.priority = c.priority;
+  request.adapter = c.model.adapter;
   return request;
 }
 
@@ -212,15 +214,31 @@ GenerationSpec SpecFrom(const CommonFields& c, Endpoint endpoint) {
   spec.stream = c.stream;
   spec.include_usage = c.include_usage;
   spec.n = c.n;
+  spec.model_name = c.model.name;
   return spec;
 }
 
 }  // namespace
 
 absl::Status CheckModelField(const json::object& body, const ServedModel& model) {
+  return ResolveModelField(body, model).status();
+}
+
+absl::StatusOr<ResolvedModel> ResolveModel(std::string_view name, const ServedModel& model) {
+  if (name == model.name) return ResolvedModel{.name = model.name, .adapter = {}};
+  if (model.adapters != nullptr) {
+    if (std::optional<adapters::ResolvedAdapter> a = model.adapters->Find(name); a.has_value()) {
+      return ResolvedModel{.name = std::move(a->info.name), .adapter = std::move(a->ref)};
+    }
+  }
+  return ModelNotFoundError(name);
+}
+
+absl::StatusOr<ResolvedModel> ResolveModelField(const json::object& body,
+                                                const ServedModel& model) {
   SPW_ASSIGN_OR_RETURN(auto name, FieldReader(body).String("model"));
-  if (name && *name != model.name) return ModelNotFoundError(*name);
-  return absl::OkStatus();
+  if (!name) return ResolvedModel{.name = model.name, .adapter = {}};
+  return ResolveModel(*name, model);
 }
 
 absl::StatusOr<GenerationSpec> ParseCompletionRequest(std::string_view body,

@@ -32,6 +32,13 @@ struct GenerationSpec {
   bool echo = false;                         // completions: prompt text before each choice's text
   std::vector<std::string> echo_texts;       // per prompt, when echo
   std::vector<scheduler::Request> requests;  // one per prompt; id = 0, channel = null
+  std::string model_name;  // the base model's or the adapter's name (the response's `model`)
+};
+
+// What a request's `model` names: the base model (adapter.is_base()) or a served LoRA adapter.
+struct ResolvedModel {
+  std::string name;
+  scheduler::AdapterRef adapter;
 };
 
 // `body` is the raw HTTP body (UTF-8 and JSON are checked here).
@@ -40,7 +47,12 @@ absl::StatusOr<GenerationSpec> ParseCompletionRequest(std::string_view body,
 absl::StatusOr<GenerationSpec> ParseChatRequest(std::string_view body, const ServedModel& model);
 
 // OK if `model` (the request's `model` field, absent = the served model) names the served
-// model; otherwise NotFound naming it (404).
+// model or one of its adapters (model.adapters); otherwise NotFound naming it (404,
+// model_not_found).
 absl::Status CheckModelField(const boost::json::object& body, const ServedModel& model);
+// The same, returning what it names (the adapter's weights stay alive while it is held).
+absl::StatusOr<ResolvedModel> ResolveModelField(const boost::json::object& body,
+                                                const ServedModel& model);
+absl::StatusOr<ResolvedModel> ResolveModel(std::string_view name, const ServedModel& model);
 
 }  // namespace spillway::server::openai

@@ -9,6 +9,7 @@
 
 #include "engine/chat/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "server/adapters/adapter_registry.h"
 
 namespace spillway::server::openai {
 
@@ -30,6 +31,9 @@ struct ServedModel {
   std::string eos_token;
   int32_t context_tokens = 0;  // prompt + completion tokens per sequence
   int64_t created_unix = 0;    // server start, for `created` in /v1/models
+  // LoRA adapters served beside the model (`model` may name one); null: none. Thread-safe
+  // itself, so the pointer being fixed keeps ServedModel read-only.
+  adapters::AdapterRegistry* adapters = nullptr;
   ApiLimits limits;
 };
 
