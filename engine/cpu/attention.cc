@@ -227,8 +227,8 @@ SPW_AVX512 inline __m512 Hadd512(__m512 x, __m512 y) {
 // sums in key order. The last 8-key block and the last < 8 keys run exactly as in AVX2. Values:
 // one zmm covers 16 dimensions, lane by lane the AVX2 FMA chain over keys.
 template <int D, typename Source>
-SPW_AVX512 void AttendOneAvx512Fixed(const float* q, const Source& src, int64_t n, float scale,
-                                     float* scores, float* out) {
+SPW_AVX512 float ScoresAvx512(const float* q, const Source& src, int64_t n, float scale,
+                              float* scores) {
   constexpr int kChunks = D / 8;
   __m512 qv2[kChunks];  // q's chunk c in both halves
   for (int c = 0; c < kChunks; ++c) {
@@ -273,18 +273,75 @@ SPW_AVX512 void AttendOneAvx512Fixed(const float* q, const Source& src, int64_t 
     scores[j] = ScoreOne<D>(qv, src, j, scale);
     max_score = std::max(max_score, scores[j]);
   }
-  const float sum = ExpInPlace(scores, n, max_score);
+  return ExpInPlace(scores, n, max_score);
+}
+
+// The value pass of H heads of one GQA group at once: out[h] = (sum_j scores[h][j] · V[j]) /
+// sums[h]. Each V load and conversion serves the H heads; every head's lanes make the same
+// FMAs in the same order as with H = 1 (the AVX2 kernel's order), so the bits do not change.
+template <int D, int H, typename Source>
+SPW_AVX512 void ValuesAvx512(const float* const* scores, const float* sums, const Source& src,
+                             int64_t n, float* const* out) {
   constexpr int kChunks16 = D / 16;
-  __m512 acc[kChunks16];
-  for (int c = 0; c < kChunks16; ++c) acc[c] = _mm512_setzero_ps();
+  __m512 acc[H][kChunks16];
+  for (int h = 0; h < H; ++h) {
+    for (int c = 0; c < kChunks16; ++c) acc[h][c] = _mm512_setzero_ps();
+  }
   for (int64_t jj = 0; jj < n; ++jj) {
-    const __m512 w = _mm512_set1_ps(scores[jj]);
     for (int c = 0; c < kChunks16; ++c) {
-      acc[c] = _mm512_fmadd_ps(w, src.Value16(jj, c), acc[c]);
+      const __m512 v = src.Value16(jj, c);
+      for (int h = 0; h < H; ++h) {
+        acc[h][c] = _mm512_fmadd_ps(_mm512_set1_ps(scores[h][jj]), v, acc[h][c]);
+      }
     }
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / sum);
-  for (int c = 0; c < kChunks16; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], inv));
+  for (int h = 0; h < H; ++h) {
+    const __m512 inv = _mm512_set1_ps(1.0f / sums[h]);
+    for (int c = 0; c < kChunks16; ++c) {
+      _mm512_storeu_ps(out[h] + 16 * c, _mm512_mul_ps(acc[h][c], inv));
+    }
+  }
+}
+
+template <int D, typename Source>
+SPW_AVX512 void AttendOneAvx512Fixed(const float* q, const Source& src, int64_t n, float scale,
+                                     float* scores, float* out) {
+  const float sum = ScoresAvx512<D>(q, src, n, scale, scores);
+  const float* const s[1] = {scores};
+  float* const o[1] = {out};
+  ValuesAvx512<D, 1>(s, &sum, src, n, o);
+}
+
+// Heads of a GQA group whose value passes ValuesAvx512 runs together (H · D / 16 accumulators
+// stay in registers up to 16).
+template <int D>
+constexpr int kSharedHeads = D == 64 ? 4 : 2;
+constexpr int64_t kSharedHeadsMax = 4;
+
+// `count` (<= kSharedHeads<D>) query heads of one KV head attend one token's context: scores
+// head by head, then one value pass for all of them. scores: count * n floats.
+template <int D, typename Source>
+SPW_AVX512 void AttendHeadsAvx512(const float* const* q, int count, const Source& src, int64_t n,
+                                  float scale, float* scores, float* const* out) {
+  const float* s[kSharedHeads<D>];
+  float sums[kSharedHeads<D>];
+  for (int h = 0; h < count; ++h) {
+    sums[h] = ScoresAvx512<D>(q[h], src, n, scale, scores + h * n);
+    s[h] = scores + h * n;
+  }
+  switch (count) {
+    case 1:
+      return ValuesAvx512<D, 1>(s, sums, src, n, out);
+    case 2:
+      return ValuesAvx512<D, 2>(s, sums, src, n, out);
+    case 3:
+      if constexpr (kSharedHeads<D> >= 3) return ValuesAvx512<D, 3>(s, sums, src, n, out);
+      break;
+    case 4:
+      if constexpr (kSharedHeads<D> >= 4) return ValuesAvx512<D, 4>(s, sums, src, n, out);
+      break;
+  }
+  SPW_CHECK(false) << count << " heads";
 }
 
 // The head-size-64/128 kernel of this CPU: AVX-512 where MatMul uses it (the same choice, so a
@@ -342,6 +399,28 @@ void AttendDirect(bool avx512, const BatchLayout& layout, const float* q, const 
   const int64_t kv_width = cache.num_kv_heads * d;
   for (int32_t t = item.begin; t < item.end; ++t) {
     const int64_t n = layout.positions[t] + 1;
+    if (avx512) {
+      // NOTE(kernels): the heads of the group share each V row's load and conversion.
+      const int64_t step = d == 64 ? kSharedHeads<64> : kSharedHeads<128>;
+      for (int64_t g0 = 0; g0 < group; g0 += step) {
+        const int count = static_cast<int>(std::min(step, group - g0));
+        const float* qs[4];
+        float* os[4];
+        for (int i = 0; i < count; ++i) {
+          const int64_t h = item.kv_head * group + g0 + i;
+          qs[i] = q + t * q_width + h * d;
+          os[i] = out + t * q_width + h * d;
+        }
+        if (d == 64) {
+          const F16Blocks<64> src{cache.k, cache.v, table, kv_width, item.kv_head * d};
+          AttendHeadsAvx512<64>(qs, count, src, n, scale, scores, os);
+        } else {
+          const F16Blocks<128> src{cache.k, cache.v, table, kv_width, item.kv_head * d};
+          AttendHeadsAvx512<128>(qs, count, src, n, scale, scores, os);
+        }
+      }
+      continue;
+    }
     for (int64_t g = 0; g < group; ++g) {
       const int64_t h = item.kv_head * group + g;
       const float* qh = q + t * q_width + h * d;
@@ -415,6 +494,7 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
           const int64_t num_keys = layout.positions[item.end - 1] + 1;
           s.scores.resize(num_keys);
           if (avx2 && (d == 64 || d == 128) && item.end - item.begin <= kDirectMaxQueries) {
+            s.scores.resize(kSharedHeadsMax * num_keys);
             AttendDirect(avx512, layout, q, item, table, cache, group, scale, s.scores.data(), out);
             continue;
           }
