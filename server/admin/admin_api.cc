@@ -108,10 +108,7 @@ void AdminApi::FileRoute(const http::HttpRequest& r, const http::Exchange& e) {
   const bool content = rest.size() == 2 && rest[1] == "content" && r.method == "GET";
   if (rest.empty() || rest.size() > 2 || (rest.size() == 2 && !content) ||
       !FileStore::IsValidId(rest[0])) {
-    return ReplyError(e, openai::WithParam(absl::NotFoundError(absl::StrFormat(
-                                               "No such File object: %s",
-                                               rest.empty() ? "" : rest[0].substr(0, 64))),
-                                           "file_id"));
+    return ReplyError(e, FileNotFoundError(rest.empty() ? "" : rest[0]));
   }
   const std::string& id = rest[0];
   if (content) {

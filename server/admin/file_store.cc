@@ -51,6 +51,11 @@ absl::StatusOr<FileInfo> FromJson(std::string_view text) {
 
 }  // namespace
 
+absl::Status FileNotFoundError(std::string_view id) {
+  return openai::WithParam(
+      absl::NotFoundError(absl::StrFormat("No such File object: %s", id.substr(0, 64))), "file_id");
+}
+
 json::object FileObject(const FileInfo& f) {
   return json::object{{"object", "file"},       {"id", f.id},
                       {"bytes", f.bytes},       {"created_at", f.created_at},
@@ -136,22 +141,14 @@ std::vector<FileInfo> FileStore::List() const {
 absl::StatusOr<FileInfo> FileStore::Get(const std::string& id) const {
   absl::MutexLock lock(&mu_);
   auto it = files_.find(id);
-  if (it == files_.end()) {
-    return openai::WithParam(
-        absl::NotFoundError(absl::StrFormat("No such File object: %s", id.substr(0, 64))),
-        "file_id");
-  }
+  if (it == files_.end()) return FileNotFoundError(id);
   return it->second;
 }
 
 absl::Status FileStore::Delete(const std::string& id) {
   absl::MutexLock lock(&mu_);
   auto it = files_.find(id);
-  if (it == files_.end()) {
-    return openai::WithParam(
-        absl::NotFoundError(absl::StrFormat("No such File object: %s", id.substr(0, 64))),
-        "file_id");
-  }
+  if (it == files_.end()) return FileNotFoundError(id);
   std::error_code ec;
   fs::remove(PathOf(id, ".json"), ec);
   fs::remove(PathOf(id, ".data"), ec);

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -29,6 +30,9 @@ struct FileInfo {
   std::string purpose;
   std::string sha256;
 };
+
+// NotFound "No such File object: <id>" (param "file_id"), as OpenAI answers.
+absl::Status FileNotFoundError(std::string_view id);
 
 // OpenAI's `file` object for `f` (what the HTTP and gRPC admin APIs return).
 boost::json::object FileObject(const FileInfo& f);
