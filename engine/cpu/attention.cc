@@ -118,14 +118,6 @@ struct F32Rows {
   __attribute__((target("avx2,fma,f16c"))) __m256 Value(int64_t j, int c) const {
     return _mm256_loadu_ps(values + j * D + 8 * c);
   }
-  // Chunk c of keys j0 and j1 side by side, and values j's 16 values from 16 * c.
-  SPW_AVX512 __m512 KeyPair(int64_t j0, int64_t j1, int c) const {
-    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(keys + j0 * D + 8 * c)),
-                              _mm256_loadu_ps(keys + j1 * D + 8 * c), 1);
-  }
-  SPW_AVX512 __m512 Value16(int64_t j, int c) const {
-    return _mm512_loadu_ps(values + j * D + 16 * c);
-  }
 };
 
 template <int D>
@@ -219,61 +211,77 @@ SPW_AVX512 inline __m512 Hadd512(__m512 x, __m512 y) {
   return _mm512_add_ps(_mm512_shuffle_ps(x, y, 0x88), _mm512_shuffle_ps(x, y, 0xDD));
 }
 
-// NOTE(kernels): the AVX-512 twin of AttendOneAvx2Fixed, bit for bit: every lane makes the
-// same operations in the same order, so results do not change with the instruction set (and
-// batch invariance holds whichever kernel a query gets). Scores: each zmm holds keys j + m and
-// j + m + 8 (8 lanes each), so 16 keys share each q load and FMA chain; SumEach becomes the
-// same hadd tree on both 256-bit halves at once, and a final two-source permute puts the 16
-// sums in key order. The last 8-key block and the last < 8 keys run exactly as in AVX2. Values:
-// one zmm covers 16 dimensions, lane by lane the AVX2 FMA chain over keys.
-template <int D, typename Source>
-SPW_AVX512 float ScoresAvx512(const float* q, const Source& src, int64_t n, float scale,
-                              float* scores) {
+// NOTE(kernels): the AVX-512 decode kernel (tokens alone in their work item, keys read from
+// the f16 blocks): AttendOneAvx2Fixed's operations lane by lane, bit for bit, so results do not
+// change with the instruction set and batch invariance holds whichever path a query takes.
+// Its gain on Zen 4 (which runs a zmm FMA as two halves) comes from sharing: the H query heads
+// of a GQA group use each key and value row loaded and converted once. Scores: each zmm holds
+// keys j + m and j + m + 8 (8 lanes each), so SumEach becomes the same hadd tree on both 256-bit
+// halves at once, and a two-source permute puts the 16 sums in key order; the last 8-key block
+// and the last < 8 keys run AVX2's code. Values: one zmm covers 16 dimensions, lane by lane the
+// AVX2 FMA chain over keys. Prefill tiles keep the AVX2 kernel: measured, a zmm version without
+// the sharing was 2-4% slower there.
+// ScoresAvx512Heads: scores[h][j] = exp(q[h]·K[j] · scale - max), sums[h] their sum.
+template <int D, int H, typename Source>
+SPW_AVX512 void ScoresAvx512Heads(const float* const* q, const Source& src, int64_t n, float scale,
+                                  float* const* scores, float* sums) {
   constexpr int kChunks = D / 8;
-  __m512 qv2[kChunks];  // q's chunk c in both halves
-  for (int c = 0; c < kChunks; ++c) {
-    qv2[c] = _mm512_broadcast_f32x8(_mm256_loadu_ps(q + 8 * c));
+  __m512 qv2[H][kChunks];  // q's chunk c in both halves
+  for (int h = 0; h < H; ++h) {
+    for (int c = 0; c < kChunks; ++c) {
+      qv2[h][c] = _mm512_broadcast_f32x8(_mm256_loadu_ps(q[h] + 8 * c));
+    }
   }
   const __m512 vscale16 = _mm512_set1_ps(scale);
   const __m512i lo_idx =
       _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
   const __m512i hi_idx =
       _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-  __m512 vmax16 = _mm512_set1_ps(-INFINITY);
+  __m512 vmax16[H];
+  for (int h = 0; h < H; ++h) vmax16[h] = _mm512_set1_ps(-INFINITY);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
-    __m512 acc[8];
-    for (int m = 0; m < 8; ++m) acc[m] = _mm512_setzero_ps();
+    __m512 acc[H][8];
+    for (int h = 0; h < H; ++h) {
+      for (int m = 0; m < 8; ++m) acc[h][m] = _mm512_setzero_ps();
+    }
+    // NOTE(kernels): each pair of key rows is loaded and converted once for the H heads.
     for (int c = 0; c < kChunks; ++c) {
       for (int m = 0; m < 8; ++m) {
-        acc[m] = _mm512_fmadd_ps(qv2[c], src.KeyPair(j + m, j + m + 8, c), acc[m]);
+        const __m512 k = src.KeyPair(j + m, j + m + 8, c);
+        for (int h = 0; h < H; ++h) acc[h][m] = _mm512_fmadd_ps(qv2[h][c], k, acc[h][m]);
       }
     }
-    const __m512 t0 = Hadd512(acc[0], acc[1]);
-    const __m512 t1 = Hadd512(acc[2], acc[3]);
-    const __m512 t2 = Hadd512(acc[4], acc[5]);
-    const __m512 t3 = Hadd512(acc[6], acc[7]);
-    const __m512 u0 = Hadd512(t0, t1);
-    const __m512 u1 = Hadd512(t2, t3);
-    const __m512 sums = _mm512_add_ps(_mm512_permutex2var_ps(u0, lo_idx, u1),
-                                      _mm512_permutex2var_ps(u0, hi_idx, u1));
-    const __m512 sc = _mm512_mul_ps(sums, vscale16);
-    _mm512_storeu_ps(scores + j, sc);
-    vmax16 = _mm512_max_ps(vmax16, sc);
+    for (int h = 0; h < H; ++h) {
+      const __m512 t0 = Hadd512(acc[h][0], acc[h][1]);
+      const __m512 t1 = Hadd512(acc[h][2], acc[h][3]);
+      const __m512 t2 = Hadd512(acc[h][4], acc[h][5]);
+      const __m512 t3 = Hadd512(acc[h][6], acc[h][7]);
+      const __m512 u0 = Hadd512(t0, t1);
+      const __m512 u1 = Hadd512(t2, t3);
+      const __m512 sums16 = _mm512_add_ps(_mm512_permutex2var_ps(u0, lo_idx, u1),
+                                          _mm512_permutex2var_ps(u0, hi_idx, u1));
+      const __m512 sc = _mm512_mul_ps(sums16, vscale16);
+      _mm512_storeu_ps(scores[h] + j, sc);
+      vmax16[h] = _mm512_max_ps(vmax16[h], sc);
+    }
   }
-  float max_score = _mm512_reduce_max_ps(vmax16);
-  __m256 qv[kChunks];
-  for (int c = 0; c < kChunks; ++c) qv[c] = _mm512_castps512_ps256(qv2[c]);
-  if (j + 8 <= n) {
-    _mm256_storeu_ps(scores + j, ScoreEight<D>(qv, src, j, _mm256_set1_ps(scale)));
-    for (int k = 0; k < 8; ++k) max_score = std::max(max_score, scores[j + k]);
-    j += 8;
+  for (int h = 0; h < H; ++h) {
+    float max_score = _mm512_reduce_max_ps(vmax16[h]);
+    __m256 qv[kChunks];
+    for (int c = 0; c < kChunks; ++c) qv[c] = _mm512_castps512_ps256(qv2[h][c]);
+    int64_t jh = j;
+    if (jh + 8 <= n) {
+      _mm256_storeu_ps(scores[h] + jh, ScoreEight<D>(qv, src, jh, _mm256_set1_ps(scale)));
+      for (int k = 0; k < 8; ++k) max_score = std::max(max_score, scores[h][jh + k]);
+      jh += 8;
+    }
+    for (; jh < n; ++jh) {
+      scores[h][jh] = ScoreOne<D>(qv, src, jh, scale);
+      max_score = std::max(max_score, scores[h][jh]);
+    }
+    sums[h] = ExpInPlace(scores[h], n, max_score);
   }
-  for (; j < n; ++j) {
-    scores[j] = ScoreOne<D>(qv, src, j, scale);
-    max_score = std::max(max_score, scores[j]);
-  }
-  return ExpInPlace(scores, n, max_score);
 }
 
 // The value pass of H heads of one GQA group at once: out[h] = (sum_j scores[h][j] · V[j]) /
@@ -303,15 +311,6 @@ SPW_AVX512 void ValuesAvx512(const float* const* scores, const float* sums, cons
   }
 }
 
-template <int D, typename Source>
-SPW_AVX512 void AttendOneAvx512Fixed(const float* q, const Source& src, int64_t n, float scale,
-                                     float* scores, float* out) {
-  const float sum = ScoresAvx512<D>(q, src, n, scale, scores);
-  const float* const s[1] = {scores};
-  float* const o[1] = {out};
-  ValuesAvx512<D, 1>(s, &sum, src, n, o);
-}
-
 // Heads of a GQA group whose value passes ValuesAvx512 runs together (H · D / 16 accumulators
 // stay in registers up to 16).
 template <int D>
@@ -323,11 +322,22 @@ constexpr int64_t kSharedHeadsMax = 4;
 template <int D, typename Source>
 SPW_AVX512 void AttendHeadsAvx512(const float* const* q, int count, const Source& src, int64_t n,
                                   float scale, float* scores, float* const* out) {
-  const float* s[kSharedHeads<D>];
+  float* s[kSharedHeads<D>];
   float sums[kSharedHeads<D>];
-  for (int h = 0; h < count; ++h) {
-    sums[h] = ScoresAvx512<D>(q[h], src, n, scale, scores + h * n);
-    s[h] = scores + h * n;
+  for (int h = 0; h < count; ++h) s[h] = scores + h * n;
+  // Scores of up to 3 heads at once (24 accumulators).
+  for (int h0 = 0; h0 < count; h0 += 3) {
+    switch (std::min(3, count - h0)) {
+      case 1:
+        ScoresAvx512Heads<D, 1>(q + h0, src, n, scale, s + h0, sums + h0);
+        break;
+      case 2:
+        ScoresAvx512Heads<D, 2>(q + h0, src, n, scale, s + h0, sums + h0);
+        break;
+      default:
+        ScoresAvx512Heads<D, 3>(q + h0, src, n, scale, s + h0, sums + h0);
+        break;
+    }
   }
   switch (count) {
     case 1:
@@ -342,18 +352,6 @@ SPW_AVX512 void AttendHeadsAvx512(const float* const* q, int count, const Source
       break;
   }
   SPW_CHECK(false) << count << " heads";
-}
-
-// The head-size-64/128 kernel of this CPU: AVX-512 where MatMul uses it (the same choice, so a
-// test that sets MatMul's instruction set sets this one too), else AVX2. Same bits either way.
-template <int D, typename Source>
-void AttendOneFixed(bool avx512, const float* q, const Source& src, int64_t n, float scale,
-                    float* scores, float* out) {
-  if (avx512) {
-    AttendOneAvx512Fixed<D>(q, src, n, scale, scores, out);
-  } else {
-    AttendOneAvx2Fixed<D>(q, src, n, scale, scores, out);
-  }
 }
 
 void AttendOneScalar(const float* q, const float* keys, const float* values, int64_t n, int64_t d,
@@ -427,10 +425,10 @@ void AttendDirect(bool avx512, const BatchLayout& layout, const float* q, const 
       float* oh = out + t * q_width + h * d;
       if (d == 64) {
         const F16Blocks<64> src{cache.k, cache.v, table, kv_width, item.kv_head * d};
-        AttendOneFixed<64>(avx512, qh, src, n, scale, scores, oh);
+        AttendOneAvx2Fixed<64>(qh, src, n, scale, scores, oh);
       } else {
         const F16Blocks<128> src{cache.k, cache.v, table, kv_width, item.kv_head * d};
-        AttendOneFixed<128>(avx512, qh, src, n, scale, scores, oh);
+        AttendOneAvx2Fixed<128>(qh, src, n, scale, scores, oh);
       }
     }
   }
@@ -519,11 +517,11 @@ void PagedAttention(const BatchLayout& layout, const float* q, int64_t num_heads
               // NOTE(lead): head sizes 64 and 128 (every supported model family) get the
               // register-resident kernel; other multiples of 8 the general AVX2 one.
               if (avx2 && d == 64) {
-                AttendOneFixed<64>(avx512, qh, F32Rows<64>{s.keys.data(), s.values.data()}, n,
-                                   scale, s.scores.data(), oh);
+                AttendOneAvx2Fixed<64>(qh, F32Rows<64>{s.keys.data(), s.values.data()}, n, scale,
+                                       s.scores.data(), oh);
               } else if (avx2 && d == 128) {
-                AttendOneFixed<128>(avx512, qh, F32Rows<128>{s.keys.data(), s.values.data()}, n,
-                                    scale, s.scores.data(), oh);
+                AttendOneAvx2Fixed<128>(qh, F32Rows<128>{s.keys.data(), s.values.data()}, n, scale,
+                                        s.scores.data(), oh);
               } else if (avx2) {
                 AttendOneAvx2(qh, s.keys.data(), s.values.data(), n, d, scale, s.scores.data(), oh);
               } else {

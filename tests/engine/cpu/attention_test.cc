@@ -194,9 +194,10 @@ TEST(PagedAttention, DecodeTokenEqualsSameTokenInsidePrefillTile) {
   }
 }
 
-// The AVX-512 kernel (taken where MatMul uses AVX-512) makes the AVX2 kernel's operations lane
-// by lane: the same bits, for decode tokens (f16 keys in place) and prefill tiles (f32 keys),
-// contexts of every length modulo 16, GQA groups, head sizes 64 and 128.
+// The AVX-512 decode kernel (taken where MatMul uses AVX-512; it shares K/V rows across the
+// heads of a GQA group) makes the AVX2 kernel's operations lane by lane: the same bits, for
+// decode tokens at contexts of every length modulo 16 (and prefill tiles beside them), GQA
+// groups of 3 query heads, head sizes 64 and 128.
 TEST(PagedAttention, Avx512MatchesAvx2BitForBit) {
   if (!MatMulIsaSupported(MatMulIsa::kAvx512) || !MatMulIsaSupported(MatMulIsa::kAvx2)) {
     GTEST_SKIP() << "needs a CPU with AVX-512";
