@@ -14,6 +14,7 @@
 #include "engine/lora/backend_adapter.h"
 #include "engine/lora/lora_adapter.h"
 #include "scheduler/scheduler.h"
+#include "tests/engine/train/tiny_random_model.h"
 #include "tests/scheduler/sim.h"
 
 namespace spillway::scheduler {
@@ -26,13 +27,7 @@ using testing::Sim;
 // Two small real adapters (their pointers are what the scheduler routes).
 class AdapterRoutingTest : public ::testing::Test {
  protected:
-  AdapterRoutingTest() : backend_(1) {
-    config_.num_layers = 1;
-    config_.hidden = 8;
-    config_.num_heads = 2;
-    config_.num_kv_heads = 1;
-    config_.head_dim = 4;
-    config_.ffn_hidden = 16;
+  AdapterRoutingTest() : config_(engine::testing::TinyRandomModel(1).config()), backend_(1) {
     for (int i = 0; i < 2; ++i) {
       engine::lora::LoraConfig rank2;
       rank2.rank = 2;

@@ -16,6 +16,7 @@
 #include "server/adapters/lora_endpoints.h"
 #include "server/openai/api_error.h"
 #include "server/openai/request_parser.h"
+#include "tests/engine/train/tiny_random_model.h"
 #include "tests/test_paths.h"
 
 namespace spillway::server::adapters {
@@ -32,14 +33,8 @@ LoraConfig Rank(int32_t rank) {
 
 class AdapterRegistryTest : public ::testing::Test {
  protected:
-  AdapterRegistryTest() : backend_(1) {
-    model_.num_layers = 2;
-    model_.hidden = 8;
-    model_.num_heads = 2;
-    model_.num_kv_heads = 1;
-    model_.head_dim = 4;
-    model_.ffn_hidden = 16;
-  }
+  // 2 layers, hidden 16, 4 heads, 2 KV heads, head_dim 4, ffn 24.
+  AdapterRegistryTest() : model_(engine::testing::TinyRandomModel(1).config()), backend_(1) {}
 
   LoraAdapter Make(uint64_t seed, LoraConfig config = Rank(2)) {
     absl::StatusOr<LoraAdapter> a = engine::lora::NewLoraAdapter(model_, config, seed);
