@@ -120,7 +120,7 @@ Setup MakeDecodeBatch(int32_t seqs, int32_t context) {
 
 // AVX-512 against AVX2 (the same bits; attention follows MatMul's instruction set), on one
 // thread: a 512-token prefill chunk (case 0) and a batch-32 decode step at context 512 (case
-// 1). On a shared machine compare CPU times, min over interleaved repetitions.
+// 1) or 128 (case 2). On a shared machine compare CPU times, min over interleaved repetitions.
 // Args: case, isa (1 = AVX2, 2 = AVX-512).
 void BM_Avx512VsAvx2(benchmark::State& state) {
   const auto isa = static_cast<MatMulIsa>(state.range(1));
@@ -128,7 +128,8 @@ void BM_Avx512VsAvx2(benchmark::State& state) {
     state.SkipWithError("instruction set not supported here");
     return;
   }
-  Setup s = state.range(0) == 0 ? Make(0, 512) : MakeDecodeBatch(32, 512);
+  const int64_t which = state.range(0);
+  Setup s = which == 0 ? Make(0, 512) : MakeDecodeBatch(32, which == 1 ? 512 : 128);
   ThreadPool pool(1);
   std::vector<AttentionScratch> scratch;
   SetMatMulIsaForTesting(isa);
@@ -137,10 +138,10 @@ void BM_Avx512VsAvx2(benchmark::State& state) {
     benchmark::DoNotOptimize(s.out.data());
   }
   ResetMatMulIsaForTesting();
-  state.SetLabel(std::string(state.range(0) == 0 ? "prefill 512 " : "decode 32 x ctx 512 ") +
-                 MatMulIsaName(isa));
+  const char* what[] = {"prefill 512 ", "decode 32 x ctx 512 ", "decode 32 x ctx 128 "};
+  state.SetLabel(std::string(what[which]) + MatMulIsaName(isa));
 }
-BENCHMARK(BM_Avx512VsAvx2)->ArgNames({"case", "isa"})->ArgsProduct({{0, 1}, {1, 2}});
+BENCHMARK(BM_Avx512VsAvx2)->ArgNames({"case", "isa"})->ArgsProduct({{0, 1, 2}, {1, 2}});
 
 }  // namespace
 }  // namespace spillway::engine::cpu
