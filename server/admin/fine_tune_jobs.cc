@@ -88,6 +88,9 @@ struct FineTuneJobs::Job {
   json::array checkpoints;
   bool cancel_requested = false;
   int64_t total_steps = 0, step = 0;
+  // Validated and waiting for the training slot (to_start_): the examples and options.
+  std::vector<engine::train::TrainingExample> train_examples, valid_examples;
+  engine::train::TrainingOptions train_options;
 };
 
 FineTuneJobs::FineTuneJobs(FineTuneModel model, FineTuneOptions options, FileStore& files,
@@ -384,31 +387,32 @@ absl::StatusOr<json::object> FineTuneJobs::Create(const json::object& r) {
 void FineTuneJobs::PrepareLoop() {
   while (true) {
     std::string id;
-    bool register_next = false;
+    void (FineTuneJobs::*action)(const std::string&) = nullptr;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](FineTuneJobs* self) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return self->stop_ || !self->to_register_.empty() ||
-                   (!self->to_prepare_.empty() && !self->slot_busy_);
+            return self->stop_ || !self->to_register_.empty() || !self->to_prepare_.empty() ||
+                   (!self->to_start_.empty() && !self->slot_busy_);
           },
           this));
       if (stop_) return;
       if (!to_register_.empty()) {
         id = to_register_.front();
         to_register_.pop_front();
-        register_next = true;
-      } else {
+        action = &FineTuneJobs::Register;
+      } else if (!to_prepare_.empty()) {
         id = to_prepare_.front();
         to_prepare_.pop_front();
+        action = &FineTuneJobs::Prepare;
+      } else {
+        id = to_start_.front();
+        to_start_.pop_front();
         slot_busy_ = true;
+        action = &FineTuneJobs::Launch;
       }
     }
-    if (register_next) {
-      Register(id);
-    } else {
-      Prepare(id);
-    }
+    (this->*action)(id);
   }
 }
 
@@ -419,10 +423,7 @@ void FineTuneJobs::Prepare(const std::string& id) {
   {
     absl::MutexLock lock(&mu_);
     Job& job = *jobs_.at(id);
-    if (job.cancel_requested || Terminal(job.status)) {
-      slot_busy_ = false;
-      return;
-    }
+    if (job.cancel_requested || Terminal(job.status)) return;
     training_file = job.training_file;
     validation_file = job.validation_file;
     o.lora = job.lora;
@@ -440,7 +441,6 @@ void FineTuneJobs::Prepare(const std::string& id) {
         {"param", code == std::string("invalid_training_file") ? json::value("training_file")
                                                                : json::value(nullptr)}};
     Finish(job, "failed", st);
-    slot_busy_ = false;
   };
   auto load = [&](const std::string& file_id)
       -> absl::StatusOr<std::vector<engine::train::TrainingExample>> {
@@ -470,11 +470,45 @@ void FineTuneJobs::Prepare(const std::string& id) {
     job.status = "queued";
     AddEvent(job, absl::StrFormat("Files validated: %d training examples, %d validation examples",
                                   n, validation.size()));
+    job.train_examples = *std::move(train);
+    job.valid_examples = std::move(validation);
+    job.train_options = o;
     Persist(job);
     ReportStates();
+    if (job.cancel_requested) {
+      Finish(job, "cancelled", absl::OkStatus());
+      return;
+    }
+    to_start_.push_back(id);  // waits for the training slot
   }
+}
+
+void FineTuneJobs::Launch(const std::string& id) {
+  engine::train::TrainingOptions o;
+  std::vector<engine::train::TrainingExample> train, validation;
+  {
+    absl::MutexLock lock(&mu_);
+    Job& job = *jobs_.at(id);
+    if (job.cancel_requested || Terminal(job.status)) {
+      slot_busy_ = false;
+      return;
+    }
+    o = job.train_options;
+    train = std::move(job.train_examples);
+    validation = std::move(job.valid_examples);
+    job.train_examples.clear();
+    job.valid_examples.clear();
+  }
+  auto fail = [&](const absl::Status& st, const char* code) {
+    absl::MutexLock lock(&mu_);
+    Job& job = *jobs_.at(id);
+    job.error =
+        json::object{{"code", code}, {"message", std::string(st.message())}, {"param", nullptr}};
+    Finish(job, "failed", st);
+    slot_busy_ = false;
+  };
   absl::StatusOr<std::unique_ptr<engine::train::TrainingJob>> tj =
-      engine::train::TrainingJob::Create(*model_.file, *std::move(train), o, &pool_);
+      engine::train::TrainingJob::Create(*model_.file, std::move(train), o, &pool_);
   if (!tj.ok()) return fail(tj.status(), "training_error");
   const std::string checkpoint = (fs::path(DirOf(id)) / "checkpoint.bin").string();
   bool resumed = false;
@@ -780,9 +814,10 @@ absl::StatusOr<json::object> FineTuneJobs::Cancel(const std::string& id) {
   j.cancel_requested = true;
   // Not yet prepared: cancelled now. Preparing or running: the preparer or the engine loop
   // ends it (within one step).
-  auto queued = std::find(to_prepare_.begin(), to_prepare_.end(), id);
-  if (queued != to_prepare_.end()) {
-    to_prepare_.erase(queued);
+  for (std::deque<std::string>* q : {&to_prepare_, &to_start_}) {
+    auto it = std::find(q->begin(), q->end(), id);
+    if (it == q->end()) continue;
+    q->erase(it);
     Finish(j, "cancelled", absl::OkStatus());
   }
   return ToJson(j);

@@ -6,10 +6,11 @@
 //     whose memory (frozen base weights as F16, LoRA parameters + gradient + AdamW moments,
 //     one micro-batch's activations) does not fit under --finetune-memory-bytes, and persists
 //     the job as <jobs dir>/<id>/job.json.
-//   - The preparer thread (one) checks the training file against its digest, tokenizes it
-//     (dataset.h), and when no job holds the training slot builds the TrainingJob (dequantizes
-//     the base: seconds, so never on the engine thread), restores its last checkpoint if it
-//     has one, and hands it to the slot: the job is "running".
+//   - The preparer thread (one) checks the training file against its digest and tokenizes it
+//     (dataset.h): the job is "queued". When no job holds the training slot it builds the
+//     oldest queued job's TrainingJob (dequantizes the base: seconds, so never on the engine
+//     thread), restores its last checkpoint if it has one, and hands it to the slot: the job
+//     is "running". One job trains at a time.
 //   - The engine loop (scheduler::IdleWork) runs one TrainingJob::Step() per idle pass; every
 //     --finetune-checkpoint-steps optimizer steps it checkpoints (atomic) and persists the job
 //     and its events. At the end it saves the PEFT adapter to <jobs dir>/<id>/adapter; the
@@ -110,7 +111,10 @@ class FineTuneJobs final : public scheduler::IdleWork {
  private:
   struct Job;
   void PrepareLoop();
+  // Checks and tokenizes the job's files; the job is then queued for the slot.
   void Prepare(const std::string& id);
+  // Builds the TrainingJob (restoring its checkpoint) and hands it to the slot. Holds the slot.
+  void Launch(const std::string& id);
   void Register(const std::string& id);
   void Finish(Job& job, const std::string& status, const absl::Status& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -130,7 +134,8 @@ class FineTuneJobs final : public scheduler::IdleWork {
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> to_prepare_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> to_prepare_ ABSL_GUARDED_BY(mu_);  // to validate
+  std::deque<std::string> to_start_ ABSL_GUARDED_BY(mu_);    // validated, "queued"
   // Finished jobs whose adapter the preparer hands to the sink (and, after a restart, jobs
   // that had succeeded, to serve them again).
   std::deque<std::string> to_register_ ABSL_GUARDED_BY(mu_);

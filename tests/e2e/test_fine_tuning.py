@@ -198,6 +198,13 @@ def test_cancel_stops_a_running_job(admin):
                                         hyperparameters={"n_epochs": 50, "batch_size": 1},
                                         extra_body={"lora": LORA})
     wait_status(admin, job.id, {"running"}, timeout=60)
+    # One job trains at a time: a second one is validated, then waits queued.
+    second = admin.fine_tuning.jobs.create(model=MODEL_NAME, training_file=f.id,
+                                           extra_body={"lora": LORA})
+    wait_status(admin, second.id, {"queued"}, timeout=30)
+    time.sleep(1)
+    assert admin.fine_tuning.jobs.retrieve(second.id).status == "queued"
+    assert admin.fine_tuning.jobs.cancel(second.id).status == "cancelled"
     cancelled = admin.fine_tuning.jobs.cancel(job.id)
     assert cancelled.id == job.id
     job = wait_status(admin, job.id, {"cancelled"}, timeout=10)
