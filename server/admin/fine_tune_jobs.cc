@@ -88,6 +88,10 @@ struct FineTuneJobs::Job {
   json::array checkpoints;
   bool cancel_requested = false;
   int64_t total_steps = 0, step = 0;
+  // This run (since the job last entered the slot): when, optimizer steps, finish estimate.
+  std::chrono::steady_clock::time_point run_start;
+  int64_t run_steps = 0;
+  int64_t estimated_finish = 0;  // unix seconds; 0: unknown
   // Validated and waiting for the training slot (to_start_): the examples and options.
   std::vector<engine::train::TrainingExample> train_examples, valid_examples;
   engine::train::TrainingOptions train_options;
@@ -528,6 +532,7 @@ void FineTuneJobs::Launch(const std::string& id) {
       return;
     }
     job.status = "running";
+    job.run_start = std::chrono::steady_clock::now();
     job.total_steps = (*tj)->total_steps();
     job.step = (*tj)->step();
     AddEvent(job, resumed ? absl::StrFormat("Resumed from the checkpoint at step %d", job.step)
@@ -603,6 +608,14 @@ void FineTuneJobs::RunOnce() {
   job.trained_tokens += r->tokens;
   if (r->optimizer_stepped) {
     job.step = r->step;
+    // NOTE(ftapi): the finish estimate extrapolates this run's wall-clock rate (idle time
+    // only, so it moves with the inference load), from the steps done since it started.
+    if (++job.run_steps >= 2) {
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - job.run_start).count();
+      job.estimated_finish =
+          Now() + static_cast<int64_t>(elapsed / job.run_steps * (job.total_steps - job.step));
+    }
     AddEvent(
         job,
         absl::StrFormat("Step %d/%d: training loss=%.4f", r->step, job.total_steps, r->step_loss),
@@ -732,7 +745,9 @@ json::object FineTuneJobs::ToJson(const Job& job) const {
                              : json::value(nullptr)},
       {"error", job.error},
       {"seed", job.seed},
-      {"estimated_finish", nullptr},
+      {"estimated_finish", job.status == "running" && job.estimated_finish > 0
+                               ? json::value(job.estimated_finish)
+                               : json::value(nullptr)},
       {"integrations", json::array{}},
       {"user_provided_suffix", job.suffix.empty() ? json::value(nullptr) : json::value(job.suffix)},
       {"lora", json::object{{"rank", job.lora.rank},

@@ -198,6 +198,11 @@ def test_cancel_stops_a_running_job(admin):
                                         hyperparameters={"n_epochs": 50, "batch_size": 1},
                                         extra_body={"lora": LORA})
     wait_status(admin, job.id, {"running"}, timeout=60)
+    deadline = time.monotonic() + 30
+    while (est := admin.fine_tuning.jobs.retrieve(job.id).estimated_finish) is None:
+        assert time.monotonic() < deadline, "no estimated_finish while running"
+        time.sleep(0.2)
+    assert est > time.time()
     # One job trains at a time: a second one is validated, then waits queued.
     second = admin.fine_tuning.jobs.create(model=MODEL_NAME, training_file=f.id,
                                            extra_body={"lora": LORA})
