@@ -12,12 +12,14 @@ import struct
 import threading
 import time
 
+import grpc
 import numpy as np
 import openai
 import pytest
 import requests
 
 from conftest import MODEL_NAME, Server
+from test_grpc import collect, pb  # noqa: F401 (pb: the generated-stubs fixture)
 
 ADMIN_KEY = "sk-spillway-admin-test"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -219,6 +221,22 @@ def test_unload_while_requests_run(lora_server, adapters):
         complete(client, "doomed")
     t.join(120)
     assert out["text"] == want  # the running request finished with its adapter
+
+
+def test_grpc_model_names_an_adapter(lora_server, adapters, pb):
+    m, services = pb
+    with grpc.insecure_channel(lora_server.grpc_target) as channel:
+        stub = services.InferenceStub(channel)
+        models = {x.id: x for x in stub.ListModels(m.ListModelsRequest(), timeout=30).models}
+        assert set(models) == {MODEL_NAME, "tuned"}
+        assert models["tuned"].root == str(adapters["tuned"])
+        req = m.GenerateRequest(model="tuned", text=PROMPT,
+                                options=m.SamplingOptions(max_tokens=16, temperature=0))
+        texts = collect(stub.Generate(req, timeout=120))[0]
+        assert texts[0] == complete(lora_server.client(), "tuned")
+        with pytest.raises(grpc.RpcError) as e:
+            collect(stub.Generate(m.GenerateRequest(model="nope", text="Hi"), timeout=30))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_bad_lora_modules_flag_fails_at_start(tmp_path, adapters):
