@@ -53,8 +53,10 @@ TierManager::TierManager(BlockIo& io, Options options)
     : io_(io),
       host_(options.host_slots, io.block_bytes()),
       disk_(std::move(options.disk)),
-      costs_(options.costs) {
+      costs_(options.costs),
+      explore_every_(options.explore_every) {
   SPW_CHECK(io.block_bytes() > 0);
+  SPW_CHECK(explore_every_ >= 0);
 }
 
 TierManager::TierManager(std::unique_ptr<BlockIo> io, Options options)
@@ -72,11 +74,16 @@ bool TierManager::WorthLoading(Tier tier) const {
     case Tier::kDevice:
       return true;
     case Tier::kHost:
-      return costs_.host_us_per_block < costs_.recompute_us_per_block;
+      return costs_.host_us_per_block < costs_.recompute_us_per_block || exploring(tier);
     case Tier::kDisk:
-      return costs_.disk_us_per_block < costs_.recompute_us_per_block;
+      return costs_.disk_us_per_block < costs_.recompute_us_per_block || exploring(tier);
   }
   return false;
+}
+
+void TierManager::EndExploration(Tier tier) {
+  explore_[static_cast<int>(tier)] = false;
+  lost_passes_[static_cast<int>(tier)] = 0;
 }
 
 std::optional<int32_t> TierManager::AcquireHostSlot() {
@@ -142,6 +149,7 @@ absl::StatusOr<Tier> TierManager::LoadToDevice(const BlockKey& key, BlockId id) 
   const Tier origin = from_disk_.erase(key.hash) > 0 ? Tier::kDisk : Tier::kHost;
   host_.Unpin(*slot);
   host_.Free(*slot);
+  EndExploration(Tier::kHost);
   if (!st.ok()) {
     ++counters_.host_errors;
     return st;
@@ -207,6 +215,9 @@ void TierManager::FinishRead(const DiskCompletion& c) {
   Read read = std::move(it->second);
   reads_.erase(it);
   reading_.erase(read.key.hash);
+  // NOTE(tiers): a failed read ends an exploration too, or a broken SSD would be retried on
+  // every lookup; it gets its next chance after another explore_every passes.
+  EndExploration(Tier::kDisk);
   if (!c.ok()) {
     ++counters_.disk_errors[static_cast<int>(c.result)];
     return;  // a miss: the prefix is recomputed from here
@@ -247,6 +258,28 @@ void TierManager::ObserveLoad(double seconds) {
 void TierManager::ObserveRecompute(int32_t num_tokens, double seconds) {
   if (num_tokens <= 0) return;
   Smooth(costs_.recompute_us_per_block, seconds * 1e6 / num_tokens * kBlockTokens);
+  // NOTE(tiers): exploration. A tier that lost to recompute is never loaded from, so its
+  // estimate would never change again, even after what slowed it (a busy disk, a cold page
+  // cache) is gone. Every explore_every-th forward pass while it loses opens it for one load,
+  // whose measurement moves the estimate by kCostSmoothing; a tier that really got faster
+  // wins again after a few such loads. Counting forward passes (what recompute costs) rather
+  // than lookups keeps WorthLoading const and the price bounded: at most one request's prefix
+  // per explore_every passes is loaded from a slower tier instead of recomputed.
+  if (explore_every_ == 0) return;
+  for (const Tier tier : {Tier::kHost, Tier::kDisk}) {
+    const int t = static_cast<int>(tier);
+    const double cost = tier == Tier::kHost ? costs_.host_us_per_block : costs_.disk_us_per_block;
+    if (cost < costs_.recompute_us_per_block || explore_[t]) {
+      if (!explore_[t]) lost_passes_[t] = 0;
+      continue;
+    }
+    if (tier == Tier::kDisk && disk_ == nullptr) continue;
+    if (tier == Tier::kHost && host_.num_slots() == 0) continue;
+    if (++lost_passes_[t] >= explore_every_) {
+      explore_[t] = true;
+      ++counters_.explorations;
+    }
+  }
 }
 
 TierStats TierManager::stats() const {

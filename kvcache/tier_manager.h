@@ -51,7 +51,9 @@ inline constexpr int64_t kDiskKeyBytes = 16 + kBlockTokens * static_cast<int64_t
 
 // Estimated cost of bringing one block back from each tier and of recomputing it. The
 // defaults are starting points; every completed load or forward pass updates the estimate
-// (exponential moving average), so the choice follows what this machine measures.
+// (exponential moving average), so the choice follows what this machine measures. A tier whose
+// estimate is above recompute's is still tried now and then (TierManager::Options::
+// explore_every), so that a tier that got faster again is measured again.
 struct TierCosts {
   double host_us_per_block = 50;
   double disk_us_per_block = 1'000;
@@ -87,6 +89,8 @@ struct TierStats {
   std::array<int64_t, kLoadSecondsBuckets.size() + 1> load_buckets{};  // last: +Inf
   double load_seconds_sum = 0;
   TierCosts costs;
+  // Times a tier whose estimate lost to recompute was opened for one more measurement.
+  int64_t explorations = 0;
 };
 
 class TierManager {
@@ -96,6 +100,11 @@ class TierManager {
     // May be null (no SSD tier). Its block_bytes must be io.block_bytes() + kDiskKeyBytes.
     std::unique_ptr<DiskTier> disk;
     TierCosts costs;
+    // A lower tier whose estimate is above recompute's gets one more chance to be measured
+    // after every `explore_every` forward passes observed (ObserveRecompute) while it lost:
+    // WorthLoading then says yes until its next load (or failed SSD read) is measured. Without
+    // this a tier that lost once would never be loaded, so never measured, again. 0: never.
+    int32_t explore_every = 16;
   };
   // `io` must outlive the manager.
   TierManager(BlockIo& io, Options options);
@@ -112,7 +121,8 @@ class TierManager {
   // Locate says where the block with `key` lives below the device: kHost (exact key), kDisk
   // (hash in the SSD index; the key is checked when read), or nullopt.
   std::optional<Tier> Locate(const BlockKey& key) const;
-  // True when loading a block from `tier` is estimated to be faster than recomputing it.
+  // True when loading a block from `tier` is estimated to be faster than recomputing it, or
+  // when the tier is being explored (Options::explore_every).
   bool WorthLoading(Tier tier) const;
 
   // PinHost keeps the host copy of `key` from eviction until LoadToDevice or UnpinHost.
@@ -135,8 +145,11 @@ class TierManager {
   // Poll collects finished SSD operations: reads whose key checks out enter the host tier.
   void Poll();
 
-  // A forward pass computed `num_tokens` tokens in `seconds` (updates the recompute cost).
+  // A forward pass computed `num_tokens` tokens in `seconds` (updates the recompute cost, and
+  // counts towards exploring a tier that loses to recompute).
   void ObserveRecompute(int32_t num_tokens, double seconds);
+  // True while `tier` (kHost or kDisk) is open for one exploratory load.
+  bool exploring(Tier tier) const { return explore_[static_cast<int>(tier)]; }
 
   TierStats stats() const;
   const HostTier& host() const { return host_; }
@@ -154,12 +167,19 @@ class TierManager {
   void EvictHostSlot(int32_t slot);
   void FinishRead(const DiskCompletion& c);
   void ObserveLoad(double seconds);
+  // A load from `tier` was measured (or failed): its exploration, if any, is over.
+  void EndExploration(Tier tier);
 
   std::unique_ptr<BlockIo> owned_io_;  // null when the caller owns io_
   BlockIo& io_;
   HostTier host_;
   std::unique_ptr<DiskTier> disk_;
   TierCosts costs_;
+  int32_t explore_every_;
+  // Per tier (indexed by Tier): forward passes observed since the tier last lost without an
+  // exploration, and whether it is open for an exploratory load now.
+  std::array<int32_t, kNumTiers> lost_passes_{};
+  std::array<bool, kNumTiers> explore_{};
   std::unordered_map<uint64_t, Read> reads_;  // by tag
   std::unordered_set<BlockHash> reading_;     // hashes with a read in flight
   std::unordered_set<BlockHash> from_disk_;   // host blocks a prefetch brought up
