@@ -129,13 +129,18 @@ std::string FineTuneJobs::DirOf(const std::string& id) const {
   return (fs::path(options_.jobs_dir) / id).string();
 }
 
+int64_t FineTuneJobs::FrozenBytes(const engine::ModelConfig& c) {
+  const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const int64_t per_layer = c.hidden * (q + 2 * kv) + q * c.hidden + 3 * c.hidden * c.ffn_hidden;
+  // F16 W and Wᵀ: 4 bytes per matmul parameter (the lm_head counted too).
+  return 4 * (c.num_layers * per_layer + c.vocab_size * c.hidden);
+}
+
 int64_t FineTuneJobs::EstimateBytes(const engine::ModelConfig& c,
                                     const engine::lora::LoraConfig& lora,
                                     int64_t micro_batch_tokens) {
   const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-  const int64_t per_layer = c.hidden * (q + 2 * kv) + q * c.hidden + 3 * c.hidden * c.ffn_hidden;
-  // F16 W and Wᵀ: 4 bytes per matmul parameter (the lm_head counted too).
-  const int64_t frozen = 4 * (c.num_layers * per_layer + c.vocab_size * c.hidden);
+  const int64_t frozen = FrozenBytes(c);
   const int64_t state = 16 * engine::lora::LoraLayout(c, lora).num_params();
   // Kept per token and adapted layer (train_model.h): the layer's inputs and norms, q/k/v,
   // the attention output, gate/up/act and the LoRA products, as floats; attention
@@ -511,9 +516,24 @@ void FineTuneJobs::Launch(const std::string& id) {
     Finish(job, "failed", st);
     slot_busy_ = false;
   };
+  int64_t longest = 0;
+  for (const engine::train::TrainingExample& ex : train) {
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(ex.tokens.size()));
+  }
   absl::StatusOr<std::unique_ptr<engine::train::TrainingJob>> tj =
       engine::train::TrainingJob::Create(*model_.file, std::move(train), o, &pool_);
   if (!tj.ok()) return fail(tj.status(), "training_error");
+  // The exact figure now that the model exists (a micro-batch holds at least the longest
+  // example); over the limit the job fails here instead of running out of memory.
+  const int64_t micro = std::max<int64_t>(o.max_micro_batch_tokens, longest);
+  const int64_t activations = (*tj)->model().ActivationBytes(micro, longest, micro);
+  const int64_t reserved = FrozenBytes(model_.file->config()) + (*tj)->StateBytes() + activations;
+  if (reserved > options_.memory_bytes) {
+    return fail(absl::InvalidArgumentError(absl::StrFormat(
+                    "the job needs %d MiB but --finetune-memory-bytes allows %d MiB",
+                    reserved >> 20, options_.memory_bytes >> 20)),
+                "insufficient_memory");
+  }
   const std::string checkpoint = (fs::path(DirOf(id)) / "checkpoint.bin").string();
   bool resumed = false;
   if (fs::exists(checkpoint)) {
@@ -537,6 +557,10 @@ void FineTuneJobs::Launch(const std::string& id) {
     job.step = (*tj)->step();
     AddEvent(job, resumed ? absl::StrFormat("Resumed from the checkpoint at step %d", job.step)
                           : std::string("Fine-tuning job started"));
+    AddEvent(job, absl::StrFormat("Reserved %d MiB: frozen weights %d, LoRA state %d, "
+                                  "activations %d",
+                                  reserved >> 20, FrozenBytes(model_.file->config()) >> 20,
+                                  (*tj)->StateBytes() >> 20, activations >> 20));
     Persist(job);
     ReportStates();
     slot_job_ = *std::move(tj);

@@ -105,6 +105,8 @@ class FineTuneJobs final : public scheduler::IdleWork {
   void RunOnce() override;
 
   // The memory a job with these settings reserves (frozen weights, LoRA state, activations).
+  // The frozen base weights as training keeps them (F16 W and Wᵀ of every matmul).
+  static int64_t FrozenBytes(const engine::ModelConfig& config);
   static int64_t EstimateBytes(const engine::ModelConfig& config,
                                const engine::lora::LoraConfig& lora, int64_t micro_batch_tokens);
 

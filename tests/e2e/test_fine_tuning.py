@@ -166,6 +166,7 @@ def test_job_succeeds_loss_falls_and_the_model_answers(ft_server, admin):
     assert any("valid_loss" in e.data for e in events if e.type == "metrics")
     messages = [e.message for e in events]
     assert any("successfully completed" in m for m in messages)
+    assert any(m.startswith("Reserved ") and "MiB" in m for m in messages), messages
     assert job.id in [j.id for j in admin.fine_tuning.jobs.list(limit=100)]
     assert len(list(admin.fine_tuning.jobs.checkpoints.list(job.id))) >= 1
 
@@ -189,7 +190,10 @@ def test_job_succeeds_loss_falls_and_the_model_answers(ft_server, admin):
     assert 'state="succeeded"} 1' in metrics
     steps = [l for l in metrics.splitlines() if l.startswith("spillway_finetune_steps_total")]
     assert steps and float(steps[0].split()[-1]) >= 12
-    assert 'work="training"' in metrics
+    for work in ("inference", "training"):
+        busy = [l for l in metrics.splitlines()
+                if l.startswith("spillway_device_busy_seconds_total") and f'work="{work}"' in l]
+        assert busy and float(busy[0].split()[-1]) > 0, busy
 
 
 def test_cancel_stops_a_running_job(admin):
