@@ -7,7 +7,9 @@ tier. The completions must be token-identical, while /metrics shows that blocks 
 device -> host -> SSD and came back SSD -> host -> device, with prefix hits served from the
 host and from the SSD. Then the tiered server restarts with --kv-disk-persist on the same
 directory and a returning conversation gets its prefix from the SSD, while a server of another
-model on that directory starts with an empty SSD tier.
+model on that directory starts with an empty SSD tier. Faults on the real files: flipped bytes,
+deleted and truncated slab files, and a full small filesystem (a tmpfs in a user + mount
+namespace) never change a token, are counted, and leave the server up.
 """
 
 import random
@@ -179,3 +181,103 @@ def test_corrupt_ssd_blocks_are_misses_not_wrong_tokens(reference, tmp_path_fact
         assert s.health()["status"] == "ok"
     finally:
         assert s.stop() == 0, s.log_text()
+
+
+def test_deleted_or_truncated_slab_files_are_misses_not_wrong_tokens(reference, tmp_path_factory):
+    """The SSD tier's slab files removed under a running server. A deleted file is still open in
+    the server (its slots stay readable through the descriptor, so nothing is lost until a
+    restart): completions stay the reference's with no error. A restart with --kv-disk-persist
+    then finds the index naming a file that is gone, drops those entries and recomputes. A slab
+    file truncated to nothing under the running server makes every read of it a short read: a
+    miss counted in spillway_kv_tier_errors_total, recomputed, with unchanged outputs."""
+    disk_dir = tmp_path_factory.mktemp("kv_disk_deleted")
+    convs = conversations()
+    s = Server(tmp_path_factory.mktemp("kv_deleted"), *tiered_args(disk_dir))
+    try:
+        for t in range(TURNS - 1):
+            assert [complete(s, prompt_of(c, t))[0] for c in convs] == reference[t]
+        assert metric(s, "spillway_kv_blocks", tier="disk", state="used") > 0
+        slabs = sorted(disk_dir.glob("slab-*"))
+        assert slabs
+        for slab in slabs:
+            slab.unlink()
+        disk_hits = metric(s, "spillway_prefix_cache_hits_total", tier="disk")
+        assert [complete(s, prompt_of(c, TURNS - 1))[0] for c in convs] == reference[TURNS - 1]
+        assert metric(s, "spillway_prefix_cache_hits_total", tier="disk") > disk_hits
+        assert metric(s, "spillway_kv_tier_errors_total") == 0
+        assert s.health()["status"] == "ok"
+    finally:
+        assert s.stop() == 0, s.log_text()
+
+    # Restart: the saved index names slots of files that are gone; they are dropped at start-up,
+    # never read as data, and the conversations are recomputed.
+    s = Server(tmp_path_factory.mktemp("kv_deleted_restarted"), *tiered_args(disk_dir))
+    try:
+        assert metric(s, "spillway_kv_blocks", tier="disk", state="used") == 0
+        for t in range(TURNS - 1):
+            assert [complete(s, prompt_of(c, t))[0] for c in convs] == reference[t]
+        assert metric(s, "spillway_kv_blocks", tier="disk", state="used") > 0
+        assert s.health()["status"] == "ok"
+
+        # Truncate every slab file under the running server: its blocks read short.
+        slabs = sorted(disk_dir.glob("slab-*"))
+        assert slabs
+        for slab in slabs:
+            with open(slab, "r+b") as f:
+                f.truncate(0)
+        assert [complete(s, prompt_of(c, TURNS - 1))[0] for c in convs] == reference[TURNS - 1]
+        assert metric(s, "spillway_kv_tier_errors_total", tier="disk", kind="short_read") > 0
+        assert s.health()["status"] == "ok"
+    finally:
+        assert s.stop() == 0, s.log_text()
+
+
+def unshare_tmpfs_works(mountpoint):
+    """True where an unprivileged user + mount namespace can mount a tmpfs (as the DiskTier
+    unit test's full-filesystem case needs)."""
+    try:
+        r = subprocess.run(["unshare", "-Urm", "sh", "-c",
+                            f"mount -t tmpfs -o size=1m tmpfs '{mountpoint}'"],
+                           capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def test_full_small_filesystem_degrades_the_ssd_tier(reference, tmp_path_factory, monkeypatch):
+    """The SSD tier on a 4 MiB tmpfs (mounted in a private user + mount namespace around the
+    server): the filesystem is full for a 256 MiB tier, the first write that would grow a slab
+    file finds less free space than the tier's reserve, and the tier degrades: counted as a
+    no_space error, reported in /metrics and /health, and the server goes on with the device and
+    host tiers, every completion token-identical to a server without lower tiers."""
+    import conftest
+
+    mountpoint = tmp_path_factory.mktemp("kv_tmpfs")
+    if not unshare_tmpfs_works(mountpoint):
+        pytest.skip("unprivileged user + mount namespaces are not permitted here "
+                    "(unshare -Urm + mount -t tmpfs failed)")
+    wrapper = tmp_path_factory.mktemp("kv_wrapper") / "spillway-in-tmpfs"
+    # unshare and sh exec in place, so SIGTERM from Server.stop() reaches spillway itself.
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec unshare -Urm sh -c 'mount -t tmpfs -o size=4m tmpfs \"$0\" && exec \"$@\"' "
+        f"'{mountpoint}' '{conftest.BINARY}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(conftest, "BINARY", wrapper)
+    s = Server(tmp_path_factory.mktemp("kv_full"), "--kv-device-blocks", "48",
+               "--kv-host-bytes", str(64 * KV_BLOCK_BYTES), "--kv-disk-path", str(mountpoint),
+               "--kv-disk-bytes", "256MiB")
+    try:
+        assert run_workload(s) == reference
+        assert metric(s, "spillway_kv_tier_errors_total", tier="disk", kind="no_space") > 0
+        assert metric(s, "spillway_kv_blocks", tier="disk", state="degraded") == 1
+        assert metric(s, "spillway_kv_spill_blocks_total", **{"from": "host", "to": "disk"}) == 0
+        # The host tier still serves returning conversations.
+        assert metric(s, "spillway_prefix_cache_hits_total", tier="host") > 0
+        health = s.health()
+        assert health["status"] == "ok"
+        assert health["kv_tiers"]["disk_degraded"] is True
+    finally:
+        assert s.stop() == 0, s.log_text()
+    # Nothing was written outside the namespace's tmpfs.
+    assert list(mountpoint.iterdir()) == []
