@@ -78,6 +78,17 @@ def metric(server, name, **labels):
     return total
 
 
+def fill_ssd(server, disk_dir, reference):
+    """Runs every turn but the last (checking the outputs) until the SSD tier holds blocks;
+    returns its slab files."""
+    for t in range(TURNS - 1):
+        assert [complete(server, prompt_of(c, t))[0] for c in conversations()] == reference[t]
+    assert metric(server, "spillway_kv_blocks", tier="disk", state="used") > 0
+    slabs = sorted(disk_dir.glob("slab-*"))
+    assert slabs
+    return slabs
+
+
 def tiered_args(disk_dir):
     return ("--kv-device-blocks", "48", "--kv-host-bytes", str(64 * KV_BLOCK_BYTES),
             "--kv-disk-path", str(disk_dir), "--kv-disk-bytes", "256MiB", "--kv-disk-persist")
@@ -163,12 +174,7 @@ def test_corrupt_ssd_blocks_are_misses_not_wrong_tokens(reference, tmp_path_fact
     s = Server(tmp_path_factory.mktemp("kv_corrupt"), *tiered_args(disk_dir))
     try:
         convs = conversations()
-        for t in range(TURNS - 1):
-            assert [complete(s, prompt_of(c, t))[0] for c in convs] == reference[t]
-        assert metric(s, "spillway_kv_blocks", tier="disk", state="used") > 0
-        slabs = sorted(disk_dir.glob("slab-*"))
-        assert slabs
-        for slab in slabs:
+        for slab in fill_ssd(s, disk_dir, reference):
             with open(slab, "r+b") as f:
                 size = f.seek(0, 2)
                 for offset in range(2048, size, 16384):  # inside every 360 KiB block
@@ -194,12 +200,7 @@ def test_deleted_or_truncated_slab_files_are_misses_not_wrong_tokens(reference, 
     convs = conversations()
     s = Server(tmp_path_factory.mktemp("kv_deleted"), *tiered_args(disk_dir))
     try:
-        for t in range(TURNS - 1):
-            assert [complete(s, prompt_of(c, t))[0] for c in convs] == reference[t]
-        assert metric(s, "spillway_kv_blocks", tier="disk", state="used") > 0
-        slabs = sorted(disk_dir.glob("slab-*"))
-        assert slabs
-        for slab in slabs:
+        for slab in fill_ssd(s, disk_dir, reference):
             slab.unlink()
         disk_hits = metric(s, "spillway_prefix_cache_hits_total", tier="disk")
         assert [complete(s, prompt_of(c, TURNS - 1))[0] for c in convs] == reference[TURNS - 1]
@@ -214,14 +215,10 @@ def test_deleted_or_truncated_slab_files_are_misses_not_wrong_tokens(reference, 
     s = Server(tmp_path_factory.mktemp("kv_deleted_restarted"), *tiered_args(disk_dir))
     try:
         assert metric(s, "spillway_kv_blocks", tier="disk", state="used") == 0
-        for t in range(TURNS - 1):
-            assert [complete(s, prompt_of(c, t))[0] for c in convs] == reference[t]
-        assert metric(s, "spillway_kv_blocks", tier="disk", state="used") > 0
+        slabs = fill_ssd(s, disk_dir, reference)
         assert s.health()["status"] == "ok"
 
         # Truncate every slab file under the running server: its blocks read short.
-        slabs = sorted(disk_dir.glob("slab-*"))
-        assert slabs
         for slab in slabs:
             with open(slab, "r+b") as f:
                 f.truncate(0)

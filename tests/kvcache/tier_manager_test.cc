@@ -53,6 +53,28 @@ void RoundTrip(TierManager& tiers, SlowBlockIo& io, BlockHash hash) {
   EXPECT_TRUE(io.fake().Holds(1, hash));
 }
 
+// One load that takes 120 ms: 50 + 0.2 * (120,000 - 50) >= 24,040 us, above recompute's
+// 20,000 us, so the host tier loses. Loads stay slow until the test changes io.write_delay.
+void LoseOnce(TierManager& tiers, SlowBlockIo& io) {
+  io.write_delay = std::chrono::milliseconds(120);
+  RoundTrip(tiers, io, 7);
+  EXPECT_GE(tiers.stats().costs.host_us_per_block, 24'040);
+  EXPECT_FALSE(tiers.WorthLoading(Tier::kHost));
+}
+
+// `n` forward passes of one block each, at recompute's 20 ms per block.
+void Passes(TierManager& tiers, int n) {
+  for (int pass = 0; pass < n; ++pass) tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);
+}
+
+// The host tier's exploration state, whether it would be loaded from, and explorations so far.
+void ExpectHost(const TierManager& tiers, bool exploring, bool worth_loading,
+                int64_t explorations) {
+  EXPECT_EQ(tiers.exploring(Tier::kHost), exploring);
+  EXPECT_EQ(tiers.WorthLoading(Tier::kHost), worth_loading);
+  EXPECT_EQ(tiers.stats().explorations, explorations);
+}
+
 TierManager::Options HostOnly(int32_t explore_every) {
   return {.host_slots = 1,
           .disk = nullptr,
@@ -67,69 +89,54 @@ TEST(TierManagerCosts, SlowTierComesBackAfterItsRealCostFalls) {
   TierManager tiers(io, HostOnly(/*explore_every=*/4));
   ASSERT_TRUE(tiers.WorthLoading(Tier::kHost));
 
-  // One load that takes 120 ms: 50 + 0.2 * (120,000 - 50) >= 24,040 us > 20,000 us.
-  io.write_delay = std::chrono::milliseconds(120);
-  RoundTrip(tiers, io, 7);
-  EXPECT_GE(tiers.stats().costs.host_us_per_block, 24'040);
-  EXPECT_FALSE(tiers.WorthLoading(Tier::kHost));
+  LoseOnce(tiers, io);
 
   // The host copy is fast again, but nothing measures it until the tier is explored.
   io.write_delay = std::chrono::milliseconds(0);
   for (int pass = 1; pass <= 3; ++pass) {
-    tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);
-    EXPECT_FALSE(tiers.exploring(Tier::kHost)) << pass;
-    EXPECT_FALSE(tiers.WorthLoading(Tier::kHost)) << pass;
+    SCOPED_TRACE(pass);
+    Passes(tiers, 1);
+    ExpectHost(tiers, /*exploring=*/false, /*worth_loading=*/false, /*explorations=*/0);
   }
-  tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);  // the 4th pass it lost
-  EXPECT_TRUE(tiers.exploring(Tier::kHost));
-  EXPECT_TRUE(tiers.WorthLoading(Tier::kHost));
-  EXPECT_EQ(tiers.stats().explorations, 1);
+  Passes(tiers, 1);  // the 4th pass it lost
+  ExpectHost(tiers, true, true, 1);
   // Further passes while it is open change nothing: one exploration at a time.
-  tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);
-  EXPECT_EQ(tiers.stats().explorations, 1);
+  Passes(tiers, 1);
+  ExpectHost(tiers, true, true, 1);
   // No SSD tier: it is never explored.
   EXPECT_FALSE(tiers.exploring(Tier::kDisk));
 
   // The exploratory load measures a fast copy: 0.8 * 24,040+ + 0.2 * t < 20,000 us for any
   // copy under ~3.8 ms (this one is a 256-byte memcpy), so the host tier wins on its own again.
   RoundTrip(tiers, io, 8);
-  EXPECT_FALSE(tiers.exploring(Tier::kHost));
   EXPECT_LT(tiers.stats().costs.host_us_per_block, kRecomputeSeconds * 1e6);
-  EXPECT_TRUE(tiers.WorthLoading(Tier::kHost));
+  ExpectHost(tiers, /*exploring=*/false, /*worth_loading=*/true, /*explorations=*/1);
   // While it wins, passes do not count towards another exploration.
-  for (int pass = 0; pass < 10; ++pass) tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);
-  EXPECT_FALSE(tiers.exploring(Tier::kHost));
-  EXPECT_EQ(tiers.stats().explorations, 1);
+  Passes(tiers, 10);
+  ExpectHost(tiers, false, true, 1);
 }
 
 TEST(TierManagerCosts, StillSlowTierIsExploredAgainAfterAnotherRound) {
   SlowBlockIo io;
   TierManager tiers(io, HostOnly(/*explore_every=*/2));
-  io.write_delay = std::chrono::milliseconds(120);
-  RoundTrip(tiers, io, 7);
-  ASSERT_FALSE(tiers.WorthLoading(Tier::kHost));
-  tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);
-  tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);
+  LoseOnce(tiers, io);
+  Passes(tiers, 2);
   ASSERT_TRUE(tiers.exploring(Tier::kHost));
   // The exploratory load is slow again: the tier stays out, and the count starts over.
   RoundTrip(tiers, io, 8);
-  EXPECT_FALSE(tiers.exploring(Tier::kHost));
-  EXPECT_FALSE(tiers.WorthLoading(Tier::kHost));
-  tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);
-  EXPECT_FALSE(tiers.exploring(Tier::kHost));
-  tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);
-  EXPECT_TRUE(tiers.exploring(Tier::kHost));
-  EXPECT_EQ(tiers.stats().explorations, 2);
+  ExpectHost(tiers, /*exploring=*/false, /*worth_loading=*/false, /*explorations=*/1);
+  Passes(tiers, 1);
+  ExpectHost(tiers, false, false, 1);
+  Passes(tiers, 1);
+  ExpectHost(tiers, true, true, 2);
 }
 
 TEST(TierManagerCosts, WithoutExplorationALosingTierNeverComesBack) {
   SlowBlockIo io;
   TierManager tiers(io, HostOnly(/*explore_every=*/0));
-  io.write_delay = std::chrono::milliseconds(120);
-  RoundTrip(tiers, io, 7);
-  for (int pass = 0; pass < 100; ++pass) tiers.ObserveRecompute(kBlockTokens, kRecomputeSeconds);
-  EXPECT_FALSE(tiers.WorthLoading(Tier::kHost));
-  EXPECT_EQ(tiers.stats().explorations, 0);
+  LoseOnce(tiers, io);
+  Passes(tiers, 100);
+  ExpectHost(tiers, /*exploring=*/false, /*worth_loading=*/false, /*explorations=*/0);
 }
 
 }  // namespace
