@@ -16,7 +16,7 @@ import openai
 import pytest
 import requests
 
-from conftest import MODEL_NAME, Server
+from conftest import MODEL_NAME, Server, grpc_stubs
 
 ADMIN_KEY = "sk-spillway-ft-admin"
 USER_KEY = "sk-spillway-ft-user"
@@ -274,25 +274,7 @@ def test_restart_resumes_a_running_job(tmp_path):
 @pytest.fixture(scope="module")
 def admin_pb(tmp_path_factory):
     """(admin_pb2, admin_pb2_grpc) generated from proto/ into a temporary folder."""
-    import importlib
-    import pathlib
-    import sys
-
-    import grpc_tools
-    from grpc_tools import protoc
-
-    from conftest import REPO
-    out = tmp_path_factory.mktemp("admin_stubs")
-    include = str(pathlib.Path(grpc_tools.__file__).parent / "_proto")
-    rc = protoc.main(["protoc", f"-I{REPO / 'proto'}", f"-I{include}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", str(REPO / "proto/spillway/v1/admin.proto")])
-    assert rc == 0, "protoc failed"
-    sys.path.insert(0, str(out))
-    try:
-        return (importlib.import_module("spillway.v1.admin_pb2"),
-                importlib.import_module("spillway.v1.admin_pb2_grpc"))
-    finally:
-        sys.path.remove(str(out))
+    return grpc_stubs(tmp_path_factory.mktemp("admin_stubs"), "spillway/v1/admin.proto")
 
 
 def test_grpc_admin_service(ft_server, admin_pb):

@@ -8,8 +8,6 @@ the KV blocks, grpc.health.v1 SERVING, reflection, 32 concurrent streams equal t
 requests with their status codes.
 """
 
-import importlib
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,29 +17,15 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import MODEL_NAME, REPO
+from conftest import MODEL_NAME, grpc_stubs
 
-PROTO_ROOT = REPO / "proto"
 PROTO = "spillway/v1/inference.proto"
 
 
 @pytest.fixture(scope="session")
 def pb(tmp_path_factory):
     """(inference_pb2, inference_pb2_grpc) generated from proto/ into a temporary folder."""
-    from grpc_tools import protoc
-    import grpc_tools
-
-    out = tmp_path_factory.mktemp("grpc_stubs")
-    include = str(__import__("pathlib").Path(grpc_tools.__file__).parent / "_proto")
-    rc = protoc.main(["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", str(PROTO_ROOT / PROTO)])
-    assert rc == 0, "protoc failed"
-    sys.path.insert(0, str(out))
-    try:
-        return (importlib.import_module("spillway.v1.inference_pb2"),
-                importlib.import_module("spillway.v1.inference_pb2_grpc"))
-    finally:
-        sys.path.remove(str(out))
+    return grpc_stubs(tmp_path_factory.mktemp("grpc_stubs"), PROTO)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import json
 import pathlib
 import struct
 import threading
-import time
 
 import grpc
 import numpy as np
