@@ -1,5 +1,6 @@
 #include "engine/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -8,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/check.h"
+#include "engine/cpu/lora_matmul.h"
 #include "engine/cpu/matmul.h"
 #include "engine/cpu/vec_math.h"
 #include "kvcache/ids.h"
@@ -234,20 +236,70 @@ void CpuBackend::MatMulShared(Activation x, std::span<const BackendWeight* const
 // NOTE(lora): one pair of small matmuls per segment (a run of rows with one adapter), on
 // the packed f32 A and B; rows of other adapters are never touched.
 void CpuBackend::AddLora(Activation x, std::span<const LoraRows> segments, Activation y) {
-  std::vector<float> u, t;
+  int64_t total_rows = 0, max_rank = 0;
+  bool all_f32 = true;
   for (const LoraRows& s : segments) {
     const PackedWeight& a = AsCpu(*s.a).packed();
     const PackedWeight& b = AsCpu(*s.b).packed();
     SPW_CHECK(a.cols() == x.cols && b.rows() == y.cols && b.cols() == a.rows() && 0 <= s.begin &&
               s.begin <= s.end && s.end <= x.rows && x.rows == y.rows);
-    const int64_t n = s.end - s.begin;
-    u.resize(n * a.rows());
-    t.resize(n * b.rows());
-    cpu::MatMul(a, x.data + s.begin * x.cols, n, u.data(), pool_);
-    cpu::MatMul(b, u.data(), n, t.data(), pool_);
-    float* yr = y.data + s.begin * y.cols;
-    for (int64_t i = 0; i < n * y.cols; ++i) yr[i] += s.scale * t[i];
+    all_f32 = all_f32 && a.type() == GgmlType::kF32 && b.type() == GgmlType::kF32;
+    total_rows += s.end - s.begin;
+    max_rank = std::max(max_rank, a.rows());
   }
+  if (!all_f32) {
+    // Adapters in other types go through MatMul, two dispatches per segment.
+    std::vector<float> u, t;
+    for (const LoraRows& s : segments) {
+      const PackedWeight& a = AsCpu(*s.a).packed();
+      const PackedWeight& b = AsCpu(*s.b).packed();
+      const int64_t n = s.end - s.begin;
+      u.resize(n * a.rows());
+      t.resize(n * b.rows());
+      cpu::MatMul(a, x.data + s.begin * x.cols, n, u.data(), pool_);
+      cpu::MatMul(b, u.data(), n, t.data(), pool_);
+      float* yr = y.data + s.begin * y.cols;
+      for (int64_t i = 0; i < n * y.cols; ++i) yr[i] += s.scale * t[i];
+    }
+    return;
+  }
+  // NOTE(lora_perf): a decode step's segments hold a few rows each, and the low-rank product is
+  // a few thousand FLOPs per row; one MatMul dispatch per segment and factor cost more than the
+  // arithmetic. So one ParallelFor covers every row of every segment, each row done whole
+  // (x·aᵀ then u·bᵀ) by LoraAddRow on the f32 rows in place.
+  const int64_t u_stride = (max_rank + 15) / 16 * 16;
+  if (static_cast<int64_t>(lora_u_.size()) < u_stride * pool_.num_threads()) {
+    lora_u_.resize(u_stride * pool_.num_threads());
+  }
+  pool_.ParallelFor(total_rows, 1, [&](int thread, int64_t begin, int64_t end) {
+    float* u = lora_u_.data() + thread * u_stride;
+    // Find the segment holding flattened row `begin`, then walk forward.
+    size_t seg = 0;
+    int64_t seg_start = 0;  // flattened index of segments[seg]'s first row
+    while (begin >= seg_start + (segments[seg].end - segments[seg].begin)) {
+      seg_start += segments[seg].end - segments[seg].begin;
+      ++seg;
+    }
+    for (int64_t i = begin; i < end; ++i) {
+      while (i >= seg_start + (segments[seg].end - segments[seg].begin)) {
+        seg_start += segments[seg].end - segments[seg].begin;
+        ++seg;
+      }
+      const LoraRows& s = segments[seg];
+      const PackedWeight& a = AsCpu(*s.a).packed();
+      const PackedWeight& b = AsCpu(*s.b).packed();
+      const LoraMatrixF32 av{.data = reinterpret_cast<const float*>(a.data()),
+                             .rows = a.rows(),
+                             .cols = a.cols(),
+                             .stride = a.row_stride() / static_cast<int64_t>(sizeof(float))};
+      const LoraMatrixF32 bv{.data = reinterpret_cast<const float*>(b.data()),
+                             .rows = b.rows(),
+                             .cols = b.cols(),
+                             .stride = b.row_stride() / static_cast<int64_t>(sizeof(float))};
+      const int64_t row = s.begin + (i - seg_start);
+      LoraAddRow(x.data + row * x.cols, av, bv, s.scale, u, y.data + row * y.cols);
+    }
+  });
 }
 
 void CpuBackend::AddBias(Activation y, const BackendWeight& bias) {

@@ -62,6 +62,8 @@ class CpuBackend final : public Backend {
   const RopeTable* rope_table_ = nullptr;
   std::vector<AttentionScratch> attention_scratch_;
   std::vector<float> rope_cos_, rope_sin_;
+  // AddLora's x·aᵀ, one rank-sized slice per pool thread.
+  std::vector<float> lora_u_;
 };
 
 }  // namespace spillway::engine::cpu
