@@ -27,7 +27,7 @@ struct Matrix {
   GgmlType type;
   int64_t rows, cols;
   std::vector<uint8_t> data;
-  std::unique_ptr<PackedWeight> packed;
+  std::unique_ptr<PackedWeight> packed = {};
   WeightMatrix view() const {
     return {.type = type,
             .rows = rows,

@@ -71,7 +71,7 @@ struct LoraRows {
 // Rotary embedding: pair i of a head (i < rope_dims/2) turns by position * inv_freq[i].
 struct RopeTable {
   RopeStyle style = RopeStyle::kNormal;
-  std::vector<float> inv_freq;  // [head_dim / 2]
+  std::vector<float> inv_freq = {};  // [head_dim / 2]
 };
 
 class Backend {

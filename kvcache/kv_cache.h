@@ -45,7 +45,7 @@ struct LowerBlock {
 
 struct PrefixHit {
   std::vector<BlockId> blocks;    // full cached device blocks, in order; not yet owned by anyone
-  std::vector<LowerBlock> lower;  // the blocks that follow them on host / SSD, in order
+  std::vector<LowerBlock> lower = {};  // the blocks that follow them on host / SSD, in order
   int32_t num_cached_tokens = 0;  // (blocks.size() + lower.size()) * kBlockTokens
 
   int32_t num_disk_blocks() const;

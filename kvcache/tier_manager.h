@@ -88,7 +88,7 @@ struct TierStats {
   // spillway_kv_load_seconds: one observation per block brought back to the device or host.
   std::array<int64_t, kLoadSecondsBuckets.size() + 1> load_buckets{};  // last: +Inf
   double load_seconds_sum = 0;
-  TierCosts costs;
+  TierCosts costs = {};
   // Times a tier whose estimate lost to recompute was opened for one more measurement.
   int64_t explorations = 0;
 };
@@ -99,7 +99,7 @@ class TierManager {
     int32_t host_slots = 0;
     // May be null (no SSD tier). Its block_bytes must be io.block_bytes() + kDiskKeyBytes.
     std::unique_ptr<DiskTier> disk;
-    TierCosts costs;
+    TierCosts costs = {};
     // A lower tier whose estimate is above recompute's gets one more chance to be measured
     // after every `explore_every` forward passes observed (ObserveRecompute) while it lost:
     // WorthLoading then says yes until its next load (or failed SSD read) is measured. Without

@@ -51,7 +51,7 @@ struct EngineStats {
   // counts when it is taken, so the sum can differ briefly from prefix_cache_hits.
   std::array<int64_t, kvcache::kNumTiers> prefix_cache_hits_by_tier{};
   // The lower tiers (host RAM, SSD); nullopt when the KV cache has none.
-  std::optional<kvcache::TierStats> tiers;
+  std::optional<kvcache::TierStats> tiers = {};
 };
 
 class EngineLoop {

@@ -56,7 +56,7 @@ struct ModelConfig {
 struct WeightTensor {
   std::string name;  // GGUF naming: "token_embd.weight", "blk.3.attn_q.weight", ...
   GgmlType type = GgmlType::kF32;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape = {};
   const uint8_t* data = nullptr;
   int64_t nbytes = 0;
 

@@ -46,8 +46,8 @@ struct AdapterRef {
 struct Request {
   RequestId id = 0;
   std::vector<TokenId> prompt;  // 1 <= size < context
-  engine::SamplingParams sampling;
-  StopRules stop;
+  engine::SamplingParams sampling = {};
+  StopRules stop = {};
   // Choices, each a sequence with its own Sampler; with sampling.seed set, choice i uses
   // seed + i. Choice 0 computes the prompt; the others start once it has, reusing its full
   // KV blocks through the prefix cache (the last partial block is recomputed per choice).
@@ -58,10 +58,10 @@ struct Request {
   int32_t priority = 0;
   // When set, the request is dropped (FinishReason::kCancelled, DEADLINE_EXCEEDED) within one
   // step of this time if it has not finished by then, waiting or running.
-  std::optional<std::chrono::steady_clock::time_point> deadline;
+  std::optional<std::chrono::steady_clock::time_point> deadline = {};
   // Every chunk of every choice runs with this adapter (BatchChunk::adapter), and its KV
   // blocks are hashed under adapter.id.
-  AdapterRef adapter;
+  AdapterRef adapter = {};
   // Where the engine loop sends this request's events. Never null.
   std::shared_ptr<TokenChannel> channel;
 };

@@ -35,7 +35,7 @@ absl::StatusOr<std::vector<DatasetExample>> ParseFineTuneJsonl(std::string_view 
 struct TokenizeContext {
   const engine::Tokenizer* tokenizer = nullptr;
   const engine::ChatTemplate* chat_template = nullptr;  // null: chat lines are refused
-  std::string bos_token, eos_token;                     // for the template
+  std::string bos_token = {}, eos_token = {};                     // for the template
   engine::TokenId eos_id = -1;                          // appended to completions (if >= 0)
 };
 

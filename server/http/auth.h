@@ -36,7 +36,7 @@ enum class AccessScope {
 
 struct AccessOptions {
   std::string api_key;        // empty: inference paths are open
-  std::string admin_api_key;  // empty: admin paths need api_key (if set)
+  std::string admin_api_key = {};  // empty: admin paths need api_key (if set)
   bool protect_metrics = false;
 };
 

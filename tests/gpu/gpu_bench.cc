@@ -190,7 +190,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", std::string(out.status().message()).c_str());
       return 1;
     }
-    const double tokens = double{requests} * (prompt + output);
+    const double tokens = static_cast<double>(requests) * (prompt + output);
     const double flops = 2.0 * matmul_params * tokens +
                          requests * attention_flops(prompt + output, (prompt + output) / 2.0);
     std::printf(

@@ -89,7 +89,9 @@ TEST_F(AdapterRoutingTest, EveryChunkOfASequenceCarriesItsAdapterInOneMixedBatch
       runs += i == 0 || plan.batch.chunks[i].adapter != plan.batch.chunks[i - 1].adapter;
     }
     EXPECT_EQ(runs, in_batch.size());
-    if (in_batch.contains(nullptr)) EXPECT_EQ(plan.batch.chunks[0].adapter, nullptr);
+    if (in_batch.contains(nullptr)) {
+      EXPECT_EQ(plan.batch.chunks[0].adapter, nullptr);
+    }
   }
   EXPECT_GT(mixed_steps, 0);
   EXPECT_EQ(chunks_seen.size(), want.size());  // every sequence ran, incl. choice 1 of a0

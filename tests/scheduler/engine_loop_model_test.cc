@@ -25,7 +25,7 @@ constexpr int32_t kMaxTokens = 24;
 struct Collected {
   std::vector<std::vector<TokenId>> tokens;
   std::vector<std::string> text;
-  std::optional<Usage> usage;
+  std::optional<Usage> usage = {};
   bool closed = false;
 };
 

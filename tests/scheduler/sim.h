@@ -43,7 +43,7 @@ struct ChoiceOutput {
 };
 struct RequestOutput {
   std::vector<ChoiceOutput> choices;
-  std::optional<Usage> usage;
+  std::optional<Usage> usage = {};
   bool closed = false;
   int events_after_usage = 0;
 };
@@ -77,7 +77,7 @@ class FakeKvBlockIo final : public kvcache::BlockIo {
 struct SimOptions {
   int32_t num_blocks = 16;
   int32_t host_blocks = 0;  // > 0: a host tier of that many blocks behind the device pool
-  std::string disk_dir;     // not empty: and an SSD tier of disk_blocks blocks there
+  std::string disk_dir = {};     // not empty: and an SSD tier of disk_blocks blocks there
   int32_t disk_blocks = 0;
   int32_t max_batch_tokens = 64;
   int32_t max_running_seqs = 8;

@@ -94,7 +94,9 @@ TEST(TrainOpsTest, AttentionBackwardMatchesFiniteDifferences) {
     double sum = 0;
     for (int64_t j = 0; j < len; ++j) sum += probs[i * len + j];
     EXPECT_NEAR(sum, 1.0, 1e-12);
-    if (i + 1 < len) EXPECT_EQ(probs[i * len + i + 1], 0.0);
+    if (i + 1 < len) {
+      EXPECT_EQ(probs[i * len + i + 1], 0.0);
+    }
   }
   Vec dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0), scratch(len);
   AttentionBackward(q.data(), k.data(), v.data(), probs.data(), c.data(), len, heads, kv, hd,
