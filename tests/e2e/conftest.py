@@ -51,6 +51,21 @@ def grpc_stubs(out: pathlib.Path, proto: str):
     finally:
         sys.path.remove(str(out))
 
+def wait_until_ok(proc: subprocess.Popen, url: str, log_text, timeout: float = 60.0,
+                  interval: float = 0.1) -> float:
+    """Polls GET `url` until it answers 200; fails (with `log_text()`) if `proc` exits first or
+    `timeout` seconds pass. Returns the deadline, for further waits of the same start-up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"{proc.args[0]} exited early:\n{log_text()}"
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return deadline
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready in {timeout} s:\n{log_text()}"
+        time.sleep(interval)
+
 class Server:
     """One `spillway serve` process; stop() sends SIGTERM and returns the exit code."""
 
@@ -68,16 +83,7 @@ class Server:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, f"server exited early:\n{self.log_text()}"
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, f"server not healthy in 60 s:\n{self.log_text()}"
-            time.sleep(0.1)
+        deadline = wait_until_ok(self.proc, self.url + "/health", self.log_text)
         while (m := re.search(r"serving gRPC on [^\s]+:(\d+)", self.log_text())) is None:
             assert time.monotonic() < deadline, f"no gRPC port in the log:\n{self.log_text()}"
             time.sleep(0.1)

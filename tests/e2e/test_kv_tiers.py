@@ -16,12 +16,11 @@ import random
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 import requests
 
-from conftest import BINARY, MODEL_NAME, Server, free_port
+from conftest import BINARY, MODEL_NAME, Server, free_port, wait_until_ok
 
 CONVERSATIONS = 8
 TURNS = 3
@@ -149,15 +148,10 @@ def test_tiers_give_identical_tokens_and_really_move_blocks(reference, tmp_path_
                              *tiered_args(disk_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        wait_until_ok(proc, metrics, lambda: proc.stdout.read().decode() if proc.poll() is not None
+                      else "(still running)")
+        text = requests.get(metrics, timeout=10).text
         used = re.search(r'spillway_kv_blocks\{[^}]*state="used"[^}]*tier="disk"[^}]*\}\s+(\S+)',
                          text)
         assert used is not None and float(used.group(1)) == 0, text

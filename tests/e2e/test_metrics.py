@@ -25,7 +25,7 @@ import time
 import pytest
 import requests
 
-from conftest import MODEL_NAME, Server, free_port
+from conftest import MODEL_NAME, Server, free_port, wait_until_ok
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 NUM_REQUESTS = 20
@@ -53,16 +53,7 @@ class Prometheus:
             [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, f"prometheus exited:\n{self.log_text()}"
-            try:
-                if requests.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, f"prometheus not ready:\n{self.log_text()}"
-            time.sleep(0.2)
+        wait_until_ok(self.proc, self.url + "/-/ready", self.log_text, interval=0.2)
 
     def log_text(self) -> str:
         self.log.flush()

@@ -17,7 +17,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import API_KEY, BINARY, MODEL, MODEL_NAME, Server, free_port
+from conftest import API_KEY, BINARY, MODEL, MODEL_NAME, Server, free_port, wait_until_ok
 from test_grpc import pb  # noqa: F401  (the generated-stubs fixture)
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -181,16 +181,7 @@ def test_configuration_from_environment_variables(tmp_path):
     proc = subprocess.Popen([str(BINARY), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "env.log").read_text()
-            try:
-                if requests.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until_ok(proc, url + "/health", (tmp_path / "env.log").read_text)
         assert requests.get(url + "/v1/models", timeout=10).status_code == 401
         models = requests.get(url + "/v1/models", headers=AUTH, timeout=10).json()
         assert models["data"][0]["id"] == "from-env"
