@@ -57,7 +57,7 @@ def wait_until_ok(proc: subprocess.Popen, url: str, log_text, timeout: float = 6
     `timeout` seconds pass. Returns the deadline, for further waits of the same start-up."""
     deadline = time.monotonic() + timeout
     while True:
-        assert proc.poll() is None, f"{proc.args[0]} exited early:\n{log_text()}"
+        assert proc.poll() is None, f"server exited early ({proc.args[0]}):\n{log_text()}"
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return deadline
