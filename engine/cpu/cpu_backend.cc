@@ -237,31 +237,16 @@ void CpuBackend::MatMulShared(Activation x, std::span<const BackendWeight* const
 // the packed f32 A and B; rows of other adapters are never touched.
 void CpuBackend::AddLora(Activation x, std::span<const LoraRows> segments, Activation y) {
   int64_t total_rows = 0, max_rank = 0;
-  bool all_f32 = true;
   for (const LoraRows& s : segments) {
     const PackedWeight& a = AsCpu(*s.a).packed();
     const PackedWeight& b = AsCpu(*s.b).packed();
     SPW_CHECK(a.cols() == x.cols && b.rows() == y.cols && b.cols() == a.rows() && 0 <= s.begin &&
               s.begin <= s.end && s.end <= x.rows && x.rows == y.rows);
-    all_f32 = all_f32 && a.type() == GgmlType::kF32 && b.type() == GgmlType::kF32;
+    // BackendLoraAdapter loads A and B as F32 (engine/lora/backend_adapter.cc).
+    SPW_CHECK(a.type() == GgmlType::kF32 && b.type() == GgmlType::kF32)
+        << "LoRA matrices must be F32";
     total_rows += s.end - s.begin;
     max_rank = std::max(max_rank, a.rows());
-  }
-  if (!all_f32) {
-    // Adapters in other types go through MatMul, two dispatches per segment.
-    std::vector<float> u, t;
-    for (const LoraRows& s : segments) {
-      const PackedWeight& a = AsCpu(*s.a).packed();
-      const PackedWeight& b = AsCpu(*s.b).packed();
-      const int64_t n = s.end - s.begin;
-      u.resize(n * a.rows());
-      t.resize(n * b.rows());
-      cpu::MatMul(a, x.data + s.begin * x.cols, n, u.data(), pool_);
-      cpu::MatMul(b, u.data(), n, t.data(), pool_);
-      float* yr = y.data + s.begin * y.cols;
-      for (int64_t i = 0; i < n * y.cols; ++i) yr[i] += s.scale * t[i];
-    }
-    return;
   }
   // NOTE(lora_perf): a decode step's segments hold a few rows each, and the low-rank product is
   // a few thousand FLOPs per row; one MatMul dispatch per segment and factor cost more than the
