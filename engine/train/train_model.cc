@@ -156,7 +156,8 @@ TrainModel<T>::~TrainModel() = default;
 template <typename T>
 absl::StatusOr<std::unique_ptr<TrainModel<T>>> TrainModel<T>::Create(const ModelFile& file,
                                                                      cpu::ThreadPool* pool,
-                                                                     GgmlType frozen_type) {
+                                                                     GgmlType frozen_type,
+                                                                     HeadPieces head_pieces) {
   if (frozen_type != GgmlType::kF32 && frozen_type != GgmlType::kF16 &&
       frozen_type != GgmlType::kBF16) {
     return absl::InvalidArgumentError("frozen weights are kept as F32, F16 or BF16");
@@ -165,6 +166,10 @@ absl::StatusOr<std::unique_ptr<TrainModel<T>>> TrainModel<T>::Create(const Model
   m->config_ = file.config();
   m->pool_ = pool;
   m->frozen_type_ = std::is_same_v<T, float> ? frozen_type : GgmlType::kF32;
+  if (head_pieces.slice_rows < 1 || head_pieces.chunk_rows < 1) {
+    return absl::InvalidArgumentError("head pieces must have at least one row");
+  }
+  m->head_pieces_ = head_pieces;
   if (std::is_same_v<T, float> && pool == nullptr) {
     return absl::InvalidArgumentError("TrainModel<float> needs a thread pool");
   }
@@ -201,8 +206,21 @@ absl::Status TrainModel<T>::Load(const ModelFile& file) {
     return absl::InvalidArgumentError("bad shape of token_embd.weight");
   }
   SPW_ASSIGN_OR_RETURN(output_norm_, vec("output_norm.weight", c.hidden));
-  SPW_ASSIGN_OR_RETURN(lm_head_, mat(c.tied_embeddings ? "token_embd.weight" : "output.weight",
-                                     c.vocab_size, c.hidden));
+  {
+    const std::string name = c.tied_embeddings ? "token_embd.weight" : "output.weight";
+    SPW_ASSIGN_OR_RETURN(const WeightTensor* t, find(name));
+    if (t->shape.size() != 2 || t->shape[0] != c.hidden || t->shape[1] != c.vocab_size) {
+      return absl::InvalidArgumentError("bad shape of " + name);
+    }
+    SPW_ASSIGN_OR_RETURN(std::vector<float> f, Dequantize(*t));
+    for (int64_t b = 0; b < c.vocab_size; b += head_pieces_.slice_rows) {
+      const int64_t rows = std::min(head_pieces_.slice_rows, c.vocab_size - b);
+      std::vector<float> slice(f.begin() + b * c.hidden, f.begin() + (b + rows) * c.hidden);
+      SPW_ASSIGN_OR_RETURN(
+          lm_head_.emplace_back(),
+          FrozenMatrix<T>::Make(std::move(slice), rows, c.hidden, pool_, frozen_type_));
+    }
+  }
   std::vector<float> freq_factors;
   if (const WeightTensor* f = file.Find("rope_freqs.weight"); f != nullptr) {
     freq_factors.resize(f->num_elements());
@@ -289,8 +307,8 @@ void TrainModel<T>::LinearBackward(const FrozenMatrix<T>& w, const LoraSlot& slo
 }
 
 template <typename T>
-void TrainModel<T>::LayerForward(int64_t l, Pass& p, LayerActs& a, const LoraLayout& layout,
-                                 T scale, const T* lora) {
+void TrainModel<T>::AttnHalfForward(int64_t l, Pass& p, LayerActs& a, const LoraLayout& layout,
+                                    T scale, const T* lora) {
   const ModelConfig& c = config_;
   const Layer& y = layers_[l];
   const int64_t n = p.n, qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
@@ -315,6 +333,14 @@ void TrainModel<T>::LayerForward(int64_t l, Pass& p, LayerActs& a, const LoraLay
   Linear(*y.wo, nullptr, layout.slot(l, LoraModule::kO), scale, lora, a.attn, n, a.uo, p.tmp);
   a.x_mid = p.x;
   for (int64_t i = 0; i < n * c.hidden; ++i) a.x_mid[i] += p.tmp[i];
+}
+
+template <typename T>
+void TrainModel<T>::FfnHalfForward(int64_t l, Pass& p, LayerActs& a, const LoraLayout& layout,
+                                   T scale, const T* lora) {
+  const ModelConfig& c = config_;
+  const Layer& y = layers_[l];
+  const int64_t n = p.n;
   a.h2.resize(n * c.hidden);
   a.inv2.resize(n);
   RmsNormForward(a.x_mid.data(), y.ffn_norm.data(), n, c.hidden, c.rms_eps, a.h2.data(),
@@ -328,11 +354,11 @@ void TrainModel<T>::LayerForward(int64_t l, Pass& p, LayerActs& a, const LoraLay
 }
 
 template <typename T>
-void TrainModel<T>::LayerBackward(int64_t l, Pass& p, LayerActs& a, const LoraLayout& layout,
-                                  T scale, const T* lora, T* grad, std::vector<T>& dx) {
+void TrainModel<T>::FfnHalfBackward(int64_t l, Pass& p, LayerActs& a, const LoraLayout& layout,
+                                    T scale, const T* lora, T* grad, std::vector<T>& dx) {
   const ModelConfig& c = config_;
   const Layer& y = layers_[l];
-  const int64_t n = p.n, qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
+  const int64_t n = p.n;
   // FFN: x_out = x_mid + down(silu(gate(h2)) * up(h2)), h2 = rmsnorm(x_mid).
   std::vector<T> d_act, d_gate, d_up, dh;
   Zero(d_act, n * c.ffn_hidden);
@@ -349,6 +375,15 @@ void TrainModel<T>::LayerBackward(int64_t l, Pass& p, LayerActs& a, const LoraLa
                  dh);
   RmsNormBackward(a.x_mid.data(), y.ffn_norm.data(), a.inv2.data(), dh.data(), n, c.hidden,
                   dx.data());
+}
+
+template <typename T>
+void TrainModel<T>::AttnHalfBackward(int64_t l, Pass& p, LayerActs& a, const LoraLayout& layout,
+                                     T scale, const T* lora, T* grad, std::vector<T>& dx) {
+  const ModelConfig& c = config_;
+  const Layer& y = layers_[l];
+  const int64_t n = p.n, qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
+  std::vector<T> dh;
   // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = rmsnorm(x_in).
   std::vector<T> d_attn, dq, dk, dv, scratch;
   Zero(d_attn, n * qd);
@@ -373,26 +408,6 @@ void TrainModel<T>::LayerBackward(int64_t l, Pass& p, LayerActs& a, const LoraLa
   LinearBackward(*y.wv, layout.slot(l, LoraModule::kV), scale, lora, a.h1, a.uv, dv, n, grad, dh);
   RmsNormBackward(a.x_in.data(), y.attn_norm.data(), a.inv1.data(), dh.data(), n, c.hidden,
                   dx.data());
-}
-
-template <typename T>
-void TrainModel<T>::Forward(Pass& p, const LoraLayout& layout, T scale, const T* lora,
-                            int64_t keep_from) {
-  const int64_t hidden = config_.hidden;
-  p.x.resize(p.n * hidden);
-  const int64_t row_bytes = *RowBytes(embedding_->type, hidden);
-  // Embedding rows are dequantized from the file per lookup.
-  std::vector<float> row(hidden);
-  for (int64_t i = 0; i < p.n; ++i) {
-    const int64_t tok = p.tokens[i];
-    cpu::DequantizeRowInto(embedding_->type, embedding_->data + tok * row_bytes, row.data(),
-                           hidden);
-    std::copy(row.begin(), row.end(), p.x.begin() + i * hidden);
-  }
-  p.acts.resize(config_.num_layers);
-  for (int64_t l = 0; l < config_.num_layers; ++l) {
-    LayerForward(l, p, l >= keep_from ? p.acts[l] : p.scratch, layout, scale, lora);
-  }
 }
 
 namespace {
@@ -420,68 +435,180 @@ void SetUpPass(std::span<const TrainSequence> seqs, int64_t num_heads, int64_t* 
 }  // namespace
 
 template <typename T>
-absl::StatusOr<LossSum> TrainModel<T>::ForwardBackward(std::span<const TrainSequence> seqs,
-                                                       const LoraLayout& layout, T scale,
-                                                       const T* lora, T* grad) {
-  SPW_RETURN_IF_ERROR(CheckSequences(seqs));
-  const ModelConfig& c = config_;
-  Pass p;
-  SetUpPass(seqs, c.num_heads, &p.n, &p.positions, &p.seq_starts, &p.prob_starts, &p.tokens);
-  const int64_t keep_from = grad != nullptr ? layout.first_adapted_layer() : c.num_layers;
-  Forward(p, layout, scale, lora, keep_from);
+void TrainModel<T>::Embed(std::span<const TrainSequence> seqs, Pass& p) const {
+  const int64_t hidden = config_.hidden;
+  SetUpPass(seqs, config_.num_heads, &p.n, &p.positions, &p.seq_starts, &p.prob_starts, &p.tokens);
+  p.x.resize(p.n * hidden);
+  const int64_t row_bytes = *RowBytes(embedding_->type, hidden);
+  // Embedding rows are dequantized from the file per lookup.
+  std::vector<float> row(hidden);
+  for (int64_t i = 0; i < p.n; ++i) {
+    const int64_t tok = p.tokens[i];
+    cpu::DequantizeRowInto(embedding_->type, embedding_->data + tok * row_bytes, row.data(),
+                           hidden);
+    std::copy(row.begin(), row.end(), p.x.begin() + i * hidden);
+  }
+  p.acts.resize(config_.num_layers);
+}
 
-  // Final norm, then the lm_head on the rows that predict a target, in chunks to bound the
-  // logit memory.
-  std::vector<T> hf(p.n * c.hidden), invf(p.n);
-  RmsNormForward(p.x.data(), output_norm_.data(), p.n, c.hidden, c.rms_eps, hf.data(), invf.data());
-  std::vector<int64_t> rows;
-  std::vector<TokenId> targets;
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    const TrainSequence& q = seqs[s];
-    for (size_t t = 1; t < q.tokens.size(); ++t) {
-      if (!q.loss_mask.empty() && q.loss_mask[t] != 0) {
-        rows.push_back(p.seq_starts[s] + static_cast<int64_t>(t) - 1);
-        targets.push_back(q.tokens[t]);
+template <typename T>
+void TrainModel<T>::HeadSliceForward(size_t slice, const T* x, int64_t m, T* logits,
+                                     std::vector<T>& part) {
+  const FrozenMatrix<T>& w = *lm_head_[slice];
+  const int64_t off = static_cast<int64_t>(slice) * head_pieces_.slice_rows, rows = w.rows();
+  part.resize(m * rows);
+  w.Forward(x, m, part.data());
+  for (int64_t i = 0; i < m; ++i) {
+    std::copy_n(part.begin() + i * rows, rows, logits + i * config_.vocab_size + off);
+  }
+}
+
+template <typename T>
+TrainModel<T>::Run::~Run() = default;
+
+template <typename T>
+absl::StatusOr<std::unique_ptr<typename TrainModel<T>::Run>> TrainModel<T>::Begin(
+    std::span<const TrainSequence> seqs, const LoraLayout& layout, T scale, const T* lora,
+    T* grad) {
+  SPW_RETURN_IF_ERROR(CheckSequences(seqs));
+  std::unique_ptr<Run> run(new Run());
+  run->seqs_.assign(seqs.begin(), seqs.end());
+  run->layout_ = &layout;
+  run->scale_ = scale;
+  run->lora_ = lora;
+  run->grad_ = grad;
+  run->keep_from_ = grad != nullptr ? layout.first_adapted_layer() : config_.num_layers;
+  run->pass_ = std::make_unique<Pass>();
+  Embed(run->seqs_, *run->pass_);
+  return run;
+}
+
+template <typename T>
+bool TrainModel<T>::Advance(Run& r) {
+  SPW_CHECK(!r.done());
+  const ModelConfig& c = config_;
+  Pass& p = *r.pass_;
+  ++r.pieces_;
+  switch (r.phase_) {
+    case Run::Phase::kForward: {
+      // unit_ counts half layers upwards: 2l is layer l's attention, 2l + 1 its FFN.
+      const int64_t l = r.unit_ / 2;
+      LayerActs& a = l >= r.keep_from_ ? p.acts[l] : p.scratch;
+      if (r.unit_ % 2 == 0) {
+        AttnHalfForward(l, p, a, *r.layout_, r.scale_, r.lora_);
+      } else {
+        FfnHalfForward(l, p, a, *r.layout_, r.scale_, r.lora_);
+      }
+      if (++r.unit_ < 2 * c.num_layers) return false;
+      // The final norm, and the rows that predict a target (the lm_head runs on those only).
+      r.hf_.resize(p.n * c.hidden);
+      r.invf_.resize(p.n);
+      RmsNormForward(p.x.data(), output_norm_.data(), p.n, c.hidden, c.rms_eps, r.hf_.data(),
+                     r.invf_.data());
+      for (size_t s = 0; s < r.seqs_.size(); ++s) {
+        const TrainSequence& q = r.seqs_[s];
+        for (size_t t = 1; t < q.tokens.size(); ++t) {
+          if (!q.loss_mask.empty() && q.loss_mask[t] != 0) {
+            r.rows_.push_back(p.seq_starts[s] + static_cast<int64_t>(t) - 1);
+            r.targets_.push_back(q.tokens[t]);
+          }
+        }
+      }
+      r.loss_.num_targets = static_cast<int64_t>(r.rows_.size());
+      if (r.grad_ != nullptr) Zero(r.dhf_, p.n * c.hidden);
+      r.phase_ = r.loss_.num_targets > 0 ? Run::Phase::kHead : Run::Phase::kDone;
+      return r.done();
+    }
+    case Run::Phase::kHead: {
+      if (!HeadPiece(r)) return false;
+      if (r.grad_ == nullptr || r.keep_from_ >= c.num_layers) {
+        r.phase_ = Run::Phase::kDone;
+        return true;
+      }
+      Zero(r.dx_, p.n * c.hidden);
+      RmsNormBackward(p.x.data(), output_norm_.data(), r.invf_.data(), r.dhf_.data(), p.n, c.hidden,
+                      r.dx_.data());
+      r.phase_ = Run::Phase::kBackward;
+      r.unit_ = 2 * c.num_layers - 1;
+      return false;
+    }
+    case Run::Phase::kBackward: {
+      // unit_ counts half layers downwards: 2l + 1 is layer l's FFN, 2l its attention.
+      const int64_t l = r.unit_ / 2;
+      if (r.unit_ % 2 == 1) {
+        FfnHalfBackward(l, p, p.acts[l], *r.layout_, r.scale_, r.lora_, r.grad_, r.dx_);
+      } else {
+        AttnHalfBackward(l, p, p.acts[l], *r.layout_, r.scale_, r.lora_, r.grad_, r.dx_);
+      }
+      if (--r.unit_ >= 2 * r.keep_from_) return false;
+      r.phase_ = Run::Phase::kDone;
+      return true;
+    }
+    case Run::Phase::kDone:
+      break;
+  }
+  SPW_CHECK(false) << "Advance after the run completed";
+  return true;
+}
+
+template <typename T>
+bool TrainModel<T>::HeadPiece(Run& r) {
+  const ModelConfig& c = config_;
+  const int64_t m = std::min(head_pieces_.chunk_rows, r.loss_.num_targets - r.chunk_);
+  const size_t slices = lm_head_.size();
+  if (!r.head_backward_) {
+    if (r.slice_ == 0) {
+      r.sel_.resize(m * c.hidden);
+      for (int64_t i = 0; i < m; ++i) {
+        std::copy_n(r.hf_.begin() + r.rows_[r.chunk_ + i] * c.hidden, c.hidden,
+                    r.sel_.begin() + i * c.hidden);
+      }
+      r.logits_.resize(m * c.vocab_size);
+    }
+    HeadSliceForward(r.slice_, r.sel_.data(), m, r.logits_.data(), r.part_);
+    if (++r.slice_ < slices) return false;
+    r.slice_ = 0;
+    r.dlogits_.resize(m * c.vocab_size);
+    for (int64_t i = 0; i < m; ++i) {
+      r.loss_.loss += static_cast<double>(CrossEntropy(r.logits_.data() + i * c.vocab_size,
+                                                       c.vocab_size, r.targets_[r.chunk_ + i], T{1},
+                                                       r.dlogits_.data() + i * c.vocab_size));
+    }
+    if (r.grad_ != nullptr) {
+      Zero(r.dsel_, m * c.hidden);
+      r.head_backward_ = true;
+      return false;
+    }
+  } else {
+    // dsel += dlogits[:, slice] · W_slice, slice by slice.
+    const FrozenMatrix<T>& w = *lm_head_[r.slice_];
+    const int64_t off = static_cast<int64_t>(r.slice_) * head_pieces_.slice_rows, rows = w.rows();
+    r.part_.resize(m * rows);
+    for (int64_t i = 0; i < m; ++i) {
+      std::copy_n(r.dlogits_.begin() + i * c.vocab_size + off, rows, r.part_.begin() + i * rows);
+    }
+    w.BackwardAdd(r.part_.data(), m, r.dsel_.data(), r.tmp_);
+    if (++r.slice_ < slices) return false;
+    r.slice_ = 0;
+    r.head_backward_ = false;
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < c.hidden; ++j) {
+        r.dhf_[r.rows_[r.chunk_ + i] * c.hidden + j] += r.dsel_[i * c.hidden + j];
       }
     }
   }
-  LossSum result;
-  result.num_targets = static_cast<int64_t>(rows.size());
-  std::vector<T> dhf;
-  if (grad != nullptr) Zero(dhf, p.n * c.hidden);
-  constexpr int64_t kChunk = 32;
-  std::vector<T> sel, logits, dlogits, dsel, tmp;
-  for (int64_t b = 0; b < result.num_targets; b += kChunk) {
-    const int64_t m = std::min(kChunk, result.num_targets - b);
-    sel.resize(m * c.hidden);
-    for (int64_t i = 0; i < m; ++i) {
-      std::copy_n(hf.begin() + rows[b + i] * c.hidden, c.hidden, sel.begin() + i * c.hidden);
-    }
-    logits.resize(m * c.vocab_size);
-    dlogits.resize(m * c.vocab_size);
-    lm_head_->Forward(sel.data(), m, logits.data());
-    for (int64_t i = 0; i < m; ++i) {
-      result.loss += static_cast<double>(CrossEntropy(logits.data() + i * c.vocab_size,
-                                                      c.vocab_size, targets[b + i], T{1},
-                                                      dlogits.data() + i * c.vocab_size));
-    }
-    if (grad == nullptr) continue;
-    Zero(dsel, m * c.hidden);
-    lm_head_->BackwardAdd(dlogits.data(), m, dsel.data(), tmp);
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < c.hidden; ++j)
-        dhf[rows[b + i] * c.hidden + j] += dsel[i * c.hidden + j];
-    }
+  r.chunk_ += m;
+  return r.chunk_ >= r.loss_.num_targets;
+}
+
+template <typename T>
+absl::StatusOr<LossSum> TrainModel<T>::ForwardBackward(std::span<const TrainSequence> seqs,
+                                                       const LoraLayout& layout, T scale,
+                                                       const T* lora, T* grad) {
+  SPW_ASSIGN_OR_RETURN(std::unique_ptr<Run> run, Begin(seqs, layout, scale, lora, grad));
+  while (!Advance(*run)) {
   }
-  if (grad == nullptr || result.num_targets == 0) return result;
-  std::vector<T> dx;
-  Zero(dx, p.n * c.hidden);
-  RmsNormBackward(p.x.data(), output_norm_.data(), invf.data(), dhf.data(), p.n, c.hidden,
-                  dx.data());
-  for (int64_t l = c.num_layers - 1; l >= keep_from; --l) {
-    LayerBackward(l, p, p.acts[l], layout, scale, lora, grad, dx);
-  }
-  return result;
+  return run->loss();
 }
 
 template <typename T>
@@ -492,12 +619,16 @@ absl::StatusOr<std::vector<T>> TrainModel<T>::LastLogits(std::span<const TokenId
   SPW_RETURN_IF_ERROR(CheckSequences({&seq, 1}));
   const ModelConfig& c = config_;
   Pass p;
-  SetUpPass({&seq, 1}, c.num_heads, &p.n, &p.positions, &p.seq_starts, &p.prob_starts, &p.tokens);
-  Forward(p, layout, scale, lora, /*keep_from=*/c.num_layers);
-  std::vector<T> h(c.hidden), inv(1), logits(c.vocab_size);
+  Embed({&seq, 1}, p);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    AttnHalfForward(l, p, p.scratch, layout, scale, lora);
+    FfnHalfForward(l, p, p.scratch, layout, scale, lora);
+  }
+  std::vector<T> h(c.hidden), inv(1), logits(c.vocab_size), part;
   RmsNormForward(p.x.data() + (p.n - 1) * c.hidden, output_norm_.data(), 1, c.hidden, c.rms_eps,
                  h.data(), inv.data());
-  lm_head_->Forward(h.data(), 1, logits.data());
+  for (size_t s = 0; s < lm_head_.size(); ++s)
+    HeadSliceForward(s, h.data(), 1, logits.data(), part);
   return logits;
 }
 

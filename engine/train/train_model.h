@@ -43,6 +43,16 @@ struct LossSum {
   int64_t num_targets = 0;  // target tokens counted
 };
 
+// How the lm_head part of a TrainModel::Run is cut into pieces: vocabulary rows per lm_head
+// slice (one slice, forward or backward, per piece) and target rows per chunk (the logits of a
+// chunk are kept whole for the cross-entropy). NOTE(ftpieces): a slice of 8192 rows for a chunk
+// of 32 target rows is about the matmul work of half a SmolLM2 layer over 45 tokens, so no
+// piece is much longer than the others; tests use small values to cross the boundaries.
+struct HeadPieces {
+  int64_t slice_rows = 8192;
+  int64_t chunk_rows = 32;
+};
+
 // A frozen linear weight [out, in]: y = x·Wᵀ and dx += dy·W.
 template <typename T>
 class FrozenMatrix;
@@ -56,7 +66,8 @@ class TrainModel {
   // stored for the matmuls — F32, or F16/BF16 (rounded; half the memory and memory traffic).
   static absl::StatusOr<std::unique_ptr<TrainModel>> Create(const ModelFile& file,
                                                             cpu::ThreadPool* pool,
-                                                            GgmlType frozen_type = GgmlType::kF32);
+                                                            GgmlType frozen_type = GgmlType::kF32,
+                                                            HeadPieces head_pieces = {});
   ~TrainModel();
 
   const ModelConfig& config() const { return config_; }
@@ -65,9 +76,24 @@ class TrainModel {
   // `lora`) and returns the summed cross-entropy of the target tokens. If `grad` is not null
   // it must hold layout.num_params() values, and d(summed loss)/d(lora) is added to it.
   // InvalidArgument for an empty or over-long sequence, a bad token or a mask of another size.
+  // The same as Begin() and Advance() until it returns true.
   absl::StatusOr<LossSum> ForwardBackward(std::span<const TrainSequence> seqs,
                                           const lora::LoraLayout& layout, T scale, const T* lora,
                                           T* grad);
+
+  // ForwardBackward in bounded pieces, so that the engine's idle slot can interleave it with
+  // inference (issue #7): each Advance() runs one layer's forward, one layer's backward, or
+  // the lm_head + cross-entropy (forward and backward) of a few target rows, and keeps the
+  // activations in the Run between calls. The result is bit-identical to ForwardBackward's
+  // (which is this loop). `seqs`' tokens and masks, `layout`, `lora` and `grad` must outlive
+  // the Run, and `lora` must not change while it runs (its gradient is of those parameters).
+  class Run;
+  absl::StatusOr<std::unique_ptr<Run>> Begin(std::span<const TrainSequence> seqs,
+                                             const lora::LoraLayout& layout, T scale, const T* lora,
+                                             T* grad);
+  // Runs the next piece; true when the pass is complete (then Run::loss() is final). Must not
+  // be called again after it returned true.
+  bool Advance(Run& run);
 
   // The logits ([vocab]) of the last position of `tokens`, with the adapter (a layout with
   // no parameters and lora == nullptr: the base model).
@@ -86,13 +112,23 @@ class TrainModel {
   TrainModel() = default;
   absl::Status Load(const ModelFile& file);
   absl::Status CheckSequences(std::span<const TrainSequence> seqs) const;
-  // Forward through every layer; fills pass (activations of layers >= keep_from).
-  void Forward(Pass& pass, const lora::LoraLayout& layout, T scale, const T* lora,
-               int64_t keep_from);
-  void LayerForward(int64_t l, Pass& pass, LayerActs& acts, const lora::LoraLayout& layout, T scale,
-                    const T* lora);
-  void LayerBackward(int64_t l, Pass& pass, LayerActs& acts, const lora::LoraLayout& layout,
-                     T scale, const T* lora, T* grad, std::vector<T>& dx);
+  // Sets up `pass` for `seqs` and looks up their embeddings (the residual stream's start).
+  void Embed(std::span<const TrainSequence> seqs, Pass& pass) const;
+  // A layer runs in two halves (attention, then the FFN), each one piece of a Run.
+  void AttnHalfForward(int64_t l, Pass& pass, LayerActs& acts, const lora::LoraLayout& layout,
+                       T scale, const T* lora);
+  void FfnHalfForward(int64_t l, Pass& pass, LayerActs& acts, const lora::LoraLayout& layout,
+                      T scale, const T* lora);
+  void FfnHalfBackward(int64_t l, Pass& pass, LayerActs& acts, const lora::LoraLayout& layout,
+                       T scale, const T* lora, T* grad, std::vector<T>& dx);
+  void AttnHalfBackward(int64_t l, Pass& pass, LayerActs& acts, const lora::LoraLayout& layout,
+                        T scale, const T* lora, T* grad, std::vector<T>& dx);
+  // The head of a Run: one piece per call (a slice of the lm_head, forward or backward, for
+  // a chunk of target rows). True when the head is done.
+  bool HeadPiece(Run& run);
+  // The columns of lm_head slice `slice` in logits [m, vocab], of the final norm's output
+  // rows `x` [m, hidden]; `part` is scratch.
+  void HeadSliceForward(size_t slice, const T* x, int64_t m, T* logits, std::vector<T>& part);
   void Linear(const FrozenMatrix<T>& w, const std::vector<T>* bias, const lora::LoraSlot& slot,
               T scale, const T* lora, const std::vector<T>& x, int64_t n, std::vector<T>& u,
               std::vector<T>& y);
@@ -103,11 +139,54 @@ class TrainModel {
   ModelConfig config_;
   cpu::ThreadPool* pool_ = nullptr;
   GgmlType frozen_type_ = GgmlType::kF32;
+  HeadPieces head_pieces_;
   RopeTable rope_;
   const WeightTensor* embedding_ = nullptr;
   std::vector<T> output_norm_;
-  std::unique_ptr<FrozenMatrix<T>> lm_head_;
+  // The lm_head in slices of vocabulary rows, so that one piece of a Run runs a bounded part
+  // of it (it is several layers' worth of matmul: SmolLM2's is 28 M parameters vs 3.5 M).
+  std::vector<std::unique_ptr<FrozenMatrix<T>>> lm_head_;
   std::vector<Layer> layers_;
+};
+
+template <typename T>
+class TrainModel<T>::Run {
+ public:
+  ~Run();
+  // The loss summed so far (final once Advance returned true).
+  const LossSum& loss() const { return loss_; }
+  bool done() const { return phase_ == Phase::kDone; }
+  // Pieces run so far.
+  int64_t pieces() const { return pieces_; }
+
+ private:
+  friend class TrainModel;
+  enum class Phase { kForward, kHead, kBackward, kDone };
+  Run() = default;
+
+  std::vector<TrainSequence> seqs_;
+  const lora::LoraLayout* layout_ = nullptr;
+  T scale_{};
+  const T* lora_ = nullptr;
+  T* grad_ = nullptr;
+  int64_t keep_from_ = 0;
+  std::unique_ptr<Pass> pass_;
+  Phase phase_ = Phase::kForward;
+  int64_t unit_ = 0;  // the next half layer (forward: upwards; backward: downwards)
+  // The head: the final norm's output and 1/rms, the rows that predict a target and their
+  // targets, the next of them, and d(loss)/d(final norm output).
+  std::vector<T> hf_, invf_, dhf_;
+  std::vector<int64_t> rows_;
+  std::vector<TokenId> targets_;
+  // The chunk of target rows under way: its first row, the next lm_head slice, whether the
+  // slices now run backward, and its rows' final norm output, logits and their gradients.
+  int64_t chunk_ = 0;
+  size_t slice_ = 0;
+  bool head_backward_ = false;
+  std::vector<T> sel_, logits_, dlogits_, dsel_, part_, tmp_;
+  std::vector<T> dx_;  // backward: d(loss)/d(residual stream)
+  LossSum loss_;
+  int64_t pieces_ = 0;
 };
 
 extern template class TrainModel<float>;

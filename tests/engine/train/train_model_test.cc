@@ -38,9 +38,9 @@ LoraConfig AllModules(int32_t rank) {
   return c;
 }
 
-void CheckWholeModelGradient(bool qwen_like, const LoraConfig& config) {
+void CheckWholeModelGradient(bool qwen_like, const LoraConfig& config, HeadPieces pieces = {}) {
   testing::TinyRandomModel file(11, qwen_like);
-  auto model = TrainModel<double>::Create(file, nullptr);
+  auto model = TrainModel<double>::Create(file, nullptr, GgmlType::kF32, pieces);
   ASSERT_TRUE(model.ok()) << model.status();
   const lora::LoraAdapter adapter = RandomAdapter(file.config(), config, 5);
   std::vector<double> params(adapter.params.begin(), adapter.params.end());
@@ -85,6 +85,58 @@ TEST(TrainModelTest, UpperLayerOnlyGradientMatchesFiniteDifferences) {
   c.targets = {LoraModule::kQ, LoraModule::kV, LoraModule::kDown};
   c.layers = {1};
   CheckWholeModelGradient(/*qwen_like=*/false, c);
+}
+
+// The lm_head cut into 6 slices of <= 7 vocabulary rows and the 7 targets into chunks of 3
+// rows: the pieces of a Run cross every boundary of the head.
+TEST(TrainModelTest, GradientThroughHeadSlicesMatchesFiniteDifferences) {
+  CheckWholeModelGradient(/*qwen_like=*/false, AllModules(2), {.slice_rows = 7, .chunk_rows = 3});
+  CheckWholeModelGradient(/*qwen_like=*/true, AllModules(2), {.slice_rows = 7, .chunk_rows = 3});
+}
+
+// Begin + Advance: one bounded piece per call (half a layer forward or backward, or one
+// lm_head slice forward or backward for a chunk of target rows), the same result as
+// ForwardBackward bit for bit, and the same loss however the head is cut.
+TEST(TrainModelTest, RunAdvancesOnePieceAtATime) {
+  testing::TinyRandomModel file(15);
+  auto whole = TrainModel<double>::Create(file, nullptr);
+  auto cut =
+      TrainModel<double>::Create(file, nullptr, GgmlType::kF32, {.slice_rows = 7, .chunk_rows = 3});
+  ASSERT_TRUE(whole.ok() && cut.ok());
+  const lora::LoraAdapter adapter = RandomAdapter(file.config(), AllModules(2), 4);
+  const std::vector<double> params(adapter.params.begin(), adapter.params.end());
+  const double scale = adapter.config.scale();
+  const Data data;
+  const std::vector<TrainSequence> seqs = data.Seqs();
+  for (bool with_grad : {true, false}) {
+    SCOPED_TRACE(with_grad);
+    std::vector<double> g_loop(params.size(), 0.0), g_whole(params.size(), 0.0);
+    auto run = (*cut)->Begin(seqs, adapter.layout, scale, params.data(),
+                             with_grad ? g_loop.data() : nullptr);
+    ASSERT_TRUE(run.ok()) << run.status();
+    int pieces = 0;
+    bool done = false;
+    while (!done) {
+      done = (*cut)->Advance(**run);
+      ++pieces;
+      ASSERT_EQ((*run)->done(), done);
+      ASSERT_LE(pieces, 100);
+    }
+    // 2 layers: 4 half layers forward; 3 chunks (7 targets) x 6 slices forward (and backward);
+    // 4 half layers backward (both layers adapted).
+    EXPECT_EQ(pieces, with_grad ? 4 + 3 * 12 + 4 : 4 + 3 * 6);
+    EXPECT_EQ((*run)->pieces(), pieces);
+    auto again = (*cut)->ForwardBackward(seqs, adapter.layout, scale, params.data(),
+                                         with_grad ? g_whole.data() : nullptr);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ((*run)->loss().loss, again->loss);  // bit for bit
+    EXPECT_EQ((*run)->loss().num_targets, 7);
+    for (size_t i = 0; i < params.size(); ++i) ASSERT_EQ(g_loop[i], g_whole[i]) << i;
+    auto one_slice = (*whole)->ForwardBackward(seqs, adapter.layout, scale, params.data(), nullptr);
+    ASSERT_TRUE(one_slice.ok());
+    EXPECT_NEAR(one_slice->loss, again->loss, 1e-12 * again->loss);
+  }
+  EXPECT_FALSE(TrainModel<double>::Create(file, nullptr, GgmlType::kF32, {.slice_rows = 0}).ok());
 }
 
 TEST(TrainModelTest, FloatAgreesWithDouble) {
