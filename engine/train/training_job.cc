@@ -79,7 +79,8 @@ absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Create(
   std::unique_ptr<TrainingJob> job(new TrainingJob());
   job->options_ = options;
   job->examples_ = std::move(examples);
-  SPW_ASSIGN_OR_RETURN(job->model_, TrainModel<float>::Create(file, pool, options.frozen_type));
+  SPW_ASSIGN_OR_RETURN(
+      job->model_, TrainModel<float>::Create(file, pool, options.frozen_type, options.head_pieces));
   SPW_ASSIGN_OR_RETURN(job->adapter_,
                        lora::NewLoraAdapter(file.config(), options.lora, options.seed));
   const int64_t n = job->adapter_.layout.num_params();
@@ -108,30 +109,46 @@ int64_t TrainingJob::StateBytes() const {
   return 4 * static_cast<int64_t>(sizeof(float)) * adapter_.layout.num_params();
 }
 
-absl::StatusOr<StepReport> TrainingJob::Step() {
+absl::StatusOr<PieceReport> TrainingJob::StepPiece() {
   if (finished()) return absl::FailedPreconditionError("the training job has finished");
   const auto start = std::chrono::steady_clock::now();
+  auto since_start = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
   const int64_t num = static_cast<int64_t>(examples_.size());
   const int64_t step_in_epoch = step_ % steps_per_epoch_;
   const int64_t step_end = std::min<int64_t>((step_in_epoch + 1) * options_.batch_size, num);
-  // Pack whole examples of this optimizer step into the micro-batch.
-  std::vector<TrainSequence> seqs;
-  int32_t tokens = 0;
-  while (next_ < step_end) {
-    const TrainingExample& e = examples_[order_[next_]];
-    const int32_t len = static_cast<int32_t>(e.tokens.size());
-    if (!seqs.empty() && tokens + len > options_.max_micro_batch_tokens) break;
-    seqs.push_back({.tokens = e.tokens, .loss_mask = e.loss_mask});
-    tokens += len;
-    ++next_;
+  if (run_ == nullptr) {
+    // Pack whole examples of this optimizer step into the next micro-batch.
+    std::vector<TrainSequence> seqs;
+    int32_t tokens = 0;
+    int64_t next = next_;
+    while (next < step_end) {
+      const TrainingExample& e = examples_[order_[next]];
+      const int32_t len = static_cast<int32_t>(e.tokens.size());
+      if (!seqs.empty() && tokens + len > options_.max_micro_batch_tokens) break;
+      seqs.push_back({.tokens = e.tokens, .loss_mask = e.loss_mask});
+      tokens += len;
+      ++next;
+    }
+    SPW_CHECK(!seqs.empty());
+    SPW_ASSIGN_OR_RETURN(run_, model_->Begin(seqs, adapter_.layout, adapter_.config.scale(),
+                                             adapter_.params.data(), grad_.data()));
+    next_ = next;
+    run_tokens_ = tokens;
+    run_seconds_ = 0;
   }
-  SPW_CHECK(!seqs.empty());
-  SPW_ASSIGN_OR_RETURN(LossSum loss,
-                       model_->ForwardBackward(seqs, adapter_.layout, adapter_.config.scale(),
-                                               adapter_.params.data(), grad_.data()));
+  PieceReport piece;
+  if (!model_->Advance(*run_)) {
+    piece.seconds = since_start();
+    run_seconds_ += piece.seconds;
+    return piece;
+  }
+  const LossSum loss = run_->loss();
+  run_.reset();
   StepReport r;
   r.micro_batches = ++micro_batches_;
-  r.tokens = tokens;
+  r.tokens = run_tokens_;
   r.targets = static_cast<int32_t>(loss.num_targets);
   r.micro_loss = loss.num_targets > 0 ? loss.loss / static_cast<double>(loss.num_targets) : 0;
   step_loss_sum_ += loss.loss;
@@ -156,25 +173,67 @@ absl::StatusOr<StepReport> TrainingJob::Step() {
     }
   }
   r.finished = finished();
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return r;
+  piece.seconds = since_start();
+  r.seconds = run_seconds_ + piece.seconds;
+  piece.micro_batch = r;
+  return piece;
+}
+
+absl::StatusOr<StepReport> TrainingJob::Step() {
+  while (true) {
+    SPW_ASSIGN_OR_RETURN(PieceReport piece, StepPiece());
+    if (piece.micro_batch.has_value()) return *piece.micro_batch;
+  }
+}
+
+void TrainingJob::BeginEval(const std::vector<TrainingExample>& examples) {
+  eval_.emplace();
+  eval_->examples = &examples;
+}
+
+absl::StatusOr<EvalPieceReport> TrainingJob::EvalPiece() {
+  if (!eval_.has_value()) return absl::FailedPreconditionError("no evaluation under way");
+  const auto start = std::chrono::steady_clock::now();
+  Eval& e = *eval_;
+  EvalPieceReport report;
+  if (e.run == nullptr && e.next < e.examples->size()) {
+    const TrainingExample& x = (*e.examples)[e.next++];
+    const TrainSequence s{.tokens = x.tokens, .loss_mask = x.loss_mask};
+    absl::StatusOr<std::unique_ptr<TrainModel<float>::Run>> run = model_->Begin(
+        {&s, 1}, adapter_.layout, adapter_.config.scale(), adapter_.params.data(), nullptr);
+    if (!run.ok()) {
+      eval_.reset();
+      return run.status();
+    }
+    e.run = *std::move(run);
+  }
+  if (e.run != nullptr && model_->Advance(*e.run)) {
+    e.loss_sum += e.run->loss().loss;
+    e.targets += e.run->loss().num_targets;
+    e.run.reset();
+  }
+  if (e.run == nullptr && e.next == e.examples->size()) {
+    report.done = true;
+    report.loss = e.targets > 0 ? e.loss_sum / static_cast<double>(e.targets) : 0.0;
+    eval_.reset();
+  }
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
 }
 
 absl::StatusOr<double> TrainingJob::EvalLoss(const std::vector<TrainingExample>& examples) {
-  double sum = 0;
-  int64_t targets = 0;
-  for (const TrainingExample& e : examples) {
-    const TrainSequence s{.tokens = e.tokens, .loss_mask = e.loss_mask};
-    SPW_ASSIGN_OR_RETURN(LossSum l,
-                         model_->ForwardBackward({&s, 1}, adapter_.layout, adapter_.config.scale(),
-                                                 adapter_.params.data(), nullptr));
-    sum += l.loss;
-    targets += l.num_targets;
+  BeginEval(examples);
+  while (true) {
+    SPW_ASSIGN_OR_RETURN(EvalPieceReport piece, EvalPiece());
+    if (piece.done) return piece.loss;
   }
-  return targets > 0 ? sum / static_cast<double>(targets) : 0.0;
 }
 
 absl::Status TrainingJob::SaveCheckpoint(const std::string& path) const {
+  if (!at_micro_batch_boundary()) {
+    return absl::FailedPreconditionError(
+        "a checkpoint is taken between micro-batches, not in the middle of one");
+  }
   json::object h;
   h["version"] = 1;
   h["lora"] = LoraFingerprint(adapter_.config);
@@ -203,6 +262,8 @@ absl::Status TrainingJob::SaveCheckpoint(const std::string& path) const {
 
 absl::Status TrainingJob::RestoreCheckpoint(const std::string& path) {
   SPW_ASSIGN_OR_RETURN(std::string in, lora::ReadWholeFile(path));
+  // The micro-batch under way (if any) belongs to the state being replaced.
+  run_.reset();
   auto corrupt = [&](const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path, ": ", why));
   };

@@ -1,9 +1,12 @@
 // TrainingJob: one LoRA fine-tuning job on the CPU, advanced in bounded pieces so that the
-// scheduler can run it in the engine's idle time (issue #7). Each Step() runs one micro-batch
-// forward and backward (a few examples, at most max_micro_batch_tokens tokens, or one longer
-// example); when the micro-batches of an optimizer step are done it clips the gradient and
-// applies AdamW. Checkpoints hold everything needed to resume bit for bit (parameters, AdamW
-// moments, the pending gradient, the position in the data), written atomically.
+// scheduler can run it in the engine's idle time (issue #7). A micro-batch (a few examples, at
+// most max_micro_batch_tokens tokens, or one longer example) runs forward and backward in
+// pieces: each StepPiece() is one TrainModel::Advance (half a layer, or one lm_head slice), a
+// few milliseconds, so a request arriving in the idle slot waits for one piece, not a whole
+// micro-batch. When the micro-batches of an optimizer step are done the last piece clips the
+// gradient and applies AdamW. Step() runs the pieces of one micro-batch. Checkpoints hold
+// everything needed to resume bit for bit (parameters, AdamW moments, the pending gradient,
+// the position in the data), written atomically, and are taken between micro-batches only.
 //
 // Loss: cross-entropy on the examples' target tokens (TrainingExample::loss_mask), averaged
 // over the target tokens of an optimizer step (not per micro-batch), so the update does not
@@ -13,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,7 +48,8 @@ struct TrainingOptions {
   // How the frozen base weights are kept (TrainModel::Create): F16 halves their memory
   // (4 bytes per base parameter for W and Wᵀ) and the step time against F32.
   GgmlType frozen_type = GgmlType::kF16;
-  bool shuffle = true;  // a new order of the examples each epoch, from `seed`
+  HeadPieces head_pieces;  // how the lm_head is cut into pieces (TrainModel::Create)
+  bool shuffle = true;     // a new order of the examples each epoch, from `seed`
   uint64_t seed = 0;
 };
 
@@ -60,7 +65,19 @@ struct StepReport {
   double grad_norm = 0;  // before clipping
   float learning_rate = 0;
   bool finished = false;  // the job has run all its steps
-  double seconds = 0;     // wall time of this Step()
+  double seconds = 0;     // wall time of this micro-batch's pieces
+};
+
+struct PieceReport {
+  double seconds = 0;  // wall time of this piece
+  // Set when this piece completed a micro-batch (and maybe an optimizer step).
+  std::optional<StepReport> micro_batch;
+};
+
+struct EvalPieceReport {
+  double seconds = 0;  // wall time of this piece
+  bool done = false;   // the evaluation is complete; then:
+  double loss = 0;     // mean loss over the examples' targets
 };
 
 class TrainingJob {
@@ -73,9 +90,14 @@ class TrainingJob {
                                                              const TrainingOptions& options,
                                                              cpu::ThreadPool* pool);
 
-  // Runs one micro-batch (and the optimizer step it completes). FailedPrecondition when
-  // finished(); InvalidArgument from the model for a bad example.
+  // Runs one piece of the micro-batch under way (starting the next one if none is), and the
+  // optimizer step when the piece completes the micro-batches of one. FailedPrecondition
+  // when finished(); InvalidArgument from the model for a bad example.
+  absl::StatusOr<PieceReport> StepPiece();
+  // Runs pieces until a micro-batch completes (the rest of the one under way, if any).
   absl::StatusOr<StepReport> Step();
+  // No micro-batch is under way (checkpoints can be taken).
+  bool at_micro_batch_boundary() const { return run_ == nullptr; }
 
   bool finished() const { return step_ >= total_steps_; }
   int64_t step() const { return step_; }
@@ -87,13 +109,24 @@ class TrainingJob {
   // Parameters, gradient and AdamW state: 16 bytes per LoRA parameter.
   int64_t StateBytes() const;
 
-  // Mean loss of `examples` (targets only) with the current adapter; no gradient.
+  // Mean loss of `examples` (targets only) with the current adapter; no gradient. The same
+  // as BeginEval and EvalPiece until done.
   absl::StatusOr<double> EvalLoss(const std::vector<TrainingExample>& examples);
+  // EvalLoss in pieces (one example at a time, each a TrainModel::Run forward): `examples`
+  // must outlive the evaluation; a BeginEval drops one under way. The evaluation reads the
+  // parameters as they are at each piece, so a training piece that completes an optimizer
+  // step in between changes what it measures. FailedPrecondition from EvalPiece without an
+  // evaluation under way.
+  void BeginEval(const std::vector<TrainingExample>& examples);
+  absl::StatusOr<EvalPieceReport> EvalPiece();
 
   // Writes a checkpoint to `path` (temporary file, fsync, rename, fsync of the directory).
+  // FailedPrecondition in the middle of a micro-batch (!at_micro_batch_boundary()): its
+  // activations are not saved.
   [[nodiscard]] absl::Status SaveCheckpoint(const std::string& path) const;
   // Restores a checkpoint written by a job with the same model shape, LoRA layout and data
-  // size. InvalidArgument for a corrupt or mismatched file; NotFound when missing.
+  // size; a micro-batch under way is dropped. InvalidArgument for a corrupt or mismatched
+  // file; NotFound when missing.
   [[nodiscard]] absl::Status RestoreCheckpoint(const std::string& path);
 
  private:
@@ -117,6 +150,20 @@ class TrainingJob {
   // The step under way: loss summed over its targets so far, and their number.
   double step_loss_sum_ = 0;
   int64_t step_targets_ = 0;
+  // The micro-batch under way (null between micro-batches): its pieces' state, its tokens and
+  // the time its pieces took so far.
+  std::unique_ptr<TrainModel<float>::Run> run_;
+  int32_t run_tokens_ = 0;
+  double run_seconds_ = 0;
+  // The evaluation under way (BeginEval).
+  struct Eval {
+    const std::vector<TrainingExample>* examples = nullptr;
+    size_t next = 0;  // the next example to start
+    std::unique_ptr<TrainModel<float>::Run> run;
+    double loss_sum = 0;
+    int64_t targets = 0;
+  };
+  std::optional<Eval> eval_;
 };
 
 // Greedy decoding with the model and an adapter (or none: adapter == nullptr), recomputing the

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "engine/lora/atomic_file.h"
 #include "tests/engine/train/tiny_random_model.h"
@@ -138,6 +139,136 @@ TEST(TrainingJobTest, CheckpointResumesBitForBit) {
   EXPECT_EQ((*c)->RestoreCheckpoint(path + ".missing").code(), absl::StatusCode::kNotFound);
   std::filesystem::remove(path);
   std::filesystem::remove(path + ".bad");
+}
+
+// A job advanced one piece at a time (with other forwards on the same model between its
+// pieces, as inference would run between them) ends bit for bit where Step() ends: every
+// report and the parameters. The lm_head is cut small so that pieces cross its slices.
+TEST(TrainingJobTest, PiecesEqualStepsBitForBit) {
+  testing::TinyRandomModel file(25);
+  cpu::ThreadPool pool(2);
+  TrainingOptions o = Options();
+  o.head_pieces = {.slice_rows = 9, .chunk_rows = 2};
+  o.max_micro_batch_tokens = 20;  // two examples per micro-batch
+  auto a = TrainingJob::Create(file, Examples(), o, &pool);
+  auto b = TrainingJob::Create(file, Examples(), o, &pool);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::vector<TokenId> other = {4, 8, 15, 16, 23};
+  int pieces = 0, micro_batches = 0;
+  while (!(*b)->finished()) {
+    auto want = (*b)->Step();
+    ASSERT_TRUE(want.ok()) << want.status();
+    std::optional<StepReport> got;
+    int these = 0;
+    while (!got.has_value()) {
+      ASSERT_TRUE((*a)->model().LastLogits(other, lora::LoraLayout(), 0.0f, nullptr).ok());
+      auto piece = (*a)->StepPiece();
+      ASSERT_TRUE(piece.ok()) << piece.status();
+      EXPECT_GE(piece->seconds, 0.0);
+      EXPECT_EQ((*a)->at_micro_batch_boundary(), piece->micro_batch.has_value());
+      got = piece->micro_batch;
+      ++these;
+    }
+    // 2 layers x 2 halves forward and backward, and ceil(40 / 9) = 5 slices forward and
+    // backward per chunk of 2 targets.
+    const int chunks = (got->targets + 1) / 2;
+    EXPECT_EQ(these, 4 + 4 + 10 * chunks);
+    pieces += these;
+    ++micro_batches;
+    EXPECT_EQ(got->micro_batches, want->micro_batches);
+    EXPECT_EQ(got->tokens, want->tokens);
+    EXPECT_EQ(got->targets, want->targets);
+    EXPECT_EQ(got->micro_loss, want->micro_loss);
+    EXPECT_EQ(got->optimizer_stepped, want->optimizer_stepped);
+    EXPECT_EQ(got->step, want->step);
+    EXPECT_EQ(got->step_loss, want->step_loss);
+    EXPECT_EQ(got->grad_norm, want->grad_norm);
+    EXPECT_EQ(got->learning_rate, want->learning_rate);
+    EXPECT_EQ(got->finished, want->finished);
+    ASSERT_EQ((*a)->adapter().params, (*b)->adapter().params) << "micro-batch " << micro_batches;
+  }
+  EXPECT_TRUE((*a)->finished());
+  EXPECT_EQ(micro_batches, 12);  // batch_size 2 fits one micro-batch of 20 tokens
+  EXPECT_GT(pieces, 10 * micro_batches);
+  EXPECT_EQ((*a)->StepPiece().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Checkpoints are taken between micro-batches only; restoring drops a micro-batch under way
+// and resumes bit for bit.
+TEST(TrainingJobTest, CheckpointOnlyBetweenMicroBatches) {
+  testing::TinyRandomModel file(26);
+  cpu::ThreadPool pool(1);
+  auto a = TrainingJob::Create(file, Examples(), Options(), &pool);
+  ASSERT_TRUE(a.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*a)->Step().ok());
+  auto piece = (*a)->StepPiece();
+  ASSERT_TRUE(piece.ok());
+  ASSERT_FALSE(piece->micro_batch.has_value());
+  ASSERT_FALSE((*a)->at_micro_batch_boundary());
+  const std::string path = TempPath("mid");
+  EXPECT_EQ((*a)->SaveCheckpoint(path).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  auto rest = (*a)->Step();  // the rest of the micro-batch under way
+  ASSERT_TRUE(rest.ok());
+  EXPECT_EQ(rest->micro_batches, 4);
+  ASSERT_TRUE((*a)->SaveCheckpoint(path).ok());
+
+  // b is in the middle of its own micro-batch when it restores a's checkpoint.
+  auto b = TrainingJob::Create(file, Examples(), Options(), &pool);
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->StepPiece().ok());
+  ASSERT_FALSE((*b)->at_micro_batch_boundary());
+  ASSERT_TRUE((*b)->RestoreCheckpoint(path).ok());
+  EXPECT_TRUE((*b)->at_micro_batch_boundary());
+  while (!(*a)->finished()) {
+    auto ra = (*a)->Step();
+    auto rb = (*b)->Step();
+    ASSERT_TRUE(ra.ok() && rb.ok());
+    EXPECT_EQ(ra->micro_batches, rb->micro_batches);
+    EXPECT_EQ(ra->step_loss, rb->step_loss);
+  }
+  EXPECT_TRUE((*b)->finished());
+  EXPECT_EQ((*a)->adapter().params, (*b)->adapter().params);
+  std::filesystem::remove(path);
+}
+
+// The validation loss in pieces (one forward per example, a piece per half layer or lm_head
+// slice) is EvalLoss's, and a new BeginEval starts over.
+TEST(TrainingJobTest, EvalInPieces) {
+  testing::TinyRandomModel file(27);
+  cpu::ThreadPool pool(1);
+  TrainingOptions o = Options();
+  o.head_pieces = {.slice_rows = 16, .chunk_rows = 3};
+  auto job = TrainingJob::Create(file, Examples(), o, &pool);
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE((*job)->Step().ok());
+  const std::vector<TrainingExample> examples = Examples();
+  auto want = (*job)->EvalLoss(examples);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ((*job)->EvalPiece().status().code(), absl::StatusCode::kFailedPrecondition);
+  (*job)->BeginEval(examples);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE((*job)->EvalPiece().ok());
+  (*job)->BeginEval(examples);
+  int pieces = 0;
+  std::optional<double> got;
+  while (!got.has_value()) {
+    auto piece = (*job)->EvalPiece();
+    ASSERT_TRUE(piece.ok()) << piece.status();
+    ++pieces;
+    if (piece->done) got = piece->loss;
+  }
+  EXPECT_EQ(*got, *want);
+  // Per example: 4 half layers, and 3 slices per chunk of <= 3 of its 3..7 targets.
+  int expected = 0;
+  for (const TrainingExample& e : examples) {
+    const int targets = static_cast<int>(e.tokens.size()) - 3;
+    expected += 4 + 3 * ((targets + 2) / 3);
+  }
+  EXPECT_EQ(pieces, expected);
+  const std::vector<TrainingExample> none;
+  auto empty = (*job)->EvalLoss(none);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*empty, 0.0);
 }
 
 TEST(TrainingJobTest, CreateRejectsBadInput) {
