@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/sampler/batch_sampling.h"
 #include "engine/tokenizer/tokenizer_spec.h"
 #include "engine/weights/model_file.h"
 #include "kvcache/ids.h"
@@ -143,6 +144,14 @@ class Backend {
   virtual void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) = 0;
   // Copies x to host memory `dst` ([x.rows * x.cols] floats).
   virtual void CopyToHost(Activation x, float* dst) = 0;
+  // Sampling where the logits are (engine/sampler/batch_sampling.h, docs/gpu.md): whether
+  // SampleRows is implemented; then SampleRows sets out[i] to what Sampler::Sample makes of
+  // row i of `logits` ([rows, vocab]) as sampling.rows[i] describes it, and may overwrite
+  // `logits`. Only ids and logprobs come back to the host. Called only when SupportsSampling().
+  virtual bool SupportsSampling() const { return false; }
+  virtual void SampleRows([[maybe_unused]] Activation logits,
+                          [[maybe_unused]] const BatchSampling& sampling,
+                          [[maybe_unused]] std::vector<SampleResult>* out) {}
 };
 
 }  // namespace spillway::engine

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/sampler/batch_sampling.h"
 #include "engine/tokenizer/tokenizer_spec.h"
 #include "engine/weights/model_file.h"
 #include "kvcache/ids.h"
@@ -43,6 +44,17 @@ class Model {
   // token's logits to `logits` ([num_wanted, vocab_size], resized here). Fails with
   // InvalidArgument on a malformed batch and Unavailable/Internal on a backend failure.
   [[nodiscard]] virtual absl::Status Forward(const Batch& batch, std::vector<float>* logits) = 0;
+  // Whether ForwardAndSample is implemented (the backend samples where the logits are,
+  // Backend::SupportsSampling).
+  virtual bool SupportsDeviceSampling() const { return false; }
+  // Forward() that samples instead of returning logits: the logits row of the i-th chunk with
+  // want_logits becomes (*samples)[i], as sampling.rows[i] describes it (Sampler::DescribeRow);
+  // only ids and logprobs leave the backend. InvalidArgument when the row counts differ.
+  [[nodiscard]] virtual absl::Status ForwardAndSample(
+      [[maybe_unused]] const Batch& batch, [[maybe_unused]] const BatchSampling& sampling,
+      [[maybe_unused]] std::vector<SampleResult>* samples) {
+    return absl::UnimplementedError("this model does not sample on its backend");
+  }
 };
 
 }  // namespace spillway::engine

@@ -49,6 +49,14 @@ void ChoiceStream::MaskStopTokens(std::span<float> logits) const {
   std::for_each(rules_.stop_token_ids.begin(), rules_.stop_token_ids.end(), mask);
 }
 
+void ChoiceStream::AppendMaskedTokens(std::vector<TokenId>* out) const {
+  if (num_generated_ >= rules_.min_tokens) return;
+  if (!rules_.ignore_eos) {
+    out->insert(out->end(), end_of_generation_ids_.begin(), end_of_generation_ids_.end());
+  }
+  out->insert(out->end(), rules_.stop_token_ids.begin(), rules_.stop_token_ids.end());
+}
+
 bool ChoiceStream::IsStopToken(TokenId token) const {
   return Contains(rules_.stop_token_ids, token);
 }

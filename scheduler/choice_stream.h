@@ -30,6 +30,9 @@ class ChoiceStream {
   // fewer than min_tokens have been generated (vLLM's min_tokens logits processor); otherwise
   // leaves `logits` alone. Call before sampling.
   void MaskStopTokens(std::span<float> logits) const;
+  // The tokens MaskStopTokens would set to -inf now (none once min_tokens are generated),
+  // appended to `out`: the stop mask of a step sampled on the device.
+  void AppendMaskedTokens(std::vector<TokenId>* out) const;
 
   // Accept takes the choice's next sampled token and returns its event: the token and the text
   // it makes final, and a finish_reason when the choice ends here. `at_context_limit`: the

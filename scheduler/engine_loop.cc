@@ -59,6 +59,8 @@ struct EngineLoop::State {
   // The loop's thread only (no locks).
   Scheduler scheduler;
   std::vector<float> logits;
+  engine::BatchSampling sampling;             // a step sampled on the backend: its rows
+  std::vector<engine::SampleResult> samples;  // and their tokens
   int32_t last_waiting = 0;  // scheduler.num_waiting_requests() when `queued` was last settled
   int32_t added = 0;         // requests added since then
 
@@ -204,7 +206,11 @@ bool EngineLoop::State::RunStep() {
   const BatchPlan plan = scheduler.PlanIteration(kv);
   if (plan.empty()) return scheduler.idle();
   const auto start = std::chrono::steady_clock::now();
-  if (absl::Status st = model.Forward(plan.batch, &logits); st.ok()) {
+  const bool on_backend = options.device_sampling && model.SupportsDeviceSampling() &&
+                          scheduler.DescribeSampling(plan, &sampling);
+  const absl::Status st = on_backend ? model.ForwardAndSample(plan.batch, sampling, &samples)
+                                     : model.Forward(plan.batch, &logits);
+  if (st.ok()) {
     // Prompt-sized steps tell the KV cache what recomputing a block costs here.
     if (plan.num_tokens >= kMinRecomputeSampleTokens) {
       kv.ObserveForward(
@@ -216,7 +222,11 @@ bool EngineLoop::State::RunStep() {
                                .num_tokens = plan.num_tokens,
                                .num_seqs = static_cast<int32_t>(plan.slices.size())});
     }
-    scheduler.ApplyResults(plan, logits, kv);
+    if (on_backend) {
+      scheduler.ApplyResults(plan, samples, kv);
+    } else {
+      scheduler.ApplyResults(plan, logits, kv);
+    }
   } else {
     scheduler.FailBatch(plan, st, kv);
   }

@@ -29,6 +29,10 @@ struct EngineLoopOptions {
   int32_t max_batch_tokens = 512;     // tokens per step (decode tokens + prompt chunks)
   int32_t max_running_seqs = 64;      // sequences decoding at once
   int32_t max_queued_requests = 256;  // waiting requests; past this Submit fails (429)
+  // Sample on the model's backend when it can (Model::SupportsDeviceSampling: the CUDA
+  // backend), so only token ids and logprobs leave the GPU; otherwise the logits come back to
+  // the per-sequence Samplers. Same tokens either way (docs/gpu.md states the exceptions).
+  bool device_sampling = true;
   // Told about every step on the loop's thread; may be null. Must outlive the loop.
   MetricsSink* metrics = nullptr;
   // Work run one bounded piece at a time when no request is held (a fine-tuning job); may be

@@ -227,8 +227,8 @@ BatchPlan Scheduler::BuildPlan(StepState step, const KvCache& kv) const {
 // ---------------------------------------------------------------------------------------------
 // Applying a step
 
-void Scheduler::ApplyResults(const BatchPlan& plan, std::span<float> logits, KvCache& kv) {
-  const auto vocab = static_cast<size_t>(options_.vocab_size);
+template <typename EmitRow>
+void Scheduler::ApplyResultsWith(const BatchPlan& plan, KvCache& kv, EmitRow emit) {
   size_t row = 0;
   for (const SeqSlice& slice : plan.slices) {
     auto [state, choice] = Find(slice.seq);
@@ -238,10 +238,45 @@ void Scheduler::ApplyResults(const BatchPlan& plan, std::span<float> logits, KvC
     kv.CommitComputed(slice.seq, std::span(choice->tokens).first(choice->num_computed),
                       state->request.adapter.id);
     if (!slice.wants_logits) continue;
-    SPW_CHECK((row + 1) * vocab <= logits.size()) << "too few logits rows";
-    SampleAndEmit(*state, *choice, logits.subspan(row * vocab, vocab), kv);
+    emit(row, *state, *choice);
     ++row;
   }
+}
+
+void Scheduler::ApplyResults(const BatchPlan& plan, std::span<float> logits, KvCache& kv) {
+  const auto vocab = static_cast<size_t>(options_.vocab_size);
+  ApplyResultsWith(plan, kv, [&](size_t row, RequestState& state, Choice& choice) {
+    SPW_CHECK((row + 1) * vocab <= logits.size()) << "too few logits rows";
+    SampleAndEmit(state, choice, logits.subspan(row * vocab, vocab), kv);
+  });
+}
+
+bool Scheduler::DescribeSampling(const BatchPlan& plan, engine::BatchSampling* out) {
+  out->clear();
+  for (const SeqSlice& slice : plan.slices) {
+    if (!slice.wants_logits) continue;
+    const Choice* choice = Find(slice.seq).second;
+    SPW_CHECK(choice != nullptr) << slice.seq;
+    if (choice->sampler.params().logprobs > engine::kMaxDeviceTopLogprobs) return false;
+  }
+  std::vector<TokenId> masked;
+  for (const SeqSlice& slice : plan.slices) {
+    if (!slice.wants_logits) continue;
+    Choice& choice = *Find(slice.seq).second;
+    masked.clear();
+    choice.stream.AppendMaskedTokens(&masked);
+    choice.sampler.DescribeRow(masked, options_.vocab_size, out);
+  }
+  return true;
+}
+
+void Scheduler::ApplyResults(const BatchPlan& plan, std::span<const engine::SampleResult> samples,
+                             KvCache& kv) {
+  ApplyResultsWith(plan, kv, [&](size_t row, RequestState& state, Choice& choice) {
+    SPW_CHECK(row < samples.size()) << "too few samples";
+    choice.sampler.Accept(samples[row].token);
+    Emit(state, choice, samples[row], kv);
+  });
 }
 
 void Scheduler::SampleAndEmit(RequestState& state, Choice& choice, std::span<float> logits,
@@ -249,6 +284,11 @@ void Scheduler::SampleAndEmit(RequestState& state, Choice& choice, std::span<flo
   choice.stream.MaskStopTokens(logits);
   const engine::SampleResult sample = choice.sampler.Sample(logits);
   choice.sampler.Accept(sample.token);
+  Emit(state, choice, sample, kv);
+}
+
+void Scheduler::Emit(RequestState& state, Choice& choice, const engine::SampleResult& sample,
+                     KvCache& kv) {
   choice.tokens.push_back(sample.token);
   ++state.completion_tokens;
   // n > 1: the other choices start once choice 0's prompt blocks are in the prefix cache.

@@ -76,6 +76,15 @@ class Scheduler {
   // their last event and have their channel closed.
   void ApplyResults(const BatchPlan& plan, std::span<float> logits, kvcache::KvCache& kv);
 
+  // Sampling on the model's backend (docs/gpu.md): DescribeSampling fills `out` with one row
+  // per slice that wants logits (Sampler::DescribeRow, with the stop mask), advancing each
+  // sampler's generator as sampling would; false, with nothing drawn, when a row asks for
+  // more than engine::kMaxDeviceTopLogprobs logprobs (the step then samples on the host).
+  // ApplyResults then takes the backend's `samples` in place of logits.
+  bool DescribeSampling(const BatchPlan& plan, engine::BatchSampling* out);
+  void ApplyResults(const BatchPlan& plan, std::span<const engine::SampleResult> samples,
+                    kvcache::KvCache& kv);
+
   // FailBatch ends every request with a slice in `plan` with kError and `error` (the
   // forward's status), freeing its blocks.
   void FailBatch(const BatchPlan& plan, const absl::Status& error, kvcache::KvCache& kv);
@@ -133,6 +142,12 @@ class Scheduler {
   // Samples the next token of `choice` from `logits` and pushes its event.
   void SampleAndEmit(RequestState& state, Choice& choice, std::span<float> logits,
                      kvcache::KvCache& kv);
+  // Appends `sample` (taken by `choice`'s sampler) to `choice` and pushes its event.
+  void Emit(RequestState& state, Choice& choice, const engine::SampleResult& sample,
+            kvcache::KvCache& kv);
+  // ApplyResults with `emit(row, state, choice)` called for the slice of each logits row.
+  template <typename EmitRow>
+  void ApplyResultsWith(const BatchPlan& plan, kvcache::KvCache& kv, EmitRow emit);
   // Ends every unfinished choice of `id` with `reason` / `error`, then closes the channel.
   void EndRequest(RequestId id, FinishReason reason, const absl::Status& error,
                   kvcache::KvCache& kv);

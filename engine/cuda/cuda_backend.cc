@@ -15,6 +15,7 @@
 #include "engine/cuda/cuda_device.h"
 #include "kernels/elementwise.h"
 #include "kernels/paged_attention.h"
+#include "kernels/sampling.h"
 #include "kvcache/ids.h"
 
 namespace spillway::engine::cuda {
@@ -459,6 +460,74 @@ void CudaBackend::CopyToHost(Activation x, float* dst) {
   SPW_CUDA_CHECK(cudaMemcpyAsync(dst, x.data, x.rows * x.cols * sizeof(float),
                                  cudaMemcpyDeviceToHost, stream_));
   SPW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::SampleRows(Activation logits, const BatchSampling& sampling,
+                             std::vector<SampleResult>* out) {
+  Stale();
+  const auto rows = static_cast<int64_t>(sampling.rows.size());
+  SPW_CHECK(logits.rows == rows) << logits.rows << " logits rows, " << rows << " sampling rows";
+  out->resize(rows);
+  if (rows == 0) return;
+  // One upload: the rows (8-byte aligned), then the edits.
+  const size_t rows_bytes = rows * sizeof(SampleRow);
+  const size_t edits_bytes = sampling.edits.size() * sizeof(TokenEdit);
+  sampling_host_.resize(rows_bytes + edits_bytes);
+  std::memcpy(sampling_host_.data(), sampling.rows.data(), rows_bytes);
+  if (edits_bytes > 0) {
+    std::memcpy(sampling_host_.data() + rows_bytes, sampling.edits.data(), edits_bytes);
+  }
+  SPW_CHECK(sampling_in_.Reserve(sampling_host_.size()).ok());
+  Upload(sampling_host_.data(), sampling_in_.get(), sampling_host_.size(), stream_);
+  if (!sampling.edits.empty()) {
+    const absl::Status s =
+        sampling_processed_.Reserve(static_cast<size_t>(rows * logits.cols) * sizeof(float));
+    SPW_CHECK(s.ok()) << s;
+  }
+  constexpr int64_t kTop = kMaxDeviceTopLogprobs;
+  const size_t out_bytes = static_cast<size_t>(rows * (2 + 2 * kTop)) * 4;
+  SPW_CHECK(sampling_out_.Reserve(out_bytes).ok());
+  auto* base = static_cast<std::byte*>(sampling_out_.get());
+  kernels::SamplingArgs a;
+  a.logits = logits.data;
+  a.processed = static_cast<float*>(sampling_processed_.get());
+  a.rows = static_cast<int32_t>(rows);
+  a.vocab = logits.cols;
+  a.params = static_cast<const SampleRow*>(sampling_in_.get());
+  a.edits =
+      reinterpret_cast<const TokenEdit*>(static_cast<std::byte*>(sampling_in_.get()) + rows_bytes);
+  a.tokens = reinterpret_cast<int32_t*>(base);
+  a.logprobs = reinterpret_cast<float*>(base + rows * 4);
+  a.top_tokens = reinterpret_cast<int32_t*>(base + rows * 8);
+  a.top_logprobs = reinterpret_cast<float*>(base + rows * (8 + 4 * kTop));
+  for (const SampleRow& r : sampling.rows) {
+    SPW_CHECK(r.logprobs <= kTop && r.edits_begin <= r.edits_end &&
+              r.edits_end <= static_cast<int32_t>(sampling.edits.size()));
+  }
+  SPW_CUDA_CHECK(kernels::SampleRows(a, stream_));
+  sampling_out_host_.resize(out_bytes);
+  SPW_CUDA_CHECK(
+      cudaMemcpyAsync(sampling_out_host_.data(), base, out_bytes, cudaMemcpyDeviceToHost, stream_));
+  SPW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const std::byte* h = sampling_out_host_.data();
+  auto read = [&]<typename T>(T, int64_t offset) {
+    T v;
+    std::memcpy(&v, h + offset, sizeof(T));
+    return v;
+  };
+  for (int64_t r = 0; r < rows; ++r) {
+    SampleResult& res = (*out)[r];
+    res.token = read(int32_t{}, r * 4);
+    SPW_CHECK(res.token >= 0) << "row " << r << " has no finite logit to sample from";
+    res.top.clear();
+    const int32_t n = sampling.rows[r].logprobs;
+    res.logprob = n >= 0 ? read(float{}, rows * 4 + r * 4) : 0.0f;
+    for (int32_t i = 0; i < std::min<int64_t>(n, logits.cols); ++i) {
+      const int64_t at = (r * kTop + i) * 4;
+      res.top.push_back(
+          {read(int32_t{}, rows * 8 + at), read(float{}, rows * (8 + 4 * kTop) + at)});
+    }
+  }
 }
 
 void CudaBackend::CopyFromHost(const float* src, float* dst, int64_t n) {

@@ -82,6 +82,11 @@ class CudaBackend final : public Backend {
   void AddLora(Activation x, std::span<const LoraRows> segments, Activation y) override;
   void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override;
   void CopyToHost(Activation x, float* dst) override;
+  // Sampling on the device (kernels/sampling.h): one kernel for the batch, then one copy of
+  // the ids and logprobs back.
+  bool SupportsSampling() const override { return true; }
+  void SampleRows(Activation logits, const BatchSampling& sampling,
+                  std::vector<SampleResult>* out) override;
 
   // Copies `n` f32 values from host to device memory `dst` (tests fill activations with it).
   void CopyFromHost(const float* src, float* dst, int64_t n);
@@ -134,6 +139,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer lora_u_, lora_u_bf16_;  // AddLora's x·aᵀ
   std::vector<float> rope_host_;       // the inv_freq last uploaded to rope_dev_
   DeviceBuffer rope_dev_;
+  // SampleRows: its rows and edits uploaded, the processed logits, and the results (tokens,
+  // logprobs, top tokens, top logprobs) with their host copy.
+  std::vector<std::byte> sampling_host_;
+  DeviceBuffer sampling_in_, sampling_processed_, sampling_out_;
+  std::vector<std::byte> sampling_out_host_;
 };
 
 }  // namespace spillway::engine::cuda

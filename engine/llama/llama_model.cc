@@ -207,7 +207,7 @@ Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
   return down;
 }
 
-absl::Status LlamaModel::Forward(const Batch& batch, std::vector<float>* logits) {
+absl::StatusOr<Activation> LlamaModel::RunToLogits(const Batch& batch) {
   SPW_RETURN_IF_ERROR(CheckBatch(batch));
   positions_.clear();
   chunk_starts_.assign(1, 0);
@@ -251,8 +251,7 @@ absl::Status LlamaModel::Forward(const Batch& batch, std::vector<float>* logits)
   for (int64_t l = 0; l < config_.num_layers; ++l) prev = RunLayer(l, x, prev);
 
   const int64_t m = static_cast<int64_t>(logit_rows_.size());
-  logits->resize(m * config_.vocab_size);
-  if (m == 0) return absl::OkStatus();
+  if (m == 0) return Activation{.data = nullptr, .rows = 0, .cols = config_.vocab_size};
   Activation last = b.Scratch(m, config_.hidden);
   Activation last_out = b.Scratch(m, config_.hidden);
   b.GatherRows(x, logit_rows_, last);
@@ -261,7 +260,31 @@ absl::Status LlamaModel::Forward(const Batch& batch, std::vector<float>* logits)
   b.AddRmsNorm(last, last_out, *output_norm_, config_.rms_eps, normed);
   Activation out = b.Scratch(m, config_.vocab_size);
   b.MatMul(config_.tied_embeddings ? *token_embd_ : *output_, normed, out);
-  b.CopyToHost(out, logits->data());
+  return out;
+}
+
+absl::Status LlamaModel::Forward(const Batch& batch, std::vector<float>* logits) {
+  SPW_ASSIGN_OR_RETURN(const Activation out, RunToLogits(batch));
+  logits->resize(out.rows * out.cols);
+  if (out.rows > 0) backend_.CopyToHost(out, logits->data());
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::ForwardAndSample(const Batch& batch, const BatchSampling& sampling,
+                                          std::vector<SampleResult>* samples) {
+  if (!backend_.SupportsSampling()) {
+    return absl::UnimplementedError(
+        absl::StrFormat("the %s backend does not sample", std::string(backend_.name())));
+  }
+  int64_t wanted = 0;
+  for (const BatchChunk& c : batch.chunks) wanted += c.want_logits ? 1 : 0;
+  if (wanted != static_cast<int64_t>(sampling.rows.size())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%d chunks want logits but %d sampling rows were given", wanted, sampling.rows.size()));
+  }
+  SPW_ASSIGN_OR_RETURN(const Activation out, RunToLogits(batch));
+  samples->clear();
+  if (out.rows > 0) backend_.SampleRows(out, sampling, samples);
   return absl::OkStatus();
 }
 

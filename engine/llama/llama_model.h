@@ -23,6 +23,9 @@ class LlamaModel final : public Model {
 
   const ModelConfig& config() const override { return config_; }
   [[nodiscard]] absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
+  bool SupportsDeviceSampling() const override { return backend_.SupportsSampling(); }
+  [[nodiscard]] absl::Status ForwardAndSample(const Batch& batch, const BatchSampling& sampling,
+                                              std::vector<SampleResult>* samples) override;
 
  private:
   struct Layer {
@@ -33,6 +36,9 @@ class LlamaModel final : public Model {
   LlamaModel(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
   absl::Status LoadWeights(const ModelFile& file);
   absl::Status CheckBatch(const Batch& batch) const;
+  // Runs `batch` up to the logits of its want_logits chunks ([num_wanted, vocab_size] in the
+  // backend; no rows when none wants them).
+  absl::StatusOr<Activation> RunToLogits(const Batch& batch);
   // Runs layer `l` on hidden state `x` (its residual stream), given the previous layer's
   // FFN output `prev_out` (added to x first; empty for layer 0).
   Activation RunLayer(int64_t l, Activation x, Activation prev_out);

@@ -139,6 +139,49 @@ void Sampler::Accept(TokenId token) {
   }
 }
 
+void Sampler::DescribeRow(std::span<const TokenId> masked, int64_t vocab_size, BatchSampling* out) {
+  SPW_CHECK(params_.logprobs <= kMaxDeviceTopLogprobs) << params_.logprobs;
+  edits_.clear();
+  for (TokenId t : masked) {
+    if (t >= 0 && t < vocab_size) edits_.push_back({.token = t, .flags = TokenEdit::kMasked});
+  }
+  for (const auto& [token, bias] : params_.logit_bias) {
+    SPW_CHECK(token >= 0 && token < vocab_size) << "logit_bias token " << token;
+    edits_.push_back({.token = token, .bias = bias});
+  }
+  for (TokenId t : prompt_tokens_) edits_.push_back({.token = t, .flags = TokenEdit::kRepeated});
+  for (const auto& [token, count] : output_counts_) {
+    edits_.push_back({.token = token, .flags = TokenEdit::kRepeated, .count = count});
+  }
+  std::sort(edits_.begin(), edits_.end(),
+            [](const TokenEdit& a, const TokenEdit& b) { return a.token < b.token; });
+  const auto begin = static_cast<int32_t>(out->edits.size());
+  for (const TokenEdit& e : edits_) {
+    SPW_CHECK(e.token < vocab_size)
+        << "token " << e.token << " outside a vocabulary of " << vocab_size;
+    if (out->edits.size() > static_cast<size_t>(begin) && out->edits.back().token == e.token) {
+      TokenEdit& merged = out->edits.back();  // one entry per token: the sources are disjoint
+      merged.flags |= e.flags;
+      merged.bias += e.bias;
+      merged.count += e.count;
+    } else {
+      out->edits.push_back(e);
+    }
+  }
+  const bool greedy = params_.temperature < kGreedyTemperature;
+  out->rows.push_back({.temperature = params_.temperature,
+                       .top_p = params_.top_p,
+                       .min_p = params_.min_p,
+                       .repetition_penalty = params_.repetition_penalty,
+                       .presence_penalty = params_.presence_penalty,
+                       .frequency_penalty = params_.frequency_penalty,
+                       .top_k = params_.top_k,
+                       .logprobs = params_.logprobs,
+                       .uniform = greedy ? 0.0 : UniformDouble(),
+                       .edits_begin = begin,
+                       .edits_end = static_cast<int32_t>(out->edits.size())});
+}
+
 void Sampler::ApplyLogitBias(std::span<float> logits) const {
   for (const auto& [token, bias] : params_.logit_bias) {
     SPW_CHECK(static_cast<size_t>(token) < logits.size())

@@ -20,23 +20,10 @@
 #include <utility>
 #include <vector>
 
+#include "engine/sampler/batch_sampling.h"
 #include "engine/sampler/sampling_params.h"
 
 namespace spillway::engine {
-
-struct TokenLogprob {
-  TokenId token;
-  float logprob;
-};
-
-struct SampleResult {
-  TokenId token;
-  // Only when params.logprobs >= 0 (otherwise 0 and empty): the chosen token's logprob and the
-  // params.logprobs most likely tokens, most likely first (ties: lower id first). `top` may or
-  // may not contain `token`, as in vLLM, which reports it beside the top-N.
-  float logprob = 0.0f;
-  std::vector<TokenLogprob> top;
-};
 
 class Sampler {
  public:
@@ -64,6 +51,15 @@ class Sampler {
   // Accept records `token` as appended to the sequence's output (sampled or forced); later
   // frequency, presence and repetition penalties count it. REQUIRES: 0 <= token < vocab_size.
   void Accept(TokenId token);
+
+  // DescribeRow is Sample() for a backend that samples where the logits are (batch_sampling.h,
+  // docs/gpu.md): it appends this sequence's next draw to `out` — its parameters, the edits of
+  // its logit_bias and penalties, a kMasked edit for each token of `masked` inside the
+  // vocabulary (the stop tokens ChoiceStream::MaskStopTokens would set to -inf) and, unless
+  // greedy, the uniform number Sample() would draw next, so the generator advances exactly as
+  // on the host. Accept() the token the backend returns.
+  // REQUIRES: params().logprobs <= kMaxDeviceTopLogprobs.
+  void DescribeRow(std::span<const TokenId> masked, int64_t vocab_size, BatchSampling* out);
 
   const SamplingParams& params() const { return params_; }
   int64_t num_output_tokens() const { return num_output_tokens_; }
@@ -99,6 +95,7 @@ class Sampler {
   std::vector<Candidate> candidates_;
   std::vector<float> float_scratch_;  // top-k / top-logprobs selection
   std::vector<float> raw_logits_;     // copy of the input logits, only when logprobs need it
+  std::vector<TokenEdit> edits_;      // DescribeRow's unmerged edits
 };
 
 }  // namespace spillway::engine

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/sampler/batch_sampling.h"
 
 namespace spillway::engine {
 
@@ -18,8 +19,7 @@ namespace spillway::engine {
 // repeated so that the sampler does not depend on the tokenizer; it belongs in common/ids.h.
 using TokenId = int32_t;
 
-// Temperatures below this sample greedily (vLLM's _SAMPLING_EPS).
-inline constexpr float kGreedyTemperature = 1e-5f;
+// kGreedyTemperature (temperatures below it sample greedily) is in batch_sampling.h.
 
 // Every member has a default member initializer so that designated initializers naming only
 // some fields compile without -Wmissing-field-initializers warnings (GCC 12).

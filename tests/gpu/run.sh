@@ -27,7 +27,8 @@ BUNDLE="$ROOT/build-cuda/gpu-bundle"
 PARTS="$ROOT/build-cuda/gpu-model"
 STAGE=/root/spw-model
 BINARIES=(bin/spillway tests/gpu_kernels_test tests/gpu_model_forward_test
-          tests/gpu_e2e_greedy_test tests/gpu_bench tests/device_option_test)
+          tests/gpu_sampling_test tests/gpu_e2e_greedy_test tests/gpu_bench
+          tests/device_option_test)
 
 pack() {
   set -e
@@ -117,9 +118,9 @@ run() {
   note "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
   note "version: $("$x" spillway version 2>&1 | tr '\n' ' ')"
 
-  # 1. gpu tests: each op and the whole Model against the CPU backend; device resolution with
-  #    a GPU present.
-  for t in gpu_kernels_test gpu_model_forward_test device_option_test; do
+  # 1. gpu tests: each op, sampling on the device and the whole Model against the CPU backend;
+  #    device resolution with a GPU present.
+  for t in gpu_kernels_test gpu_model_forward_test gpu_sampling_test device_option_test; do
     if timeout 300 "$x" "$t" > "$out/$t.txt" 2>&1; then
       note "$t: PASSED ($(grep -c '^\[       OK \] .*(' "$out/$t.txt") OK, $(grep -c '^\[  SKIPPED \] .*(' "$out/$t.txt") skipped)"
     else
