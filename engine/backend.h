@@ -19,6 +19,7 @@
 #include "engine/sampler/batch_sampling.h"
 #include "engine/tokenizer/tokenizer_spec.h"
 #include "engine/weights/model_file.h"
+#include "kvcache/block_io.h"
 #include "kvcache/ids.h"
 
 namespace spillway::engine {
@@ -99,6 +100,32 @@ class Backend {
   [[nodiscard]] virtual absl::Status WriteKvBlock([[maybe_unused]] kvcache::BlockId block,
                                                   [[maybe_unused]] std::span<const std::byte> src) {
     return absl::UnimplementedError("this backend does not move KV blocks");
+  }
+
+  // Asynchronous KV block moves (the rules: kvcache/block_io.h). A backend that returns true
+  // from kv_copies_async() implements the four calls below, and its BeginForward orders the
+  // pass after every block write started before it; the tiers otherwise run ReadKvBlock /
+  // WriteKvBlock synchronously. Tickets increase; 0 is never one.
+  virtual bool kv_copies_async() const { return false; }
+  virtual kvcache::CopyTicket StartKvBlockRead([[maybe_unused]] kvcache::BlockId block,
+                                               [[maybe_unused]] std::span<std::byte> dst) {
+    return 0;
+  }
+  virtual kvcache::CopyTicket StartKvBlockWrite([[maybe_unused]] kvcache::BlockId block,
+                                                [[maybe_unused]] std::span<const std::byte> src) {
+    return 0;
+  }
+  // Appends the copies that finished (and were not waited for) to `done`; never blocks.
+  virtual void PollKvCopies([[maybe_unused]] std::vector<kvcache::CopyDone>& done) {}
+  // Blocks until copy `ticket` finished; PollKvCopies will not report it.
+  virtual kvcache::CopyDone WaitKvCopy(kvcache::CopyTicket ticket) {
+    return {.ticket = ticket, .status = absl::UnimplementedError("no asynchronous KV copies")};
+  }
+  // Host memory for `bytes` of host-tier slots in the form this backend copies fastest
+  // (CUDA: pinned); null: plain memory will do.
+  virtual std::unique_ptr<kvcache::HostBuffer> AllocateKvHostBuffer(
+      [[maybe_unused]] int64_t bytes) {
+    return nullptr;
   }
 
   // Starts a forward pass over `layout`; scratch activations of the previous pass are reused.

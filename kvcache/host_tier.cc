@@ -1,20 +1,24 @@
 #include "kvcache/host_tier.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "common/check.h"
 
 namespace spillway::kvcache {
 
-HostTier::HostTier(int32_t num_slots, int64_t block_bytes)
+HostTier::HostTier(int32_t num_slots, int64_t block_bytes, std::unique_ptr<HostBuffer> storage)
     : block_bytes_(block_bytes),
-      storage_(new std::byte[static_cast<size_t>(std::max(num_slots, 0)) *
-                             static_cast<size_t>(std::max<int64_t>(block_bytes, 0))]),
+      storage_(storage != nullptr ? std::move(storage)
+                                  : AllocatePlainHostBuffer(int64_t{std::max(num_slots, 0)} *
+                                                            std::max<int64_t>(block_bytes, 0))),
       states_(num_slots, State::kFree),
       pins_(num_slots, 0),
       keys_(num_slots),
       lru_pos_(num_slots) {
   SPW_CHECK(num_slots >= 0 && block_bytes > 0) << num_slots << " slots of " << block_bytes;
+  SPW_CHECK(static_cast<int64_t>(storage_->bytes().size()) >= int64_t{num_slots} * block_bytes)
+      << "host buffer of " << storage_->bytes().size() << " bytes for " << num_slots << " slots";
   for (int32_t s = 0; s < num_slots; ++s) free_.push_back(s);
 }
 
@@ -82,6 +86,15 @@ void HostTier::Unpin(int32_t slot) {
   if (--pins_[i] == 0) lru_pos_[i] = lru_.insert(lru_.end(), slot);
 }
 
+void HostTier::Detach(int32_t slot) {
+  const size_t i = Check(slot);
+  SPW_CHECK(states_[i] == State::kCached) << "Detach of slot " << slot << " not cached";
+  if (pins_[i] == 0) lru_.erase(lru_pos_[i]);
+  pins_[i] = 0;
+  index_.erase(keys_[i].hash);
+  states_[i] = State::kReserved;
+}
+
 void HostTier::Free(int32_t slot) {
   const size_t i = Check(slot);
   SPW_CHECK(pins_[i] == 0) << "Free of pinned slot " << slot;
@@ -95,7 +108,7 @@ void HostTier::Free(int32_t slot) {
 }
 
 std::span<std::byte> HostTier::bytes(int32_t slot) {
-  return {storage_.get() + Check(slot) * static_cast<size_t>(block_bytes_),
+  return {storage_->bytes().data() + Check(slot) * static_cast<size_t>(block_bytes_),
           static_cast<size_t>(block_bytes_)};
 }
 

@@ -7,11 +7,14 @@
 // Every slot is in exactly one of four states:
 //
 //   free       on the free list
-//   reserved   taken by TakeFree, not indexed (a copy into it is under way)
+//   reserved   taken by TakeFree, or left the index by Detach; not indexed (a copy into or
+//              out of it is under way)
 //   cached     indexed under its key; on the LRU list unless pinned
-//   pinned     cached with pin count > 0 (about to be loaded back); never evicted
+//   pinned     cached with pin count > 0 (a copy into it is in flight, or it is about to be
+//              loaded back); never evicted
 //
-// The buffer is allocated uninitialised, so untouched slots cost no resident memory.
+// The buffer comes from the backend (BlockIo::AllocateHostBuffer: pinned memory for a GPU) or
+// is plain memory allocated uninitialised, so untouched slots cost no resident memory.
 #pragma once
 
 #include <cstddef>
@@ -25,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "kvcache/block_io.h"
 #include "kvcache/block_pool.h"
 #include "kvcache/ids.h"
 
@@ -32,7 +36,8 @@ namespace spillway::kvcache {
 
 class HostTier {
  public:
-  HostTier(int32_t num_slots, int64_t block_bytes);
+  // `storage` holds at least num_slots * block_bytes bytes; null: plain memory.
+  HostTier(int32_t num_slots, int64_t block_bytes, std::unique_ptr<HostBuffer> storage = nullptr);
 
   int32_t num_slots() const { return static_cast<int32_t>(states_.size()); }
   int64_t block_bytes() const { return block_bytes_; }
@@ -57,6 +62,9 @@ class HostTier {
   // Pin keeps a cached slot from eviction until the matching Unpin.
   void Pin(int32_t slot);
   void Unpin(int32_t slot);
+  // Detach takes a cached slot out of the index (and the LRU list, and drops its pins): it is
+  // reserved again, its bytes kept until Free (a copy out of it is still under way).
+  void Detach(int32_t slot);
   // Free returns a reserved or cached slot to the free list (it leaves the index).
   // REQUIRES: not pinned.
   void Free(int32_t slot);
@@ -76,7 +84,7 @@ class HostTier {
   size_t Check(int32_t slot) const;
 
   const int64_t block_bytes_;
-  std::unique_ptr<std::byte[]> storage_;  // [num_slots, block_bytes]
+  std::unique_ptr<HostBuffer> storage_;  // [num_slots, block_bytes]
   std::vector<State> states_;
   std::vector<int32_t> pins_;
   std::vector<BlockKey> keys_;  // valid while cached

@@ -67,13 +67,42 @@ PrefixHit KvCache::MatchPrefix(std::span<const TokenId> tokens, AdapterId adapte
 
 BlockId KvCache::AllocateBlock() {
   if (tiers_ != nullptr) {
-    if (const std::optional<BlockId> victim = pool_.NextEviction()) {
-      tiers_->SpillFromDevice(*victim, pool_.key(*victim));
+    ReleaseSpilled();
+    // NOTE(tiers): no free block left: the next allocation would evict. A block whose spill
+    // is in flight is not handed out before its copy has read it, so wait for the oldest one
+    // (spilling ahead makes this rare); with none in flight, spill the LRU block and wait.
+    if (pool_.num_free() == pool_.num_evictable()) {
+      if (tiers_->num_spills_in_flight() == 0) SpillLru(1);
+      if (tiers_->num_spills_in_flight() > 0) {
+        tiers_->WaitForSpill();
+        ReleaseSpilled();
+      }
     }
   }
   const std::optional<BlockId> id = pool_.Allocate();
   SPW_CHECK(id.has_value()) << "AllocateBlock with no free block";
+  SpillAhead();
   return *id;
+}
+
+void KvCache::SpillLru(int32_t n) {
+  for (int32_t i = 0; i < n; ++i) {
+    const std::optional<BlockId> victim = pool_.NextEviction();
+    if (!victim.has_value()) return;
+    const BlockKey key = pool_.key(*victim);
+    const std::optional<BlockId> id = pool_.Allocate();  // evicts `victim`: ref count 1
+    SPW_CHECK(id == victim);
+    if (!tiers_->StartSpill(*id, key)) pool_.Release(*id);  // dropped: free at once
+  }
+}
+
+void KvCache::SpillAhead() {
+  if (tiers_ == nullptr || pool_.num_free() != pool_.num_evictable()) return;
+  SpillLru(tiers_->spill_ahead_blocks() - tiers_->num_spills_in_flight());
+}
+
+void KvCache::ReleaseSpilled() {
+  for (BlockId id : tiers_->TakeSpilledBlocks()) pool_.Release(id);
 }
 
 void KvCache::LoadLower(const PrefixHit& hit, Table& table) {
@@ -109,7 +138,8 @@ std::optional<std::span<const BlockId>> KvCache::Grow(SeqId seq, int32_t num_new
   const int32_t have = static_cast<int32_t>(table.blocks.size() + hit.blocks.size());
   const int32_t need = BlocksFor(table.num_tokens + hit.num_cached_tokens + num_new_tokens);
   // Hit blocks that are evictable stop being allocatable once taken.
-  int32_t available = pool_.num_free();
+  if (tiers_ != nullptr) ReleaseSpilled();
+  int32_t available = num_free_blocks();
   for (BlockId b : hit.blocks) {
     SPW_CHECK(pool_.is_cached(b)) << "stale prefix hit: block " << b;
     if (pool_.ref_count(b) == 0) --available;
@@ -198,7 +228,10 @@ int32_t KvCache::NumLoading(const PrefixHit& hit) const {
 }
 
 void KvCache::PollTransfers() {
-  if (tiers_ != nullptr) tiers_->Poll();
+  if (tiers_ == nullptr) return;
+  tiers_->Poll();
+  ReleaseSpilled();
+  SpillAhead();
 }
 
 void KvCache::ObserveForward(int32_t num_tokens, double seconds) {

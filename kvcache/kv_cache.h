@@ -100,7 +100,8 @@ class KvCache {
 
   // Prefetch starts SSD reads of the hit's SSD blocks into the host tier and returns how many
   // of them are still being read (0 without an SSD tier). PollTransfers collects finished
-  // reads; a later MatchPrefix then finds those blocks on the host.
+  // reads (a later MatchPrefix then finds those blocks on the host) and device <-> host copies
+  // (spilled blocks become free), and spills ahead (TierManager::Options::spill_ahead_blocks).
   int32_t Prefetch(const PrefixHit& hit);
   int32_t NumLoading(const PrefixHit& hit) const;
   void PollTransfers();
@@ -110,8 +111,11 @@ class KvCache {
   const std::array<int64_t, kNumTiers>& hit_tokens() const { return hit_tokens_; }
   // Null without lower tiers.
   const TierManager* tiers() const { return tiers_.get(); }
-  // Blocks that Grow can still allocate (free plus evictable).
-  int32_t num_free_blocks() const { return pool_.num_free(); }
+  // Blocks that Grow can still allocate (free plus evictable, plus blocks whose spill to the
+  // host tier is in flight: they come back when their copies complete).
+  int32_t num_free_blocks() const {
+    return pool_.num_free() + (tiers_ != nullptr ? tiers_->num_spills_in_flight() : 0);
+  }
   const BlockPool& pool() const { return pool_; }
 
  private:
@@ -122,8 +126,15 @@ class KvCache {
     BlockHash last_hash = 0;        // key of block num_hashed_blocks - 1 (when > 0)
   };
   // A block for Grow: spills the block that Allocate is about to evict to the lower tiers.
-  // REQUIRES: pool_.num_free() > 0.
+  // REQUIRES: num_free_blocks() > 0.
   BlockId AllocateBlock();
+  // Starts the spills of up to `n` LRU evictable blocks (a block that cannot be spilled is
+  // freed). REQUIRES: tiers; no free block (else Allocate would not evict).
+  void SpillLru(int32_t n);
+  // With no free block left, starts spills until spill_ahead_blocks are in flight.
+  void SpillAhead();
+  // Frees the device blocks whose spills completed.
+  void ReleaseSpilled();
   // Takes the host blocks of `hit` into new device blocks appended to `table`, indexed.
   void LoadLower(const PrefixHit& hit, Table& table);
 

@@ -51,12 +51,15 @@ std::string_view TierName(Tier tier) {
 
 TierManager::TierManager(BlockIo& io, Options options)
     : io_(io),
-      host_(options.host_slots, io.block_bytes()),
+      host_(options.host_slots, io.block_bytes(),
+            io.AllocateHostBuffer(int64_t{std::max(options.host_slots, 0)} * io.block_bytes())),
       disk_(std::move(options.disk)),
       costs_(options.costs),
-      explore_every_(options.explore_every) {
+      explore_every_(options.explore_every),
+      spill_ahead_blocks_(options.spill_ahead_blocks) {
   SPW_CHECK(io.block_bytes() > 0);
   SPW_CHECK(explore_every_ >= 0);
+  SPW_CHECK(spill_ahead_blocks_ >= 0);
 }
 
 TierManager::TierManager(std::unique_ptr<BlockIo> io, Options options)
@@ -65,7 +68,10 @@ TierManager::TierManager(std::unique_ptr<BlockIo> io, Options options)
 }
 
 TierManager::~TierManager() {
-  // Reads in flight write into buffers owned by reads_: let them finish first.
+  // Copies in flight use host slots, SSD reads in flight buffers owned by reads_: let them
+  // finish first.
+  while (!spills_.empty()) WaitFor(spills_.begin()->first);
+  while (!loads_.empty()) WaitFor(loads_.begin()->first);
   if (disk_ != nullptr) disk_->Flush();
 }
 
@@ -88,6 +94,11 @@ void TierManager::EndExploration(Tier tier) {
 
 std::optional<int32_t> TierManager::AcquireHostSlot() {
   if (std::optional<int32_t> slot = host_.TakeFree()) return slot;
+  // Loads that finished free their slots: better than evicting (and it never waits).
+  if (!loads_.empty()) {
+    CollectCopies();
+    if (std::optional<int32_t> slot = host_.TakeFree()) return slot;
+  }
   const std::optional<int32_t> victim = host_.NextVictim();
   if (!victim.has_value()) return std::nullopt;  // every cached slot is pinned
   EvictHostSlot(*victim);
@@ -108,18 +119,70 @@ void TierManager::EvictHostSlot(int32_t slot) {
   host_.Free(slot);
 }
 
-void TierManager::SpillFromDevice(BlockId id, const BlockKey& key) {
-  if (host_.num_slots() == 0 || host_.Find(key.hash).has_value()) return;
+bool TierManager::StartSpill(BlockId id, const BlockKey& key) {
+  if (host_.num_slots() == 0 || host_.Find(key.hash).has_value()) return false;
+  // NOTE(tiers): a block whose load is still in flight is rare here (loaded, released and
+  // evicted within one step), and reading it now could read the bytes before the load.
+  if (auto it = load_of_block_.find(id); it != load_of_block_.end()) WaitFor(it->second);
   const std::optional<int32_t> slot = AcquireHostSlot();
-  if (!slot.has_value()) return;
-  if (absl::Status st = io_.Read(id, host_.bytes(*slot)); !st.ok()) {
-    ++counters_.host_errors;
-    host_.Free(*slot);
+  if (!slot.has_value()) return false;
+  const CopyTicket ticket = io_.StartRead(id, host_.bytes(*slot));
+  SPW_CHECK(host_.Insert(*slot, key));
+  host_.Pin(*slot);  // not evictable, so not read by an SSD write, until the copy is in
+  spills_.emplace(ticket, Spill{.block = id, .slot = *slot});
+  spill_of_slot_.emplace(*slot, ticket);
+  return true;
+}
+
+std::vector<BlockId> TierManager::SpillingBlocksForTesting() const {
+  std::vector<BlockId> out = spilled_;
+  for (const auto& [ticket, spill] : spills_) out.push_back(spill.block);
+  return out;
+}
+
+void TierManager::WaitForSpill() {
+  SPW_CHECK(!spills_.empty()) << "WaitForSpill with no spill in flight";
+  WaitFor(spills_.begin()->first);
+}
+
+void TierManager::WaitFor(CopyTicket ticket) {
+  ++counters_.copy_waits;
+  FinishCopy(io_.WaitCopy(ticket));
+}
+
+void TierManager::FinishCopy(const CopyDone& done) {
+  if (auto it = spills_.find(done.ticket); it != spills_.end()) {
+    const Spill spill = it->second;
+    spills_.erase(it);
+    spill_of_slot_.erase(spill.slot);
+    spilled_.push_back(spill.block);
+    if (!done.status.ok()) ++counters_.host_errors;
+    if (!spill.detached && !done.status.ok()) host_.Detach(spill.slot);  // drops every pin
+    if (spill.detached || !done.status.ok()) {
+      host_.Free(spill.slot);
+      return;
+    }
+    host_.Unpin(spill.slot);
+    ++counters_.spills_device_host;
+    counters_.bytes_device_host += block_bytes();
     return;
   }
-  host_.Insert(*slot, key);
-  ++counters_.spills_device_host;
-  counters_.bytes_device_host += block_bytes();
+  auto it = loads_.find(done.ticket);
+  SPW_CHECK(it != loads_.end()) << "completion of unknown copy " << done.ticket;
+  const Load load = it->second;
+  loads_.erase(it);
+  load_of_block_.erase(load.block);
+  host_.Free(load.slot);
+  // NOTE(tiers): the device block is already registered under its key and may be in a block
+  // table; a failed load would give wrong tokens. The server enables tiers only for a backend
+  // whose copies work (a memcpy on the CPU; on CUDA a failed copy is a sticky device error
+  // anyway), so this is a broken backend, not a runtime condition.
+  SPW_CHECK(done.status.ok()) << "loading a KV block into device block " << load.block << ": "
+                              << done.status;
+  Smooth(costs_.host_us_per_block, done.seconds * 1e6);
+  ObserveLoad(done.seconds);
+  ++counters_.loads_host_device;
+  counters_.bytes_host_device += block_bytes();
 }
 
 std::optional<Tier> TierManager::Locate(const BlockKey& key) const {
@@ -142,29 +205,34 @@ void TierManager::UnpinHost(const BlockKey& key) {
 }
 
 absl::StatusOr<Tier> TierManager::LoadToDevice(const BlockKey& key, BlockId id) {
-  const std::optional<int32_t> slot = host_.Lookup(key);
+  std::optional<int32_t> slot = host_.Lookup(key);
   SPW_CHECK(slot.has_value()) << "LoadToDevice of a block not on the host tier";
-  const auto start = std::chrono::steady_clock::now();
-  const absl::Status st = io_.Write(id, host_.bytes(*slot));
-  const Tier origin = from_disk_.erase(key.hash) > 0 ? Tier::kDisk : Tier::kHost;
-  host_.Unpin(*slot);
-  host_.Free(*slot);
-  EndExploration(Tier::kHost);
-  if (!st.ok()) {
-    ++counters_.host_errors;
-    return st;
+  if (auto it = spill_of_slot_.find(*slot); it != spill_of_slot_.end()) {
+    WaitFor(it->second);  // the slot's bytes are in only when its spill completed
+    if (!host_.Lookup(key).has_value()) {
+      return absl::DataLossError("the spill of this block to the host tier failed");
+    }
   }
-  const double seconds = SecondsSince(start);
-  Smooth(costs_.host_us_per_block, seconds * 1e6);
-  ObserveLoad(seconds);
-  ++counters_.loads_host_device;
-  counters_.bytes_host_device += block_bytes();
+  const Tier origin = from_disk_.erase(key.hash) > 0 ? Tier::kDisk : Tier::kHost;
+  host_.Detach(*slot);  // drops the caller's pin; the bytes stay until the copy completes
+  const CopyTicket ticket = io_.StartWrite(id, host_.bytes(*slot));
+  loads_.emplace(ticket, Load{.block = id, .slot = *slot});
+  load_of_block_.emplace(id, ticket);
+  EndExploration(Tier::kHost);
   return origin;
 }
 
 void TierManager::OnDeviceRegistered(BlockHash hash) {
   const std::optional<int32_t> slot = host_.Find(hash);
-  if (!slot.has_value() || host_.pins(*slot) > 0) return;
+  if (!slot.has_value()) return;
+  if (auto it = spill_of_slot_.find(*slot); it != spill_of_slot_.end()) {
+    // Its spill is still writing the slot: it leaves the index now, is freed when done.
+    from_disk_.erase(hash);
+    host_.Detach(*slot);
+    spills_.at(it->second).detached = true;
+    return;
+  }
+  if (host_.pins(*slot) > 0) return;
   from_disk_.erase(hash);
   host_.Free(*slot);
 }
@@ -191,7 +259,15 @@ int32_t TierManager::NumLoading(std::span<const BlockKey> keys) const {
       keys.begin(), keys.end(), [&](const BlockKey& k) { return reading_.contains(k.hash); }));
 }
 
+void TierManager::CollectCopies() {
+  if (spills_.empty() && loads_.empty()) return;
+  copies_done_.clear();
+  io_.PollCopies(copies_done_);
+  for (const CopyDone& done : copies_done_) FinishCopy(done);
+}
+
 void TierManager::Poll() {
+  CollectCopies();
   if (disk_ == nullptr) return;
   const auto now = std::chrono::steady_clock::now();
   previous_poll_ = std::exchange(last_poll_, now);
@@ -287,6 +363,8 @@ TierStats TierManager::stats() const {
   s.host_slots = host_.num_slots();
   s.host_used = host_.num_used();
   s.costs = costs_;
+  s.spills_in_flight = static_cast<int32_t>(spills_.size());
+  s.loads_in_flight = num_loads_in_flight();
   if (disk_ != nullptr) {
     const DiskTierStats d = disk_->stats();
     s.disk_enabled = true;

@@ -1,20 +1,32 @@
 // TierManager: moves KV blocks between the device tier (the backend's KV pool, bookkept by
 // BlockPool), the host tier (HostTier, RAM) and the SSD tier (DiskTier, kvcache/disk/). KvCache
-// (kv_cache.h) is its one user and calls it at four points:
+// (kv_cache.h) is its one user and calls it at these points:
 //
-//   device block evicted  -> SpillFromDevice: its bytes go to a host slot; a host slot that
-//                            has to make room goes to the SSD (a write on the disk's I/O
-//                            thread) unless the SSD already holds that block
+//   device block evicted  -> StartSpill: a device -> host copy of its bytes into a host slot
+//                            starts (BlockIo, asynchronous); the device block stays "in
+//                            flight" (neither free nor cached) until the copy completes, then
+//                            goes back to KvCache (TakeSpilledBlocks) for the free list. A host
+//                            slot that has to make room goes to the SSD (a write on the disk's
+//                            I/O thread) unless the SSD already holds that block
 //   prefix lookup         -> Locate: is the next block of a prefix on host or SSD, and is
 //                            loading it cheaper than recomputing it (WorthLoading)?
 //   admission             -> Prefetch: SSD reads into host (async); Poll collects them
-//   Grow with a host hit  -> LoadToDevice: host slot -> device block, the slot is freed
+//   Grow with a host hit  -> LoadToDevice: a host -> device copy starts; the block is the
+//                            device's at once (the backend orders the next forward pass after
+//                            the copy); the host slot is freed when the copy completes
+//   every engine step     -> Poll: finished copies and SSD operations
 //
 // Blocks are identified by their BlockKey (chained prefix hash, parent, tokens) in every tier,
 // so a block table never names a lower-tier block: only cold blocks (cached, no reference) move
 // down, and a block comes back as a new device block under the same key. Device and host are
 // exclusive (a block lives in one of them); the SSD keeps its copy after a load (it is the
 // persistent tier, and a later spill of the same block then needs no write).
+//
+// Copy rules (docs/kv-tiers.md, "Asynchronous copies"): a device block is not handed out while
+// its spill reads it; a host slot is neither evicted (to the SSD) nor loaded from while a spill
+// writes it (a load waits for that one copy); a host slot being loaded from has left the index
+// and is freed only when its copy completes; a device block is not spilled while a load writes
+// it (the spill waits for that one copy). So copies may complete in any order.
 //
 // SSD payloads start with the block's full key (kDiskKeyBytes), checked on every read, so a
 // 64-bit hash collision or a block of another prefix is a miss, never wrong KV.
@@ -25,12 +37,14 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "kvcache/block_io.h"
@@ -81,6 +95,12 @@ struct TierStats {
   int64_t bytes_host_device = 0;
   int64_t bytes_disk_host = 0;
   int64_t host_errors = 0;  // a backend copy that failed
+  // Device <-> host copies in flight now, and the times the engine thread blocked on one (an
+  // allocation that found no free block but a spill in flight, a load from a slot a spill was
+  // still writing, a spill of a block a load was still writing).
+  int32_t spills_in_flight = 0;
+  int32_t loads_in_flight = 0;
+  int64_t copy_waits = 0;
   // SSD misses and failures by DiskResult (index 0 unused), plus reads whose stored key was
   // not the expected one (key_mismatch).
   std::array<int64_t, kNumDiskResults> disk_errors{};
@@ -98,13 +118,17 @@ class TierManager {
   struct Options {
     int32_t host_slots = 0;
     // May be null (no SSD tier). Its block_bytes must be io.block_bytes() + kDiskKeyBytes.
-    std::unique_ptr<DiskTier> disk;
+    std::unique_ptr<DiskTier> disk = nullptr;
     TierCosts costs = {};
     // A lower tier whose estimate is above recompute's gets one more chance to be measured
     // after every `explore_every` forward passes observed (ObserveRecompute) while it lost:
     // WorthLoading then says yes until its next load (or failed SSD read) is measured. Without
     // this a tier that lost once would never be loaded, so never measured, again. 0: never.
     int32_t explore_every = 16;
+    // Spill ahead: when the device pool's free list runs dry, KvCache starts the spills of
+    // this many least recently used cached blocks at once, so that later allocations find free
+    // blocks instead of waiting for a copy (docs/kv-tiers.md). 0: spill only on demand.
+    int32_t spill_ahead_blocks = 0;
   };
   // `io` must outlive the manager.
   TierManager(BlockIo& io, Options options);
@@ -114,10 +138,28 @@ class TierManager {
 
   int64_t block_bytes() const { return io_.block_bytes(); }
 
-  // SpillFromDevice copies device block `id`, cached under `key`, to the host tier before the
-  // device pool reuses it. Makes room by moving the least recently used host block to the SSD
-  // (or dropping it). Drops the block when no host slot can be had. Never fails.
-  void SpillFromDevice(BlockId id, const BlockKey& key);
+  // StartSpill starts copying device block `id`, cached under `key` and just evicted from the
+  // pool (the caller holds it), into a host slot, making room by moving the least recently
+  // used host block to the SSD (or dropping it). Returns true when the copy is in flight: the
+  // block then belongs to the manager until TakeSpilledBlocks returns it. False (no host slot
+  // to be had, or the host tier already holds the key): nothing started, the caller keeps the
+  // block. Never fails.
+  bool StartSpill(BlockId id, const BlockKey& key);
+  // WaitForSpill blocks until the oldest spill in flight completes (its block then comes out
+  // of TakeSpilledBlocks). REQUIRES: num_spills_in_flight() > 0.
+  void WaitForSpill();
+  // Device blocks whose spills completed since the last call; the caller frees them.
+  std::vector<BlockId> TakeSpilledBlocks() { return std::exchange(spilled_, {}); }
+  // Spills in flight plus blocks not yet taken by TakeSpilledBlocks.
+  int32_t num_spills_in_flight() const {
+    return static_cast<int32_t>(spills_.size() + spilled_.size());
+  }
+  int32_t num_loads_in_flight() const { return static_cast<int32_t>(loads_.size()); }
+  // True while a host -> device copy into device block `id` is in flight.
+  bool loading(BlockId id) const { return load_of_block_.contains(id); }
+  int32_t spill_ahead_blocks() const { return spill_ahead_blocks_; }
+  // For tests: the device blocks counted by num_spills_in_flight().
+  std::vector<BlockId> SpillingBlocksForTesting() const;
   // Locate says where the block with `key` lives below the device: kHost (exact key), kDisk
   // (hash in the SSD index; the key is checked when read), or nullopt.
   std::optional<Tier> Locate(const BlockKey& key) const;
@@ -129,9 +171,12 @@ class TierManager {
   // REQUIRES: Locate(key) == kHost.
   void PinHost(const BlockKey& key);
   void UnpinHost(const BlockKey& key);
-  // LoadToDevice copies the pinned host block `key` into device block `id` and frees its host
-  // slot. Returns the tier the block was found in by its prefix lookup (kHost, or kDisk for a
-  // block that a prefetch brought up), or the backend's error (the slot is freed either way).
+  // LoadToDevice starts copying the pinned host block `key` into device block `id`: the key
+  // leaves the host index at once (the block is the device's now; the backend orders forward
+  // passes after the copy), and the slot is freed when the copy completes. Waits first when a
+  // spill is still writing that slot. Returns the tier the block was found in by its prefix
+  // lookup (kHost, or kDisk for a block that a prefetch brought up), or an error when that
+  // spill failed (the block is then not on the host tier any more).
   absl::StatusOr<Tier> LoadToDevice(const BlockKey& key, BlockId id);
   // A device block now holds `hash`: a host copy would be a second home, so it is dropped.
   void OnDeviceRegistered(BlockHash hash);
@@ -142,7 +187,8 @@ class TierManager {
   // How many of `keys` have a read in flight.
   int32_t NumLoading(std::span<const BlockKey> keys) const;
   int32_t num_loading() const { return static_cast<int32_t>(reads_.size()); }
-  // Poll collects finished SSD operations: reads whose key checks out enter the host tier.
+  // Poll collects finished copies (completed spills' device blocks go to TakeSpilledBlocks)
+  // and SSD operations (reads whose key checks out enter the host tier). Never blocks.
   void Poll();
 
   // A forward pass computed `num_tokens` tokens in `seconds` (updates the recompute cost, and
@@ -161,6 +207,23 @@ class TierManager {
     std::vector<std::byte> buffer;  // [kDiskKeyBytes + block_bytes]
     std::chrono::steady_clock::time_point start;
   };
+  // A device -> host copy in flight: the device block, the host slot it fills, and whether the
+  // slot left the index meanwhile (the key was computed on the device again: one home).
+  struct Spill {
+    BlockId block = 0;
+    int32_t slot = 0;
+    bool detached = false;
+  };
+  // A host -> device copy in flight: the device block and the (detached) slot it reads.
+  struct Load {
+    BlockId block = 0;
+    int32_t slot = 0;
+  };
+  void FinishCopy(const CopyDone& done);
+  // Finishes the copies that completed (never blocks).
+  void CollectCopies();
+  // Blocks until copy `ticket` (a spill or a load) completes, and finishes it.
+  void WaitFor(CopyTicket ticket);
   // A reserved host slot, evicting the LRU host block (to the SSD) when none is free.
   std::optional<int32_t> AcquireHostSlot();
   // Frees host slot `slot`, writing its block to the SSD first when the SSD lacks it.
@@ -180,6 +243,13 @@ class TierManager {
   // exploration, and whether it is open for an exploratory load now.
   std::array<int32_t, kNumTiers> lost_passes_{};
   std::array<bool, kNumTiers> explore_{};
+  int32_t spill_ahead_blocks_;
+  std::map<CopyTicket, Spill> spills_;  // oldest first
+  std::unordered_map<CopyTicket, Load> loads_;
+  std::unordered_map<int32_t, CopyTicket> spill_of_slot_;
+  std::unordered_map<BlockId, CopyTicket> load_of_block_;
+  std::vector<BlockId> spilled_;              // spills completed, blocks not yet taken
+  std::vector<CopyDone> copies_done_;         // PollCopies' buffer, kept for its capacity
   std::unordered_map<uint64_t, Read> reads_;  // by tag
   std::unordered_set<BlockHash> reading_;     // hashes with a read in flight
   std::unordered_set<BlockHash> from_disk_;   // host blocks a prefetch brought up

@@ -167,7 +167,31 @@ absl::Status CpuBackend::WriteKvBlock(kvcache::BlockId block, std::span<const st
   return absl::OkStatus();
 }
 
+kvcache::CopyTicket CpuBackend::StartKvBlockRead(kvcache::BlockId block, std::span<std::byte> dst) {
+  if (kv_copies_ == nullptr) kv_copies_ = std::make_unique<kvcache::CopyQueue>();
+  return kv_copies_->Submit([this, block, dst] { return ReadKvBlock(block, dst); });
+}
+
+kvcache::CopyTicket CpuBackend::StartKvBlockWrite(kvcache::BlockId block,
+                                                  std::span<const std::byte> src) {
+  if (kv_copies_ == nullptr) kv_copies_ = std::make_unique<kvcache::CopyQueue>();
+  last_kv_write_ = kv_copies_->Submit([this, block, src] { return WriteKvBlock(block, src); });
+  return last_kv_write_;
+}
+
+void CpuBackend::PollKvCopies(std::vector<kvcache::CopyDone>& done) {
+  if (kv_copies_ != nullptr) kv_copies_->Poll(done);
+}
+
+kvcache::CopyDone CpuBackend::WaitKvCopy(kvcache::CopyTicket ticket) {
+  SPW_CHECK(kv_copies_ != nullptr) << "WaitKvCopy before any copy";
+  return kv_copies_->Wait(ticket);
+}
+
 void CpuBackend::BeginForward(const BatchLayout& layout) {
+  // A block loaded from the host tier must be in place before the pass reads it. Reads of
+  // blocks (spills) need no wait: the tier manager never hands out a block being read.
+  if (kv_copies_ != nullptr) kv_copies_->WaitThrough(last_kv_write_);
   layout_ = layout;
   next_scratch_ = 0;
   rope_table_ = nullptr;

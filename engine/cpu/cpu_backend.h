@@ -11,6 +11,7 @@
 #include "engine/backend.h"
 #include "engine/cpu/attention.h"
 #include "engine/cpu/thread_pool.h"
+#include "kvcache/copy_queue.h"
 
 namespace spillway::engine::cpu {
 
@@ -28,6 +29,15 @@ class CpuBackend final : public Backend {
   [[nodiscard]] absl::Status ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) override;
   [[nodiscard]] absl::Status WriteKvBlock(kvcache::BlockId block,
                                           std::span<const std::byte> src) override;
+
+  // KV block copies run on a copy thread (kvcache/copy_queue.h), started on first use; a
+  // forward pass waits (BeginForward) for the block writes started before it.
+  bool kv_copies_async() const override { return true; }
+  kvcache::CopyTicket StartKvBlockRead(kvcache::BlockId block, std::span<std::byte> dst) override;
+  kvcache::CopyTicket StartKvBlockWrite(kvcache::BlockId block,
+                                        std::span<const std::byte> src) override;
+  void PollKvCopies(std::vector<kvcache::CopyDone>& done) override;
+  kvcache::CopyDone WaitKvCopy(kvcache::CopyTicket ticket) override;
 
   void BeginForward(const BatchLayout& layout) override;
   Activation Scratch(int64_t rows, int64_t cols) override;
@@ -64,6 +74,10 @@ class CpuBackend final : public Backend {
   std::vector<float> rope_cos_, rope_sin_;
   // AddLora's x·aᵀ, one rank-sized slice per pool thread.
   std::vector<float> lora_u_;
+  // The KV block copies' thread, and the last block write started on it. Declared last: its
+  // destructor runs the queued copies, which use the KV cache above.
+  std::unique_ptr<kvcache::CopyQueue> kv_copies_;
+  kvcache::CopyTicket last_kv_write_ = 0;
 };
 
 }  // namespace spillway::engine::cpu

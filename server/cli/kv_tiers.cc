@@ -113,8 +113,12 @@ absl::Status AttachKvTiers(const KvTierOptions& o, LoadedEngine& e) {
                host_blocks, host_blocks * block_bytes >> 20, block_bytes >> 10);
   auto tiers = std::make_unique<kvcache::TierManager>(
       std::make_unique<scheduler::BackendBlockIo>(*e.backend),
-      kvcache::TierManager::Options{.host_slots = static_cast<int32_t>(host_blocks),
-                                    .disk = std::move(disk)});
+      kvcache::TierManager::Options{
+          .host_slots = static_cast<int32_t>(host_blocks),
+          .disk = std::move(disk),
+          // NOTE(tiers): spill 1/16 of the pool ahead (4..256 blocks) when its free list runs
+          // dry, so allocations find blocks whose copies are done (docs/kv-tiers.md).
+          .spill_ahead_blocks = std::clamp(e.kv_blocks / 16, 4, 256)});
   e.kv = std::make_unique<kvcache::KvCache>(e.kv_blocks, std::move(tiers));
   return absl::OkStatus();
 }

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "tests/kvcache/fake_block_io.h"
 
@@ -44,12 +45,16 @@ BlockKey Key(BlockHash hash) { return BlockKey{.hash = hash, .parent = 1, .token
 // Spills device block 0 (filled for `hash`) to the host and loads it back into block 1.
 void RoundTrip(TierManager& tiers, SlowBlockIo& io, BlockHash hash) {
   io.fake().Fill(0, hash);
-  tiers.SpillFromDevice(0, Key(hash));
+  ASSERT_TRUE(tiers.StartSpill(0, Key(hash)));
+  tiers.Poll();
+  EXPECT_EQ(tiers.TakeSpilledBlocks(), std::vector<BlockId>{0});
   ASSERT_EQ(tiers.Locate(Key(hash)), Tier::kHost);
   tiers.PinHost(Key(hash));
   const absl::StatusOr<Tier> origin = tiers.LoadToDevice(Key(hash), 1);
   ASSERT_TRUE(origin.ok()) << origin.status();
   EXPECT_EQ(*origin, Tier::kHost);
+  tiers.Poll();  // the load's completion: its time updates the host tier's estimate
+  EXPECT_EQ(tiers.num_loads_in_flight(), 0);
   EXPECT_TRUE(io.fake().Holds(1, hash));
 }
 
