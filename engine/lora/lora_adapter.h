@@ -38,7 +38,8 @@ int64_t LoraModuleOut(const ModelConfig& config, LoraModule m);
 struct LoraConfig {
   int32_t rank = 8;
   float alpha = 16.0f;
-  // Kept for the PEFT config; training applies no dropout yet (docs/fine-tuning.md).
+  // PEFT's lora_dropout: training applies it to the LoRA branch's input
+  // (engine/train/train_model.h LoraDropout); serving never does.
   float dropout = 0.0f;
   std::vector<LoraModule> targets = {LoraModule::kQ, LoraModule::kV};
   // Layers adapted; empty = every layer (PEFT's layers_to_transform).

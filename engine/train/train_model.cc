@@ -120,6 +120,7 @@ struct TrainModel<T>::Pass {
   LayerActs scratch;                 // layers whose activations are not kept
   std::vector<TokenId> tokens;
   std::vector<T> tmp;
+  LoraDropout dropout;  // training passes only
 };
 
 namespace {
@@ -271,10 +272,41 @@ absl::Status TrainModel<T>::CheckSequences(std::span<const TrainSequence> seqs) 
   return absl::OkStatus();
 }
 
+namespace {
+
+uint64_t Mix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// x ⊙ mask: element i kept (scaled by 1/(1 - p)) unless its uniform draw falls below p.
+// NOTE(ftdropout): counter-based (a hash of the key and the element's index), so backward
+// recomputes the mask instead of keeping it, and a pass is reproduced from its seed.
+template <typename T>
+void ApplyDropout(float p, uint64_t key, const T* x, int64_t count, T* out) {
+  const T keep_scale = T{1} / (T{1} - static_cast<T>(p));
+  for (int64_t i = 0; i < count; ++i) {
+    const double u = static_cast<double>(Mix(key ^ static_cast<uint64_t>(i)) >> 11) * 0x1.0p-53;
+    out[i] = u < p ? T{0} : x[i] * keep_scale;
+  }
+}
+
+}  // namespace
+
+template <typename T>
+typename TrainModel<T>::SlotDropout TrainModel<T>::DropoutOf(const Pass& p, int64_t l,
+                                                             LoraModule m) {
+  if (p.dropout.p <= 0) return {};
+  return {.p = p.dropout.p,
+          .key = Mix(p.dropout.seed ^ Mix(static_cast<uint64_t>(l) * 8 + static_cast<int>(m) + 1))};
+}
+
 template <typename T>
 void TrainModel<T>::Linear(const FrozenMatrix<T>& w, const std::vector<T>* bias,
                            const LoraSlot& slot, T scale, const T* lora, const std::vector<T>& x,
-                           int64_t n, std::vector<T>& u, std::vector<T>& y) {
+                           int64_t n, std::vector<T>& u, std::vector<T>& y, SlotDropout drop) {
   const int64_t out = w.rows();
   y.resize(n * out);
   w.Forward(x.data(), n, y.data());
@@ -287,23 +319,42 @@ void TrainModel<T>::Linear(const FrozenMatrix<T>& w, const std::vector<T>* bias,
   const int64_t r = (slot.b_offset - slot.a_offset) / slot.in;
   u.resize(n * r);
   std::vector<T> scratch(n * r);
-  LoraForward(x.data(), n, slot.in, lora + slot.a_offset, lora + slot.b_offset, r, out, scale,
-              u.data(), y.data(), scratch.data());
+  const T* in = x.data();
+  std::vector<T> dropped;
+  if (drop.p > 0) {
+    dropped.resize(n * slot.in);
+    ApplyDropout(drop.p, drop.key, x.data(), n * slot.in, dropped.data());
+    in = dropped.data();
+  }
+  LoraForward(in, n, slot.in, lora + slot.a_offset, lora + slot.b_offset, r, out, scale, u.data(),
+              y.data(), scratch.data());
 }
 
 template <typename T>
 void TrainModel<T>::LinearBackward(const FrozenMatrix<T>& w, const LoraSlot& slot, T scale,
                                    const T* lora, const std::vector<T>& x, const std::vector<T>& u,
-                                   const std::vector<T>& dy, int64_t n, T* grad,
-                                   std::vector<T>& dx) {
+                                   const std::vector<T>& dy, int64_t n, T* grad, std::vector<T>& dx,
+                                   SlotDropout drop) {
   std::vector<T> tmp;
   w.BackwardAdd(dy.data(), n, dx.data(), tmp);
   if (!slot.adapted()) return;
   const int64_t r = (slot.b_offset - slot.a_offset) / slot.in;
   std::vector<T> du(n * r);
-  LoraBackward(x.data(), u.data(), dy.data(), n, slot.in, lora + slot.a_offset,
+  if (drop.p <= 0) {
+    LoraBackward(x.data(), u.data(), dy.data(), n, slot.in, lora + slot.a_offset,
+                 lora + slot.b_offset, r, slot.out, scale, grad + slot.a_offset,
+                 grad + slot.b_offset, dx.data(), du.data());
+    return;
+  }
+  // With dropout the branch saw x' = x ⊙ mask: dA uses x', and the branch's dx' goes
+  // through the mask (dx += dx' ⊙ mask).
+  std::vector<T> dropped(n * slot.in), dx_branch(n * slot.in, T{0});
+  ApplyDropout(drop.p, drop.key, x.data(), n * slot.in, dropped.data());
+  LoraBackward(dropped.data(), u.data(), dy.data(), n, slot.in, lora + slot.a_offset,
                lora + slot.b_offset, r, slot.out, scale, grad + slot.a_offset, grad + slot.b_offset,
-               dx.data(), du.data());
+               dx_branch.data(), du.data());
+  ApplyDropout(drop.p, drop.key, dx_branch.data(), n * slot.in, dx_branch.data());
+  for (int64_t i = 0; i < n * slot.in; ++i) dx[i] += dx_branch[i];
 }
 
 template <typename T>
@@ -317,9 +368,12 @@ void TrainModel<T>::AttnHalfForward(int64_t l, Pass& p, LayerActs& a, const Lora
   a.inv1.resize(n);
   RmsNormForward(p.x.data(), y.attn_norm.data(), n, c.hidden, c.rms_eps, a.h1.data(),
                  a.inv1.data());
-  Linear(*y.wq, &y.bq, layout.slot(l, LoraModule::kQ), scale, lora, a.h1, n, a.uq, a.q);
-  Linear(*y.wk, &y.bk, layout.slot(l, LoraModule::kK), scale, lora, a.h1, n, a.uk, a.k);
-  Linear(*y.wv, &y.bv, layout.slot(l, LoraModule::kV), scale, lora, a.h1, n, a.uv, a.v);
+  Linear(*y.wq, &y.bq, layout.slot(l, LoraModule::kQ), scale, lora, a.h1, n, a.uq, a.q,
+         DropoutOf(p, l, LoraModule::kQ));
+  Linear(*y.wk, &y.bk, layout.slot(l, LoraModule::kK), scale, lora, a.h1, n, a.uk, a.k,
+         DropoutOf(p, l, LoraModule::kK));
+  Linear(*y.wv, &y.bv, layout.slot(l, LoraModule::kV), scale, lora, a.h1, n, a.uv, a.v,
+         DropoutOf(p, l, LoraModule::kV));
   RopeInPlace(a.q.data(), n, c.num_heads, c.head_dim, p.positions, rope_, false);
   RopeInPlace(a.k.data(), n, c.num_kv_heads, c.head_dim, p.positions, rope_, false);
   a.attn.resize(n * qd);
@@ -330,7 +384,8 @@ void TrainModel<T>::AttnHalfForward(int64_t l, Pass& p, LayerActs& a, const Lora
                      c.num_heads, c.num_kv_heads, c.head_dim, a.attn.data() + b * qd,
                      a.probs.data() + p.prob_starts[s]);
   }
-  Linear(*y.wo, nullptr, layout.slot(l, LoraModule::kO), scale, lora, a.attn, n, a.uo, p.tmp);
+  Linear(*y.wo, nullptr, layout.slot(l, LoraModule::kO), scale, lora, a.attn, n, a.uo, p.tmp,
+         DropoutOf(p, l, LoraModule::kO));
   a.x_mid = p.x;
   for (int64_t i = 0; i < n * c.hidden; ++i) a.x_mid[i] += p.tmp[i];
 }
@@ -345,11 +400,14 @@ void TrainModel<T>::FfnHalfForward(int64_t l, Pass& p, LayerActs& a, const LoraL
   a.inv2.resize(n);
   RmsNormForward(a.x_mid.data(), y.ffn_norm.data(), n, c.hidden, c.rms_eps, a.h2.data(),
                  a.inv2.data());
-  Linear(*y.gate, nullptr, layout.slot(l, LoraModule::kGate), scale, lora, a.h2, n, a.ug, a.gate);
-  Linear(*y.up, nullptr, layout.slot(l, LoraModule::kUp), scale, lora, a.h2, n, a.uu, a.up);
+  Linear(*y.gate, nullptr, layout.slot(l, LoraModule::kGate), scale, lora, a.h2, n, a.ug, a.gate,
+         DropoutOf(p, l, LoraModule::kGate));
+  Linear(*y.up, nullptr, layout.slot(l, LoraModule::kUp), scale, lora, a.h2, n, a.uu, a.up,
+         DropoutOf(p, l, LoraModule::kUp));
   a.act.resize(n * c.ffn_hidden);
   SwiGluForward(a.gate.data(), a.up.data(), n * c.ffn_hidden, a.act.data());
-  Linear(*y.down, nullptr, layout.slot(l, LoraModule::kDown), scale, lora, a.act, n, a.ud, p.tmp);
+  Linear(*y.down, nullptr, layout.slot(l, LoraModule::kDown), scale, lora, a.act, n, a.ud, p.tmp,
+         DropoutOf(p, l, LoraModule::kDown));
   for (int64_t i = 0; i < n * c.hidden; ++i) p.x[i] = a.x_mid[i] + p.tmp[i];
 }
 
@@ -363,16 +421,16 @@ void TrainModel<T>::FfnHalfBackward(int64_t l, Pass& p, LayerActs& a, const Lora
   std::vector<T> d_act, d_gate, d_up, dh;
   Zero(d_act, n * c.ffn_hidden);
   LinearBackward(*y.down, layout.slot(l, LoraModule::kDown), scale, lora, a.act, a.ud, dx, n, grad,
-                 d_act);
+                 d_act, DropoutOf(p, l, LoraModule::kDown));
   Zero(d_gate, n * c.ffn_hidden);
   Zero(d_up, n * c.ffn_hidden);
   SwiGluBackward(a.gate.data(), a.up.data(), d_act.data(), n * c.ffn_hidden, d_gate.data(),
                  d_up.data());
   Zero(dh, n * c.hidden);
   LinearBackward(*y.gate, layout.slot(l, LoraModule::kGate), scale, lora, a.h2, a.ug, d_gate, n,
-                 grad, dh);
-  LinearBackward(*y.up, layout.slot(l, LoraModule::kUp), scale, lora, a.h2, a.uu, d_up, n, grad,
-                 dh);
+                 grad, dh, DropoutOf(p, l, LoraModule::kGate));
+  LinearBackward(*y.up, layout.slot(l, LoraModule::kUp), scale, lora, a.h2, a.uu, d_up, n, grad, dh,
+                 DropoutOf(p, l, LoraModule::kUp));
   RmsNormBackward(a.x_mid.data(), y.ffn_norm.data(), a.inv2.data(), dh.data(), n, c.hidden,
                   dx.data());
 }
@@ -388,7 +446,7 @@ void TrainModel<T>::AttnHalfBackward(int64_t l, Pass& p, LayerActs& a, const Lor
   std::vector<T> d_attn, dq, dk, dv, scratch;
   Zero(d_attn, n * qd);
   LinearBackward(*y.wo, layout.slot(l, LoraModule::kO), scale, lora, a.attn, a.uo, dx, n, grad,
-                 d_attn);
+                 d_attn, DropoutOf(p, l, LoraModule::kO));
   Zero(dq, n * qd);
   Zero(dk, n * kd);
   Zero(dv, n * kd);
@@ -403,9 +461,12 @@ void TrainModel<T>::AttnHalfBackward(int64_t l, Pass& p, LayerActs& a, const Lor
   RopeInPlace(dq.data(), n, c.num_heads, c.head_dim, p.positions, rope_, true);
   RopeInPlace(dk.data(), n, c.num_kv_heads, c.head_dim, p.positions, rope_, true);
   Zero(dh, n * c.hidden);
-  LinearBackward(*y.wq, layout.slot(l, LoraModule::kQ), scale, lora, a.h1, a.uq, dq, n, grad, dh);
-  LinearBackward(*y.wk, layout.slot(l, LoraModule::kK), scale, lora, a.h1, a.uk, dk, n, grad, dh);
-  LinearBackward(*y.wv, layout.slot(l, LoraModule::kV), scale, lora, a.h1, a.uv, dv, n, grad, dh);
+  LinearBackward(*y.wq, layout.slot(l, LoraModule::kQ), scale, lora, a.h1, a.uq, dq, n, grad, dh,
+                 DropoutOf(p, l, LoraModule::kQ));
+  LinearBackward(*y.wk, layout.slot(l, LoraModule::kK), scale, lora, a.h1, a.uk, dk, n, grad, dh,
+                 DropoutOf(p, l, LoraModule::kK));
+  LinearBackward(*y.wv, layout.slot(l, LoraModule::kV), scale, lora, a.h1, a.uv, dv, n, grad, dh,
+                 DropoutOf(p, l, LoraModule::kV));
   RmsNormBackward(a.x_in.data(), y.attn_norm.data(), a.inv1.data(), dh.data(), n, c.hidden,
                   dx.data());
 }
@@ -468,9 +529,12 @@ TrainModel<T>::Run::~Run() = default;
 
 template <typename T>
 absl::StatusOr<std::unique_ptr<typename TrainModel<T>::Run>> TrainModel<T>::Begin(
-    std::span<const TrainSequence> seqs, const LoraLayout& layout, T scale, const T* lora,
-    T* grad) {
+    std::span<const TrainSequence> seqs, const LoraLayout& layout, T scale, const T* lora, T* grad,
+    LoraDropout dropout) {
   SPW_RETURN_IF_ERROR(CheckSequences(seqs));
+  if (!(dropout.p >= 0 && dropout.p < 1)) {
+    return absl::InvalidArgumentError("LoRA dropout must be in [0, 1)");
+  }
   std::unique_ptr<Run> run(new Run());
   run->seqs_.assign(seqs.begin(), seqs.end());
   run->layout_ = &layout;
@@ -479,6 +543,7 @@ absl::StatusOr<std::unique_ptr<typename TrainModel<T>::Run>> TrainModel<T>::Begi
   run->grad_ = grad;
   run->keep_from_ = grad != nullptr ? layout.first_adapted_layer() : config_.num_layers;
   run->pass_ = std::make_unique<Pass>();
+  run->pass_->dropout = dropout;
   Embed(run->seqs_, *run->pass_);
   return run;
 }
@@ -604,8 +669,9 @@ bool TrainModel<T>::HeadPiece(Run& r) {
 template <typename T>
 absl::StatusOr<LossSum> TrainModel<T>::ForwardBackward(std::span<const TrainSequence> seqs,
                                                        const LoraLayout& layout, T scale,
-                                                       const T* lora, T* grad) {
-  SPW_ASSIGN_OR_RETURN(std::unique_ptr<Run> run, Begin(seqs, layout, scale, lora, grad));
+                                                       const T* lora, T* grad,
+                                                       LoraDropout dropout) {
+  SPW_ASSIGN_OR_RETURN(std::unique_ptr<Run> run, Begin(seqs, layout, scale, lora, grad, dropout));
   while (!Advance(*run)) {
   }
   return run->loss();

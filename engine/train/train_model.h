@@ -53,6 +53,18 @@ struct HeadPieces {
   int64_t chunk_rows = 32;
 };
 
+// LoRA dropout for one training pass (PEFT's lora_dropout: y = W x + s · B A dropout(x)):
+// each adapted projection's LoRA branch sees its input with elements zeroed with
+// probability p and the rest scaled by 1/(1 - p); the frozen W x sees x unchanged. Each
+// projection of each layer has its own mask (as PEFT: one nn.Dropout per LoRA layer). The
+// mask is a function of (seed, layer, module, row, column), counter-based, so a pass is
+// reproduced from its seed and nothing of the mask is stored. p = 0: no dropout (the exact
+// numbers of a model without it).
+struct LoraDropout {
+  float p = 0;
+  uint64_t seed = 0;
+};
+
 // A frozen linear weight [out, in]: y = x·Wᵀ and dx += dy·W.
 template <typename T>
 class FrozenMatrix;
@@ -79,7 +91,7 @@ class TrainModel {
   // The same as Begin() and Advance() until it returns true.
   absl::StatusOr<LossSum> ForwardBackward(std::span<const TrainSequence> seqs,
                                           const lora::LoraLayout& layout, T scale, const T* lora,
-                                          T* grad);
+                                          T* grad, LoraDropout dropout = {});
 
   // ForwardBackward in bounded pieces, so that the engine's idle slot can interleave it with
   // inference (issue #7): each Advance() runs one layer's forward, one layer's backward, or
@@ -90,7 +102,7 @@ class TrainModel {
   class Run;
   absl::StatusOr<std::unique_ptr<Run>> Begin(std::span<const TrainSequence> seqs,
                                              const lora::LoraLayout& layout, T scale, const T* lora,
-                                             T* grad);
+                                             T* grad, LoraDropout dropout = {});
   // Runs the next piece; true when the pass is complete (then Run::loss() is final). Must not
   // be called again after it returned true.
   bool Advance(Run& run);
@@ -129,12 +141,18 @@ class TrainModel {
   // The columns of lm_head slice `slice` in logits [m, vocab], of the final norm's output
   // rows `x` [m, hidden]; `part` is scratch.
   void HeadSliceForward(size_t slice, const T* x, int64_t m, T* logits, std::vector<T>& part);
+  // A LoRA branch's dropout: the pass's p and the mask's key for (layer, module); p == 0: none.
+  struct SlotDropout {
+    float p = 0;
+    uint64_t key = 0;
+  };
+  static SlotDropout DropoutOf(const Pass& pass, int64_t l, lora::LoraModule m);
   void Linear(const FrozenMatrix<T>& w, const std::vector<T>* bias, const lora::LoraSlot& slot,
               T scale, const T* lora, const std::vector<T>& x, int64_t n, std::vector<T>& u,
-              std::vector<T>& y);
+              std::vector<T>& y, SlotDropout drop);
   void LinearBackward(const FrozenMatrix<T>& w, const lora::LoraSlot& slot, T scale, const T* lora,
                       const std::vector<T>& x, const std::vector<T>& u, const std::vector<T>& dy,
-                      int64_t n, T* grad, std::vector<T>& dx);
+                      int64_t n, T* grad, std::vector<T>& dx, SlotDropout drop);
 
   ModelConfig config_;
   cpu::ThreadPool* pool_ = nullptr;

@@ -70,6 +70,9 @@ absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Create(
           i));
     }
   }
+  if (!(options.lora.dropout >= 0 && options.lora.dropout < 1)) {
+    return absl::InvalidArgumentError("lora dropout must be in [0, 1)");
+  }
   if (options.epochs < 1 || options.batch_size < 1 || options.max_micro_batch_tokens < 1 ||
       !(options.learning_rate > 0) || options.warmup_steps < 0) {
     return absl::InvalidArgumentError(
@@ -132,8 +135,13 @@ absl::StatusOr<PieceReport> TrainingJob::StepPiece() {
       ++next;
     }
     SPW_CHECK(!seqs.empty());
+    // NOTE(ftdropout): the dropout masks of a micro-batch follow from the job's seed and the
+    // micro-batch's index, which the checkpoint keeps, so a resumed job draws the same masks.
+    uint64_t state =
+        options_.seed ^ (0xd1b54a32d192ed03ULL * static_cast<uint64_t>(micro_batches_ + 1));
+    const LoraDropout dropout{.p = options_.lora.dropout, .seed = SplitMix(state)};
     SPW_ASSIGN_OR_RETURN(run_, model_->Begin(seqs, adapter_.layout, adapter_.config.scale(),
-                                             adapter_.params.data(), grad_.data()));
+                                             adapter_.params.data(), grad_.data(), dropout));
     next_ = next;
     run_tokens_ = tokens;
     run_seconds_ = 0;

@@ -35,6 +35,7 @@ struct TrainingExample {
 };
 
 struct TrainingOptions {
+  // lora.dropout in [0, 1): LoRA dropout in training (LoraDropout; never in EvalLoss or serving).
   lora::LoraConfig lora;
   int32_t epochs = 3;
   int32_t batch_size = 4;  // examples per optimizer step

@@ -38,7 +38,8 @@ LoraConfig AllModules(int32_t rank) {
   return c;
 }
 
-void CheckWholeModelGradient(bool qwen_like, const LoraConfig& config, HeadPieces pieces = {}) {
+void CheckWholeModelGradient(bool qwen_like, const LoraConfig& config, HeadPieces pieces = {},
+                             LoraDropout dropout = {}) {
   testing::TinyRandomModel file(11, qwen_like);
   auto model = TrainModel<double>::Create(file, nullptr, GgmlType::kF32, pieces);
   ASSERT_TRUE(model.ok()) << model.status();
@@ -48,7 +49,8 @@ void CheckWholeModelGradient(bool qwen_like, const LoraConfig& config, HeadPiece
   const Data data;
   const std::vector<TrainSequence> seqs = data.Seqs();
   std::vector<double> grad(params.size(), 0.0);
-  auto loss = (*model)->ForwardBackward(seqs, adapter.layout, scale, params.data(), grad.data());
+  auto loss =
+      (*model)->ForwardBackward(seqs, adapter.layout, scale, params.data(), grad.data(), dropout);
   ASSERT_TRUE(loss.ok()) << loss.status();
   EXPECT_EQ(loss->num_targets, 7);
   EXPECT_GT(loss->loss, 0);
@@ -58,10 +60,14 @@ void CheckWholeModelGradient(bool qwen_like, const LoraConfig& config, HeadPiece
     const double saved = params[i];
     params[i] = saved + kH;
     const double up =
-        (*model)->ForwardBackward(seqs, adapter.layout, scale, params.data(), nullptr)->loss;
+        (*model)
+            ->ForwardBackward(seqs, adapter.layout, scale, params.data(), nullptr, dropout)
+            ->loss;
     params[i] = saved - kH;
     const double down =
-        (*model)->ForwardBackward(seqs, adapter.layout, scale, params.data(), nullptr)->loss;
+        (*model)
+            ->ForwardBackward(seqs, adapter.layout, scale, params.data(), nullptr, dropout)
+            ->loss;
     params[i] = saved;
     const double numeric = (up - down) / (2 * kH);
     max_grad = std::max(max_grad, std::abs(numeric));
@@ -137,6 +143,44 @@ TEST(TrainModelTest, RunAdvancesOnePieceAtATime) {
     EXPECT_NEAR(one_slice->loss, again->loss, 1e-12 * again->loss);
   }
   EXPECT_FALSE(TrainModel<double>::Create(file, nullptr, GgmlType::kF32, {.slice_rows = 0}).ok());
+}
+
+// LoRA dropout with a fixed mask (its seed): the gradient is that of the loss with that mask.
+TEST(TrainModelTest, DropoutGradientMatchesFiniteDifferences) {
+  CheckWholeModelGradient(/*qwen_like=*/false, AllModules(2), {}, {.p = 0.3f, .seed = 99});
+}
+
+// p = 0 is exactly no dropout; p > 0 changes the loss, the same seed gives the same mask, and
+// another seed another one; the base model (no LoRA branch) is unaffected.
+TEST(TrainModelTest, DropoutMasksFollowTheSeed) {
+  testing::TinyRandomModel file(16);
+  cpu::ThreadPool pool(1);
+  auto model = TrainModel<float>::Create(file, &pool);
+  ASSERT_TRUE(model.ok());
+  const lora::LoraAdapter adapter = RandomAdapter(file.config(), AllModules(3), 6);
+  const Data data;
+  auto loss = [&](LoraDropout d, const lora::LoraLayout& layout, const float* params) {
+    std::vector<float> grad(layout.num_params(), 0.0f);
+    auto l = (*model)->ForwardBackward(data.Seqs(), layout, adapter.config.scale(), params,
+                                       grad.data(), d);
+    SPW_CHECK(l.ok());
+    return std::make_pair(l->loss, grad);
+  };
+  const float* p = adapter.params.data();
+  const auto none = loss({}, adapter.layout, p);
+  EXPECT_EQ(loss({.p = 0.0f, .seed = 77}, adapter.layout, p), none);  // bit for bit
+  const auto a = loss({.p = 0.5f, .seed = 1}, adapter.layout, p);
+  EXPECT_NE(a.first, none.first);
+  EXPECT_EQ(loss({.p = 0.5f, .seed = 1}, adapter.layout, p), a);
+  EXPECT_NE(loss({.p = 0.5f, .seed = 2}, adapter.layout, p).first, a.first);
+  const lora::LoraLayout base;
+  EXPECT_EQ(loss({.p = 0.5f, .seed = 1}, base, nullptr).first, loss({}, base, nullptr).first);
+  std::vector<float> g(adapter.params.size());
+  EXPECT_EQ((*model)
+                ->ForwardBackward(data.Seqs(), adapter.layout, 1.0f, p, g.data(), {.p = 1.0f})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TrainModelTest, FloatAgreesWithDouble) {

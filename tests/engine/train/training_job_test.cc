@@ -271,6 +271,39 @@ TEST(TrainingJobTest, EvalInPieces) {
   EXPECT_EQ(*empty, 0.0);
 }
 
+// With LoRA dropout a job still resumes bit for bit (the masks follow from the seed and the
+// micro-batch index), and pieces still equal Step(); dropout changes the training.
+TEST(TrainingJobTest, DropoutResumesBitForBit) {
+  testing::TinyRandomModel file(28);
+  cpu::ThreadPool pool(1);
+  TrainingOptions o = Options();
+  o.lora.dropout = 0.25f;
+  auto a = TrainingJob::Create(file, Examples(), o, &pool);
+  auto plain = TrainingJob::Create(file, Examples(), Options(), &pool);
+  ASSERT_TRUE(a.ok() && plain.ok());
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE((*a)->Step().ok());
+  const std::string path = TempPath("dropout");
+  ASSERT_TRUE((*a)->SaveCheckpoint(path).ok());
+  while (!(*a)->finished()) ASSERT_TRUE((*a)->Step().ok());
+  while (!(*plain)->finished()) ASSERT_TRUE((*plain)->Step().ok());
+  EXPECT_NE((*a)->adapter().params, (*plain)->adapter().params);
+
+  auto b = TrainingJob::Create(file, Examples(), o, &pool);
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->RestoreCheckpoint(path).ok());
+  while (!(*b)->finished()) {
+    auto piece = (*b)->StepPiece();
+    ASSERT_TRUE(piece.ok()) << piece.status();
+  }
+  EXPECT_EQ((*a)->adapter().params, (*b)->adapter().params);
+  std::filesystem::remove(path);
+  for (float bad : {-0.1f, 1.0f}) {
+    o.lora.dropout = bad;
+    EXPECT_EQ(TrainingJob::Create(file, Examples(), o, &pool).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(TrainingJobTest, CreateRejectsBadInput) {
   testing::TinyRandomModel file(24);
   cpu::ThreadPool pool(1);
