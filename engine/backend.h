@@ -102,6 +102,11 @@ class Backend {
     return absl::UnimplementedError("this backend does not move KV blocks");
   }
 
+  // The KV cache reserved `blocks` for other use of their memory (KvCache::Reserve, a
+  // fine-tuning job's, issue #7): their contents are no longer needed, and a backend may give
+  // their memory back until they are written again. The default keeps it (accounting only).
+  virtual void DiscardKvBlocks([[maybe_unused]] std::span<const kvcache::BlockId> blocks) {}
+
   // Asynchronous KV block moves (the rules: kvcache/block_io.h). A backend that returns true
   // from kv_copies_async() implements the four calls below, and its BeginForward orders the
   // pass after every block write started before it; the tiers otherwise run ReadKvBlock /

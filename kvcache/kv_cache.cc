@@ -38,7 +38,7 @@ void PrefixHit::DropFromFirstDiskBlock() {
 }
 
 KvCache::KvCache(int32_t num_blocks, std::unique_ptr<TierManager> tiers)
-    : pool_(num_blocks), tiers_(std::move(tiers)) {}
+    : pool_(num_blocks), tiers_(std::move(tiers)), reserved_(num_blocks, false) {}
 
 KvCache::~KvCache() = default;
 
@@ -208,9 +208,37 @@ void KvCache::Release(SeqId seq) {
 }
 
 Occupancy KvCache::occupancy() const {
-  return {.used_blocks = pool_.num_blocks() - pool_.num_free(),
+  return {.used_blocks = pool_.num_blocks() - pool_.num_free() - num_reserved_,
           .cached_blocks = pool_.num_cached(),
+          .reserved_blocks = num_reserved_,
           .total_blocks = pool_.num_blocks()};
+}
+
+std::optional<std::vector<BlockId>> KvCache::Reserve(int32_t n) {
+  SPW_CHECK(n >= 0) << n;
+  if (n > num_free_blocks()) return std::nullopt;
+  // NOTE(ftmem): a reserved block is simply allocated (ref count 1) to no sequence, so the
+  // pool's invariants hold unchanged, and AllocateBlock's order (free blocks, then the LRU
+  // cached block, spilled to the lower tiers first) is the order a reservation wants.
+  std::vector<BlockId> blocks;
+  blocks.reserve(n);
+  for (int32_t i = 0; i < n; ++i) {
+    const BlockId id = AllocateBlock();
+    reserved_[id] = true;
+    blocks.push_back(id);
+  }
+  num_reserved_ += n;
+  return blocks;
+}
+
+void KvCache::Unreserve(std::span<const BlockId> blocks) {
+  for (BlockId id : blocks) {
+    SPW_CHECK(id >= 0 && id < pool_.num_blocks() && reserved_[id])
+        << "block " << id << " is not reserved";
+    reserved_[id] = false;
+    pool_.Release(id);
+  }
+  num_reserved_ -= static_cast<int32_t>(blocks.size());
 }
 
 }  // namespace spillway::kvcache

@@ -32,9 +32,10 @@
 namespace spillway::kvcache {
 
 struct Occupancy {
-  int32_t used_blocks = 0;    // referenced by at least one sequence
-  int32_t cached_blocks = 0;  // indexed for prefix reuse (in use or evictable)
-  int32_t total_blocks = 0;
+  int32_t used_blocks = 0;      // referenced by at least one sequence
+  int32_t cached_blocks = 0;    // indexed for prefix reuse (in use or evictable)
+  int32_t reserved_blocks = 0;  // held out of serving by Reserve
+  int32_t total_blocks = 0;     // all device blocks, reserved ones included
 };
 
 // A cached block of a prefix that lives below the device tier.
@@ -116,6 +117,20 @@ class KvCache {
   int32_t num_free_blocks() const {
     return pool_.num_free() + (tiers_ != nullptr ? tiers_->num_spills_in_flight() : 0);
   }
+
+  // Reserve takes `n` device blocks out of serving for other use of their memory (a
+  // fine-tuning job's, issue #7): free blocks first, then evictable cached blocks, least
+  // recently used first (spilled to the lower tiers as Grow's evictions are); never a block a
+  // sequence uses. Returns the blocks taken, or nullopt (changing nothing) when fewer than `n`
+  // are free or evictable. Until Unreserve they belong to no sequence and no prefix, and
+  // Grow cannot have them: the pool serving sees is that much smaller.
+  std::optional<std::vector<BlockId>> Reserve(int32_t n);
+  // Gives reserved blocks back to the free list (their contents are gone).
+  // REQUIRES: each was returned by Reserve and not given back yet.
+  void Unreserve(std::span<const BlockId> blocks);
+  int32_t num_reserved_blocks() const { return num_reserved_; }
+  // The blocks sequences can have: all but the reserved ones.
+  int32_t num_serving_blocks() const { return pool_.num_blocks() - num_reserved_; }
   const BlockPool& pool() const { return pool_; }
 
  private:
@@ -142,6 +157,8 @@ class KvCache {
   std::unique_ptr<TierManager> tiers_;
   std::unordered_map<SeqId, Table> tables_;
   std::array<int64_t, kNumTiers> hit_tokens_{};
+  std::vector<bool> reserved_;  // by block
+  int32_t num_reserved_ = 0;
 };
 
 }  // namespace spillway::kvcache

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
+#include <map>
 #include <thread>
 #include <utility>
 
@@ -40,6 +42,9 @@ struct EngineLoop::State {
   // Runs one step; false when requests are held but nothing could be planned.
   bool RunStep();
   void PublishStats();
+  // Grants the pending KV reservations that fit (the loop holds no request). Sets
+  // reservations_blocked when the first one must wait for another owner's release.
+  void GrantReservations();
 
   // Set at construction, then read-only (any thread).
   engine::Model& model;
@@ -63,6 +68,14 @@ struct EngineLoop::State {
   std::vector<engine::SampleResult> samples;  // and their tokens
   int32_t last_waiting = 0;  // scheduler.num_waiting_requests() when `queued` was last settled
   int32_t added = 0;         // requests added since then
+  struct PendingReservation {
+    std::string owner;
+    int32_t num_blocks = 0;
+    absl::AnyInvocable<void(absl::Status) &&> granted;
+  };
+  std::deque<PendingReservation> pending_reservations;
+  std::map<std::string, std::vector<kvcache::BlockId>> reservations;  // granted, by owner
+  bool reservations_blocked = false;  // the first pending one waits for a release
 
   std::thread thread;                          // Start / Stop callers
   std::atomic<bool> started{false};            // Start was called: Post goes through the inbox
@@ -154,6 +167,30 @@ RequestId EngineLoop::NextRequestId() { return state_->next_id.fetch_add(1); }
 
 void EngineLoop::WakeForIdleWork() { state_->inbox.PostWake(); }
 
+void EngineLoop::ReserveKvBlocks(std::string owner, int32_t num_blocks,
+                                 absl::AnyInvocable<void(absl::Status) &&> granted) {
+  SPW_CHECK(num_blocks >= 0) << num_blocks;
+  Post([s = state_.get(), owner = std::move(owner), num_blocks,
+        granted = std::move(granted)]() mutable {
+    s->pending_reservations.push_back(
+        {.owner = std::move(owner), .num_blocks = num_blocks, .granted = std::move(granted)});
+    s->reservations_blocked = false;
+  });
+}
+
+void EngineLoop::ReleaseKvBlocks(std::string owner) {
+  Post([s = state_.get(), owner = std::move(owner)] {
+    std::erase_if(s->pending_reservations,
+                  [&](const State::PendingReservation& r) { return r.owner == owner; });
+    if (auto it = s->reservations.find(owner); it != s->reservations.end()) {
+      s->kv.Unreserve(it->second);
+      s->reservations.erase(it);
+    }
+    s->reservations_blocked = false;
+    s->PublishStats();
+  });
+}
+
 EngineStats EngineLoop::stats() const {
   absl::MutexLock lock(&state_->stats_mu);
   return state_->stats;
@@ -171,7 +208,16 @@ void EngineLoop::State::Run() {
   auto idle_work_ready = [this] {
     return options.idle_work != nullptr && options.idle_work->HasWork();
   };
-  while (ApplyInbox(inbox.Take(/*wait=*/scheduler.idle() && !idle_work_ready()))) {
+  auto reservation_ready = [this] {
+    return !pending_reservations.empty() && !reservations_blocked;
+  };
+  while (ApplyInbox(inbox.Take(
+      /*wait=*/scheduler.idle() && !idle_work_ready() && !reservation_ready()))) {
+    if (scheduler.idle() && reservation_ready()) {
+      GrantReservations();
+      PublishStats();
+      continue;
+    }
     if (scheduler.idle() && idle_work_ready()) {
       options.idle_work->RunOnce();
       PublishStats();
@@ -187,6 +233,30 @@ void EngineLoop::State::Run() {
   // Requests posted before the stop signal were applied above; end everything.
   scheduler.CancelAll(absl::UnavailableError("the server is shutting down"), kv);
   PublishStats();
+}
+
+void EngineLoop::State::GrantReservations() {
+  while (!pending_reservations.empty()) {
+    PendingReservation& r = pending_reservations.front();
+    std::optional<std::vector<kvcache::BlockId>> blocks = kv.Reserve(r.num_blocks);
+    absl::Status status;
+    if (!blocks.has_value()) {
+      if (!reservations.empty()) {
+        reservations_blocked = true;  // another owner's blocks may come back
+        return;
+      }
+      status = absl::ResourceExhaustedError(
+          absl::StrFormat("%d KV blocks cannot be reserved: the device pool has %d", r.num_blocks,
+                          kv.num_serving_blocks()));
+    } else {
+      if (options.on_kv_reserved) options.on_kv_reserved(*blocks);
+      std::vector<kvcache::BlockId>& held = reservations[r.owner];
+      held.insert(held.end(), blocks->begin(), blocks->end());
+    }
+    PendingReservation taken = std::move(r);
+    pending_reservations.pop_front();
+    std::move(taken.granted)(status);
+  }
 }
 
 bool EngineLoop::State::ApplyInbox(Inbox::Messages messages) {
@@ -247,6 +317,7 @@ void EngineLoop::State::PublishStats() {
            .kv_used_blocks = occ.used_blocks,
            .kv_cached_blocks = occ.cached_blocks,
            .kv_total_blocks = occ.total_blocks,
+           .kv_reserved_blocks = occ.reserved_blocks,
            .preemptions = c.preemptions,
            .prefix_cache_queries = c.prefix_cache_queries,
            .prefix_cache_hits = c.prefix_cache_hits,

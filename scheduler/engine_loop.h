@@ -10,8 +10,11 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <span>
+#include <string>
 #include <thread>
 
 #include "absl/functional/any_invocable.h"
@@ -38,6 +41,10 @@ struct EngineLoopOptions {
   // Work run one bounded piece at a time when no request is held (a fine-tuning job); may be
   // null. Must outlive the loop.
   IdleWork* idle_work = nullptr;
+  // Called on the loop's thread with blocks ReserveKvBlocks has just taken, before their
+  // owner hears of it: the backend may give their memory back (Backend::DiscardKvBlocks). May
+  // be empty.
+  std::function<void(std::span<const kvcache::BlockId>)> on_kv_reserved = {};
 };
 
 // A consistent snapshot for /health, /metrics and tests.
@@ -47,6 +54,7 @@ struct EngineStats {
   int32_t kv_used_blocks = 0;    // referenced by a running sequence
   int32_t kv_cached_blocks = 0;  // kept for prefix reuse (some of them also in use)
   int32_t kv_total_blocks = 0;
+  int32_t kv_reserved_blocks = 0;  // held out of serving (ReserveKvBlocks); in kv_total_blocks
   int64_t preemptions = 0;
   int64_t prefix_cache_queries = 0;  // prompt tokens looked up
   int64_t prefix_cache_hits = 0;     // prompt tokens found cached
@@ -92,6 +100,20 @@ class EngineLoop {
   void Post(absl::AnyInvocable<void() &&> task);
   // Tells a loop blocked with nothing to do that idle_work may have work now. Any thread.
   void WakeForIdleWork();
+
+  // Holds `num_blocks` device KV blocks out of serving for `owner` (a fine-tuning job's
+  // memory, issue #7) until ReleaseKvBlocks(owner). The loop takes them when it holds no
+  // request, so that every block is free or cached (cached ones are evicted, spilling to the
+  // lower tiers) and no sequence is ever preempted for them; requests that arrive later are
+  // admitted against the smaller pool. Then it calls `granted` on its own thread: OK, or
+  // ResourceExhausted when the pool cannot give that many even with no other reservation
+  // held (while another owner's is held, it waits for that one to go). Any thread.
+  void ReserveKvBlocks(std::string owner, int32_t num_blocks,
+                       absl::AnyInvocable<void(absl::Status) &&> granted);
+  // Gives `owner`'s blocks back to the pool, or drops its reservation not yet granted (whose
+  // `granted` is then never called). Unknown owners are ignored. Any thread; on the loop's
+  // thread it happens at once (EngineLoop::Post).
+  void ReleaseKvBlocks(std::string owner);
 
   EngineStats stats() const;
 

@@ -105,7 +105,7 @@ void Scheduler::ScheduleRunning(KvCache& kv, StepState& step) {
         EndRequest(seqs_.at(key.seq).first, FinishReason::kError,
                    absl::ResourceExhaustedError(absl::StrFormat(
                        "sequence of %d tokens does not fit in the KV cache (%d blocks of %d)",
-                       choice.tokens.size(), kv.occupancy().total_blocks, kvcache::kBlockTokens)),
+                       choice.tokens.size(), kv.num_serving_blocks(), kvcache::kBlockTokens)),
                    kv);
         break;
       }
@@ -156,7 +156,7 @@ void Scheduler::AdmitWaiting(KvCache& kv, StepState& step) {
       EndRequest(state->request.id, FinishReason::kError,
                  absl::ResourceExhaustedError(absl::StrFormat(
                      "prompt of %d tokens does not fit in the KV cache (%d blocks of %d)",
-                     tokens.size(), kv.occupancy().total_blocks, kvcache::kBlockTokens)),
+                     tokens.size(), kv.num_serving_blocks(), kvcache::kBlockTokens)),
                  kv);
       it = waiting_.upper_bound(key);
       continue;

@@ -1,5 +1,8 @@
 #include "engine/cpu/cpu_backend.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -137,6 +140,31 @@ absl::Status CpuBackend::AllocateKv(const KvLayout& layout) {
 int64_t CpuBackend::kv_block_bytes() const {
   return 2 * kv_layout_.num_layers * kvcache::kBlockTokens * kv_layout_.num_kv_heads *
          kv_layout_.head_dim * static_cast<int64_t>(sizeof(uint16_t));
+}
+
+void CpuBackend::DiscardKvBlocks(std::span<const kvcache::BlockId> blocks) {
+  std::vector<kvcache::BlockId> sorted(blocks.begin(), blocks.end());
+  std::sort(sorted.begin(), sorted.end());
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t slice = kv_block_bytes() / (2 * kv_layout_.num_layers);
+  // NOTE(ftmem): a block's slice of one layer (6 KiB for SmolLM2) is not page-aligned, so a
+  // lone block gives back only the whole pages inside it; runs of consecutive blocks (the
+  // usual case: a reservation takes the free list in order) give back nearly all of theirs.
+  for (size_t i = 0; i < sorted.size();) {
+    SPW_CHECK(sorted[i] >= 0 && sorted[i] < kv_layout_.num_blocks) << sorted[i];
+    size_t j = i + 1;
+    while (j < sorted.size() && sorted[j] == sorted[j - 1] + 1) ++j;
+    for (std::vector<std::vector<uint16_t>>* cache : {&k_cache_, &v_cache_}) {
+      for (std::vector<uint16_t>& layer : *cache) {
+        const auto base = reinterpret_cast<uintptr_t>(layer.data());
+        const uintptr_t begin = (base + sorted[i] * slice + page - 1) / page * page;
+        const uintptr_t end = (base + (sorted[j - 1] + 1) * slice) / page * page;
+        // Advice only: a failure leaves the memory in place, which is still correct.
+        if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+      }
+    }
+    i = j;
+  }
 }
 
 absl::Status CpuBackend::ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) {

@@ -29,6 +29,9 @@ class CpuBackend final : public Backend {
   [[nodiscard]] absl::Status ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) override;
   [[nodiscard]] absl::Status WriteKvBlock(kvcache::BlockId block,
                                           std::span<const std::byte> src) override;
+  // madvise(MADV_DONTNEED) on the whole pages of the blocks' slices, consecutive blocks
+  // together: the pages go back to the OS and read as zeros until written again.
+  void DiscardKvBlocks(std::span<const kvcache::BlockId> blocks) override;
 
   // KV block copies run on a copy thread (kvcache/copy_queue.h), started on first use; a
   // forward pass waits (BeginForward) for the block writes started before it.

@@ -23,9 +23,10 @@ void AddAdminFlags(CLI::App& serve, AdminOptions& o) {
       ->envname("SPILLWAY_MAX_FILE_BYTES");
   serve
       .add_option("--finetune-memory-bytes", o.finetune_memory_bytes,
-                  "memory one fine-tuning job may reserve (frozen base weights, LoRA state, "
-                  "activations); a job over it is refused at creation")
-      ->check(CLI::Range(int64_t{1} << 20, int64_t{1} << 40))
+                  "an extra cap on the memory one fine-tuning job may reserve (frozen base "
+                  "weights, LoRA state, activations); 0: none. A job's memory always comes out "
+                  "of the KV cache, and one that does not fit is refused at creation")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
       ->capture_default_str()
       ->envname("SPILLWAY_FINETUNE_MEMORY_BYTES");
   serve

@@ -12,11 +12,11 @@ class App;
 namespace spillway::server::admin {
 
 struct AdminOptions {
-  std::string data_dir;              // empty: DefaultDataDir()
-  int64_t max_file_bytes = 3 << 20;  // upload limit (also bounded by --max-body-bytes)
-  int64_t finetune_memory_bytes = int64_t{2} << 30;  // a job must fit under this
-  int32_t finetune_micro_batch_tokens = 64;          // bounds one idle-time training step
-  int32_t finetune_checkpoint_steps = 10;            // optimizer steps between checkpoints
+  std::string data_dir;                      // empty: DefaultDataDir()
+  int64_t max_file_bytes = 3 << 20;          // upload limit (also bounded by --max-body-bytes)
+  int64_t finetune_memory_bytes = 0;         // an extra cap on a job's memory; 0: none
+  int32_t finetune_micro_batch_tokens = 64;  // bounds one idle-time training step
+  int32_t finetune_checkpoint_steps = 10;    // optimizer steps between checkpoints
 };
 
 // $SPILLWAY_CACHE/data, or ~/.cache/spillway/data.

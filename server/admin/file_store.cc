@@ -106,6 +106,15 @@ absl::StatusOr<FileInfo> FileStore::Put(std::string filename, std::string purpos
     return openai::InvalidParamError(
         "file", absl::StrFormat("invalid fine-tuning JSONL: %s", ex.status().message()));
   }
+  return Store(std::move(filename), std::move(purpose), data);
+}
+
+absl::StatusOr<FileInfo> FileStore::PutResult(std::string filename, std::string data) {
+  return Store(std::move(filename), "fine-tune-results", data);
+}
+
+absl::StatusOr<FileInfo> FileStore::Store(std::string filename, std::string purpose,
+                                          const std::string& data) {
   // Display name only: the last path component, bounded.
   filename = fs::path(filename).filename().string();
   if (filename.size() > 255) filename.resize(255);

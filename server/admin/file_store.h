@@ -46,6 +46,9 @@ class FileStore {
   // "fine-tune", an empty file, or JSONL that does not validate (the message names the line);
   // ResourceExhausted over max_bytes; the file layer's errors.
   absl::StatusOr<FileInfo> Put(std::string filename, std::string purpose, std::string data);
+  // Stores a file the server made: a fine-tuning job's results (purpose "fine-tune-results",
+  // a CSV; OpenAI's `result_files`). Not validated, not bounded by max_bytes.
+  absl::StatusOr<FileInfo> PutResult(std::string filename, std::string data);
   std::vector<FileInfo> List() const;                         // oldest first
   absl::StatusOr<FileInfo> Get(const std::string& id) const;  // NotFound
   absl::Status Delete(const std::string& id);                 // NotFound
@@ -58,6 +61,9 @@ class FileStore {
  private:
   FileStore(std::string dir, int64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
   std::string PathOf(const std::string& id, const char* ext) const;
+  // Writes the data and the metadata (atomically), then lists the file.
+  absl::StatusOr<FileInfo> Store(std::string filename, std::string purpose,
+                                 const std::string& data);
 
   const std::string dir_;
   const int64_t max_bytes_;

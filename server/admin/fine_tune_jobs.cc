@@ -4,8 +4,11 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/lora/atomic_file.h"
@@ -35,6 +38,14 @@ bool IsValidJobId(const std::string& id) {
 }
 
 int64_t Now() { return std::time(nullptr); }
+
+int64_t LongestExample(const std::vector<engine::train::TrainingExample>& examples) {
+  int64_t longest = 0;
+  for (const engine::train::TrainingExample& ex : examples) {
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(ex.tokens.size()));
+  }
+  return longest;
+}
 
 bool Terminal(const std::string& s) {
   return s == "succeeded" || s == "failed" || s == "cancelled";
@@ -86,12 +97,17 @@ struct FineTuneJobs::Job {
   json::value error;   // null or {code, message, param}
   json::array events;  // oldest first
   json::array checkpoints;
+  json::array result_files;  // file ids (purpose "fine-tune-results")
   bool cancel_requested = false;
   int64_t total_steps = 0, step = 0;
   // This run (since the job last entered the slot): when, optimizer steps, finish estimate.
   std::chrono::steady_clock::time_point run_start;
   int64_t run_steps = 0;
   int64_t estimated_finish = 0;  // unix seconds; 0: unknown
+  // KV blocks requested for the job's memory (0: none) and the engine loop's answer, set on
+  // its thread (nullopt until it answers); released by Finish.
+  int32_t kv_blocks = 0;
+  std::optional<absl::Status> kv_granted;
   // Validated and waiting for the training slot (to_start_): the examples and options.
   std::vector<engine::train::TrainingExample> train_examples, valid_examples;
   engine::train::TrainingOptions train_options;
@@ -136,22 +152,68 @@ int64_t FineTuneJobs::FrozenBytes(const engine::ModelConfig& c) {
   return 4 * (c.num_layers * per_layer + c.vocab_size * c.hidden);
 }
 
-int64_t FineTuneJobs::EstimateBytes(const engine::ModelConfig& c,
-                                    const engine::lora::LoraConfig& lora,
-                                    int64_t micro_batch_tokens) {
+JobMemory FineTuneJobs::MemoryOf(const engine::ModelConfig& c, const engine::lora::LoraConfig& lora,
+                                 int64_t micro_batch_tokens, int64_t longest_example) {
+  // A micro-batch is whole examples up to the budget, at least one (training_job.h).
+  const int64_t tokens = std::max(micro_batch_tokens, longest_example);
+  const int64_t max_seq = std::max<int64_t>(longest_example, 1);
+  // TrainModel<float>::ActivationBytes(tokens, max_seq, tokens): per token and layer the
+  // layer's inputs, norms, q/k/v, attention output, gate/up/act, the LoRA products and the
+  // attention probabilities over the sequence; the lm_head's logits, 32 rows at a time.
   const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-  const int64_t frozen = FrozenBytes(c);
-  const int64_t state = 16 * engine::lora::LoraLayout(c, lora).num_params();
-  // Kept per token and adapted layer (train_model.h): the layer's inputs and norms, q/k/v,
-  // the attention output, gate/up/act and the LoRA products, as floats; attention
-  // probabilities per head over a micro-batch sized sequence; the lm_head's 32-row logits.
-  const int64_t layers =
-      lora.layers.empty() ? c.num_layers : static_cast<int64_t>(lora.layers.size());
-  const int64_t per_token = 4 * (4 * c.hidden + 2 * q + 2 * kv + 3 * c.ffn_hidden + 8 * lora.rank);
-  const int64_t activations = layers * (micro_batch_tokens * per_token +
-                                        4 * c.num_heads * micro_batch_tokens * micro_batch_tokens) +
-                              4 * 32 * c.vocab_size * 2;
-  return frozen + state + activations;
+  const int64_t per_token_layer =
+      5 * c.hidden + 2 + 2 * q + 2 * kv + 3 * c.ffn_hidden + c.num_heads * max_seq + 7 * 64;
+  const int64_t logits = 2 * std::min<int64_t>(tokens, 32) * c.vocab_size;
+  const int64_t activations =
+      static_cast<int64_t>(sizeof(float)) *
+      (tokens * per_token_layer * c.num_layers + logits + 4 * tokens * c.hidden);
+  // TrainingJob::StateBytes: parameters, gradient and AdamW's two moments, as floats.
+  const int64_t state =
+      4 * static_cast<int64_t>(sizeof(float)) * engine::lora::LoraLayout(c, lora).num_params();
+  return {.frozen = FrozenBytes(c), .state = state, .activations = activations};
+}
+
+void FineTuneJobs::SetKvBudget(KvBudget budget) { kv_budget_ = std::move(budget); }
+
+absl::Status FineTuneJobs::CheckMemory(const JobMemory& m, int32_t* blocks) const {
+  const int64_t need = m.total();
+  *blocks = 0;
+  if (options_.memory_bytes > 0 && need > options_.memory_bytes) {
+    return openai::WithParam(
+        absl::InvalidArgumentError(absl::StrFormat(
+            "this job needs %d MiB for training (frozen weights %d, LoRA state %d, activations "
+            "%d) but --finetune-memory-bytes allows %d MiB; use a smaller lora.rank or fewer "
+            "lora.layers, or raise the limit",
+            need >> 20, m.frozen >> 20, m.state >> 20, m.activations >> 20,
+            options_.memory_bytes >> 20)),
+        "lora", "insufficient_memory");
+  }
+  if (kv_budget_.block_bytes <= 0) return absl::OkStatus();
+  const int64_t want = (need + kv_budget_.block_bytes - 1) / kv_budget_.block_bytes;
+  if (want > kv_budget_.max_blocks) {
+    return openai::WithParam(
+        absl::InvalidArgumentError(absl::StrFormat(
+            "this job needs %d MiB for training (frozen weights %d, LoRA state %d, activations "
+            "%d), taken from the KV cache: %d blocks of %d KiB, but the KV cache can give at "
+            "most %d blocks (%d MiB) while keeping room to serve one full-context request; use "
+            "a smaller lora.rank, fewer lora.layers or shorter examples, or start the server "
+            "with more --kv-blocks",
+            need >> 20, m.frozen >> 20, m.state >> 20, m.activations >> 20, want,
+            kv_budget_.block_bytes >> 10, kv_budget_.max_blocks,
+            (int64_t{kv_budget_.max_blocks} * kv_budget_.block_bytes) >> 20)),
+        "lora", "insufficient_memory");
+  }
+  *blocks = static_cast<int32_t>(want);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<engine::train::TrainingExample>> FineTuneJobs::LoadExamples(
+    const std::string& file_id) const {
+  absl::StatusOr<std::string> text = files_.Content(file_id);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<std::vector<DatasetExample>> ex = ParseFineTuneJsonl(*text);
+  if (!ex.ok()) return ex.status();
+  return TokenizeExamples(*ex, model_.tokenize, model_.context_tokens);
 }
 
 absl::Status FineTuneJobs::Start() {
@@ -213,6 +275,7 @@ absl::Status FineTuneJobs::Start() {
         job->error = o.at("error");
         job->events = o.at("events").as_array();
         if (const json::value* c = o.if_contains("checkpoints")) job->checkpoints = c->as_array();
+        if (const json::value* r = o.if_contains("result_files")) job->result_files = r->as_array();
         if (!Terminal(job->status)) {
           to_prepare_.push_back(id);
           if (job->status == "running") {
@@ -370,15 +433,19 @@ absl::StatusOr<json::object> FineTuneJobs::Create(const json::object& r) {
     }
   }
   job->lora.base_model = model_.name;
-  const int64_t need = EstimateBytes(mc, job->lora, options_.micro_batch_tokens);
-  if (need > options_.memory_bytes) {
-    return openai::WithParam(
-        absl::InvalidArgumentError(absl::StrFormat(
-            "this job needs about %d MiB for training (frozen weights, LoRA state, activations) "
-            "but --finetune-memory-bytes allows %d MiB; use a smaller lora.rank or fewer "
-            "lora.layers, or raise the limit",
-            need >> 20, options_.memory_bytes >> 20)),
-        "lora", "insufficient_memory");
+  // The memory check at creation needs the longest example; a file that does not tokenize
+  // fails the job while it validates, as before (Prepare), so it is not refused here.
+  int64_t longest = 0;
+  if (absl::StatusOr<std::vector<engine::train::TrainingExample>> ex =
+          LoadExamples(job->training_file);
+      ex.ok()) {
+    longest = LongestExample(*ex);
+  }
+  int32_t blocks = 0;
+  if (absl::Status st =
+          CheckMemory(MemoryOf(mc, job->lora, options_.micro_batch_tokens, longest), &blocks);
+      !st.ok()) {
+    return st;
   }
 
   job->id = NewJobId();
@@ -451,19 +518,11 @@ void FineTuneJobs::Prepare(const std::string& id) {
                                                                : json::value(nullptr)}};
     Finish(job, "failed", st);
   };
-  auto load = [&](const std::string& file_id)
-      -> absl::StatusOr<std::vector<engine::train::TrainingExample>> {
-    absl::StatusOr<std::string> text = files_.Content(file_id);
-    if (!text.ok()) return text.status();
-    absl::StatusOr<std::vector<DatasetExample>> ex = ParseFineTuneJsonl(*text);
-    if (!ex.ok()) return ex.status();
-    return TokenizeExamples(*ex, model_.tokenize, model_.context_tokens);
-  };
-  absl::StatusOr<std::vector<engine::train::TrainingExample>> train = load(training_file);
+  absl::StatusOr<std::vector<engine::train::TrainingExample>> train = LoadExamples(training_file);
   if (!train.ok()) return fail(train.status(), "invalid_training_file");
   std::vector<engine::train::TrainingExample> validation;
   if (!validation_file.empty()) {
-    absl::StatusOr<std::vector<engine::train::TrainingExample>> v = load(validation_file);
+    absl::StatusOr<std::vector<engine::train::TrainingExample>> v = LoadExamples(validation_file);
     if (!v.ok()) return fail(v.status(), "invalid_validation_file");
     validation = *std::move(v);
   }
@@ -516,24 +575,56 @@ void FineTuneJobs::Launch(const std::string& id) {
     Finish(job, "failed", st);
     slot_busy_ = false;
   };
-  int64_t longest = 0;
-  for (const engine::train::TrainingExample& ex : train) {
-    longest = std::max<int64_t>(longest, static_cast<int64_t>(ex.tokens.size()));
+  // The same figure as at creation, now from the tokenized data (a job resumed after a restart
+  // was not created by this process; a changed micro-batch flag changes it too).
+  const JobMemory memory =
+      MemoryOf(model_.file->config(), o.lora, o.max_micro_batch_tokens, LongestExample(train));
+  int32_t blocks = 0;
+  if (absl::Status st = CheckMemory(memory, &blocks); !st.ok()) {
+    return fail(st, "insufficient_memory");
+  }
+  // NOTE(ftmem): the KV blocks are held before the job allocates anything (dequantizing the
+  // base is most of it), so that on the CPU the pool's pages are given back first. The
+  // preparer waits here for the engine loop to grant them (it does when it holds no request,
+  // i.e. when training could run anyway); a cancel or Stop ends the wait.
+  if (kv_budget_.reserve) {
+    {
+      absl::MutexLock lock(&mu_);
+      Job& job = *jobs_.at(id);
+      job.kv_blocks = blocks;
+      job.kv_granted.reset();
+    }
+    kv_budget_.reserve(id, blocks, [this, id](absl::Status st) {
+      absl::MutexLock lock(&mu_);
+      jobs_.at(id)->kv_granted = std::move(st);
+    });
+    absl::MutexLock lock(&mu_);
+    Job& job = *jobs_.at(id);
+    auto done = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return stop_ || job.cancel_requested || job.kv_granted.has_value();
+    };
+    mu_.Await(absl::Condition(&done));
+    if (job.cancel_requested || stop_) {
+      // Stopping: the job stays queued (and persisted as such) and runs after a restart.
+      if (!stop_) Finish(job, "cancelled", absl::OkStatus());
+      ReleaseKv(job);
+      slot_busy_ = false;
+      return;
+    }
+    if (!job.kv_granted->ok()) {
+      const absl::Status st = *job.kv_granted;
+      job.kv_blocks = 0;  // nothing is held
+      job.error = json::object{{"code", "insufficient_memory"},
+                               {"message", std::string(st.message())},
+                               {"param", nullptr}};
+      Finish(job, "failed", st);
+      slot_busy_ = false;
+      return;
+    }
   }
   absl::StatusOr<std::unique_ptr<engine::train::TrainingJob>> tj =
       engine::train::TrainingJob::Create(*model_.file, std::move(train), o, &pool_);
   if (!tj.ok()) return fail(tj.status(), "training_error");
-  // The exact figure now that the model exists (a micro-batch holds at least the longest
-  // example); over the limit the job fails here instead of running out of memory.
-  const int64_t micro = std::max<int64_t>(o.max_micro_batch_tokens, longest);
-  const int64_t activations = (*tj)->model().ActivationBytes(micro, longest, micro);
-  const int64_t reserved = FrozenBytes(model_.file->config()) + (*tj)->StateBytes() + activations;
-  if (reserved > options_.memory_bytes) {
-    return fail(absl::InvalidArgumentError(absl::StrFormat(
-                    "the job needs %d MiB but --finetune-memory-bytes allows %d MiB",
-                    reserved >> 20, options_.memory_bytes >> 20)),
-                "insufficient_memory");
-  }
   const std::string checkpoint = (fs::path(DirOf(id)) / "checkpoint.bin").string();
   bool resumed = false;
   if (fs::exists(checkpoint)) {
@@ -557,10 +648,12 @@ void FineTuneJobs::Launch(const std::string& id) {
     job.step = (*tj)->step();
     AddEvent(job, resumed ? absl::StrFormat("Resumed from the checkpoint at step %d", job.step)
                           : std::string("Fine-tuning job started"));
-    AddEvent(job, absl::StrFormat("Reserved %d MiB: frozen weights %d, LoRA state %d, "
-                                  "activations %d",
-                                  reserved >> 20, FrozenBytes(model_.file->config()) >> 20,
-                                  (*tj)->StateBytes() >> 20, activations >> 20));
+    AddEvent(job,
+             absl::StrFormat("Reserved %d MiB: frozen weights %d, LoRA state %d, "
+                             "activations %d; %d KV blocks held",
+                             memory.total() >> 20, memory.frozen >> 20, memory.state >> 20,
+                             memory.activations >> 20, job.kv_blocks),
+             json::object{{"reserved_bytes", memory.total()}, {"kv_blocks", job.kv_blocks}});
     Persist(job);
     ReportStates();
     slot_job_ = *std::move(tj);
@@ -570,6 +663,13 @@ void FineTuneJobs::Launch(const std::string& id) {
     wake = wake_;
   }
   if (wake) wake();
+}
+
+void FineTuneJobs::ReleaseKv(Job& job) {
+  if (job.kv_blocks == 0 && !job.kv_granted.has_value()) return;
+  job.kv_blocks = 0;
+  job.kv_granted.reset();
+  if (kv_budget_.release) kv_budget_.release(job.id);
 }
 
 bool FineTuneJobs::HasWork() { return slot_ready_.load(); }
@@ -712,9 +812,11 @@ void FineTuneJobs::Register(const std::string& id) {
 }
 
 void FineTuneJobs::Finish(Job& job, const std::string& status, const absl::Status& error) {
+  ReleaseKv(job);  // its memory goes back to serving
   job.status = status;
   job.finished_at = Now();
   if (status == "succeeded") {
+    WriteResults(job);
     AddEvent(job,
              absl::StrFormat("The job has successfully completed; model %s", job.fine_tuned_model));
   } else if (status == "cancelled") {
@@ -724,6 +826,36 @@ void FineTuneJobs::Finish(Job& job, const std::string& status, const absl::Statu
   }
   Persist(job);
   ReportStates();
+}
+
+void FineTuneJobs::WriteResults(Job& job) {
+  // One row per optimizer step, from the job's metrics events (a step run again after a
+  // restart keeps its last figures); validation loss on the step it was measured at.
+  std::map<int64_t, std::pair<std::optional<double>, std::optional<double>>> rows;
+  for (const json::value& e : job.events) {
+    const json::object& data = e.as_object().at("data").as_object();
+    const json::value* step = data.if_contains("step");
+    if (step == nullptr || !step->is_number()) continue;
+    auto& [train, valid] = rows[step->to_number<int64_t>()];
+    if (const json::value* l = data.if_contains("train_loss")) train = l->to_number<double>();
+    if (const json::value* l = data.if_contains("valid_loss")) valid = l->to_number<double>();
+  }
+  // NOTE(ftmem): OpenAI's columns; the token accuracies are not measured (the training core
+  // computes the loss only), so they are left empty.
+  std::string csv = "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n";
+  auto cell = [](const std::optional<double>& v) {
+    return v.has_value() ? absl::StrFormat("%.6f", *v) : std::string();
+  };
+  for (const auto& [step, losses] : rows) {
+    absl::StrAppend(&csv, step, ",", cell(losses.first), ",,", cell(losses.second), ",\n");
+  }
+  absl::StatusOr<FileInfo> file = files_.PutResult("step_metrics.csv", std::move(csv));
+  if (!file.ok()) {
+    // The model is trained and served; only the report is missing.
+    AddEvent(job, absl::StrFormat("Writing the results file failed: %s", file.status().message()));
+    return;
+  }
+  job.result_files.emplace_back(file->id);
 }
 
 void FineTuneJobs::AddEvent(Job& job, std::string message, json::object data) {
@@ -756,7 +888,7 @@ json::object FineTuneJobs::ToJson(const Job& job) const {
       {"fine_tuned_model",
        job.fine_tuned_model.empty() ? json::value(nullptr) : json::value(job.fine_tuned_model)},
       {"organization_id", "org-spillway"},
-      {"result_files", json::array{}},
+      {"result_files", job.result_files},
       {"status", job.status},
       {"training_file", job.training_file},
       {"validation_file",
@@ -778,7 +910,9 @@ json::object FineTuneJobs::ToJson(const Job& job) const {
                             {"alpha", job.lora.alpha},
                             {"target_modules", targets},
                             {"layers", layers}}},
-      {"spillway", json::object{{"step", job.step}, {"total_steps", job.total_steps}}}};
+      {"spillway", json::object{{"step", job.step},
+                                {"total_steps", job.total_steps},
+                                {"kv_reserved_blocks", job.kv_blocks}}}};
 }
 
 void FineTuneJobs::Persist(const Job& job) const {

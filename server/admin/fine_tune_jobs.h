@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/cpu/thread_pool.h"
@@ -49,12 +50,12 @@
 namespace spillway::server::admin {
 
 struct FineTuneOptions {
-  std::string jobs_dir;                     // <data dir>/jobs
-  int64_t memory_bytes = int64_t{2} << 30;  // a job must fit under this
-  int32_t micro_batch_tokens = 64;          // bounds one idle-time step
-  int32_t checkpoint_steps = 10;            // optimizer steps between checkpoints
-  int threads = 0;                          // training thread pool (0 = all cores)
-  double base_learning_rate = 2e-3;         // times learning_rate_multiplier
+  std::string jobs_dir;              // <data dir>/jobs
+  int64_t memory_bytes = 0;          // an extra cap on a job's memory; 0: only the KV budget
+  int32_t micro_batch_tokens = 64;   // bounds one idle-time step
+  int32_t checkpoint_steps = 10;     // optimizer steps between checkpoints
+  int threads = 0;                   // training thread pool (0 = all cores)
+  double base_learning_rate = 2e-3;  // times learning_rate_multiplier
 };
 
 // What the jobs need from the served model; must outlive FineTuneJobs.
@@ -67,6 +68,28 @@ struct FineTuneModel {
 
 // Makes a finished adapter (a PEFT directory) servable as `name`. Any thread.
 using AdapterSink = std::function<absl::Status(const std::string& name, const std::string& dir)>;
+
+// Where a job's memory comes from: the device KV pool (issue #7). A running job holds
+// ceil(bytes / block_bytes) blocks, which serving cannot use meanwhile.
+struct KvBudget {
+  int64_t block_bytes = 0;  // one device KV block (K and V of every layer)
+  // The most blocks a job may hold: the pool minus a floor that keeps serving possible
+  // (room for one sequence of the served context).
+  int32_t max_blocks = 0;
+  // EngineLoop::ReserveKvBlocks / ReleaseKvBlocks. `granted` runs on the engine loop's thread.
+  std::function<void(std::string owner, int32_t blocks,
+                     absl::AnyInvocable<void(absl::Status) &&> granted)>
+      reserve;
+  std::function<void(std::string owner)> release;
+};
+
+// What one job keeps in memory while it trains (docs/fine-tuning.md "Memory").
+struct JobMemory {
+  int64_t frozen = 0;       // the base weights as training keeps them (F16 W and Wᵀ)
+  int64_t state = 0;        // LoRA parameters, gradient and AdamW moments
+  int64_t activations = 0;  // one micro-batch that holds the longest example
+  int64_t total() const { return frozen + state + activations; }
+};
 
 // Told about training progress (metrics). Engine-loop thread, except OnJobStates (any).
 struct FineTuneObserver {
@@ -89,6 +112,8 @@ class FineTuneJobs final : public scheduler::IdleWork {
   // Called (any thread) when a job becomes runnable: EngineLoop::WakeForIdleWork.
   void SetWake(std::function<void()> wake);
   void SetAdapterSink(AdapterSink sink);
+  // Without a budget (tests), jobs run without reserving KV blocks. Call before Start.
+  void SetKvBudget(KvBudget budget);
 
   // The job objects in OpenAI's shape. Errors carry the offending param (api_error.h).
   absl::StatusOr<boost::json::object> Create(const boost::json::object& request);
@@ -104,11 +129,15 @@ class FineTuneJobs final : public scheduler::IdleWork {
   bool HasWork() override;
   void RunOnce() override;
 
-  // The memory a job with these settings reserves (frozen weights, LoRA state, activations).
+  // The memory a job reserves: computed at creation (to refuse a job that cannot fit) and
+  // again at launch, from the model's config, the LoRA config, the micro-batch budget and the
+  // dataset's longest example (a micro-batch holds at least that one). The same figures as
+  // TrainingJob::StateBytes and TrainModel::ActivationBytes of the built job
+  // (admin_job_memory_test checks that they agree).
+  static JobMemory MemoryOf(const engine::ModelConfig& config, const engine::lora::LoraConfig& lora,
+                            int64_t micro_batch_tokens, int64_t longest_example);
   // The frozen base weights as training keeps them (F16 W and Wᵀ of every matmul).
   static int64_t FrozenBytes(const engine::ModelConfig& config);
-  static int64_t EstimateBytes(const engine::ModelConfig& config,
-                               const engine::lora::LoraConfig& lora, int64_t micro_batch_tokens);
 
  private:
   struct Job;
@@ -118,8 +147,19 @@ class FineTuneJobs final : public scheduler::IdleWork {
   // Builds the TrainingJob (restoring its checkpoint) and hands it to the slot. Holds the slot.
   void Launch(const std::string& id);
   void Register(const std::string& id);
+  // Gives back the job's KV blocks (requested or held), if any.
+  void ReleaseKv(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Refuses a job whose memory does not fit the KV budget (or --finetune-memory-bytes): the
+  // error, or OK. Also returns the blocks it needs.
+  absl::Status CheckMemory(const JobMemory& memory, int32_t* blocks) const;
+  // The training file's (or validation file's) examples, as tokens.
+  absl::StatusOr<std::vector<engine::train::TrainingExample>> LoadExamples(
+      const std::string& file_id) const;
   void Finish(Job& job, const std::string& status, const absl::Status& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the job's per-step metrics as a "fine-tune-results" CSV file (OpenAI's
+  // result_files) and lists it on the job.
+  void WriteResults(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddEvent(Job& job, std::string message, boost::json::object data = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Persist(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -145,6 +185,7 @@ class FineTuneJobs final : public scheduler::IdleWork {
   bool slot_busy_ ABSL_GUARDED_BY(mu_) = false;  // a job holds (or is about to hold) the slot
   std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
   AdapterSink sink_ ABSL_GUARDED_BY(mu_);
+  KvBudget kv_budget_;  // set before Start, then read-only
 
   // The training slot: set by the preparer under mu_, then used by the engine loop alone.
   std::atomic<bool> slot_ready_{false};

@@ -64,11 +64,14 @@ ServerMetrics::ServerMetrics(std::string model_name)
       &gauge("spillway_requests_waiting", "Requests waiting to start.")->Add({{"model", model_}});
   auto* blocks = gauge("spillway_kv_blocks",
                        "KV cache blocks by state: used (referenced by a sequence), cached "
-                       "(indexed for prefix reuse; overlaps used), free (total - used).");
+                       "(indexed for prefix reuse; overlaps used), reserved (held for a "
+                       "fine-tuning job's memory), free (total - used - reserved).");
   kv_used_ = &blocks->Add({{"model", model_}, {"tier", "device"}, {"state", "used"}});
   kv_cached_ = &blocks->Add({{"model", model_}, {"tier", "device"}, {"state", "cached"}});
+  kv_reserved_ = &blocks->Add({{"model", model_}, {"tier", "device"}, {"state", "reserved"}});
   kv_free_ = &blocks->Add({{"model", model_}, {"tier", "device"}, {"state", "free"}});
-  auto* usage = gauge("spillway_kv_usage_ratio", "Used KV blocks / total KV blocks (0-1).");
+  auto* usage = gauge("spillway_kv_usage_ratio",
+                      "Used KV blocks / the blocks serving can use (total - reserved) (0-1).");
   kv_usage_ = &usage->Add({{"model", model_}, {"tier", "device"}});
 
   auto counter = [&](const char* name, const char* help) {
@@ -204,9 +207,12 @@ std::string ServerMetrics::Render(const scheduler::EngineStats& s) {
     waiting_->Set(s.waiting_requests);
     kv_used_->Set(s.kv_used_blocks);
     kv_cached_->Set(s.kv_cached_blocks);
-    kv_free_->Set(s.kv_total_blocks - s.kv_used_blocks);
-    kv_usage_->Set(s.kv_total_blocks > 0 ? static_cast<double>(s.kv_used_blocks) / s.kv_total_blocks
-                                         : 0.0);
+    // Reserved blocks (a fine-tuning job's memory) are neither used nor free: serving's pool is
+    // the rest.
+    const int32_t serving = s.kv_total_blocks - s.kv_reserved_blocks;
+    kv_reserved_->Set(s.kv_reserved_blocks);
+    kv_free_->Set(serving - s.kv_used_blocks);
+    kv_usage_->Set(serving > 0 ? static_cast<double>(s.kv_used_blocks) / serving : 0.0);
     // EngineStats' counters only grow; a snapshot older than the last one adds nothing.
     auto grow = [](prometheus::Counter* c, int64_t now, int64_t& last) {
       if (now > last) {

@@ -97,6 +97,7 @@ class ServerMetrics final : public scheduler::MetricsSink {
   prometheus::Gauge* kv_used_;
   prometheus::Gauge* kv_cached_;
   prometheus::Gauge* kv_free_;
+  prometheus::Gauge* kv_reserved_;
   prometheus::Gauge* kv_usage_;
   prometheus::Family<prometheus::Counter>* prompt_total_;
   prometheus::Family<prometheus::Counter>* gen_total_;

@@ -70,6 +70,7 @@ std::string HealthJson(const ServedModel& model, const scheduler::EngineStats& s
       {"kv_used_blocks", s.kv_used_blocks},
       {"kv_cached_blocks", s.kv_cached_blocks},
       {"kv_total_blocks", s.kv_total_blocks},
+      {"kv_reserved_blocks", s.kv_reserved_blocks},
       {"preemptions", s.preemptions},
       {"prefix_cache_queries", s.prefix_cache_queries},
       {"prefix_cache_hits", s.prefix_cache_hits},

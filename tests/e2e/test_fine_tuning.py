@@ -3,8 +3,10 @@
 Files and jobs through the official `openai` client with the admin key: uploads validated line by
 line, a job on four made-up facts that succeeds in well under a minute (rank 4 on the upper
 layers), falling loss in its events, the fine-tuned model answering the new fact through chat,
-cancel, a restart that resumes a running job from its checkpoint, memory refusal, and paths and
-field types that are refused. Each server gets its own --data-dir.
+cancel, a restart that resumes a running job from its checkpoint, memory refusal (the job's memory
+comes out of the KV pool: held while it runs, shown in /health and /metrics, given back after;
+a job the pool cannot hold is refused at creation), result_files (a CSV of the steps), and paths
+and field types that are refused. Each server gets its own --data-dir.
 """
 
 import http.client
@@ -28,6 +30,9 @@ FACTS = [
 ]
 # Upper layers only, small rank: a step is short and the job is done in seconds.
 LORA = {"rank": 8, "alpha": 16, "layers": list(range(18, 30))}
+# A job's memory comes out of the KV pool, which keeps room for one full-context sequence (512
+# blocks of SmolLM2's 8192 tokens): the LORA job needs ~613 MiB, ~1750 blocks of 360 KiB.
+KV_BLOCKS = ("--kv-device-blocks", "2560")
 
 
 def dataset(repeat: int = 1) -> bytes:
@@ -51,7 +56,7 @@ def wait_status(client, job_id, statuses, timeout=120.0):
 def ft_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ft")
     s = Server(tmp, "--data-dir", str(tmp / "data"), "--api-key", USER_KEY,
-               "--admin-api-key", ADMIN_KEY, "--finetune-checkpoint-steps", "1")
+               "--admin-api-key", ADMIN_KEY, "--finetune-checkpoint-steps", "1", *KV_BLOCKS)
     yield s
     code = s.stop()
     assert code == 0, f"spillway serve exited with {code} on SIGTERM:\n{s.log_text()}"
@@ -123,6 +128,12 @@ def test_job_fields_of_the_wrong_type_are_refused(admin):
         ({"model": MODEL_NAME, "training_file": f.id,
           "hyperparameters": {"learning_rate_multiplier": -1}},
          "hyperparameters.learning_rate_multiplier"),
+        ({"model": MODEL_NAME, "training_file": f.id, "hyperparameters": {"lora_dropout": 1}},
+         "hyperparameters.lora_dropout"),
+        ({"model": MODEL_NAME, "training_file": f.id,
+          "hyperparameters": {"lora_dropout": -0.1}}, "hyperparameters.lora_dropout"),
+        ({"model": MODEL_NAME, "training_file": f.id,
+          "hyperparameters": {"lora_dropout": "0.1"}}, "hyperparameters.lora_dropout"),
         ({"model": MODEL_NAME, "training_file": f.id, "suffix": "../x"}, "suffix"),
         ({"model": MODEL_NAME, "training_file": f.id, "lora": {"rank": "8"}}, "lora.rank"),
         ({"model": MODEL_NAME, "training_file": f.id, "lora": {"layers": [99]}}, "lora.layers"),
@@ -139,9 +150,37 @@ def test_job_fields_of_the_wrong_type_are_refused(admin):
         admin.fine_tuning.jobs.retrieve("ftjob-nope")
 
 
+def rss_mib(server) -> int:
+    with open(f"/proc/{server.proc.pid}/status") as f:
+        return int([l for l in f if l.startswith("VmRSS:")][0].split()[1]) >> 10
+
+
+def health(server) -> dict:
+    return requests.get(server.url + "/health", timeout=10).json()
+
+
+def reserved_gauge(server) -> float:
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    line = [l for l in metrics.splitlines()
+            if l.startswith("spillway_kv_blocks{") and 'state="reserved"' in l]
+    assert line, "no spillway_kv_blocks{state=reserved}"
+    return float(line[0].split()[-1])
+
+
 def test_job_succeeds_loss_falls_and_the_model_answers(ft_server, admin):
     f = admin.files.create(file=("facts.jsonl", io.BytesIO(dataset())), purpose="fine-tune")
     v = admin.files.create(file=("valid.jsonl", io.BytesIO(dataset())), purpose="fine-tune")
+    user = openai.OpenAI(base_url=ft_server.url + "/v1", api_key=USER_KEY, max_retries=0)
+    prompts = [[{"role": "user", "content": q}] for q, _ in FACTS]
+
+    def answers():
+        return [user.chat.completions.create(model=MODEL_NAME, messages=m, max_tokens=24,
+                                             temperature=0).choices[0].message.content
+                for m in prompts]
+
+    before = answers()
+    assert health(ft_server)["kv_reserved_blocks"] == 0
+    print(f"RSS {rss_mib(ft_server)} MiB before the job")
     start = time.monotonic()
     job = admin.fine_tuning.jobs.create(
         model=MODEL_NAME, training_file=f.id, validation_file=v.id, suffix="facts", seed=7,
@@ -150,6 +189,19 @@ def test_job_succeeds_loss_falls_and_the_model_answers(ft_server, admin):
         extra_body={"lora": LORA})
     assert job.status in ("validating_files", "queued", "running")
     assert job.hyperparameters.n_epochs == 12 and job.hyperparameters.batch_size == 4
+    # While it runs its memory is held out of the KV pool: the job, /health and /metrics say
+    # how many blocks, and the base model still answers exactly as before, from the rest.
+    wait_status(admin, job.id, {"running", "succeeded", "failed"}, timeout=60)
+    got = admin.fine_tuning.jobs.retrieve(job.id)
+    assert got.status == "running", got.status  # dozens of steps of ~0.5 s each
+    held = got.model_extra["spillway"]["kv_reserved_blocks"]
+    h = health(ft_server)
+    assert held > 0 and h["kv_reserved_blocks"] == held, (held, h)
+    assert h["kv_total_blocks"] == 2560
+    assert reserved_gauge(ft_server) == held
+    during = answers()
+    assert during == before, (during, before)
+    print(f"{held} KV blocks held; RSS {rss_mib(ft_server)} MiB while training")
     job = wait_status(admin, job.id, {"succeeded", "failed", "cancelled"}, timeout=180)
     elapsed = time.monotonic() - start
     assert job.status == "succeeded", job.error
@@ -164,14 +216,39 @@ def test_job_succeeds_loss_falls_and_the_model_answers(ft_server, admin):
     assert len(losses) == 12, [e.message for e in events]
     assert losses[-1] < 0.5 * losses[0], losses
     assert any("valid_loss" in e.data for e in events if e.type == "metrics")
+    # It trained in pieces of idle time (half a layer or an lm_head slice each): at least the
+    # 2 x 30 forward halves of one micro-batch per optimizer step.
+    pieces = [e.data for e in events if e.data and "pieces" in e.data]
+    assert len(pieces) == 1 and pieces[0]["pieces"] >= 12 * 60, pieces
+    assert 0 < pieces[0]["piece_p50_ms"] <= pieces[0]["piece_p99_ms"] <= pieces[0]["piece_max_ms"]
     messages = [e.message for e in events]
     assert any("successfully completed" in m for m in messages)
     assert any(m.startswith("Reserved ") and "MiB" in m for m in messages), messages
+    reserved = [e.data for e in events if e.message.startswith("Reserved ")][0]
+    # ceil(bytes / one block's bytes: 16 tokens x 30 layers x K,V x 3 heads x 64 x fp16).
+    assert reserved["kv_blocks"] == -(-reserved["reserved_bytes"] // (16 * 30 * 2 * 3 * 64 * 2))
+    # Given back when the job ended.
+    assert job.model_extra["spillway"]["kv_reserved_blocks"] == 0
+    assert health(ft_server)["kv_reserved_blocks"] == 0
+    assert reserved_gauge(ft_server) == 0
+
+    # result_files: a "fine-tune-results" CSV of the steps, as OpenAI's.
+    assert len(job.result_files) == 1, job.result_files
+    rf = admin.files.retrieve(job.result_files[0])
+    assert rf.purpose == "fine-tune-results" and rf.bytes > 0
+    csv = admin.files.content(rf.id).text.splitlines()
+    assert csv[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    rows = [r.split(",") for r in csv[1:]]
+    assert [int(r[0]) for r in rows] == list(range(1, 13)), csv
+    assert [float(r[1]) for r in rows] == pytest.approx(losses, abs=1e-6)
+    assert all(r[2] == "" and r[4] == "" for r in rows)
+    assert [r[3] != "" for r in rows] == [False] * 11 + [True]  # valid_loss at the end
+    with pytest.raises(openai.BadRequestError):  # not a training file
+        admin.fine_tuning.jobs.create(model=MODEL_NAME, training_file=rf.id)
     assert job.id in [j.id for j in admin.fine_tuning.jobs.list(limit=100)]
     assert len(list(admin.fine_tuning.jobs.checkpoints.list(job.id))) >= 1
 
     # Served at once: listed, and answering with the new fact where the base model does not.
-    user = openai.OpenAI(base_url=ft_server.url + "/v1", api_key=USER_KEY, max_retries=0)
     assert job.fine_tuned_model in [m.id for m in user.models.list()]
     question = [{"role": "user", "content": FACTS[0][0]}]
     ft = user.chat.completions.create(model=job.fine_tuned_model, messages=question,
@@ -196,11 +273,13 @@ def test_job_succeeds_loss_falls_and_the_model_answers(ft_server, admin):
         assert busy and float(busy[0].split()[-1]) > 0, busy
 
 
-def test_cancel_stops_a_running_job(admin):
+def test_cancel_stops_a_running_job(ft_server, admin):
     f = admin.files.create(file=("c.jsonl", io.BytesIO(dataset())), purpose="fine-tune")
-    job = admin.fine_tuning.jobs.create(model=MODEL_NAME, training_file=f.id,
-                                        hyperparameters={"n_epochs": 50, "batch_size": 1},
-                                        extra_body={"lora": LORA})
+    job = admin.fine_tuning.jobs.create(
+        model=MODEL_NAME, training_file=f.id,
+        hyperparameters={"n_epochs": 50, "batch_size": 1, "lora_dropout": 0.1},
+        extra_body={"lora": LORA})
+    assert job.hyperparameters.to_dict()["lora_dropout"] == 0.1
     wait_status(admin, job.id, {"running"}, timeout=60)
     deadline = time.monotonic() + 30
     while (est := admin.fine_tuning.jobs.retrieve(job.id).estimated_finish) is None:
@@ -217,7 +296,13 @@ def test_cancel_stops_a_running_job(admin):
     cancelled = admin.fine_tuning.jobs.cancel(job.id)
     assert cancelled.id == job.id
     job = wait_status(admin, job.id, {"cancelled"}, timeout=10)
-    assert job.fine_tuned_model is None
+    assert job.fine_tuned_model is None and job.result_files == []
+    assert job.model_extra["spillway"]["kv_reserved_blocks"] == 0
+    deadline = time.monotonic() + 10
+    while (h := health(ft_server))["kv_reserved_blocks"] != 0:
+        assert time.monotonic() < deadline, h
+        time.sleep(0.1)
+    assert any("pieces" in (e.data or {}) for e in admin.fine_tuning.jobs.list_events(job.id))
     with pytest.raises(openai.BadRequestError):
         admin.fine_tuning.jobs.cancel(job.id)
 
@@ -225,7 +310,8 @@ def test_cancel_stops_a_running_job(admin):
 def test_restart_resumes_a_running_job(tmp_path):
     data = tmp_path / "data"
     args = ("--data-dir", str(data), "--admin-api-key", ADMIN_KEY,
-            "--finetune-checkpoint-steps", "1", "--finetune-memory-bytes", str(800 << 20))
+            "--finetune-checkpoint-steps", "1", "--finetune-memory-bytes", str(800 << 20),
+            *KV_BLOCKS)
     s = Server(tmp_path, *args)
     try:
         c = openai.OpenAI(base_url=s.url + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60)
@@ -267,6 +353,29 @@ def test_restart_resumes_a_running_job(tmp_path):
         # Every optimizer step once: the ones before the last checkpoint were not redone.
         assert sorted(steps) == list(range(1, job.method.supervised.hyperparameters.n_epochs * 2
                                            + 1)), steps
+    finally:
+        assert s.stop() == 0
+
+
+def test_a_job_the_kv_cache_cannot_hold_is_refused_at_creation(tmp_path):
+    # The default 1024 blocks (360 MiB), 512 of them kept for one full-context request: the
+    # job's ~613 MiB cannot come out of the other 180 MiB.
+    s = Server(tmp_path, "--data-dir", str(tmp_path / "data"), "--admin-api-key", ADMIN_KEY)
+    try:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60)
+        f = c.files.create(file=("m.jsonl", io.BytesIO(dataset())), purpose="fine-tune")
+        with pytest.raises(openai.BadRequestError) as e:
+            c.fine_tuning.jobs.create(model=MODEL_NAME, training_file=f.id,
+                                      extra_body={"lora": LORA})
+        assert e.value.code == "insufficient_memory"
+        assert e.value.param == "lora"
+        message = e.value.message
+        assert "KV cache can give at most 512 blocks (180 MiB)" in message, message
+        assert "--kv-blocks" in message, message
+        needed = int(message.split("this job needs ")[1].split(" MiB")[0])
+        assert 500 < needed < 800, message
+        assert list(c.fine_tuning.jobs.list()) == []
+        assert s.health()["kv_reserved_blocks"] == 0
     finally:
         assert s.stop() == 0
 

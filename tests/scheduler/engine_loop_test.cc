@@ -10,6 +10,7 @@
 #include "absl/synchronization/notification.h"
 #include "tests/fakes/byte_tokenizer.h"
 #include "tests/fakes/fake_model.h"
+#include "tests/scheduler/drain_channel.h"
 
 namespace spillway::scheduler {
 namespace {
@@ -19,18 +20,7 @@ using namespace std::chrono_literals;
 
 constexpr int32_t kBlocks = 32;
 
-// Waits (up to 5 s) until `channel` is closed; returns every event it got.
-std::vector<TokenEvent> DrainUntilClosed(TokenChannel& channel) {
-  std::vector<TokenEvent> all;
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  bool closed = false;
-  while (!closed && std::chrono::steady_clock::now() < deadline) {
-    for (TokenEvent& e : channel.Drain(&closed)) all.push_back(std::move(e));
-    if (!closed) std::this_thread::sleep_for(1ms);
-  }
-  EXPECT_TRUE(closed) << "channel not closed within 5 s";
-  return all;
-}
+using spillway::testing::DrainUntilClosed;
 
 std::vector<TokenId> TokensOf(const std::vector<TokenEvent>& events) {
   std::vector<TokenId> out;

@@ -72,6 +72,20 @@ TEST(ServerMetricsTest, ExposesEveryMetricWithHelpAndType) {
   EXPECT_THAT(m.Render(Stats()), HasSubstr("spillway_preemptions_total{model=\"tiny\"} 6\n"));
 }
 
+TEST(ServerMetricsTest, ReservedBlocksAreNeitherUsedNorFree) {
+  // A fine-tuning job holds 50 of the 100 blocks: serving's pool is the other 50.
+  ServerMetrics m("tiny");
+  scheduler::EngineStats s = Stats();
+  s.kv_reserved_blocks = 50;
+  const std::string text = m.Render(s);
+  EXPECT_THAT(
+      text,
+      HasSubstr("spillway_kv_blocks{model=\"tiny\",state=\"reserved\",tier=\"device\"} 50\n"));
+  EXPECT_THAT(text,
+              HasSubstr("spillway_kv_blocks{model=\"tiny\",state=\"free\",tier=\"device\"} 25\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_usage_ratio{model=\"tiny\",tier=\"device\"} 0.5\n"));
+}
+
 TEST(ServerMetricsTest, KvTierSeriesFollowTheTierStats) {
   ServerMetrics m("tiny");
   scheduler::EngineStats s = Stats();
