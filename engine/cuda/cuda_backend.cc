@@ -2,6 +2,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstring>
@@ -215,20 +216,26 @@ int64_t CudaBackend::kv_block_bytes() const {
 }
 
 // The K and V arrays of all layers lie back to back (K0, V0, K1, ...), each `per_cache`
-// values: a block's slice of each is one row of a 2-D copy with that pitch. The copies go on
-// the backend's stream (ordered after the forward passes that wrote or read the block) and are
-// waited for, so `dst` is filled, and `src` may be reused, on return.
-absl::Status CudaBackend::CopyKvBlock(kvcache::BlockId block, void* host, size_t bytes,
-                                      bool to_host) {
+// values: a block's slice of each is one row of a 2-D copy with that pitch.
+CudaBackend::KvSlices CudaBackend::KvBlockSlices(kvcache::BlockId block, size_t bytes) const {
   SPW_CHECK(block >= 0 && block < kv_layout_.num_blocks) << block;
   SPW_CHECK(static_cast<int64_t>(bytes) == kv_block_bytes()) << bytes;
   const size_t slice = bytes / (2 * kv_layout_.num_layers);
-  const size_t pitch = slice * kv_layout_.num_blocks;
-  auto* device = static_cast<std::byte*>(kv_.get()) + block * slice;
-  const size_t rows = 2 * kv_layout_.num_layers;
-  cudaError_t e = to_host ? cudaMemcpy2DAsync(host, slice, device, pitch, slice, rows,
+  return {.first = static_cast<std::byte*>(kv_.get()) + block * slice,
+          .width = slice,
+          .pitch = slice * kv_layout_.num_blocks,
+          .rows = static_cast<size_t>(2 * kv_layout_.num_layers)};
+}
+
+// The synchronous copies go on the backend's stream (ordered after the forward passes that
+// wrote or read the block) and are waited for, so `dst` is filled, and `src` may be reused, on
+// return.
+absl::Status CudaBackend::CopyKvBlock(kvcache::BlockId block, void* host, size_t bytes,
+                                      bool to_host) {
+  const KvSlices s = KvBlockSlices(block, bytes);
+  cudaError_t e = to_host ? cudaMemcpy2DAsync(host, s.width, s.first, s.pitch, s.width, s.rows,
                                               cudaMemcpyDeviceToHost, stream_)
-                          : cudaMemcpy2DAsync(device, pitch, host, slice, slice, rows,
+                          : cudaMemcpy2DAsync(s.first, s.pitch, host, s.width, s.width, s.rows,
                                               cudaMemcpyHostToDevice, stream_);
   if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
   if (e != cudaSuccess) {
@@ -247,11 +254,55 @@ absl::Status CudaBackend::WriteKvBlock(kvcache::BlockId block, std::span<const s
   return CopyKvBlock(block, const_cast<std::byte*>(src.data()), src.size(), /*to_host=*/false);
 }
 
+KvCopyEngine& CudaBackend::KvCopies() {
+  if (kv_copies_ == nullptr) {
+    SPW_CUDA_CHECK(cudaSetDevice(ordinal_));
+    absl::StatusOr<std::unique_ptr<KvCopyEngine>> engine = KvCopyEngine::Create();
+    SPW_CHECK(engine.ok()) << engine.status();
+    kv_copies_ = *std::move(engine);
+  }
+  return *kv_copies_;
+}
+
+kvcache::CopyTicket CudaBackend::StartKvBlockRead(kvcache::BlockId block,
+                                                  std::span<std::byte> dst) {
+  const KvSlices s = KvBlockSlices(block, dst.size());
+  return KvCopies().StartToHost(stream_, dst.data(), s.first, s.width, s.pitch, s.rows);
+}
+
+kvcache::CopyTicket CudaBackend::StartKvBlockWrite(kvcache::BlockId block,
+                                                   std::span<const std::byte> src) {
+  const KvSlices s = KvBlockSlices(block, src.size());
+  return KvCopies().StartToDevice(stream_, s.first, src.data(), s.width, s.pitch, s.rows);
+}
+
+void CudaBackend::PollKvCopies(std::vector<kvcache::CopyDone>& done) {
+  if (kv_copies_ != nullptr) kv_copies_->Poll(done);
+}
+
+kvcache::CopyDone CudaBackend::WaitKvCopy(kvcache::CopyTicket ticket) {
+  return KvCopies().Wait(ticket);
+}
+
+std::unique_ptr<kvcache::HostBuffer> CudaBackend::AllocateKvHostBuffer(int64_t bytes) {
+  absl::StatusOr<std::unique_ptr<PinnedHostBuffer>> pinned = PinnedHostBuffer::Allocate(bytes);
+  if (!pinned.ok()) {
+    // NOTE(tiers): plain memory still works (the driver stages each copy, synchronously), so a
+    // host too small to lock --kv-host-bytes runs slower rather than not at all.
+    spdlog::warn("KV host tier in pageable memory, copies will not overlap: {}",
+                 pinned.status().ToString());
+    return nullptr;
+  }
+  return *std::move(pinned);
+}
+
 void CudaBackend::BeginForward(const BatchLayout& layout) {
   Stale();
   // The engine loop may run on another thread than the one that created the backend, and the
   // current device is per thread.
   SPW_CUDA_CHECK(cudaSetDevice(ordinal_));
+  // Blocks loaded from the host tier are in before this pass reads them (a device-side wait).
+  if (kv_copies_ != nullptr) kv_copies_->OrderBefore(stream_);
   layout_ = layout;
   next_scratch_ = 0;
   planned_heads_ = 0;

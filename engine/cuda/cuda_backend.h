@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/cuda/attention_plan.h"
+#include "engine/cuda/kv_copy_engine.h"
 
 struct CUstream_st;
 struct cublasContext;
@@ -63,6 +64,18 @@ class CudaBackend final : public Backend {
   [[nodiscard]] absl::Status WriteKvBlock(kvcache::BlockId block,
                                           std::span<const std::byte> src) override;
 
+  // The same moves, asynchronous: on a copy stream of their own with an event per copy
+  // (kv_copy_engine.h), created on first use; BeginForward makes the compute stream wait for
+  // the loads started before it. Host-tier memory is pinned (cudaHostAlloc), or plain memory
+  // with a warning when the driver cannot lock that much.
+  bool kv_copies_async() const override { return true; }
+  kvcache::CopyTicket StartKvBlockRead(kvcache::BlockId block, std::span<std::byte> dst) override;
+  kvcache::CopyTicket StartKvBlockWrite(kvcache::BlockId block,
+                                        std::span<const std::byte> src) override;
+  void PollKvCopies(std::vector<kvcache::CopyDone>& done) override;
+  kvcache::CopyDone WaitKvCopy(kvcache::CopyTicket ticket) override;
+  std::unique_ptr<kvcache::HostBuffer> AllocateKvHostBuffer(int64_t bytes) override;
+
   void BeginForward(const BatchLayout& layout) override;
   Activation Scratch(int64_t rows, int64_t cols) override;
 
@@ -98,6 +111,14 @@ class CudaBackend final : public Backend {
   CudaBackend(int ordinal, int sm_count, CUstream_st* stream, cublasContext* cublas);
   // One block's K/V slices between the cache and `host` (kv_block_bytes() bytes).
   absl::Status CopyKvBlock(kvcache::BlockId block, void* host, size_t bytes, bool to_host);
+  // Where block `block`'s 2 * num_layers slices lie: the first one, each slice's bytes and the
+  // distance between them. REQUIRES: bytes == kv_block_bytes().
+  struct KvSlices {
+    std::byte* first = nullptr;
+    size_t width = 0, pitch = 0, rows = 0;
+  };
+  KvSlices KvBlockSlices(kvcache::BlockId block, size_t bytes) const;
+  KvCopyEngine& KvCopies();
   // Uploads the attention work items of the current forward pass for `num_heads` query heads.
   void PlanForHeads(int64_t num_heads);
 
@@ -144,6 +165,9 @@ class CudaBackend final : public Backend {
   std::vector<std::byte> sampling_host_;
   DeviceBuffer sampling_in_, sampling_processed_, sampling_out_;
   std::vector<std::byte> sampling_out_host_;
+  // The asynchronous KV block copies (null until the first). Declared last, so destroyed
+  // first: it waits for the copies in flight, which use kv_.
+  std::unique_ptr<KvCopyEngine> kv_copies_;
 };
 
 }  // namespace spillway::engine::cuda

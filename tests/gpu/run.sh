@@ -28,7 +28,7 @@ PARTS="$ROOT/build-cuda/gpu-model"
 STAGE=/root/spw-model
 BINARIES=(bin/spillway tests/gpu_kernels_test tests/gpu_model_forward_test
           tests/gpu_sampling_test tests/gpu_e2e_greedy_test tests/gpu_bench
-          tests/device_option_test)
+          tests/device_option_test tests/gpu_kv_copy_test)
 
 pack() {
   set -e
@@ -120,9 +120,12 @@ run() {
 
   # 1. gpu tests: each op, sampling on the device and the whole Model against the CPU backend;
   #    device resolution with a GPU present.
-  for t in gpu_kernels_test gpu_model_forward_test gpu_sampling_test device_option_test; do
-    if timeout 300 "$x" "$t" > "$out/$t.txt" 2>&1; then
+  #    gpu_kv_copy_test: the KV tiers' asynchronous block copies, and (SPW_GPU_KV_BENCH) the
+  #    restore of a 4,096-token Llama-3-8B history from pinned host memory vs the PCIe floor.
+  for t in gpu_kernels_test gpu_model_forward_test gpu_sampling_test device_option_test gpu_kv_copy_test; do
+    if SPW_GPU_KV_BENCH=1 timeout 300 "$x" "$t" > "$out/$t.txt" 2>&1; then
       note "$t: PASSED ($(grep -c '^\[       OK \] .*(' "$out/$t.txt") OK, $(grep -c '^\[  SKIPPED \] .*(' "$out/$t.txt") skipped)"
+      grep '^KV_RESTORE_BENCH' "$out/$t.txt" >> "$summary"
     else
       note "$t: FAILED (rc $?)"
       grep -E '^\[  FAILED|Failure|Which is|Expected|max|error|check failed|critical' "$out/$t.txt" | head -40 >> "$summary"
