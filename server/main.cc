@@ -113,6 +113,12 @@ int main(int argc, char** argv) {
           ->check(CLI::Range(0, 1 << 20))
           ->capture_default_str(),
       "SPILLWAY_MAX_QUEUED_REQUESTS");
+  env(serve_cmd
+          ->add_option("--device-sampling", serve.device_sampling,
+                       "sample on the GPU, returning only token ids and logprobs (cuda)")
+          ->check(CLI::IsMember({"on", "off"}))
+          ->capture_default_str(),
+      "SPILLWAY_DEVICE_SAMPLING");
   env(serve_cmd->add_option("--max-body-bytes", serve.max_body_bytes, "request body limit (413)")
           ->check(CLI::Range(int64_t{1024}, int64_t{1} << 32))
           ->capture_default_str(),
