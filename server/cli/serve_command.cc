@@ -62,12 +62,16 @@ class EngineLoopAdapter final : public openai::GenerationEngine {
   scheduler::EngineLoop& loop_;
 };
 
+// One device KV block: K and V of every layer, fp16 (both backends).
+int64_t KvBlockBytes(const engine::ModelConfig& c) {
+  return int64_t{kvcache::kBlockTokens} * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 2;
+}
+
 absl::StatusOr<int32_t> DefaultKvBlocks(const std::string& path) {
   absl::StatusOr<std::unique_ptr<engine::ModelFile>> file = engine::OpenModelFile(path);
   if (!file.ok()) return file.status();
   const engine::ModelConfig& c = (*file)->config();
-  const int64_t bytes_per_block =
-      int64_t{kvcache::kBlockTokens} * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 2;
+  const int64_t bytes_per_block = KvBlockBytes(c);
   const int64_t for_contexts =
       kDefaultKvContexts * ((c.context_length + kvcache::kBlockTokens - 1) / kvcache::kBlockTokens);
   return static_cast<int32_t>(
@@ -258,13 +262,30 @@ int RunServe(const ServeOptions& o) {
            [&server_metrics](const std::map<std::string, int64_t>& n) {
              server_metrics.SetFineTuneJobs(n);
            }});
-  scheduler::EngineLoop loop(*e->model, *e->kv, *e->tokenizer,
-                             {.max_batch_tokens = o.max_batch_tokens,
-                              .max_running_seqs = o.max_running_seqs,
-                              .max_queued_requests = o.max_queued_requests,
-                              .device_sampling = o.device_sampling == "on",
-                              .metrics = &server_metrics,
-                              .idle_work = &finetune});
+  scheduler::EngineLoop loop(
+      *e->model, *e->kv, *e->tokenizer,
+      {.max_batch_tokens = o.max_batch_tokens,
+       .max_running_seqs = o.max_running_seqs,
+       .max_queued_requests = o.max_queued_requests,
+       .device_sampling = o.device_sampling == "on",
+       .metrics = &server_metrics,
+       .idle_work = &finetune,
+       .on_kv_reserved = [backend = e->backend.get()](std::span<const kvcache::BlockId> b) {
+         backend->DiscardKvBlocks(b);
+       }});
+  // A job's memory comes out of the KV pool (docs/fine-tuning.md "Memory"); the pool keeps
+  // room for one sequence of the served context, so no request is refused meanwhile.
+  const int32_t floor_blocks =
+      (model.context_tokens + kvcache::kBlockTokens - 1) / kvcache::kBlockTokens;
+  finetune.SetKvBudget(
+      {.block_bytes = KvBlockBytes(e->model->config()),
+       .max_blocks = std::max(0, kv_blocks - floor_blocks),
+       .reserve =
+           [&loop](std::string owner, int32_t blocks,
+                   absl::AnyInvocable<void(absl::Status) &&> granted) {
+             loop.ReserveKvBlocks(std::move(owner), blocks, std::move(granted));
+           },
+       .release = [&loop](std::string owner) { loop.ReleaseKvBlocks(std::move(owner)); }});
   loop.Start();
   // LoRA adapters (docs/fine-tuning.md "Serving adapters"); declared after the loop, which
   // must outlive every adapter reference (their weights are freed through it).
