@@ -41,14 +41,6 @@ constexpr int64_t kMaxVocab = 128256;
 constexpr double kLogprobTolerance = 5e-5;
 constexpr double kBoundaryTolerance = 1e-9;
 
-std::vector<float> NormalLogits(int64_t n, float stddev, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(gen);
-  return v;
-}
-
 // One row of a test batch: the sampler as the host has it, a copy for the device, the stop
 // tokens to mask.
 struct Row {

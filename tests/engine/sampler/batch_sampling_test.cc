@@ -19,15 +19,8 @@
 namespace spillway::engine {
 namespace {
 
+using testing::NormalLogits;
 using testing::ReferenceSampleRow;
-
-std::vector<float> RandomLogits(int64_t vocab, float stddev, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, stddev);
-  std::vector<float> logits(vocab);
-  for (float& x : logits) x = normal(gen);
-  return logits;
-}
 
 void Mask(std::vector<float>& logits, const std::vector<TokenId>& masked) {
   for (TokenId t : masked) {
@@ -85,7 +78,7 @@ TEST(DescribeRowTest, MergesEditsOnePerTokenSorted) {
 TEST(DescribeRowTest, EditsGiveSamplersProcessedLogitsTokenAndLogprobs) {
   const std::vector<TokenId> masked = {2, 4, 200};
   for (uint32_t seed = 0; seed < 50; ++seed) {
-    std::vector<float> logits = RandomLogits(64, 2.0f, seed);
+    std::vector<float> logits = NormalLogits(64, 2.0f, seed);
     // Positive and negative logits on penalised tokens, so both repetition branches run.
     logits[3] = 1.0f;
     logits[9] = -1.0f;
@@ -122,7 +115,7 @@ TEST(DescribeRowTest, SeededDrawsFollowTheSamplersStream) {
   const int64_t vocab = 1000;
   for (const Config& c : configs) {
     for (uint64_t seed = 0; seed < 100; ++seed) {
-      const std::vector<float> logits = RandomLogits(vocab, 2.0f, static_cast<uint32_t>(seed));
+      const std::vector<float> logits = NormalLogits(vocab, 2.0f, static_cast<uint32_t>(seed));
       Sampler host({.temperature = c.temperature, .top_k = c.top_k, .min_p = c.min_p, .seed = seed},
                    {});
       Sampler device = host;
@@ -144,7 +137,7 @@ TEST(DescribeRowTest, SeededDrawsFollowTheSamplersStream) {
 TEST(DescribeRowTest, TopPKeepsTheSamplersSet) {
   const int64_t vocab = 500;
   for (uint64_t seed = 0; seed < 200; ++seed) {
-    const std::vector<float> logits = RandomLogits(vocab, 3.0f, static_cast<uint32_t>(seed));
+    const std::vector<float> logits = NormalLogits(vocab, 3.0f, static_cast<uint32_t>(seed));
     const SamplingParams params{.temperature = 0.9f, .top_p = 0.8f, .top_k = 100, .seed = seed};
     Sampler host(params, {});
     Sampler device = host;

@@ -9,12 +9,22 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <span>
 #include <vector>
 
 #include "engine/sampler/batch_sampling.h"
 
 namespace spillway::engine::testing {
+
+// Random logits, normal with `stddev`, reproducible from `seed`.
+inline std::vector<float> NormalLogits(int64_t n, float stddev, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(gen);
+  return v;
+}
 
 struct ReferenceSample {
   TokenId token = -1;
