@@ -10,6 +10,9 @@
 
 #include "kvcache/block_pool.h"
 #include "kvcache/kv_cache.h"
+#include "kvcache/tier_manager.h"
+#include "tests/kvcache/fake_block_io.h"
+#include "tests/kvcache/tier_test_util.h"
 
 namespace spillway::kvcache {
 namespace {
@@ -120,6 +123,38 @@ TEST_F(KvCacheReserveTest, PartialUnreserveAndZeroBlocks) {
 
 TEST_F(KvCacheReserveTest, UnreserveOfABlockNotReservedIsABug) {
   EXPECT_DEATH(kv_.Unreserve(std::vector<BlockId>{0}), "");  // SPW_CHECK logs to stdout
+}
+
+TEST(KvCacheReserveTiered, EvictedCachedBlocksSpillToTheHostAndAreFoundThere) {
+  // 4 device blocks, 4 host slots: a released 2-block prefix stays cached; a reservation of
+  // all 4 blocks evicts it, spilling it to the host, where a later lookup finds it and Grow
+  // loads it back once the blocks are given back.
+  testing::FakeBlockIo io(4, 256);
+  KvCache kv(4, std::make_unique<TierManager>(io, TierManager::Options{.host_slots = 4}));
+  const std::vector<TokenId> a = testing::Iota(2 * kBlockTokens, 100);
+  const std::vector<BlockHash> chain = testing::ChainOf(a);
+  ASSERT_TRUE(kv.Grow(1, 2 * kBlockTokens).has_value());
+  for (int b = 0; b < 2; ++b) io.Fill(kv.block_table(1)[b], chain[b]);
+  kv.CommitComputed(1, a, kBaseModel);
+  kv.Release(1);
+
+  std::optional<std::vector<BlockId>> held = kv.Reserve(4);
+  ASSERT_TRUE(held.has_value());
+  EXPECT_EQ(held->size(), 4u);
+  EXPECT_EQ(kv.pool().num_cached(), 0);
+  EXPECT_EQ(kv.tiers()->stats().spills_device_host, 2);
+  PrefixHit hit = kv.MatchPrefix(a, kBaseModel);
+  EXPECT_TRUE(hit.blocks.empty());
+  ASSERT_EQ(hit.lower.size(), 2u);
+  EXPECT_EQ(hit.lower[0].tier, Tier::kHost);
+  EXPECT_EQ(kv.Grow(2, 1, hit), std::nullopt);  // no device block left for it
+
+  kv.Unreserve(*held);
+  hit = kv.MatchPrefix(a, kBaseModel);
+  ASSERT_TRUE(kv.Grow(2, 1, hit).has_value());
+  ASSERT_EQ(kv.block_table(2).size(), 3u);
+  EXPECT_TRUE(io.Holds(kv.block_table(2)[0], chain[0]));
+  EXPECT_TRUE(io.Holds(kv.block_table(2)[1], chain[1]));
 }
 
 }  // namespace
