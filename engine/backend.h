@@ -104,7 +104,10 @@ class Backend {
 
   // The KV cache reserved `blocks` for other use of their memory (KvCache::Reserve, a
   // fine-tuning job's, issue #7): their contents are no longer needed, and a backend may give
-  // their memory back until they are written again. The default keeps it (accounting only).
+  // their memory back until they are written again. The default keeps it.
+  // NOTE(ftmem): on CUDA the reservation is accounting only (this default): the pool is one
+  // cudaMalloc that cannot be shrunk in place, and training runs on the host; a CUDA training
+  // path would place its buffers in the reserved blocks' memory instead.
   virtual void DiscardKvBlocks([[maybe_unused]] std::span<const kvcache::BlockId> blocks) {}
 
   // Asynchronous KV block moves (the rules: kvcache/block_io.h). A backend that returns true
