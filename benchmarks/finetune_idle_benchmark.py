@@ -8,8 +8,10 @@ tokens. Three phases on the same server:
   2. training:  the same load (same seed: same arrival times and prompts) while a long job
                 trains in the idle time between requests;
   3. job alone: the job with no load, for its step rate.
-Prints p50/p99 TTFT and inter-token latency (client-side, from the SSE stream) for 1 and 2, and
-the job's optimizer steps per second under the load and alone.
+Prints p50/p99 TTFT and inter-token latency (client-side, from the SSE stream) for 1 and 2, the
+job's optimizer steps per second under the load and alone, the distribution of the job's idle-time
+pieces (the "Trained in N pieces" event the server adds when the job ends or is cancelled) and
+the load average before and after.
 
   .venv/bin/python benchmarks/finetune_idle_benchmark.py --bin build/bin/spillway
 """
@@ -86,6 +88,16 @@ def job_step(url, job_id):
     return r["spillway"]["step"], r["status"]
 
 
+def job_events(url, job_id):
+    r = requests.get(f"{url}/v1/fine_tuning/jobs/{job_id}/events?limit=100",
+                     headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+    return r["data"]
+
+
+def load_average():
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="build/bin/spillway")
@@ -116,6 +128,7 @@ def main():
                 pass
             assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
             time.sleep(0.2)
+        load_before = load_average()
         client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=120)
         run_load(client, 3, 0.1, args.max_tokens, seed=0)  # warm up
 
@@ -139,6 +152,12 @@ def main():
         time.sleep(args.alone_seconds)
         s2, t2 = job_step(url, job.id)[0], time.monotonic()
         client.fine_tuning.jobs.cancel(job.id)
+        load_after = load_average()
+        deadline = time.monotonic() + 30
+        while job_step(url, job.id)[1] != "cancelled" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pieces = next((e["data"] for e in job_events(url, job.id)
+                       if isinstance(e.get("data"), dict) and "pieces" in e["data"]), None)
 
         def row(name, ttft, itl):
             print(f"| {name} | {len(ttft)} | {pct(ttft, .5)*1e3:.0f} | {pct(ttft, .99)*1e3:.0f} | "
@@ -152,6 +171,10 @@ def main():
         row("job training in idle time", ft_ttft, ft_itl)
         print(f"\njob progress: {(s1 - s0) / (t1 - t0):.3f} optimizer steps/s under the load "
               f"({s1 - s0} steps in {t1 - t0:.0f} s), {(s2 - s1) / (t2 - t1):.3f} steps/s alone")
+        if pieces:
+            print(f"idle-time pieces: {pieces['pieces']}, p50 {pieces['piece_p50_ms']:.1f} ms, "
+                  f"p99 {pieces['piece_p99_ms']:.1f} ms, max {pieces['piece_max_ms']:.1f} ms")
+        print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

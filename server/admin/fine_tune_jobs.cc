@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <map>
@@ -255,6 +256,9 @@ absl::Status FineTuneJobs::Start() {
         job->batch_size =
             h.at("batch_size").is_number() ? h.at("batch_size").to_number<int64_t>() : -1;
         job->lr_multiplier = h.at("learning_rate_multiplier").to_number<double>();
+        job->lora.dropout = h.contains("lora_dropout")
+                                ? static_cast<float>(h.at("lora_dropout").to_number<double>())
+                                : 0.0f;
         const json::object& l = o.at("lora").as_object();
         job->lora.rank = static_cast<int32_t>(l.at("rank").to_number<int64_t>());
         job->lora.alpha = static_cast<float>(l.at("alpha").to_number<double>());
@@ -375,6 +379,13 @@ absl::StatusOr<json::object> FineTuneJobs::Create(const json::object& r) {
   job->n_epochs = epochs->has_value() ? static_cast<int64_t>(**epochs) : kDefaultEpochs;
   job->batch_size = batch->has_value() ? static_cast<int64_t>(**batch) : -1;
   job->lr_multiplier = lrm->has_value() ? **lrm : 1.0;
+  // LoRA dropout (PEFT's lora_dropout) in [0, 1); "auto" or absent: none.
+  absl::StatusOr<std::optional<double>> dropout = AutoOrNumber(*hp, "lora_dropout", 0, 1, false);
+  if (!dropout.ok()) return dropout.status();
+  if (dropout->has_value() && **dropout >= 1) {
+    return openai::InvalidParamError("hyperparameters.lora_dropout",
+                                     "hyperparameters.lora_dropout must be at least 0 and below 1");
+  }
 
   // LoRA (a spillway extension): rank, alpha, target_modules, layers. Default: rank 8 on all
   // seven projections of the upper half of the layers.
@@ -432,6 +443,7 @@ absl::StatusOr<json::object> FineTuneJobs::Create(const json::object& r) {
       }
     }
   }
+  job->lora.dropout = dropout->has_value() ? static_cast<float>(**dropout) : 0.0f;
   job->lora.base_model = model_.name;
   // The memory check at creation needs the longest example; a file that does not tokenize
   // fails the job while it validates, as before (Prepare), so it is not refused here.
@@ -674,26 +686,79 @@ void FineTuneJobs::ReleaseKv(Job& job) {
 
 bool FineTuneJobs::HasWork() { return slot_ready_.load(); }
 
+void FineTuneJobs::ReleaseSlot() {
+  slot_ready_.store(false);
+  slot_job_.reset();
+  slot_validation_.clear();
+  slot_evaluating_ = false;
+  slot_piece_hist_.clear();
+  slot_piece_max_ = 0;
+  slot_pieces_ = 0;
+  slot_busy_ = false;
+}
+
+void FineTuneJobs::RecordPiece(double seconds) {
+  if (observer_.on_piece) observer_.on_piece(seconds);
+  // Histogram of 0.1 ms buckets up to 2 s (the rest in the last bucket), and the exact max.
+  if (slot_piece_hist_.empty()) slot_piece_hist_.assign(20001, 0);
+  const double tenths = std::clamp(seconds * 1e4, 0.0, 20000.0);
+  ++slot_piece_hist_[static_cast<size_t>(tenths)];
+  slot_piece_max_ = std::max(slot_piece_max_, seconds);
+  ++slot_pieces_;
+}
+
+void FineTuneJobs::AddPieceEvent(Job& job) {
+  if (slot_pieces_ == 0) return;
+  auto quantile_ms = [&](double q) {
+    const int64_t rank = static_cast<int64_t>(q * static_cast<double>(slot_pieces_ - 1));
+    int64_t seen = 0;
+    for (size_t b = 0; b < slot_piece_hist_.size(); ++b) {
+      seen += slot_piece_hist_[b];
+      if (seen > rank) return std::min((static_cast<double>(b) + 1) * 0.1, slot_piece_max_ * 1e3);
+    }
+    return slot_piece_max_ * 1e3;
+  };
+  const double p50 = quantile_ms(0.5), p99 = quantile_ms(0.99), max = slot_piece_max_ * 1e3;
+  AddEvent(job,
+           absl::StrFormat("Trained in %d pieces of idle time: p50 %.1f ms, p99 %.1f ms, max "
+                           "%.1f ms",
+                           slot_pieces_, p50, p99, max),
+           json::object{{"pieces", slot_pieces_},
+                        {"piece_p50_ms", p50},
+                        {"piece_p99_ms", p99},
+                        {"piece_max_ms", max}});
+}
+
 void FineTuneJobs::RunOnce() {
   if (!slot_ready_.load()) return;
   engine::train::TrainingJob& tj = *slot_job_;
-  auto release = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    slot_ready_.store(false);
-    slot_job_.reset();
-    slot_validation_.clear();
-    slot_busy_ = false;
-  };
   {
     absl::MutexLock lock(&mu_);
     Job& job = *jobs_.at(slot_id_);
     if (job.cancel_requested) {
+      AddPieceEvent(job);
       Finish(job, "cancelled", absl::OkStatus());
-      release();
+      ReleaseSlot();
       return;
     }
   }
-  absl::StatusOr<engine::train::StepReport> r = tj.Step();
-  if (r.ok() && observer_.on_piece) observer_.on_piece(r->seconds);
+  // NOTE(ftpieces): one piece per call — half a layer forward or backward, or one lm_head
+  // slice (TrainModel::Advance), a few ms on the CPU — so a request that arrives waits for
+  // that piece, not for a whole micro-batch; the micro-batch's activations wait in the job.
+  if (slot_evaluating_) {
+    // The validation loss after the last step, in pieces as well.
+    absl::StatusOr<engine::train::EvalPieceReport> e = tj.EvalPiece();
+    if (e.ok()) RecordPiece(e->seconds);
+    if (e.ok() && !e->done) return;
+    FinishTraining(e.ok() ? std::optional<double>(e->loss) : std::nullopt);
+    return;
+  }
+  absl::StatusOr<engine::train::PieceReport> piece = tj.StepPiece();
+  if (piece.ok()) RecordPiece(piece->seconds);
+  if (piece.ok() && !piece->micro_batch.has_value()) return;
+  absl::StatusOr<engine::train::StepReport> r =
+      piece.ok() ? absl::StatusOr<engine::train::StepReport>(*piece->micro_batch)
+                 : absl::StatusOr<engine::train::StepReport>(piece.status());
   if (r.ok() && r->optimizer_stepped && observer_.on_optimizer_step) {
     observer_.on_optimizer_step(r->step_loss);
   }
@@ -703,70 +768,78 @@ void FineTuneJobs::RunOnce() {
       r->step % std::max(1, options_.checkpoint_steps) == 0) {
     checkpoint_status = tj.SaveCheckpoint((fs::path(dir) / "checkpoint.bin").string());
   }
-  std::optional<double> valid_loss;
-  absl::Status finish_status;
-  std::string name;
-  if (r.ok() && r->finished) {
-    if (!slot_validation_.empty()) {
-      absl::StatusOr<double> l = tj.EvalLoss(slot_validation_);
-      if (l.ok()) valid_loss = *l;
+  {
+    absl::MutexLock lock(&mu_);
+    Job& job = *jobs_.at(slot_id_);
+    if (!r.ok()) {
+      job.error = json::object{{"code", "training_error"},
+                               {"message", std::string(r.status().message())},
+                               {"param", nullptr}};
+      Finish(job, "failed", r.status());
+      ReleaseSlot();
+      return;
     }
+    job.trained_tokens += r->tokens;
+    if (r->optimizer_stepped) {
+      job.step = r->step;
+      // NOTE(ftapi): the finish estimate extrapolates this run's wall-clock rate (idle time
+      // only, so it moves with the inference load), from the steps done since it started.
+      if (++job.run_steps >= 2) {
+        const double elapsed =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - job.run_start).count();
+        job.estimated_finish =
+            Now() + static_cast<int64_t>(elapsed / job.run_steps * (job.total_steps - job.step));
+      }
+      AddEvent(
+          job,
+          absl::StrFormat("Step %d/%d: training loss=%.4f", r->step, job.total_steps, r->step_loss),
+          json::object{{"step", r->step},
+                       {"train_loss", r->step_loss},
+                       {"total_steps", job.total_steps},
+                       {"learning_rate", r->learning_rate},
+                       {"grad_norm", r->grad_norm}});
+      if (!checkpoint_status.ok()) {
+        AddEvent(job, absl::StrFormat("Checkpoint failed: %s", checkpoint_status.message()));
+      } else if (r->step % std::max(1, options_.checkpoint_steps) == 0 && !r->finished) {
+        job.checkpoints.push_back(
+            json::object{{"object", "fine_tuning.job.checkpoint"},
+                         {"id", absl::StrFormat("ftckpt-%s-%d", job.id, r->step)},
+                         {"created_at", Now()},
+                         {"fine_tuning_job_id", job.id},
+                         {"step_number", r->step},
+                         {"metrics", json::object{{"step", r->step}, {"train_loss", r->step_loss}}},
+                         {"fine_tuned_model_checkpoint", nullptr}});
+        Persist(job);
+      }
+    }
+    if (!r->finished) return;
+  }
+  if (!slot_validation_.empty()) {
+    tj.BeginEval(slot_validation_);
+    slot_evaluating_ = true;
+    return;
+  }
+  FinishTraining(std::nullopt);
+}
+
+void FineTuneJobs::FinishTraining(std::optional<double> valid_loss) {
+  engine::train::TrainingJob& tj = *slot_job_;
+  const std::string dir = DirOf(slot_id_);
+  std::string name;
+  {
     absl::MutexLock lock(&mu_);
     const Job& job = *jobs_.at(slot_id_);
     name = absl::StrFormat("ft:%s:%s:%s", model_.name, job.suffix, job.id);
   }
-  if (r.ok() && r->finished) {
-    finish_status = engine::lora::SavePeftAdapter(tj.adapter(), model_.file->config(),
-                                                  (fs::path(dir) / "adapter").string());
-  }
+  const absl::Status finish_status = engine::lora::SavePeftAdapter(
+      tj.adapter(), model_.file->config(), (fs::path(dir) / "adapter").string());
   absl::MutexLock lock(&mu_);
   Job& job = *jobs_.at(slot_id_);
-  if (!r.ok()) {
-    job.error = json::object{{"code", "training_error"},
-                             {"message", std::string(r.status().message())},
-                             {"param", nullptr}};
-    Finish(job, "failed", r.status());
-    release();
-    return;
-  }
-  job.trained_tokens += r->tokens;
-  if (r->optimizer_stepped) {
-    job.step = r->step;
-    // NOTE(ftapi): the finish estimate extrapolates this run's wall-clock rate (idle time
-    // only, so it moves with the inference load), from the steps done since it started.
-    if (++job.run_steps >= 2) {
-      const double elapsed =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - job.run_start).count();
-      job.estimated_finish =
-          Now() + static_cast<int64_t>(elapsed / job.run_steps * (job.total_steps - job.step));
-    }
-    AddEvent(
-        job,
-        absl::StrFormat("Step %d/%d: training loss=%.4f", r->step, job.total_steps, r->step_loss),
-        json::object{{"step", r->step},
-                     {"train_loss", r->step_loss},
-                     {"total_steps", job.total_steps},
-                     {"learning_rate", r->learning_rate},
-                     {"grad_norm", r->grad_norm}});
-    if (!checkpoint_status.ok()) {
-      AddEvent(job, absl::StrFormat("Checkpoint failed: %s", checkpoint_status.message()));
-    } else if (r->step % std::max(1, options_.checkpoint_steps) == 0 && !r->finished) {
-      job.checkpoints.push_back(
-          json::object{{"object", "fine_tuning.job.checkpoint"},
-                       {"id", absl::StrFormat("ftckpt-%s-%d", job.id, r->step)},
-                       {"created_at", Now()},
-                       {"fine_tuning_job_id", job.id},
-                       {"step_number", r->step},
-                       {"metrics", json::object{{"step", r->step}, {"train_loss", r->step_loss}}},
-                       {"fine_tuned_model_checkpoint", nullptr}});
-      Persist(job);
-    }
-  }
-  if (!r->finished) return;
   if (valid_loss) {
     AddEvent(job, absl::StrFormat("Validation loss=%.4f", *valid_loss),
-             json::object{{"step", r->step}, {"valid_loss", *valid_loss}});
+             json::object{{"step", tj.step()}, {"valid_loss", *valid_loss}});
   }
+  AddPieceEvent(job);
   if (!finish_status.ok()) {
     job.error = json::object{{"code", "adapter_error"},
                              {"message", std::string(finish_status.message())},
@@ -779,7 +852,7 @@ void FineTuneJobs::RunOnce() {
     job.fine_tuned_model = name;
     to_register_.push_back(job.id);
   }
-  release();
+  ReleaseSlot();
 }
 
 void FineTuneJobs::Register(const std::string& id) {
@@ -874,7 +947,9 @@ json::object FineTuneJobs::ToJson(const Job& job) const {
   json::object hp{
       {"n_epochs", job.n_epochs},
       {"batch_size", job.batch_size > 0 ? json::value(job.batch_size) : json::value("auto")},
-      {"learning_rate_multiplier", job.lr_multiplier}};
+      {"learning_rate_multiplier", job.lr_multiplier},
+      // The float as the decimal it was given (0.1, not 0.10000000149011612).
+      {"lora_dropout", std::round(static_cast<double>(job.lora.dropout) * 1e6) / 1e6}};
   json::array targets;
   for (LoraModule m : job.lora.targets) targets.emplace_back(engine::lora::LoraModuleName(m));
   json::array layers;

@@ -11,7 +11,8 @@
 //     oldest queued job's TrainingJob (dequantizes the base: seconds, so never on the engine
 //     thread), restores its last checkpoint if it has one, and hands it to the slot: the job
 //     is "running". One job trains at a time.
-//   - The engine loop (scheduler::IdleWork) runs one TrainingJob::Step() per idle pass; every
+//   - The engine loop (scheduler::IdleWork) runs one piece of a micro-batch per idle pass
+//     (TrainingJob::StepPiece: half a layer or one lm_head slice, a few ms); every
 //     --finetune-checkpoint-steps optimizer steps it checkpoints (atomic) and persists the job
 //     and its events. At the end it saves the PEFT adapter to <jobs dir>/<id>/adapter; the
 //     preparer then hands it to the AdapterSink (the serving registry, which loads through the
@@ -32,6 +33,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,8 +95,8 @@ struct JobMemory {
 
 // Told about training progress (metrics). Engine-loop thread, except OnJobStates (any).
 struct FineTuneObserver {
-  std::function<void(double seconds)> on_piece;                              // each Step()
-  std::function<void(double loss)> on_optimizer_step;                        // each optimizer step
+  std::function<void(double seconds)> on_piece;        // each piece of training or validation
+  std::function<void(double loss)> on_optimizer_step;  // each optimizer step
   std::function<void(const std::map<std::string, int64_t>&)> on_job_states;  // counts by status
 };
 
@@ -147,6 +149,16 @@ class FineTuneJobs final : public scheduler::IdleWork {
   // Builds the TrainingJob (restoring its checkpoint) and hands it to the slot. Holds the slot.
   void Launch(const std::string& id);
   void Register(const std::string& id);
+  // Engine-loop thread (RunOnce and what it calls). The training slot's end: the slot is free
+  // again (mu_ held).
+  void ReleaseSlot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After the last step (and the validation loss): saves the adapter, hands the job to the
+  // preparer for registration, frees the slot.
+  void FinishTraining(std::optional<double> valid_loss);
+  // Counts one piece's time (the observer's on_piece, the job's piece statistics).
+  void RecordPiece(double seconds);
+  // "Trained in N pieces ...: p50, p99, max" (the benchmark reads it).
+  void AddPieceEvent(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives back the job's KV blocks (requested or held), if any.
   void ReleaseKv(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Refuses a job whose memory does not fit the KV budget (or --finetune-memory-bytes): the
@@ -192,6 +204,11 @@ class FineTuneJobs final : public scheduler::IdleWork {
   std::unique_ptr<engine::train::TrainingJob> slot_job_;
   std::vector<engine::train::TrainingExample> slot_validation_;
   std::string slot_id_;
+  bool slot_evaluating_ = false;  // training is done; the validation loss runs
+  // Piece times of the job in the slot: 0.1 ms buckets, the max, the count.
+  std::vector<uint32_t> slot_piece_hist_;
+  double slot_piece_max_ = 0;
+  int64_t slot_pieces_ = 0;
 
   std::thread preparer_;
 };
