@@ -7,39 +7,25 @@
 // slot is freed only when the copy completes.
 #include <gtest/gtest.h>
 
-#include <numeric>
 #include <utility>
 #include <vector>
 
 #include "kvcache/block_hash.h"
 #include "kvcache/kv_cache.h"
 #include "tests/kvcache/manual_block_io.h"
+#include "tests/kvcache/tier_test_util.h"
 
 namespace spillway::kvcache {
 namespace {
 
-using Ids = std::vector<BlockId>;
-using Slots = std::vector<int32_t>;
-using HostIndex = std::vector<std::pair<BlockHash, int32_t>>;
+using testing::ChainOf;
+using testing::HostIndex;
+using testing::Ids;
+using testing::Iota;
 using testing::ManualBlockIo;
+using testing::Slots;
 
 constexpr int64_t kBlockBytes = 256;
-
-std::vector<TokenId> Iota(int32_t n, TokenId first) {
-  std::vector<TokenId> t(n);
-  std::iota(t.begin(), t.end(), first);
-  return t;
-}
-
-std::vector<BlockHash> ChainOf(std::span<const TokenId> tokens) {
-  std::vector<BlockHash> out;
-  BlockHash parent = RootHash(kBaseModel);
-  for (size_t i = 0; i + kBlockTokens <= tokens.size(); i += kBlockTokens) {
-    parent = HashBlock(parent, tokens.subspan(i, kBlockTokens));
-    out.push_back(parent);
-  }
-  return out;
-}
 
 Ids Table(const KvCache& kv, SeqId seq) {
   return {kv.block_table(seq).begin(), kv.block_table(seq).end()};

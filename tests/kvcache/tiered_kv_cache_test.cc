@@ -7,7 +7,6 @@
 
 #include <filesystem>
 #include <map>
-#include <numeric>
 #include <random>
 #include <set>
 #include <utility>
@@ -17,34 +16,21 @@
 #include "kvcache/kv_cache.h"
 #include "tests/kvcache/fake_block_io.h"
 #include "tests/kvcache/manual_block_io.h"
+#include "tests/kvcache/tier_test_util.h"
 #include "tests/test_paths.h"
 
 namespace spillway::kvcache {
 namespace {
 
-using Ids = std::vector<BlockId>;
-using Slots = std::vector<int32_t>;
-using HostIndex = std::vector<std::pair<BlockHash, int32_t>>;
+using testing::ChainOf;
 using testing::FakeBlockIo;
+using testing::HostIndex;
+using testing::Ids;
+using testing::Iota;
 using testing::ManualBlockIo;
+using testing::Slots;
 
 constexpr int64_t kBlockBytes = 256;
-
-std::vector<TokenId> Iota(int32_t n, TokenId first) {
-  std::vector<TokenId> t(n);
-  std::iota(t.begin(), t.end(), first);
-  return t;
-}
-
-std::vector<BlockHash> ChainOf(std::span<const TokenId> tokens) {
-  std::vector<BlockHash> out;
-  BlockHash parent = RootHash(kBaseModel);
-  for (size_t i = 0; i + kBlockTokens <= tokens.size(); i += kBlockTokens) {
-    parent = HashBlock(parent, tokens.subspan(i, kBlockTokens));
-    out.push_back(parent);
-  }
-  return out;
-}
 
 std::string FreshDir(const std::string& name) {
   const std::string dir = spillway::testing::BinaryPath("tests/tmp/" + name);

@@ -11,20 +11,25 @@
 namespace spillway::scheduler {
 namespace {
 
+constexpr engine::KvLayout kLayout{
+    .num_blocks = 3, .num_layers = 2, .num_kv_heads = 2, .head_dim = 4};
+
+// n bytes: byte i is i * mul + add.
+std::vector<std::byte> Pattern(size_t n, size_t mul, size_t add) {
+  std::vector<std::byte> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<std::byte>(i * mul + add);
+  return out;
+}
+
 TEST(BackendBlockIo, CpuBlocksRoundTripAndStayApart) {
   engine::cpu::CpuBackend backend(1);
-  ASSERT_TRUE(
-      backend.AllocateKv({.num_blocks = 3, .num_layers = 2, .num_kv_heads = 2, .head_dim = 4})
-          .ok());
+  ASSERT_TRUE(backend.AllocateKv(kLayout).ok());
   BackendBlockIo io(backend);
   // 2 layers x (K, V) x 16 tokens x 2 heads x 4 dims x 2 bytes.
   ASSERT_EQ(io.block_bytes(), 2 * 2 * 16 * 2 * 4 * 2);
   const auto n = static_cast<size_t>(io.block_bytes());
-  std::vector<std::byte> a(n), b(n), got(n);
-  for (size_t i = 0; i < n; ++i) {
-    a[i] = static_cast<std::byte>(i * 7 + 1);
-    b[i] = static_cast<std::byte>(i * 13 + 5);
-  }
+  const std::vector<std::byte> a = Pattern(n, 7, 1), b = Pattern(n, 13, 5);
+  std::vector<std::byte> got(n);
   ASSERT_TRUE(io.Write(1, a).ok());
   ASSERT_TRUE(io.Write(2, b).ok());
   ASSERT_TRUE(io.Read(1, got).ok());
@@ -40,17 +45,12 @@ TEST(BackendBlockIo, CpuBlocksRoundTripAndStayApart) {
 // (BeginForward) finds the block written — without anyone polling or waiting first.
 TEST(BackendBlockIo, CpuAsyncCopiesCompleteBeforeTheNextForwardPass) {
   engine::cpu::CpuBackend backend(1);
-  ASSERT_TRUE(
-      backend.AllocateKv({.num_blocks = 3, .num_layers = 2, .num_kv_heads = 2, .head_dim = 4})
-          .ok());
+  ASSERT_TRUE(backend.AllocateKv(kLayout).ok());
   BackendBlockIo io(backend);
   ASSERT_TRUE(backend.kv_copies_async());
   const auto n = static_cast<size_t>(io.block_bytes());
-  std::vector<std::byte> a(n), b(n), got(n);
-  for (size_t i = 0; i < n; ++i) {
-    a[i] = static_cast<std::byte>(i * 7 + 1);
-    b[i] = static_cast<std::byte>(i * 13 + 5);
-  }
+  const std::vector<std::byte> a = Pattern(n, 7, 1), b = Pattern(n, 13, 5);
+  std::vector<std::byte> got(n);
   ASSERT_TRUE(io.Write(1, a).ok());
   const kvcache::CopyTicket read = io.StartRead(1, got);
   const kvcache::CopyTicket write = io.StartWrite(2, b);
