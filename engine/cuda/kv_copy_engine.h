@@ -63,7 +63,8 @@ class KvCopyEngine {
                                   size_t width, size_t pitch, size_t rows);
   kvcache::CopyTicket StartToDevice(CUstream_st* compute, void* device, const void* host,
                                     size_t width, size_t pitch, size_t rows);
-  // Appends finished copies (cudaEventQuery) to `done`; never blocks.
+  // Appends finished copies (cudaEventQuery, oldest first, up to the first one still in
+  // flight: the stream runs them in order) to `done`; never blocks.
   void Poll(std::vector<kvcache::CopyDone>& done);
   // Blocks until copy `ticket` finished (cudaEventSynchronize); Poll will not report it.
   kvcache::CopyDone Wait(kvcache::CopyTicket ticket);
