@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -75,6 +76,10 @@ struct RopeTable {
   RopeStyle style = RopeStyle::kNormal;
   std::vector<float> inv_freq = {};  // [head_dim / 2]
 };
+
+// The most rows (sequences) a decode graph takes; larger decode steps run eagerly. Buckets
+// are the powers of two up to it.
+inline constexpr int64_t kMaxDecodeGraphRows = 64;
 
 class Backend {
  public:
@@ -187,6 +192,22 @@ class Backend {
   virtual void SampleRows([[maybe_unused]] Activation logits,
                           [[maybe_unused]] const BatchSampling& sampling,
                           [[maybe_unused]] std::vector<SampleResult>* out) {}
+  // CUDA graphs for decode steps (docs/gpu.md "CUDA graphs"): whether RunDecodeGraph is
+  // implemented. LlamaModel then allocates one KV block beyond the cache's, which the padding
+  // rows of a graph write.
+  virtual bool SupportsDecodeGraphs() const { return false; }
+  // Does BeginForward(layout) and then runs `ops` — the pass's ops from Embed to the logits
+  // activation it returns — as a graph captured once per (rows, context class) and replayed
+  // afterwards with this layout's inputs. `layout` holds one-token chunks only, at most
+  // kMaxDecodeGraphRows of them, and `ops` must issue the same calls for the same row count
+  // (no LoRA, no GatherRows). `num_heads` and `max_context` (the model's) size the graph's
+  // fixed buffers. Returns the logits ([rows, vocab]), valid until the next forward.
+  virtual Activation RunDecodeGraph([[maybe_unused]] const BatchLayout& layout,
+                                    [[maybe_unused]] int64_t num_heads,
+                                    [[maybe_unused]] int64_t max_context,
+                                    [[maybe_unused]] const std::function<Activation()>& ops) {
+    return {};
+  }
 };
 
 }  // namespace spillway::engine

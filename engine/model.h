@@ -55,6 +55,12 @@ class Model {
       [[maybe_unused]] std::vector<SampleResult>* samples) {
     return absl::UnimplementedError("this model does not sample on its backend");
   }
+  // CUDA graphs for decode steps (docs/gpu.md): on or off (the default); FailedPrecondition
+  // where the backend has none.
+  [[nodiscard]] virtual absl::Status SetDecodeGraphs(bool on) {
+    return on ? absl::FailedPreconditionError("this model has no CUDA graphs for decode steps")
+              : absl::OkStatus();
+  }
 };
 
 }  // namespace spillway::engine

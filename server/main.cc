@@ -119,6 +119,12 @@ int main(int argc, char** argv) {
           ->check(CLI::IsMember({"on", "off"}))
           ->capture_default_str(),
       "SPILLWAY_DEVICE_SAMPLING");
+  env(serve_cmd
+          ->add_option("--cuda-graphs", serve.cuda_graphs,
+                       "run decode steps as CUDA graphs (cuda; never yet run on a GPU)")
+          ->check(CLI::IsMember({"on", "off"}))
+          ->capture_default_str(),
+      "SPILLWAY_CUDA_GRAPHS");
   env(serve_cmd->add_option("--max-body-bytes", serve.max_body_bytes, "request body limit (413)")
           ->check(CLI::Range(int64_t{1024}, int64_t{1} << 32))
           ->capture_default_str(),

@@ -129,6 +129,7 @@ CudaBackend::CudaBackend(int ordinal, int sm_count, CUstream_st* stream, cublasC
 
 CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_);
+  for (auto& [key, graph] : graphs_) cudaGraphExecDestroy(graph.exec);
   cublasDestroy(cublas_);
   cudaStreamDestroy(stream_);
 }
@@ -306,25 +307,50 @@ void CudaBackend::BeginForward(const BatchLayout& layout) {
   layout_ = layout;
   next_scratch_ = 0;
   planned_heads_ = 0;
+  max_keys_ = FillBatchHost(layout, static_cast<int64_t>(layout.tokens.size()));
+  SPW_CHECK(batch_dev_.Reserve(batch_host_.size() * sizeof(int32_t)).ok());
+  Upload(batch_host_.data(), batch_dev_.get(), batch_host_.size() * sizeof(int32_t), stream_);
+}
+
+int64_t CudaBackend::FillBatchHost(const BatchLayout& layout, int64_t stride) {
   const int64_t n = static_cast<int64_t>(layout.tokens.size());
+  SPW_CHECK(n <= stride);
   tokens_off_ = 0;
-  positions_off_ = n;
-  slots_off_ = 2 * n;
-  tables_off_ = 3 * n;
-  batch_host_.resize(3 * n + layout.block_tables.size());
+  positions_off_ = stride;
+  slots_off_ = 2 * stride;
+  tables_off_ = 3 * stride;
+  batch_host_.assign(3 * stride + layout.block_tables.size(), 0);
   std::copy(layout.tokens.begin(), layout.tokens.end(), batch_host_.begin() + tokens_off_);
   std::copy(layout.positions.begin(), layout.positions.end(), batch_host_.begin() + positions_off_);
   std::copy(layout.block_tables.begin(), layout.block_tables.end(),
             batch_host_.begin() + tables_off_);
-  max_keys_ = KvSlots(layout, std::span<int32_t>(batch_host_).subspan(slots_off_, n));
-  SPW_CHECK(batch_dev_.Reserve(batch_host_.size() * sizeof(int32_t)).ok());
-  Upload(batch_host_.data(), batch_dev_.get(), batch_host_.size() * sizeof(int32_t), stream_);
+  return KvSlots(layout, std::span<int32_t>(batch_host_).subspan(slots_off_, n));
+}
+
+const int32_t* CudaBackend::BatchBase() const {
+  return static_cast<const int32_t*>(graph_mode_ ? graph_batch_.get() : batch_dev_.get());
+}
+
+void CudaBackend::ReserveGraphBuffer(DeviceBuffer& buf, size_t bytes) {
+  SPW_CHECK(buf.size() >= bytes || graphs_.empty())
+      << "a decode graph buffer would move (" << buf.size() << " -> " << bytes << " bytes)";
+  const absl::Status s = buf.Reserve(bytes);
+  SPW_CHECK(s.ok()) << s;
 }
 
 Activation CudaBackend::Scratch(int64_t rows, int64_t cols) {
   // No Stale(): a scratch buffer is handed out once per forward pass (BeginForward clears the
   // copy), so the one bf16_of_ names is not reallocated here; and the model takes its q/k/v and
   // gate/up outputs between the norm and their GEMMs.
+  if (graph_mode_) {
+    // Sized for the largest bucket, so every graph sees the same addresses.
+    if (next_scratch_ == graph_scratch_.size()) graph_scratch_.emplace_back();
+    DeviceBuffer& buf = graph_scratch_[next_scratch_++];
+    ReserveGraphBuffer(
+        buf, static_cast<size_t>(std::max(rows, kMaxDecodeGraphRows) * std::max<int64_t>(cols, 1)) *
+                 sizeof(float));
+    return {.data = static_cast<float*>(buf.get()), .rows = rows, .cols = cols};
+  }
   if (next_scratch_ == scratch_.size()) scratch_.emplace_back();
   DeviceBuffer& buf = scratch_[next_scratch_++];
   const absl::Status s =
@@ -337,7 +363,7 @@ void CudaBackend::Embed(const BackendWeight& table, Activation out) {
   Stale();
   const CudaWeight& w = AsCuda(table);
   SPW_CHECK(out.cols == w.cols() && out.rows == static_cast<int64_t>(layout_.tokens.size()));
-  const auto* tokens = static_cast<const int32_t*>(batch_dev_.get()) + tokens_off_;
+  const auto* tokens = BatchBase() + tokens_off_;
   SPW_CUDA_CHECK(kernels::EmbedBf16(w.bf16(), tokens, out.rows, out.cols, out.data, stream_));
 }
 
@@ -357,10 +383,15 @@ void CudaBackend::AddRmsNorm(Activation residual, Activation x, const BackendWei
 }
 
 uint16_t* CudaBackend::Bf16Copy(Activation a) {
-  const absl::Status s = bf16_input_.Reserve(static_cast<size_t>(a.rows * a.cols) * 2);
-  SPW_CHECK(s.ok()) << s;
+  if (graph_mode_) {
+    ReserveGraphBuffer(graph_bf16_,
+                       static_cast<size_t>(std::max(a.rows, kMaxDecodeGraphRows) * a.cols) * 2);
+  } else {
+    const absl::Status s = bf16_input_.Reserve(static_cast<size_t>(a.rows * a.cols) * 2);
+    SPW_CHECK(s.ok()) << s;
+  }
   bf16_of_ = a;
-  return static_cast<uint16_t*>(bf16_input_.get());
+  return static_cast<uint16_t*>(Bf16Buffer().get());
 }
 
 void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
@@ -368,7 +399,7 @@ void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
   SPW_CHECK(x.cols == m.cols() && y.cols == m.rows() && x.rows == y.rows)
       << x.cols << " " << m.cols() << " " << y.cols << " " << m.rows();
   if (x.rows == 0) return;
-  auto* xb = static_cast<uint16_t*>(bf16_input_.get());
+  auto* xb = static_cast<uint16_t*>(Bf16Buffer().get());
   if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
     xb = Bf16Copy(x);
     SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
@@ -386,7 +417,7 @@ void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
 
 void CudaBackend::AddLora(Activation x, std::span<const LoraRows> segments, Activation y) {
   SPW_CHECK(x.rows == y.rows);
-  uint16_t* xb = static_cast<uint16_t*>(bf16_input_.get());
+  uint16_t* xb = static_cast<uint16_t*>(Bf16Buffer().get());
   if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
     xb = Bf16Copy(x);
     SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
@@ -436,7 +467,7 @@ void CudaBackend::Rope(Activation x, int64_t num_heads, const RopeTable& rope) {
     SPW_CHECK(rope_dev_.Reserve(rope_host_.size() * sizeof(float)).ok());
     Upload(rope_host_.data(), rope_dev_.get(), rope_host_.size() * sizeof(float), stream_);
   }
-  const auto* positions = static_cast<const int32_t*>(batch_dev_.get()) + positions_off_;
+  const auto* positions = BatchBase() + positions_off_;
   SPW_CUDA_CHECK(kernels::Rope(x.data, positions, static_cast<const float*>(rope_dev_.get()),
                                x.rows, num_heads, d, rope.style == RopeStyle::kNeox, stream_));
 }
@@ -474,10 +505,13 @@ void CudaBackend::Attention(int64_t layer, Activation q, Activation k, Activatio
       int64_t{kv_layout_.num_blocks} * kvcache::kBlockTokens * width;  // values in K (or V)
   auto* cache_k = static_cast<uint16_t*>(kv_.get()) + 2 * layer * per_cache;
   auto* cache_v = cache_k + per_cache;
-  const auto* base = static_cast<const int32_t*>(batch_dev_.get());
+  const auto* base = BatchBase();
   SPW_CUDA_CHECK(kernels::WriteKv(k.data, v.data, base + slots_off_, k.rows, width, cache_k,
                                   cache_v, stream_));
-  if (planned_heads_ != num_heads) PlanForHeads(num_heads);
+  if (planned_heads_ != num_heads) {
+    SPW_CHECK(!graph_mode_) << "a decode graph planned for " << planned_heads_ << " heads";
+    PlanForHeads(num_heads);
+  }
   kernels::AttentionArgs a;
   a.q = q.data;
   a.out = out.data;
@@ -485,7 +519,8 @@ void CudaBackend::Attention(int64_t layer, Activation q, Activation k, Activatio
   a.cache_v = cache_v;
   a.positions = base + positions_off_;
   a.block_tables = base + tables_off_;
-  a.items = static_cast<const kernels::AttentionItem*>(items_dev_.get());
+  a.items = static_cast<const kernels::AttentionItem*>(graph_mode_ ? graph_items_.get()
+                                                                   : items_dev_.get());
   a.num_items = plan_.num_items;
   a.max_item_tokens = plan_.max_item_tokens;
   a.num_tokens = static_cast<int32_t>(q.rows);
@@ -494,11 +529,12 @@ void CudaBackend::Attention(int64_t layer, Activation q, Activation k, Activatio
   a.head_dim = static_cast<int32_t>(d);
   a.num_splits = plan_.num_splits;
   a.split_keys = plan_.split_keys;
-  a.partials = static_cast<float*>(partials_.get());
+  a.partials = static_cast<float*>(graph_mode_ ? graph_partials_.get() : partials_.get());
   SPW_CUDA_CHECK(kernels::PagedAttention(a, stream_));
 }
 
 void CudaBackend::GatherRows(Activation x, std::span<const int32_t> rows, Activation out) {
+  SPW_CHECK(!graph_mode_) << "GatherRows uploads its rows: not in a decode graph";
   Stale();
   SPW_CHECK(out.cols == x.cols && out.rows == static_cast<int64_t>(rows.size()));
   SPW_CHECK(rows_dev_.Reserve(std::max<size_t>(rows.size(), 1) * sizeof(int32_t)).ok());
@@ -579,6 +615,84 @@ void CudaBackend::SampleRows(Activation logits, const BatchSampling& sampling,
           {read(int32_t{}, rows * 8 + at), read(float{}, rows * (8 + 4 * kTop) + at)});
     }
   }
+}
+
+// NOTE(cuda): the attention plan of a graph is fixed at capture: one item per row (every
+// chunk is one token) and the split-K choice made for the context class — the smallest power
+// of two >= 1024 holding the step's longest context — rather than for the step's own longest
+// context. The kernels read positions, block tables and items from device buffers uploaded
+// before each replay, so only the split count and width are baked in; a step whose context is
+// shorter than its class just leaves the last key ranges empty (their partials say -inf and
+// the merge skips them). Reading lengths on the device to choose splits there would mean
+// changing paged_attention.cu; a class per power of two costs at most half the splits' work
+// and a few more graphs (rows buckets × classes, each captured on first use).
+Activation CudaBackend::RunDecodeGraph(const BatchLayout& layout, int64_t num_heads,
+                                       int64_t max_context,
+                                       const std::function<Activation()>& ops) {
+  const auto rows = static_cast<int64_t>(layout.tokens.size());
+  SPW_CHECK(rows > 0 && rows <= kMaxDecodeGraphRows) << rows;
+  for (size_t c = 0; c + 1 < layout.chunk_starts.size(); ++c) {
+    SPW_CHECK(layout.chunk_starts[c + 1] - layout.chunk_starts[c] == 1) << "not a decode step";
+  }
+  SPW_CUDA_CHECK(cudaSetDevice(ordinal_));
+  Stale();
+  if (kv_copies_ != nullptr) kv_copies_->OrderBefore(stream_);
+  layout_ = layout;
+  next_scratch_ = 0;
+  // Inputs at fixed offsets (tokens, positions and slots strided by the largest bucket), the
+  // block tables after them; room for every row's table at the model's context.
+  max_keys_ = FillBatchHost(layout, kMaxDecodeGraphRows);
+  const int64_t table_room =
+      kMaxDecodeGraphRows * ((max_context + kvcache::kBlockTokens - 1) / kvcache::kBlockTokens);
+  SPW_CHECK(static_cast<int64_t>(layout.block_tables.size()) <= table_room);
+  ReserveGraphBuffer(graph_batch_,
+                     static_cast<size_t>(3 * kMaxDecodeGraphRows + table_room) * sizeof(int32_t));
+  Upload(batch_host_.data(), graph_batch_.get(), batch_host_.size() * sizeof(int32_t), stream_);
+
+  int64_t context_class = 1024;
+  while (context_class < max_keys_) context_class *= 2;
+  plan_ = cuda::PlanAttention(layout, num_heads, kv_layout_.num_kv_heads,
+                              kernels::MaxAttentionRows(static_cast<int>(kv_layout_.head_dim)),
+                              sm_count_, context_class);
+  SPW_CHECK(plan_.num_items == rows && plan_.max_item_tokens == 1);
+  planned_heads_ = num_heads;
+  ReserveGraphBuffer(graph_items_, static_cast<size_t>(3 * kMaxDecodeGraphRows) * sizeof(int32_t));
+  Upload(plan_.items.data(), graph_items_.get(), plan_.items.size() * sizeof(int32_t), stream_);
+  ReserveGraphBuffer(graph_partials_, static_cast<size_t>(kMaxDecodeGraphRows * num_heads * 64 *
+                                                          (kv_layout_.head_dim + 2)) *
+                                          sizeof(float));
+  if (cublas_workspace_.size() == 0) {
+    // cuBLAS allocates nothing while a graph is captured once it has a workspace of its own.
+    constexpr size_t kWorkspace = size_t{32} << 20;
+    ReserveGraphBuffer(cublas_workspace_, kWorkspace);
+    SPW_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.get(), kWorkspace));
+  }
+
+  graph_mode_ = true;
+  const std::pair<int64_t, int64_t> key{rows, context_class};
+  Activation logits;
+  if (auto it = graphs_.find(key); it != graphs_.end()) {
+    SPW_CUDA_CHECK(cudaGraphLaunch(it->second.exec, stream_));
+    logits = it->second.logits;
+  } else {
+    // First run of this shape: eagerly (on the graph buffers, which it sizes), then captured
+    // (nothing allocates then; the captured kernels do not run).
+    logits = ops();
+    Stale();
+    next_scratch_ = 0;
+    SPW_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    const Activation captured = ops();
+    cudaGraph_t graph = nullptr;
+    SPW_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    SPW_CHECK(captured.data == logits.data && captured.rows == logits.rows);
+    cudaGraphExec_t exec = nullptr;
+    SPW_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    SPW_CUDA_CHECK(cudaGraphDestroy(graph));
+    graphs_[key] = {.exec = exec, .logits = logits};
+  }
+  graph_mode_ = false;
+  Stale();  // the host did not run the ops of a replay; no bf16 copy is known
+  return logits;
 }
 
 void CudaBackend::CopyFromHost(const float* src, float* dst, int64_t n) {

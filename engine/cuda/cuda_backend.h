@@ -8,7 +8,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -17,6 +19,7 @@
 #include "engine/cuda/kv_copy_engine.h"
 
 struct CUstream_st;
+struct CUgraphExec_st;
 struct cublasContext;
 
 namespace spillway::engine::cuda {
@@ -100,6 +103,13 @@ class CudaBackend final : public Backend {
   bool SupportsSampling() const override { return true; }
   void SampleRows(Activation logits, const BatchSampling& sampling,
                   std::vector<SampleResult>* out) override;
+  // Decode graphs: the first step of a (rows, context class) runs its ops eagerly on the
+  // graph's own buffers and then captures them; later ones upload their inputs and replay.
+  bool SupportsDecodeGraphs() const override { return true; }
+  Activation RunDecodeGraph(const BatchLayout& layout, int64_t num_heads, int64_t max_context,
+                            const std::function<Activation()>& ops) override;
+  // Graphs captured so far (tests).
+  int64_t num_decode_graphs() const { return static_cast<int64_t>(graphs_.size()); }
 
   // Copies `n` f32 values from host to device memory `dst` (tests fill activations with it).
   void CopyFromHost(const float* src, float* dst, int64_t n);
@@ -121,6 +131,14 @@ class CudaBackend final : public Backend {
   KvCopyEngine& KvCopies();
   // Uploads the attention work items of the current forward pass for `num_heads` query heads.
   void PlanForHeads(int64_t num_heads);
+  // Copies the layout into the pass's host arrays at the given offsets and returns the most
+  // keys a token sees (BeginForward, RunDecodeGraph).
+  int64_t FillBatchHost(const BatchLayout& layout, int64_t stride);
+  // The buffers of the current mode: eager, or a decode graph's fixed ones.
+  const int32_t* BatchBase() const;
+  DeviceBuffer& Bf16Buffer() { return graph_mode_ ? graph_bf16_ : bf16_input_; }
+  // Makes `buf` at least `bytes`; once graphs exist, a graph buffer may not move.
+  void ReserveGraphBuffer(DeviceBuffer& buf, size_t bytes);
 
   int ordinal_;
   int sm_count_;
@@ -159,12 +177,23 @@ class CudaBackend final : public Backend {
   DeviceBuffer rows_dev_;              // GatherRows' row list
   DeviceBuffer lora_u_, lora_u_bf16_;  // AddLora's x·aᵀ
   std::vector<float> rope_host_;       // the inv_freq last uploaded to rope_dev_
-  DeviceBuffer rope_dev_;
   // SampleRows: its rows and edits uploaded, the processed logits, and the results (tokens,
   // logprobs, top tokens, top logprobs) with their host copy.
   std::vector<std::byte> sampling_host_;
   DeviceBuffer sampling_in_, sampling_processed_, sampling_out_;
   std::vector<std::byte> sampling_out_host_;
+  // Decode graphs (RunDecodeGraph). In graph mode every op takes its buffers from here:
+  // scratch sized for kMaxDecodeGraphRows rows whatever the bucket, so that all graphs share
+  // one set of addresses, which never move once a graph exists (their kernels hold them).
+  struct DecodeGraph {
+    CUgraphExec_st* exec = nullptr;
+    Activation logits;
+  };
+  std::map<std::pair<int64_t, int64_t>, DecodeGraph> graphs_;  // by (rows, context class)
+  bool graph_mode_ = false;
+  std::vector<DeviceBuffer> graph_scratch_;
+  DeviceBuffer graph_bf16_, graph_batch_, graph_items_, graph_partials_, cublas_workspace_;
+  DeviceBuffer rope_dev_;
   // The asynchronous KV block copies (null until the first). Declared last, so destroyed
   // first: it waits for the copies in flight, which use kv_.
   std::unique_ptr<KvCopyEngine> kv_copies_;

@@ -46,11 +46,15 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelFile& 
   std::unique_ptr<LlamaModel> model(new LlamaModel(file.config(), backend));
   SPW_RETURN_IF_ERROR(model->LoadWeights(file));
   const ModelConfig& c = model->config_;
-  SPW_RETURN_IF_ERROR(backend.AllocateKv({.num_blocks = kv_blocks,
+  // A backend with decode graphs gets one block more than the cache hands out: the padding
+  // rows of a graph write their KV there.
+  const bool spare = backend.SupportsDecodeGraphs();
+  SPW_RETURN_IF_ERROR(backend.AllocateKv({.num_blocks = kv_blocks + (spare ? 1 : 0),
                                           .num_layers = c.num_layers,
                                           .num_kv_heads = c.num_kv_heads,
                                           .head_dim = c.head_dim}));
   model->kv_blocks_ = kv_blocks;
+  model->spare_block_ = spare ? kv_blocks : -1;
   return model;
 }
 
@@ -237,29 +241,87 @@ absl::StatusOr<Activation> LlamaModel::RunToLogits(const Batch& batch) {
     table_starts_.push_back(static_cast<int32_t>(tables_.size()));
     if (c.want_logits) logit_rows_.push_back(chunk_starts_.back() - 1);
   }
+  if (UseDecodeGraph(batch)) return RunDecodeGraph(batch);
+  backend_.BeginForward({.tokens = batch.tokens,
+                         .positions = positions_,
+                         .chunk_starts = chunk_starts_,
+                         .first_positions = first_positions_,
+                         .block_table_starts = table_starts_,
+                         .block_tables = tables_});
+  return RunOps(static_cast<int64_t>(batch.tokens.size()), /*gather=*/true);
+}
+
+Activation LlamaModel::RunOps(int64_t n, bool gather) {
   Backend& b = backend_;
-  b.BeginForward({.tokens = batch.tokens,
-                  .positions = positions_,
-                  .chunk_starts = chunk_starts_,
-                  .first_positions = first_positions_,
-                  .block_table_starts = table_starts_,
-                  .block_tables = tables_});
-  const int64_t n = static_cast<int64_t>(batch.tokens.size());
   Activation x = b.Scratch(n, config_.hidden);
   b.Embed(*token_embd_, x);
   Activation prev{};
   for (int64_t l = 0; l < config_.num_layers; ++l) prev = RunLayer(l, x, prev);
 
-  const int64_t m = static_cast<int64_t>(logit_rows_.size());
+  const int64_t m = gather ? static_cast<int64_t>(logit_rows_.size()) : n;
   if (m == 0) return Activation{.data = nullptr, .rows = 0, .cols = config_.vocab_size};
-  Activation last = b.Scratch(m, config_.hidden);
-  Activation last_out = b.Scratch(m, config_.hidden);
-  b.GatherRows(x, logit_rows_, last);
-  b.GatherRows(prev, logit_rows_, last_out);
+  Activation last = x, last_out = prev;
+  if (gather) {
+    last = b.Scratch(m, config_.hidden);
+    last_out = b.Scratch(m, config_.hidden);
+    b.GatherRows(x, logit_rows_, last);
+    b.GatherRows(prev, logit_rows_, last_out);
+  }
   Activation normed = b.Scratch(m, config_.hidden);
   b.AddRmsNorm(last, last_out, *output_norm_, config_.rms_eps, normed);
   Activation out = b.Scratch(m, config_.vocab_size);
   b.MatMul(config_.tied_embeddings ? *token_embd_ : *output_, normed, out);
+  return out;
+}
+
+absl::Status LlamaModel::SetDecodeGraphs(bool on) {
+  if (on && spare_block_ < 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the %s backend has no CUDA graphs for decode steps", std::string(backend_.name())));
+  }
+  decode_graphs_ = on;
+  return absl::OkStatus();
+}
+
+bool LlamaModel::UseDecodeGraph(const Batch& batch) const {
+  const auto n = static_cast<int64_t>(batch.tokens.size());
+  if (!decode_graphs_ || !lora_spans_.empty() || n == 0 || n > kMaxDecodeGraphRows) return false;
+  for (const BatchChunk& c : batch.chunks) {
+    if (c.num_tokens != 1 || !c.want_logits) return false;
+  }
+  int64_t bucket = 1;
+  while (bucket < n) bucket *= 2;
+  const int64_t table_room =
+      kMaxDecodeGraphRows *
+      ((config_.context_length + kvcache::kBlockTokens - 1) / kvcache::kBlockTokens);
+  return static_cast<int64_t>(tables_.size()) + (bucket - n) <= table_room;
+}
+
+// NOTE(cuda): a decode step of n sequences runs as the graph of the next power of two; the
+// padding rows are token 0 at position 0 with the spare block as their table, so their KV
+// write lands in the spare block and their logits are dropped (out.rows = n).
+Activation LlamaModel::RunDecodeGraph(const Batch& batch) {
+  const auto n = static_cast<int64_t>(batch.tokens.size());
+  int64_t bucket = 1;
+  while (bucket < n) bucket *= 2;
+  graph_tokens_.assign(batch.tokens.begin(), batch.tokens.end());
+  for (int64_t r = n; r < bucket; ++r) {
+    graph_tokens_.push_back(0);
+    positions_.push_back(0);
+    chunk_starts_.push_back(chunk_starts_.back() + 1);
+    first_positions_.push_back(0);
+    tables_.push_back(spare_block_);
+    table_starts_.push_back(static_cast<int32_t>(tables_.size()));
+  }
+  Activation out = backend_.RunDecodeGraph({.tokens = graph_tokens_,
+                                            .positions = positions_,
+                                            .chunk_starts = chunk_starts_,
+                                            .first_positions = first_positions_,
+                                            .block_table_starts = table_starts_,
+                                            .block_tables = tables_},
+                                           config_.num_heads, config_.context_length,
+                                           [this, bucket] { return RunOps(bucket, false); });
+  out.rows = n;
   return out;
 }
 

@@ -24,6 +24,10 @@ class LlamaModel final : public Model {
   const ModelConfig& config() const override { return config_; }
   [[nodiscard]] absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
   bool SupportsDeviceSampling() const override { return backend_.SupportsSampling(); }
+  // Decode graphs (Backend::RunDecodeGraph): steps of at most kMaxDecodeGraphRows one-token
+  // chunks, all wanting logits and none with an adapter, run as the graph of their row
+  // bucket. FailedPrecondition on a backend without them. Off by default.
+  [[nodiscard]] absl::Status SetDecodeGraphs(bool on) override;
   [[nodiscard]] absl::Status ForwardAndSample(const Batch& batch, const BatchSampling& sampling,
                                               std::vector<SampleResult>* samples) override;
 
@@ -39,6 +43,13 @@ class LlamaModel final : public Model {
   // Runs `batch` up to the logits of its want_logits chunks ([num_wanted, vocab_size] in the
   // backend; no rows when none wants them).
   absl::StatusOr<Activation> RunToLogits(const Batch& batch);
+  // The ops from Embed to the logits of a pass over `n` rows (after BeginForward); the logits
+  // of the logit_rows_ (gather) or of every row.
+  Activation RunOps(int64_t n, bool gather);
+  // Whether `batch` (whose layout arrays are built) runs as a decode graph; RunDecodeGraph
+  // pads it to its bucket and runs it so.
+  bool UseDecodeGraph(const Batch& batch) const;
+  Activation RunDecodeGraph(const Batch& batch);
   // Runs layer `l` on hidden state `x` (its residual stream), given the previous layer's
   // FFN output `prev_out` (added to x first; empty for layer 0).
   Activation RunLayer(int64_t l, Activation x, Activation prev_out);
@@ -51,6 +62,9 @@ class LlamaModel final : public Model {
   std::unique_ptr<BackendWeight> token_embd_, output_norm_, output_;
   std::vector<Layer> layers_;
   int32_t kv_blocks_ = 0;
+  kvcache::BlockId spare_block_ = -1;  // the padding rows' KV block (decode graphs), or -1
+  bool decode_graphs_ = false;
+  std::vector<TokenId> graph_tokens_;  // a decode graph's tokens, padded
   // Per-forward layout arrays, kept to avoid reallocating.
   std::vector<int32_t> positions_, chunk_starts_, first_positions_, table_starts_, logit_rows_;
   std::vector<kvcache::BlockId> tables_;

@@ -59,6 +59,7 @@ struct ServeOptions {
   std::string device = "auto";  // auto | cpu | cuda (server/cli/loaded_engine.h)
   float gpu_memory_utilization = 0.9f;  // share of GPU memory for weights + KV pool
   std::string device_sampling = "on";   // on | off: sample on the GPU (docs/gpu.md)
+  std::string cuda_graphs = "off";      // on | off: CUDA graphs for decode steps (docs/gpu.md)
   // Seconds in-flight requests get to finish on SIGINT/SIGTERM (--drain-timeout; the old
   // name --shutdown-grace-s still works).
   int drain_timeout_s = 5;

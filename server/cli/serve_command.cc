@@ -212,6 +212,10 @@ int RunServe(const ServeOptions& o) {
     return 1;
   }
   kv_blocks = e->kv_blocks;
+  if (absl::Status st = e->model->SetDecodeGraphs(o.cuda_graphs == "on"); !st.ok()) {
+    spdlog::error("--cuda-graphs on: {}", std::string(st.message()));
+    return 1;
+  }
   if (absl::Status st = AttachKvTiers(o.kv_tiers, *e); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
     return 1;

@@ -3,7 +3,7 @@
 // in the same run:
 //   device-to-device copy bandwidth (cudaMemcpy of 1 GiB, read + write bytes counted);
 //   decode at batch 1: TPOT, and the HBM roofline = bytes of weights read per token ÷ that
-//     bandwidth (goal >= 85% of it);
+//     bandwidth (goal >= 85% of it); then the same with CUDA graphs for decode steps;
 //   prefill of a 2048-token prompt: tokens/s and % of the card's dense BF16 tensor peak;
 //   saturated throughput, N requests of 1024 prompt + 128 output tokens at once: output
 //     tokens/s and model FLOPs utilisation.
@@ -157,6 +157,18 @@ int Main(int argc, char** argv) {
         "decode batch 1: TPOT %.3f ms; HBM roofline %.3f ms (%.2f GB / %.0f GB/s): "
         "%.1f%% of roofline (goal 85%%, published engines 70-77%%)\n",
         tpot * 1e3, roofline * 1e3, step_bytes / 1e9, bw / 1e9, 100 * roofline / tpot);
+  }
+  {  // decode, batch 1, as CUDA graphs (the first step captures the graph)
+    if (!(*model)->SetDecodeGraphs(true).ok()) return 1;
+    Generator g(**model, kv, {.max_batch_tokens = max_batch_tokens});
+    GenerateRequest r = Request(RandomPrompt(128, c.vocab_size, 3), 129);
+    absl::StatusOr<std::vector<GenerateResult>> out = g.Run({&r, 1});
+    if (!out.ok()) return 1;
+    const double tpot = g.stats().decode_seconds / (g.stats().generated_tokens - 1);
+    const double roofline = step_bytes / bw;
+    std::printf("decode batch 1, CUDA graphs: TPOT %.3f ms: %.1f%% of roofline\n", tpot * 1e3,
+                100 * roofline / tpot);
+    if (!(*model)->SetDecodeGraphs(false).ok()) return 1;
   }
   {  // prefill 2048
     // A fresh generator (its stats add up) and prompt (no cached prefix) each time.

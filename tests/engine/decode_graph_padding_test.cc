@@ -1,0 +1,186 @@
+// LlamaModel's side of CUDA graphs for decode steps, on the CPU: a backend that claims decode
+// graphs (and runs the ops it is handed directly) gets one-token steps padded to their power of
+// two bucket — padding rows writing only the spare block past the cache's blocks, no
+// GatherRows inside — and steps that are not pure decode eagerly, while every logit equals
+// the eager model's bit for bit (the CPU backend computes each row on its own). The CUDA
+// capture and replay themselves are tests/gpu/decode_graph_test.cc.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/llama/llama_model.h"
+#include "tests/engine/train/tiny_random_model.h"
+
+namespace spillway::engine {
+namespace {
+
+constexpr int32_t kBlocks = 24;
+
+// The CPU backend, claiming decode graphs: RunDecodeGraph records the padded layout and runs
+// the ops once.
+class GraphClaimingBackend final : public Backend {
+ public:
+  explicit GraphClaimingBackend(Backend& inner) : inner_(inner) {}
+  std::string_view name() const override { return "graph-claiming cpu"; }
+  absl::StatusOr<std::unique_ptr<BackendWeight>> LoadWeight(const WeightTensor& t) override {
+    return inner_.LoadWeight(t);
+  }
+  absl::Status AllocateKv(const KvLayout& layout) override {
+    num_kv_blocks_ = layout.num_blocks;
+    return inner_.AllocateKv(layout);
+  }
+  int64_t kv_block_bytes() const override { return inner_.kv_block_bytes(); }
+  absl::Status ReadKvBlock(kvcache::BlockId block, std::span<std::byte> dst) override {
+    return inner_.ReadKvBlock(block, dst);
+  }
+  void BeginForward(const BatchLayout& layout) override { inner_.BeginForward(layout); }
+  Activation Scratch(int64_t rows, int64_t cols) override { return inner_.Scratch(rows, cols); }
+  void Embed(const BackendWeight& table, Activation out) override { inner_.Embed(table, out); }
+  void RmsNorm(Activation x, const BackendWeight& w, float eps, Activation out) override {
+    inner_.RmsNorm(x, w, eps, out);
+  }
+  void AddRmsNorm(Activation residual, Activation x, const BackendWeight& w, float eps,
+                  Activation out) override {
+    inner_.AddRmsNorm(residual, x, w, eps, out);
+  }
+  void MatMul(const BackendWeight& w, Activation x, Activation y) override {
+    inner_.MatMul(w, x, y);
+  }
+  void MatMulShared(Activation x, std::span<const BackendWeight* const> ws,
+                    std::span<const Activation> ys) override {
+    inner_.MatMulShared(x, ws, ys);
+  }
+  void AddBias(Activation y, const BackendWeight& bias) override { inner_.AddBias(y, bias); }
+  void Rope(Activation x, int64_t num_heads, const RopeTable& rope) override {
+    inner_.Rope(x, num_heads, rope);
+  }
+  void SwiGlu(Activation gate, Activation up, Activation out) override {
+    inner_.SwiGlu(gate, up, out);
+  }
+  void Attention(int64_t layer, Activation q, Activation k, Activation v, int64_t num_heads,
+                 Activation out) override {
+    inner_.Attention(layer, q, k, v, num_heads, out);
+  }
+  void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override {
+    EXPECT_FALSE(in_graph_) << "GatherRows inside a decode graph";
+    inner_.GatherRows(x, rows, out);
+  }
+  void CopyToHost(Activation x, float* dst) override { inner_.CopyToHost(x, dst); }
+
+  bool SupportsDecodeGraphs() const override { return true; }
+  Activation RunDecodeGraph(const BatchLayout& layout, int64_t num_heads, int64_t max_context,
+                            const std::function<Activation()>& ops) override {
+    EXPECT_GT(num_heads, 0);
+    EXPECT_GT(max_context, 0);
+    graph_rows.push_back(static_cast<int64_t>(layout.tokens.size()));
+    for (size_t c = 0; c + 1 < layout.chunk_starts.size(); ++c) {
+      EXPECT_EQ(layout.chunk_starts[c + 1] - layout.chunk_starts[c], 1);
+    }
+    inner_.BeginForward(layout);
+    in_graph_ = true;
+    const Activation out = ops();
+    in_graph_ = false;
+    EXPECT_EQ(out.rows, static_cast<int64_t>(layout.tokens.size()));
+    return out;
+  }
+
+  int32_t num_kv_blocks() const { return num_kv_blocks_; }
+  std::vector<int64_t> graph_rows;  // the padded row count of each graph step
+
+ private:
+  Backend& inner_;
+  bool in_graph_ = false;
+  int32_t num_kv_blocks_ = 0;
+};
+
+bool BlockIsZero(Backend& b, kvcache::BlockId block) {
+  std::vector<std::byte> bytes(b.kv_block_bytes());
+  EXPECT_TRUE(b.ReadKvBlock(block, bytes).ok());
+  for (std::byte x : bytes) {
+    if (x != std::byte{0}) return false;
+  }
+  return true;
+}
+
+TEST(DecodeGraphPaddingTest, PaddedDecodeStepsGiveTheEagerLogits) {
+  testing::TinyRandomModel file(11);
+  cpu::CpuBackend eager_cpu(1), graph_cpu(1);
+  GraphClaimingBackend graph_backend(graph_cpu);
+  auto eager = LlamaModel::Create(file, eager_cpu, kBlocks);
+  auto graphs = LlamaModel::Create(file, graph_backend, kBlocks);
+  ASSERT_TRUE(eager.ok() && graphs.ok());
+  EXPECT_EQ(graph_backend.num_kv_blocks(), kBlocks + 1);  // the spare block
+  EXPECT_EQ((*eager)->SetDecodeGraphs(true).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*graphs)->SetDecodeGraphs(true).ok());
+
+  std::vector<std::vector<kvcache::BlockId>> tables;
+  for (int s = 0; s < 5; ++s) {
+    tables.push_back(
+        {static_cast<kvcache::BlockId>(2 * s + 3), static_cast<kvcache::BlockId>(2 * s + 4)});
+  }
+  std::vector<int32_t> lengths(5, 0);
+  auto run = [&](const Batch& batch, const char* what) {
+    std::vector<float> a, b;
+    ASSERT_TRUE((*eager)->Forward(batch, &a).ok()) << what;
+    ASSERT_TRUE((*graphs)->Forward(batch, &b).ok()) << what;
+    ASSERT_EQ(a.size(), batch.chunks.size() * 40) << what;
+    EXPECT_EQ(a, b) << what;
+  };
+  auto prefill = [&](int s, int n) {
+    Batch batch;
+    for (int i = 0; i < n; ++i) batch.tokens.push_back(static_cast<TokenId>((s * 7 + i * 3) % 40));
+    batch.chunks.push_back({.num_tokens = n,
+                            .first_position = lengths[s],
+                            .block_table = tables[s],
+                            .want_logits = true});
+    lengths[s] += n;
+    run(batch, "prefill");
+  };
+  auto decode = [&](std::vector<int> seqs, int step) {
+    Batch batch;
+    for (int s : seqs) {
+      batch.tokens.push_back(static_cast<TokenId>((s * 5 + step) % 40));
+      batch.chunks.push_back({.num_tokens = 1,
+                              .first_position = lengths[s],
+                              .block_table = tables[s],
+                              .want_logits = true});
+      ++lengths[s];
+    }
+    run(batch, "decode");
+  };
+  for (int s = 0; s < 5; ++s) prefill(s, 3 + 2 * s);
+  EXPECT_TRUE(BlockIsZero(graph_cpu, kBlocks));  // prefill is eager: no padding yet
+  for (int step = 0; step < 2; ++step) decode({0, 1, 2, 3, 4}, step);
+  decode({4, 0, 2}, 0);
+  decode({1}, 0);
+  {  // a decode step beside a prompt chunk: eager
+    Batch batch;
+    batch.tokens = {7, 8, 9, 1};
+    batch.chunks = {{.num_tokens = 3,
+                     .first_position = lengths[3],
+                     .block_table = tables[3],
+                     .want_logits = true},
+                    {.num_tokens = 1,
+                     .first_position = lengths[2],
+                     .block_table = tables[2],
+                     .want_logits = true}};
+    lengths[3] += 3;
+    ++lengths[2];
+    run(batch, "mixed");
+  }
+  EXPECT_EQ(graph_backend.graph_rows, (std::vector<int64_t>{8, 8, 4, 1}));
+  EXPECT_FALSE(BlockIsZero(graph_cpu, kBlocks));  // the padding rows wrote the spare block
+  for (kvcache::BlockId b : {0, 1, 2, 13, 20, 23}) EXPECT_TRUE(BlockIsZero(graph_cpu, b)) << b;
+  // The sequences' blocks hold the same KV as the eager model's.
+  for (kvcache::BlockId b = 3; b < 13; ++b) {
+    std::vector<std::byte> x(eager_cpu.kv_block_bytes()), y(graph_cpu.kv_block_bytes());
+    ASSERT_TRUE(eager_cpu.ReadKvBlock(b, x).ok());
+    ASSERT_TRUE(graph_cpu.ReadKvBlock(b, y).ok());
+    EXPECT_EQ(x, y) << "block " << b;
+  }
+}
+
+}  // namespace
+}  // namespace spillway::engine
