@@ -11,6 +11,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/llama/llama_model.h"
+#include "tests/engine/decode_steps.h"
 #include "tests/engine/train/tiny_random_model.h"
 
 namespace spillway::engine {
@@ -115,12 +116,7 @@ TEST(DecodeGraphPaddingTest, PaddedDecodeStepsGiveTheEagerLogits) {
   EXPECT_EQ((*eager)->SetDecodeGraphs(true).code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE((*graphs)->SetDecodeGraphs(true).ok());
 
-  std::vector<std::vector<kvcache::BlockId>> tables;
-  for (int s = 0; s < 5; ++s) {
-    tables.push_back(
-        {static_cast<kvcache::BlockId>(2 * s + 3), static_cast<kvcache::BlockId>(2 * s + 4)});
-  }
-  std::vector<int32_t> lengths(5, 0);
+  testing::DecodeSteps steps;
   auto run = [&](const Batch& batch, const char* what) {
     std::vector<float> a, b;
     ASSERT_TRUE((*eager)->Forward(batch, &a).ok()) << what;
@@ -128,48 +124,12 @@ TEST(DecodeGraphPaddingTest, PaddedDecodeStepsGiveTheEagerLogits) {
     ASSERT_EQ(a.size(), batch.chunks.size() * 40) << what;
     EXPECT_EQ(a, b) << what;
   };
-  auto prefill = [&](int s, int n) {
-    Batch batch;
-    for (int i = 0; i < n; ++i) batch.tokens.push_back(static_cast<TokenId>((s * 7 + i * 3) % 40));
-    batch.chunks.push_back({.num_tokens = n,
-                            .first_position = lengths[s],
-                            .block_table = tables[s],
-                            .want_logits = true});
-    lengths[s] += n;
-    run(batch, "prefill");
-  };
-  auto decode = [&](std::vector<int> seqs, int step) {
-    Batch batch;
-    for (int s : seqs) {
-      batch.tokens.push_back(static_cast<TokenId>((s * 5 + step) % 40));
-      batch.chunks.push_back({.num_tokens = 1,
-                              .first_position = lengths[s],
-                              .block_table = tables[s],
-                              .want_logits = true});
-      ++lengths[s];
-    }
-    run(batch, "decode");
-  };
-  for (int s = 0; s < 5; ++s) prefill(s, 3 + 2 * s);
+  for (int s = 0; s < 5; ++s) run(steps.Prefill(s, 3 + 2 * s), "prefill");
   EXPECT_TRUE(BlockIsZero(graph_cpu, kBlocks));  // prefill is eager: no padding yet
-  for (int step = 0; step < 2; ++step) decode({0, 1, 2, 3, 4}, step);
-  decode({4, 0, 2}, 0);
-  decode({1}, 0);
-  {  // a decode step beside a prompt chunk: eager
-    Batch batch;
-    batch.tokens = {7, 8, 9, 1};
-    batch.chunks = {{.num_tokens = 3,
-                     .first_position = lengths[3],
-                     .block_table = tables[3],
-                     .want_logits = true},
-                    {.num_tokens = 1,
-                     .first_position = lengths[2],
-                     .block_table = tables[2],
-                     .want_logits = true}};
-    lengths[3] += 3;
-    ++lengths[2];
-    run(batch, "mixed");
-  }
+  for (int step = 0; step < 2; ++step) run(steps.Decode({0, 1, 2, 3, 4}, step), "decode 5");
+  run(steps.Decode({4, 0, 2}, 0), "decode 3");
+  run(steps.Decode({1}, 0), "decode 1");
+  run(steps.Mixed(3, 2), "mixed: eager");
   EXPECT_EQ(graph_backend.graph_rows, (std::vector<int64_t>{8, 8, 4, 1}));
   EXPECT_FALSE(BlockIsZero(graph_cpu, kBlocks));  // the padding rows wrote the spare block
   for (kvcache::BlockId b : {0, 1, 2, 13, 20, 23}) EXPECT_TRUE(BlockIsZero(graph_cpu, b)) << b;

@@ -7,6 +7,7 @@
 // another order). The padding rows write only the spare block: a block no sequence owns stays
 // zero. Skips without a GPU.
 #include "engine/llama/llama_model.h"
+#include "tests/engine/decode_steps.h"
 #include "tests/engine/train/tiny_random_model.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -27,12 +28,7 @@ TEST(DecodeGraphTest, ReplayEqualsEager) {
   ASSERT_TRUE(eager.ok() && graphs.ok());
   ASSERT_TRUE((*graphs)->SetDecodeGraphs(true).ok());
 
-  // Five sequences, two blocks each (contexts stay below 32 tokens).
-  std::vector<std::vector<kvcache::BlockId>> tables;
-  for (int s = 0; s < 5; ++s)
-    tables.push_back(
-        {static_cast<kvcache::BlockId>(2 * s + 3), static_cast<kvcache::BlockId>(2 * s + 4)});
-  std::vector<int32_t> lengths(5, 0);
+  DecodeSteps steps;
   auto run = [&](const Batch& batch, const char* what) {
     std::vector<float> a, b;
     ASSERT_TRUE((*eager)->Forward(batch, &a).ok()) << what;
@@ -41,34 +37,12 @@ TEST(DecodeGraphTest, ReplayEqualsEager) {
     const Diff d = Compare(a, b);
     EXPECT_LE(d.max_abs, 1e-4 * d.rms) << what << ": max " << d.max_abs << " rms " << d.rms;
   };
-  auto prefill = [&](int s, int n) {
-    Batch batch;
-    for (int i = 0; i < n; ++i) batch.tokens.push_back(static_cast<TokenId>((s * 7 + i * 3) % 40));
-    batch.chunks.push_back({.num_tokens = n,
-                            .first_position = lengths[s],
-                            .block_table = tables[s],
-                            .want_logits = true});
-    lengths[s] += n;
-    run(batch, "prefill");
-  };
-  auto decode = [&](std::vector<int> seqs, int step) {
-    Batch batch;
-    for (int s : seqs) {
-      batch.tokens.push_back(static_cast<TokenId>((s * 5 + step) % 40));
-      batch.chunks.push_back({.num_tokens = 1,
-                              .first_position = lengths[s],
-                              .block_table = tables[s],
-                              .want_logits = true});
-      ++lengths[s];
-    }
-    run(batch, "decode");
-  };
-  for (int s = 0; s < 5; ++s) prefill(s, 3 + 2 * s);
-  for (int step = 0; step < 4; ++step) decode({0, 1, 2, 3, 4}, step);  // bucket 8
-  for (int step = 0; step < 3; ++step) decode({4, 0, 2}, step);        // bucket 4
-  prefill(1, 2);
-  for (int step = 0; step < 3; ++step) decode({1}, step);  // bucket 1
-  decode({0, 1, 2, 3, 4}, 9);                              // bucket 8 again, new contexts
+  for (int s = 0; s < 5; ++s) run(steps.Prefill(s, 3 + 2 * s), "prefill");
+  for (int step = 0; step < 4; ++step) run(steps.Decode({0, 1, 2, 3, 4}, step), "bucket 8");
+  for (int step = 0; step < 3; ++step) run(steps.Decode({4, 0, 2}, step), "bucket 4");
+  run(steps.Prefill(1, 2), "prefill");
+  for (int step = 0; step < 3; ++step) run(steps.Decode({1}, step), "bucket 1");
+  run(steps.Decode({0, 1, 2, 3, 4}, 9), "bucket 8 again, new contexts");
   EXPECT_EQ((*graph_backend)->num_decode_graphs(), 3);
 
   const std::vector<uint16_t> k = (*graph_backend)->KvToHost(0, /*values=*/false);

@@ -146,29 +146,28 @@ int Main(int argc, char** argv) {
     GenerateRequest r = Request(RandomPrompt(64, c.vocab_size, 99), 4);
     (void)g.Run({&r, 1});
   }
-  {  // decode, batch 1
+  // Decode at batch 1: seconds per output token after the first.
+  auto decode_tpot = [&](uint32_t seed) -> double {
     Generator g(**model, kv, {.max_batch_tokens = max_batch_tokens});
-    GenerateRequest r = Request(RandomPrompt(128, c.vocab_size, 1), 129);
-    absl::StatusOr<std::vector<GenerateResult>> out = g.Run({&r, 1});
-    if (!out.ok()) return 1;
-    const double tpot = g.stats().decode_seconds / (g.stats().generated_tokens - 1);
-    const double roofline = step_bytes / bw;
+    GenerateRequest r = Request(RandomPrompt(128, c.vocab_size, seed), 129);
+    if (!g.Run({&r, 1}).ok()) return -1;
+    return g.stats().decode_seconds / (g.stats().generated_tokens - 1);
+  };
+  const double roofline = step_bytes / bw;
+  {  // decode, batch 1
+    const double tpot = decode_tpot(1);
+    if (tpot < 0) return 1;
     std::printf(
         "decode batch 1: TPOT %.3f ms; HBM roofline %.3f ms (%.2f GB / %.0f GB/s): "
         "%.1f%% of roofline (goal 85%%, published engines 70-77%%)\n",
         tpot * 1e3, roofline * 1e3, step_bytes / 1e9, bw / 1e9, 100 * roofline / tpot);
   }
-  {  // decode, batch 1, as CUDA graphs (the first step captures the graph)
+  {  // the same as CUDA graphs (the first step captures the graph)
     if (!(*model)->SetDecodeGraphs(true).ok()) return 1;
-    Generator g(**model, kv, {.max_batch_tokens = max_batch_tokens});
-    GenerateRequest r = Request(RandomPrompt(128, c.vocab_size, 3), 129);
-    absl::StatusOr<std::vector<GenerateResult>> out = g.Run({&r, 1});
-    if (!out.ok()) return 1;
-    const double tpot = g.stats().decode_seconds / (g.stats().generated_tokens - 1);
-    const double roofline = step_bytes / bw;
+    const double tpot = decode_tpot(3);
+    if (tpot < 0 || !(*model)->SetDecodeGraphs(false).ok()) return 1;
     std::printf("decode batch 1, CUDA graphs: TPOT %.3f ms: %.1f%% of roofline\n", tpot * 1e3,
                 100 * roofline / tpot);
-    if (!(*model)->SetDecodeGraphs(false).ok()) return 1;
   }
   {  // prefill 2048
     // A fresh generator (its stats add up) and prompt (no cached prefix) each time.
