@@ -6,11 +6,11 @@
 //   total weight -> top_p cut (radix select on the cumulative weight in rank order) ->
 //   kept weight -> the draw (a block scan in id order) -> logprobs (max, sum, N argmaxes).
 //
-// NOTE(sampler): weights are expf((logit - max) / T) in f32 like the CPU's std::exp, summed in
-// f64 like the CPU, but in another order (per-thread partial sums, then a tree; the radix
-// histograms add with atomics, so in no fixed order). So a draw whose uniform × kept weight
-// lies within rounding of a boundary between two tokens, a top_p cut whose mass lies within
-// rounding of top_p, and a min_p threshold within expf's 2 ulp of a weight can fall on the
+// NOTE(sampler): weights are expf((logit - max) / T) in f32 like the CPU's std::exp (within
+// 2 ulp of it), summed in f64 like the CPU, but in another order (per-thread partial sums, then a
+// tree; the radix histograms add with atomics, so in no fixed order). So a draw whose uniform ×
+// kept weight lies within rounding of a boundary between two tokens, a top_p cut whose mass lies
+// within rounding of top_p, and a min_p threshold within expf's 2 ulp of a weight can fall on the
 // other side from the CPU's; everything else is the CPU's arithmetic.
 #include <cfloat>
 #include <climits>

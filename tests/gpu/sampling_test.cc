@@ -11,8 +11,9 @@
 //   * random rows: the token the reference semantics (tests/engine/sampler/
 //     sample_row_reference.h, itself checked against Sampler in the unit tier) draw with the
 //     row's uniform, walking the kept tokens in id order. A different token is accepted only
-//     when the target lies within 1e-9 × the kept weight of the boundary between the two
-//     tokens (the device sums weights in another order). The token is always in the CPU's
+//     when the target lies within 1e-6 × the kept weight of the boundary between the two
+//     tokens (CUDA's expf is within 2 ulp of std::exp, and the device sums in another
+//     order). The token is always in the CPU's
 //     kept set (top_k, top_p, min_p). With top_p = 1 this is also the Sampler's own seeded
 //     token; with top_p < 1 the Sampler walks its kept set in another order (docs/gpu.md).
 //   * the drawn distribution: 2560 seeded draws per case within 5 sigma of the CPU's
@@ -39,7 +40,7 @@ namespace {
 constexpr int64_t kMaxRows = 64;
 constexpr int64_t kMaxVocab = 128256;
 constexpr double kLogprobTolerance = 5e-5;
-constexpr double kBoundaryTolerance = 1e-9;
+constexpr double kBoundaryTolerance = 1e-6;
 
 // One row of a test batch: the sampler as the host has it, a copy for the device, the stop
 // tokens to mask.
