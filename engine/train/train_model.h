@@ -44,13 +44,15 @@ struct LossSum {
 };
 
 // How the lm_head part of a TrainModel::Run is cut into pieces: vocabulary rows per lm_head
-// slice (one slice, forward or backward, per piece) and target rows per chunk (the logits of a
-// chunk are kept whole for the cross-entropy). NOTE(ftpieces): a slice of 8192 rows for a chunk
-// of 32 target rows is about the matmul work of half a SmolLM2 layer over 45 tokens, so no
-// piece is much longer than the others; tests use small values to cross the boundaries.
+// slice (one slice, forward or backward, per piece), target rows per chunk (the logits of a
+// chunk are kept whole for the cross-entropy), and rows of the cross-entropy per piece.
+// NOTE(ftpieces): a slice of 8192 rows for a chunk of 32 target rows is about the matmul work
+// of half a SmolLM2 layer over 45 tokens, and 8 rows of softmax over 49152 logits about 3 ms,
+// so no piece is much longer than the others; tests use small values to cross the boundaries.
 struct HeadPieces {
   int64_t slice_rows = 8192;
   int64_t chunk_rows = 32;
+  int64_t loss_rows = 8;
 };
 
 // LoRA dropout for one training pass (PEFT's lora_dropout: y = W x + s · B A dropout(x)):
@@ -94,9 +96,10 @@ class TrainModel {
                                           T* grad, LoraDropout dropout = {});
 
   // ForwardBackward in bounded pieces, so that the engine's idle slot can interleave it with
-  // inference (issue #7): each Advance() runs one layer's forward, one layer's backward, or
-  // the lm_head + cross-entropy (forward and backward) of a few target rows, and keeps the
-  // activations in the Run between calls. The result is bit-identical to ForwardBackward's
+  // inference (issue #7): each Advance() runs half a layer (attention or FFN) forward or
+  // backward, one lm_head slice forward or backward for a chunk of target rows, or the
+  // cross-entropy of a few rows (HeadPieces), and keeps the activations in the Run between
+  // calls. The result is bit-identical to ForwardBackward's
   // (which is this loop). `seqs`' tokens and masks, `layout`, `lora` and `grad` must outlive
   // the Run, and `lora` must not change while it runs (its gradient is of those parameters).
   class Run;
@@ -196,11 +199,14 @@ class TrainModel<T>::Run {
   std::vector<T> hf_, invf_, dhf_;
   std::vector<int64_t> rows_;
   std::vector<TokenId> targets_;
-  // The chunk of target rows under way: its first row, the next lm_head slice, whether the
-  // slices now run backward, and its rows' final norm output, logits and their gradients.
+  // The chunk of target rows under way: its first row, the next lm_head slice, the stage
+  // (logits slice by slice, cross-entropy, backward slice by slice), and its rows' final norm
+  // output, logits and their gradients.
+  enum class HeadStage { kLogits, kLoss, kBackward };
   int64_t chunk_ = 0;
   size_t slice_ = 0;
-  bool head_backward_ = false;
+  HeadStage head_stage_ = HeadStage::kLogits;
+  int64_t ce_row_ = 0;  // the next row of the chunk's cross-entropy
   std::vector<T> sel_, logits_, dlogits_, dsel_, part_, tmp_;
   std::vector<T> dx_;  // backward: d(loss)/d(residual stream)
   LossSum loss_;

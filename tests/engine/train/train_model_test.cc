@@ -93,11 +93,14 @@ TEST(TrainModelTest, UpperLayerOnlyGradientMatchesFiniteDifferences) {
   CheckWholeModelGradient(/*qwen_like=*/false, c);
 }
 
-// The lm_head cut into 6 slices of <= 7 vocabulary rows and the 7 targets into chunks of 3
-// rows: the pieces of a Run cross every boundary of the head.
+// The lm_head cut into 6 slices of <= 7 vocabulary rows, the 7 targets into chunks of 3 rows
+// and their cross-entropy into pieces of 2 rows: the pieces of a Run cross every boundary of
+// the head.
 TEST(TrainModelTest, GradientThroughHeadSlicesMatchesFiniteDifferences) {
-  CheckWholeModelGradient(/*qwen_like=*/false, AllModules(2), {.slice_rows = 7, .chunk_rows = 3});
-  CheckWholeModelGradient(/*qwen_like=*/true, AllModules(2), {.slice_rows = 7, .chunk_rows = 3});
+  CheckWholeModelGradient(/*qwen_like=*/false, AllModules(2),
+                          {.slice_rows = 7, .chunk_rows = 3, .loss_rows = 2});
+  CheckWholeModelGradient(/*qwen_like=*/true, AllModules(2),
+                          {.slice_rows = 7, .chunk_rows = 3, .loss_rows = 2});
 }
 
 // Begin + Advance: one bounded piece per call (half a layer forward or backward, or one
@@ -106,8 +109,8 @@ TEST(TrainModelTest, GradientThroughHeadSlicesMatchesFiniteDifferences) {
 TEST(TrainModelTest, RunAdvancesOnePieceAtATime) {
   testing::TinyRandomModel file(15);
   auto whole = TrainModel<double>::Create(file, nullptr);
-  auto cut =
-      TrainModel<double>::Create(file, nullptr, GgmlType::kF32, {.slice_rows = 7, .chunk_rows = 3});
+  auto cut = TrainModel<double>::Create(file, nullptr, GgmlType::kF32,
+                                        {.slice_rows = 7, .chunk_rows = 3, .loss_rows = 2});
   ASSERT_TRUE(whole.ok() && cut.ok());
   const lora::LoraAdapter adapter = RandomAdapter(file.config(), AllModules(2), 4);
   const std::vector<double> params(adapter.params.begin(), adapter.params.end());
@@ -128,9 +131,10 @@ TEST(TrainModelTest, RunAdvancesOnePieceAtATime) {
       ASSERT_EQ((*run)->done(), done);
       ASSERT_LE(pieces, 100);
     }
-    // 2 layers: 4 half layers forward; 3 chunks (7 targets) x 6 slices forward (and backward);
-    // 4 half layers backward (both layers adapted).
-    EXPECT_EQ(pieces, with_grad ? 4 + 3 * 12 + 4 : 4 + 3 * 6);
+    // 2 layers: 4 half layers forward; 3 chunks (3 + 3 + 1 of the 7 targets) x 6 slices
+    // forward (and backward), and their cross-entropy 2 rows a piece (2 + 2 + 1 pieces); 4 half
+    // layers backward (both layers adapted).
+    EXPECT_EQ(pieces, with_grad ? 4 + 3 * 12 + 5 + 4 : 4 + 3 * 6 + 5);
     EXPECT_EQ((*run)->pieces(), pieces);
     auto again = (*cut)->ForwardBackward(seqs, adapter.layout, scale, params.data(),
                                          with_grad ? g_whole.data() : nullptr);

@@ -169,10 +169,10 @@ TEST(TrainingJobTest, PiecesEqualStepsBitForBit) {
       got = piece->micro_batch;
       ++these;
     }
-    // 2 layers x 2 halves forward and backward, and ceil(40 / 9) = 5 slices forward and
-    // backward per chunk of 2 targets.
+    // 2 layers x 2 halves forward and backward; ceil(40 / 9) = 5 slices forward and backward
+    // and one cross-entropy piece per chunk of 2 targets; the optimizer step's own piece.
     const int chunks = (got->targets + 1) / 2;
-    EXPECT_EQ(these, 4 + 4 + 10 * chunks);
+    EXPECT_EQ(these, 4 + 4 + 11 * chunks + (got->optimizer_stepped ? 1 : 0));
     pieces += these;
     ++micro_batches;
     EXPECT_EQ(got->micro_batches, want->micro_batches);
@@ -258,11 +258,12 @@ TEST(TrainingJobTest, EvalInPieces) {
     if (piece->done) got = piece->loss;
   }
   EXPECT_EQ(*got, *want);
-  // Per example: 4 half layers, and 3 slices per chunk of <= 3 of its 3..7 targets.
+  // Per example: 4 half layers, and 3 slices and a cross-entropy piece per chunk of <= 3 of
+  // its 3..7 targets.
   int expected = 0;
   for (const TrainingExample& e : examples) {
     const int targets = static_cast<int>(e.tokens.size()) - 3;
-    expected += 4 + 3 * ((targets + 2) / 3);
+    expected += 4 + 4 * ((targets + 2) / 3);
   }
   EXPECT_EQ(pieces, expected);
   const std::vector<TrainingExample> none;
