@@ -94,6 +94,20 @@ def job_events(url, job_id):
     return r["data"]
 
 
+def metric_sum(url, name, label=""):
+    """Sum of a Prometheus counter's samples (those whose labels contain `label`)."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    return sum(float(l.split()[-1]) for l in text.splitlines()
+               if l.startswith(name) and not l.startswith("#") and label in l)
+
+
+def engine_time(url):
+    """(inference busy seconds, generated tokens): the engine's own forward time per token,
+    to tell a slower forward from a longer wait."""
+    return (metric_sum(url, "spillway_device_busy_seconds_total", 'work="inference"'),
+            metric_sum(url, "spillway_generation_tokens_total"))
+
+
 def load_average():
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -132,7 +146,9 @@ def main():
         client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=120)
         run_load(client, 3, 0.1, args.max_tokens, seed=0)  # warm up
 
+        e0 = engine_time(url)
         base_ttft, base_itl = run_load(client, args.requests, args.interval, args.max_tokens, 1)
+        e1 = engine_time(url)
 
         data = "\n".join(json.dumps({"messages": [{"role": "user", "content": q},
                                                   {"role": "assistant", "content": a}]})
@@ -147,7 +163,9 @@ def main():
             time.sleep(0.2)
         time.sleep(2)
         s0, t0 = job_step(url, job.id)[0], time.monotonic()
+        e2 = engine_time(url)
         ft_ttft, ft_itl = run_load(client, args.requests, args.interval, args.max_tokens, 1)
+        e3 = engine_time(url)
         s1, t1 = job_step(url, job.id)[0], time.monotonic()
         time.sleep(args.alone_seconds)
         s2, t2 = job_step(url, job.id)[0], time.monotonic()
@@ -171,6 +189,10 @@ def main():
         row("job training in idle time", ft_ttft, ft_itl)
         print(f"\njob progress: {(s1 - s0) / (t1 - t0):.3f} optimizer steps/s under the load "
               f"({s1 - s0} steps in {t1 - t0:.0f} s), {(s2 - s1) / (t2 - t1):.3f} steps/s alone")
+        def per_token(a, b):
+            return (b[0] - a[0]) / max(b[1] - a[1], 1) * 1e3
+        print(f"engine forward time per generated token (prefill included): "
+              f"{per_token(e0, e1):.2f} ms without the job, {per_token(e2, e3):.2f} ms with it")
         if pieces:
             print(f"idle-time pieces: {pieces['pieces']}, p50 {pieces['piece_p50_ms']:.1f} ms, "
                   f"p99 {pieces['piece_p99_ms']:.1f} ms, max {pieces['piece_max_ms']:.1f} ms")
