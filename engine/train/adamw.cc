@@ -30,13 +30,20 @@ double ClipGradNorm(std::span<float> grad, double max_norm) {
 }
 
 void AdamW::Update(std::span<float> params, std::span<const float> grad, float lr) {
+  BeginStep();
+  UpdateRange(params, grad, lr, 0, static_cast<int64_t>(params.size()));
+}
+
+void AdamW::UpdateRange(std::span<float> params, std::span<const float> grad, float lr,
+                        int64_t begin, int64_t end) {
   SPW_CHECK(params.size() == m_.size() && grad.size() == m_.size());
-  ++steps_;
+  SPW_CHECK(0 <= begin && begin <= end && end <= static_cast<int64_t>(params.size()));
+  SPW_CHECK(steps_ > 0);
   const double b1 = options_.beta1, b2 = options_.beta2;
   const double c1 = 1.0 - std::pow(b1, static_cast<double>(steps_));
   const double c2 = 1.0 - std::pow(b2, static_cast<double>(steps_));
   const float decay = 1.0f - lr * options_.weight_decay;
-  for (size_t i = 0; i < params.size(); ++i) {
+  for (int64_t i = begin; i < end; ++i) {
     const double g = grad[i];
     m_[i] = static_cast<float>(b1 * m_[i] + (1.0 - b1) * g);
     v_[i] = static_cast<float>(b2 * v_[i] + (1.0 - b2) * g * g);

@@ -36,6 +36,11 @@ class AdamW {
   //   p -= lr·wd·p; m = b1·m + (1-b1)·g; v = b2·v + (1-b2)·g²;
   //   p -= lr · (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
   void Update(std::span<float> params, std::span<const float> grad, float lr);
+  // The same update in pieces: BeginStep, then UpdateRange over ranges covering all the
+  // parameters (element-wise, so the result is Update's bit for bit).
+  void BeginStep() { ++steps_; }
+  void UpdateRange(std::span<float> params, std::span<const float> grad, float lr, int64_t begin,
+                   int64_t end);
 
   int64_t steps() const { return steps_; }
   // For checkpoints.

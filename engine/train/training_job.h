@@ -50,7 +50,9 @@ struct TrainingOptions {
   // (4 bytes per base parameter for W and Wᵀ) and the step time against F32.
   GgmlType frozen_type = GgmlType::kF16;
   HeadPieces head_pieces;  // how the lm_head is cut into pieces (TrainModel::Create)
-  bool shuffle = true;     // a new order of the examples each epoch, from `seed`
+  // LoRA parameters per piece of the AdamW update (the clipping is one piece before them).
+  int64_t optimizer_piece_params = 256 * 1024;
+  bool shuffle = true;  // a new order of the examples each epoch, from `seed`
   uint64_t seed = 0;
 };
 
@@ -98,7 +100,7 @@ class TrainingJob {
   // Runs pieces until a micro-batch completes (the rest of the one under way, if any).
   absl::StatusOr<StepReport> Step();
   // No micro-batch is under way (checkpoints can be taken).
-  bool at_micro_batch_boundary() const { return run_ == nullptr; }
+  bool at_micro_batch_boundary() const { return run_ == nullptr && !pending_.has_value(); }
 
   bool finished() const { return step_ >= total_steps_; }
   int64_t step() const { return step_; }
@@ -156,6 +158,10 @@ class TrainingJob {
   std::unique_ptr<TrainModel<float>::Run> run_;
   int32_t run_tokens_ = 0;
   double run_seconds_ = 0;
+  // The optimizer step under way after the step's last micro-batch: its report so far, and
+  // the next parameter to update (-1: the gradient is not clipped yet).
+  std::optional<StepReport> pending_;
+  int64_t optimizer_pos_ = -1;
   // The evaluation under way (BeginEval).
   struct Eval {
     const std::vector<TrainingExample>* examples = nullptr;

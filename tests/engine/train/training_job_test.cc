@@ -150,6 +150,7 @@ TEST(TrainingJobTest, PiecesEqualStepsBitForBit) {
   TrainingOptions o = Options();
   o.head_pieces = {.slice_rows = 9, .chunk_rows = 2};
   o.max_micro_batch_tokens = 20;  // two examples per micro-batch
+  o.optimizer_piece_params = 100;
   auto a = TrainingJob::Create(file, Examples(), o, &pool);
   auto b = TrainingJob::Create(file, Examples(), o, &pool);
   ASSERT_TRUE(a.ok() && b.ok());
@@ -170,9 +171,12 @@ TEST(TrainingJobTest, PiecesEqualStepsBitForBit) {
       ++these;
     }
     // 2 layers x 2 halves forward and backward; ceil(40 / 9) = 5 slices forward and backward
-    // and one cross-entropy piece per chunk of 2 targets; the optimizer step's own piece.
+    // and one cross-entropy piece per chunk of 2 targets; the optimizer step's own pieces
+    // (clipping, then AdamW 100 parameters a piece).
     const int chunks = (got->targets + 1) / 2;
-    EXPECT_EQ(these, 4 + 4 + 11 * chunks + (got->optimizer_stepped ? 1 : 0));
+    const int64_t params = (*a)->adapter().layout.num_params();
+    ASSERT_GT(params, 100);
+    EXPECT_EQ(these, 4 + 4 + 11 * chunks + (got->optimizer_stepped ? 1 + (params + 99) / 100 : 0));
     pieces += these;
     ++micro_batches;
     EXPECT_EQ(got->micro_batches, want->micro_batches);
@@ -330,6 +334,26 @@ TEST(AdamWTest, MatchesTheFormula) {
   EXPECT_NEAR(p[1], -2.0f * (1 - 0.001f) - 0.01f, 1e-6);
   opt.Update(p, g, 0.01f);
   EXPECT_EQ(opt.steps(), 2);
+}
+
+// The update in ranges (the idle slot's optimizer pieces) is Update's bit for bit.
+TEST(AdamWTest, RangesEqualTheWholeUpdate) {
+  const AdamWOptions o{.beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-8f, .weight_decay = 0.1f};
+  AdamW whole(7, o), ranges(7, o);
+  std::vector<float> pw = {1, -2, 3, 0.5f, -0.25f, 2, 7}, pr = pw;
+  for (int step = 0; step < 3; ++step) {
+    std::vector<float> g(7);
+    for (int i = 0; i < 7; ++i) g[i] = 0.1f * static_cast<float>(i - step) + 0.03f;
+    whole.Update(pw, g, 0.01f);
+    ranges.BeginStep();
+    ranges.UpdateRange(pr, g, 0.01f, 0, 3);
+    ranges.UpdateRange(pr, g, 0.01f, 3, 3);
+    ranges.UpdateRange(pr, g, 0.01f, 3, 7);
+    ASSERT_EQ(pw, pr);
+    ASSERT_EQ(whole.m(), ranges.m());
+    ASSERT_EQ(whole.v(), ranges.v());
+  }
+  EXPECT_EQ(ranges.steps(), 3);
 }
 
 TEST(AdamWTest, ScheduleAndClipping) {
