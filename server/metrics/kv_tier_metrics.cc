@@ -29,6 +29,12 @@ KvTierMetrics::KvTierMetrics(prometheus::Registry& r, std::string model,
   bytes_ = counter("spillway_kv_bytes_moved_total", "Bytes moved between KV tiers.");
   errors_ = counter("spillway_kv_tier_errors_total",
                     "KV tier failures by tier and kind (a failed or corrupt block is a miss).");
+  copies_in_flight_ = &prometheus::BuildGauge()
+                           .Name("spillway_kv_copies_in_flight")
+                           .Help("Device<->host KV block copies started and not yet complete.")
+                           .Register(r);
+  copy_waits_ = counter("spillway_kv_copy_waits_total",
+                        "Times the engine thread blocked on a device<->host KV copy in flight.");
   std::vector<double> bounds(kvcache::kLoadSecondsBuckets.begin(),
                              kvcache::kLoadSecondsBuckets.end());
   load_seconds_ =
@@ -79,6 +85,11 @@ void KvTierMetrics::Update(const scheduler::EngineStats& s) {
   Grow(*bytes_, {{"from", "host"}, {"to", "device"}}, k.bytes_host_device);
   Grow(*bytes_, {{"from", "disk"}, {"to", "host"}}, k.bytes_disk_host);
   Grow(*errors_, {{"tier", "host"}, {"kind", "copy"}}, k.host_errors);
+  copies_in_flight_->Add({{"model", model_}, {"from", "device"}, {"to", "host"}})
+      .Set(k.spills_in_flight);
+  copies_in_flight_->Add({{"model", model_}, {"from", "host"}, {"to", "device"}})
+      .Set(k.loads_in_flight);
+  Grow(*copy_waits_, {}, k.copy_waits);
   if (k.disk_enabled) {
     for (int r = 1; r < kvcache::kNumDiskResults; ++r) {
       Grow(*errors_,

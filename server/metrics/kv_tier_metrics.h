@@ -1,8 +1,9 @@
 // KvTierMetrics: the Prometheus series of the tiered KV cache (docs/kv-tiers.md, issue #6) —
 // host and SSD occupancy in spillway_kv_blocks / spillway_kv_usage_ratio (whose device series
 // ServerMetrics keeps), prefix-cache hits by tier, blocks and bytes moved between tiers, load
-// times and tier errors. ServerMetrics owns one and calls Update at each scrape with the
-// engine's stats; counters grow by the difference from the last scrape.
+// times, device<->host copies in flight and the engine thread's waits on them, tier errors.
+// ServerMetrics owns one and calls Update at each scrape with the engine's stats; counters
+// grow by the difference from the last scrape.
 // Thread safety: Update is called under ServerMetrics' render lock only.
 #pragma once
 
@@ -44,6 +45,8 @@ class KvTierMetrics {
   prometheus::Family<prometheus::Counter>* loads_;
   prometheus::Family<prometheus::Counter>* bytes_;
   prometheus::Family<prometheus::Counter>* errors_;
+  prometheus::Family<prometheus::Gauge>* copies_in_flight_;
+  prometheus::Family<prometheus::Counter>* copy_waits_;
   prometheus::Histogram* load_seconds_;
   // The last value added per counter series (by its label string).
   std::map<std::string, int64_t> last_;

@@ -133,6 +133,33 @@ TEST(ServerMetricsTest, KvTierSeriesFollowTheTierStats) {
                         "to=\"host\"} 9\n"));
 }
 
+// Copies in flight are a gauge of the last scrape's stats (by direction, in the from/to labels
+// of the other tier series); the engine thread's waits on them a counter.
+TEST(ServerMetricsTest, KvCopiesInFlightAndWaits) {
+  ServerMetrics m("tiny");
+  scheduler::EngineStats s = Stats();
+  s.tiers = kvcache::TierStats{
+      .host_slots = 8, .spills_in_flight = 3, .loads_in_flight = 1, .copy_waits = 4};
+  std::string text = m.Render(s);
+  EXPECT_THAT(text, HasSubstr("# TYPE spillway_kv_copies_in_flight gauge\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE spillway_kv_copy_waits_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_copies_in_flight{from=\"device\",model=\"tiny\","
+                              "to=\"host\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_copies_in_flight{from=\"host\",model=\"tiny\","
+                              "to=\"device\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_copy_waits_total{model=\"tiny\"} 4\n"));
+  // The copies complete (the gauge goes down) and two more waits happen.
+  s.tiers->spills_in_flight = 0;
+  s.tiers->loads_in_flight = 0;
+  s.tiers->copy_waits = 6;
+  text = m.Render(s);
+  EXPECT_THAT(text, HasSubstr("spillway_kv_copies_in_flight{from=\"device\",model=\"tiny\","
+                              "to=\"host\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_copies_in_flight{from=\"host\",model=\"tiny\","
+                              "to=\"device\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("spillway_kv_copy_waits_total{model=\"tiny\"} 6\n"));
+}
+
 TEST(ServerMetricsTest, IterationTokensAndErrors) {
   ServerMetrics m("tiny");
   m.OnStep({.start = std::chrono::steady_clock::now(), .num_tokens = 5, .num_seqs = 2});
