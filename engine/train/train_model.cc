@@ -473,6 +473,16 @@ void TrainModel<T>::AttnHalfBackward(int64_t l, Pass& p, LayerActs& a, const Lor
 
 namespace {
 
+// The index of the largest of `n` values, the lowest on ties (as the sampler's greedy Argmax).
+template <typename T>
+TokenId ArgmaxLowestId(const T* v, int64_t n) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < n; ++j) {
+    if (v[j] > v[best]) best = j;
+  }
+  return static_cast<TokenId>(best);
+}
+
 void SetUpPass(std::span<const TrainSequence> seqs, int64_t num_heads, int64_t* n,
                std::vector<int32_t>* positions, std::vector<int64_t>* seq_starts,
                std::vector<int64_t>* prob_starts, std::vector<TokenId>* token_ids) {
@@ -642,6 +652,8 @@ bool TrainModel<T>::HeadPiece(Run& r) {
       // The softmax over the vocabulary, a few rows per piece (SmolLM2: ~0.4 ms a row).
       const int64_t end = std::min(m, r.ce_row_ + head_pieces_.loss_rows);
       for (int64_t i = r.ce_row_; i < end; ++i) {
+        const T* row = r.logits_.data() + i * c.vocab_size;
+        if (ArgmaxLowestId(row, c.vocab_size) == r.targets_[r.chunk_ + i]) ++r.loss_.num_correct;
         r.loss_.loss += static_cast<double>(
             CrossEntropy(r.logits_.data() + i * c.vocab_size, c.vocab_size,
                          r.targets_[r.chunk_ + i], T{1}, r.dlogits_.data() + i * c.vocab_size));

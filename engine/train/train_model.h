@@ -41,6 +41,9 @@ struct TrainSequence {
 struct LossSum {
   double loss = 0;          // summed over target tokens
   int64_t num_targets = 0;  // target tokens counted
+  // Target tokens the logits predict: argmax == target, ties to the lowest id (the sampler's
+  // greedy choice), so num_correct / num_targets is the token accuracy OpenAI reports.
+  int64_t num_correct = 0;
 };
 
 // How the lm_head part of a TrainModel::Run is cut into pieces: vocabulary rows per lm_head

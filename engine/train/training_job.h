@@ -61,11 +61,13 @@ struct StepReport {
   int32_t tokens = 0;         // tokens in this micro-batch
   int32_t targets = 0;        // target tokens in this micro-batch
   double micro_loss = 0;      // mean loss of this micro-batch's targets
+  double micro_accuracy = 0;  // token accuracy of its targets (LossSum::num_correct)
   bool optimizer_stepped = false;
   // When optimizer_stepped:
-  int64_t step = 0;      // optimizer steps done, this one included
-  double step_loss = 0;  // mean loss over the step's targets
-  double grad_norm = 0;  // before clipping
+  int64_t step = 0;          // optimizer steps done, this one included
+  double step_loss = 0;      // mean loss over the step's targets
+  double step_accuracy = 0;  // token accuracy over the step's targets, in [0, 1]
+  double grad_norm = 0;      // before clipping
   float learning_rate = 0;
   bool finished = false;  // the job has run all its steps
   double seconds = 0;     // wall time of this micro-batch's pieces
@@ -78,9 +80,10 @@ struct PieceReport {
 };
 
 struct EvalPieceReport {
-  double seconds = 0;  // wall time of this piece
-  bool done = false;   // the evaluation is complete; then:
-  double loss = 0;     // mean loss over the examples' targets
+  double seconds = 0;   // wall time of this piece
+  bool done = false;    // the evaluation is complete; then:
+  double loss = 0;      // mean loss over the examples' targets
+  double accuracy = 0;  // token accuracy over them (LossSum::num_correct), in [0, 1]
 };
 
 class TrainingJob {
@@ -115,6 +118,8 @@ class TrainingJob {
   // Mean loss of `examples` (targets only) with the current adapter; no gradient. The same
   // as BeginEval and EvalPiece until done.
   absl::StatusOr<double> EvalLoss(const std::vector<TrainingExample>& examples);
+  // EvalLoss with the token accuracy: the last EvalPiece's report (done is true).
+  absl::StatusOr<EvalPieceReport> Evaluate(const std::vector<TrainingExample>& examples);
   // EvalLoss in pieces (one example at a time, each a TrainModel::Run forward): `examples`
   // must outlive the evaluation; a BeginEval drops one under way. The evaluation reads the
   // parameters as they are at each piece, so a training piece that completes an optimizer
@@ -150,9 +155,11 @@ class TrainingJob {
   int64_t epoch_ = 0;
   std::vector<int32_t> order_;
   int64_t next_ = 0;  // index into order_
-  // The step under way: loss summed over its targets so far, and their number.
+  // The step under way: loss summed over its targets so far, their number, and how many the
+  // logits predicted.
   double step_loss_sum_ = 0;
   int64_t step_targets_ = 0;
+  int64_t step_correct_ = 0;
   // The micro-batch under way (null between micro-batches): its pieces' state, its tokens and
   // the time its pieces took so far.
   std::unique_ptr<TrainModel<float>::Run> run_;
@@ -169,6 +176,7 @@ class TrainingJob {
     std::unique_ptr<TrainModel<float>::Run> run;
     double loss_sum = 0;
     int64_t targets = 0;
+    int64_t correct = 0;
   };
   std::optional<Eval> eval_;
 };

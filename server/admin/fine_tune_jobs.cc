@@ -1,6 +1,7 @@
 #include "server/admin/fine_tune_jobs.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -750,7 +751,7 @@ void FineTuneJobs::RunOnce() {
     absl::StatusOr<engine::train::EvalPieceReport> e = tj.EvalPiece();
     if (e.ok()) RecordPiece(e->seconds);
     if (e.ok() && !e->done) return;
-    FinishTraining(e.ok() ? std::optional<double>(e->loss) : std::nullopt);
+    FinishTraining(e.ok() ? std::optional<engine::train::EvalPieceReport>(*e) : std::nullopt);
     return;
   }
   absl::StatusOr<engine::train::PieceReport> piece = tj.StepPiece();
@@ -795,6 +796,7 @@ void FineTuneJobs::RunOnce() {
           absl::StrFormat("Step %d/%d: training loss=%.4f", r->step, job.total_steps, r->step_loss),
           json::object{{"step", r->step},
                        {"train_loss", r->step_loss},
+                       {"train_mean_token_accuracy", r->step_accuracy},
                        {"total_steps", job.total_steps},
                        {"learning_rate", r->learning_rate},
                        {"grad_norm", r->grad_norm}});
@@ -822,7 +824,7 @@ void FineTuneJobs::RunOnce() {
   FinishTraining(std::nullopt);
 }
 
-void FineTuneJobs::FinishTraining(std::optional<double> valid_loss) {
+void FineTuneJobs::FinishTraining(std::optional<engine::train::EvalPieceReport> valid) {
   engine::train::TrainingJob& tj = *slot_job_;
   const std::string dir = DirOf(slot_id_);
   std::string name;
@@ -835,9 +837,13 @@ void FineTuneJobs::FinishTraining(std::optional<double> valid_loss) {
       tj.adapter(), model_.file->config(), (fs::path(dir) / "adapter").string());
   absl::MutexLock lock(&mu_);
   Job& job = *jobs_.at(slot_id_);
-  if (valid_loss) {
-    AddEvent(job, absl::StrFormat("Validation loss=%.4f", *valid_loss),
-             json::object{{"step", tj.step()}, {"valid_loss", *valid_loss}});
+  if (valid) {
+    AddEvent(
+        job,
+        absl::StrFormat("Validation loss=%.4f, token accuracy=%.4f", valid->loss, valid->accuracy),
+        json::object{{"step", tj.step()},
+                     {"valid_loss", valid->loss},
+                     {"valid_mean_token_accuracy", valid->accuracy}});
   }
   AddPieceEvent(job);
   if (!finish_status.ok()) {
@@ -903,24 +909,28 @@ void FineTuneJobs::Finish(Job& job, const std::string& status, const absl::Statu
 
 void FineTuneJobs::WriteResults(Job& job) {
   // One row per optimizer step, from the job's metrics events (a step run again after a
-  // restart keeps its last figures); validation loss on the step it was measured at.
-  std::map<int64_t, std::pair<std::optional<double>, std::optional<double>>> rows;
+  // restart keeps its last figures); validation figures on the step they were measured at.
+  // NOTE(ftacc): OpenAI's columns, in this order; the events' keys are OpenAI's metric names.
+  // A cell is empty when its event lacks the figure (a job from before the token accuracy).
+  static constexpr const char* kColumns[] = {"train_loss", "train_mean_token_accuracy",
+                                             "valid_loss", "valid_mean_token_accuracy"};
+  std::map<int64_t, std::array<std::optional<double>, 4>> rows;
   for (const json::value& e : job.events) {
     const json::object& data = e.as_object().at("data").as_object();
     const json::value* step = data.if_contains("step");
     if (step == nullptr || !step->is_number()) continue;
-    auto& [train, valid] = rows[step->to_number<int64_t>()];
-    if (const json::value* l = data.if_contains("train_loss")) train = l->to_number<double>();
-    if (const json::value* l = data.if_contains("valid_loss")) valid = l->to_number<double>();
+    std::array<std::optional<double>, 4>& row = rows[step->to_number<int64_t>()];
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (const json::value* v = data.if_contains(kColumns[i])) row[i] = v->to_number<double>();
+    }
   }
-  // NOTE(ftmem): OpenAI's columns; the token accuracies are not measured (the training core
-  // computes the loss only), so they are left empty.
   std::string csv = "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n";
-  auto cell = [](const std::optional<double>& v) {
-    return v.has_value() ? absl::StrFormat("%.6f", *v) : std::string();
-  };
-  for (const auto& [step, losses] : rows) {
-    absl::StrAppend(&csv, step, ",", cell(losses.first), ",,", cell(losses.second), ",\n");
+  for (const auto& [step, row] : rows) {
+    absl::StrAppend(&csv, step);
+    for (const std::optional<double>& v : row) {
+      absl::StrAppend(&csv, ",", v.has_value() ? absl::StrFormat("%.6f", *v) : std::string());
+    }
+    absl::StrAppend(&csv, "\n");
   }
   absl::StatusOr<FileInfo> file = files_.PutResult("step_metrics.csv", std::move(csv));
   if (!file.ok()) {

@@ -152,9 +152,9 @@ class FineTuneJobs final : public scheduler::IdleWork {
   // Engine-loop thread (RunOnce and what it calls). The training slot's end: the slot is free
   // again (mu_ held).
   void ReleaseSlot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // After the last step (and the validation loss): saves the adapter, hands the job to the
-  // preparer for registration, frees the slot.
-  void FinishTraining(std::optional<double> valid_loss);
+  // After the last step (and the validation loss and token accuracy, when there is a
+  // validation file): saves the adapter, hands the job to the preparer, frees the slot.
+  void FinishTraining(std::optional<engine::train::EvalPieceReport> valid);
   // Counts one piece's time (the observer's on_piece, the job's piece statistics).
   void RecordPiece(double seconds);
   // "Trained in N pieces ...: p50, p99, max" (the benchmark reads it).

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "common/check.h"
@@ -254,6 +255,114 @@ TEST(TrainModelTest, RejectsBadSequences) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The index of the largest logit, the lowest on ties (the sampler's greedy choice), computed
+// here from LastLogits, independently of the training head.
+TokenId Greedy(const std::vector<double>& logits) {
+  return static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+// Token accuracy: a Run counts the targets whose logits' argmax is the target. The sequence
+// alternates the model's own greedy token (a hit) with another one (a miss); the count is the
+// same with and without a gradient and however the head is cut into pieces, and the loss is
+// not changed by counting.
+TEST(TrainModelTest, CountsTargetsTheLogitsPredict) {
+  testing::TinyRandomModel file(31);
+  const lora::LoraAdapter adapter = RandomAdapter(file.config(), AllModules(2), 8);
+  const std::vector<double> params(adapter.params.begin(), adapter.params.end());
+  const double scale = adapter.config.scale();
+  auto model = TrainModel<double>::Create(file, nullptr);
+  ASSERT_TRUE(model.ok());
+  std::vector<TokenId> tokens = {3, 17, 5};
+  std::vector<uint8_t> mask = {0, 0, 0};
+  int64_t hits = 0;
+  for (int i = 0; i < 9; ++i) {
+    auto logits = (*model)->LastLogits(tokens, adapter.layout, scale, params.data());
+    ASSERT_TRUE(logits.ok());
+    const TokenId greedy = Greedy(*logits);
+    const bool hit = i % 3 != 1;
+    tokens.push_back(hit ? greedy : (greedy + 1 + i) % file.config().vocab_size);
+    mask.push_back(i != 3);  // one position is not a target (a hit there would not count)
+    hits += hit && i != 3;
+  }
+  ASSERT_EQ(hits, 5);
+  const TrainSequence seq{.tokens = tokens, .loss_mask = mask};
+  for (HeadPieces pieces :
+       {HeadPieces{}, HeadPieces{.slice_rows = 7, .chunk_rows = 3, .loss_rows = 2}}) {
+    auto m = TrainModel<double>::Create(file, nullptr, GgmlType::kF32, pieces);
+    ASSERT_TRUE(m.ok());
+    std::vector<double> grad(params.size(), 0.0);
+    for (double* g : {grad.data(), static_cast<double*>(nullptr)}) {
+      auto loss = (*m)->ForwardBackward({&seq, 1}, adapter.layout, scale, params.data(), g);
+      ASSERT_TRUE(loss.ok()) << loss.status();
+      EXPECT_EQ(loss->num_targets, 8);
+      EXPECT_EQ(loss->num_correct, hits);
+    }
+  }
+  // The base model (no adapter) predicts other tokens: its count is its own.
+  auto base = (*model)->ForwardBackward({&seq, 1}, lora::LoraLayout(), 0.0, nullptr, nullptr);
+  ASSERT_TRUE(base.ok());
+  int64_t base_hits = 0;
+  for (size_t t = 1; t < tokens.size(); ++t) {
+    if (mask[t] == 0) continue;
+    auto logits = (*model)->LastLogits(std::span<const TokenId>(tokens).first(t),
+                                       lora::LoraLayout(), 0.0, nullptr);
+    ASSERT_TRUE(logits.ok());
+    base_hits += Greedy(*logits) == tokens[t];
+  }
+  EXPECT_EQ(base->num_correct, base_hits);
+}
+
+// A model whose lm_head row `to` is a copy of row `from`: their logits are equal everywhere.
+class DuplicatedHeadRow final : public ModelFile {
+ public:
+  DuplicatedHeadRow(const ModelFile& base, int64_t from, int64_t to) {
+    config_ = base.config();
+    tensors_ = base.tensors();
+    WeightTensor& w = tensors_.at("output.weight");
+    SPW_CHECK(w.type == GgmlType::kF32);
+    const float* src = reinterpret_cast<const float*>(w.data);
+    head_.assign(src, src + w.num_elements());
+    const int64_t hidden = config_.hidden;
+    std::copy_n(head_.begin() + from * hidden, hidden, head_.begin() + to * hidden);
+    w.data = reinterpret_cast<const uint8_t*>(head_.data());
+  }
+
+ private:
+  std::vector<float> head_;
+};
+
+// Ties go to the lowest id, as the sampler's greedy: with two equal top logits, the lower
+// token counts as predicted and the higher one does not.
+TEST(TrainModelTest, AccuracyTiesGoToTheLowestId) {
+  testing::TinyRandomModel base(32, /*qwen_like=*/true);  // an untied lm_head
+  const std::vector<TokenId> prompt = {4, 9, 21, 2};
+  auto plain = TrainModel<double>::Create(base, nullptr);
+  ASSERT_TRUE(plain.ok());
+  auto logits = (*plain)->LastLogits(prompt, lora::LoraLayout(), 0.0, nullptr);
+  ASSERT_TRUE(logits.ok());
+  const TokenId top = Greedy(*logits);
+  const TokenId twin = base.config().vocab_size - 1;
+  ASSERT_LT(top, twin);
+  DuplicatedHeadRow file(base, top, twin);
+  auto model = TrainModel<double>::Create(file, nullptr);
+  ASSERT_TRUE(model.ok());
+  auto tied = (*model)->LastLogits(prompt, lora::LoraLayout(), 0.0, nullptr);
+  ASSERT_TRUE(tied.ok());
+  ASSERT_EQ((*tied)[top], (*tied)[twin]);
+  ASSERT_EQ(*std::max_element(tied->begin(), tied->end()), (*tied)[top]);
+  for (TokenId target : {top, twin}) {
+    std::vector<TokenId> tokens = prompt;
+    tokens.push_back(target);
+    std::vector<uint8_t> mask(tokens.size(), 0);
+    mask.back() = 1;
+    const TrainSequence seq{.tokens = tokens, .loss_mask = mask};
+    auto loss = (*model)->ForwardBackward({&seq, 1}, lora::LoraLayout(), 0.0, nullptr, nullptr);
+    ASSERT_TRUE(loss.ok());
+    EXPECT_EQ(loss->num_targets, 1);
+    EXPECT_EQ(loss->num_correct, target == top ? 1 : 0) << target;
+  }
 }
 
 }  // namespace

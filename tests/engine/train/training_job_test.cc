@@ -6,10 +6,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 
+#include "common/check.h"
 #include "engine/lora/atomic_file.h"
 #include "tests/engine/train/tiny_random_model.h"
 
@@ -186,6 +189,8 @@ TEST(TrainingJobTest, PiecesEqualStepsBitForBit) {
     EXPECT_EQ(got->optimizer_stepped, want->optimizer_stepped);
     EXPECT_EQ(got->step, want->step);
     EXPECT_EQ(got->step_loss, want->step_loss);
+    EXPECT_EQ(got->micro_accuracy, want->micro_accuracy);
+    EXPECT_EQ(got->step_accuracy, want->step_accuracy);
     EXPECT_EQ(got->grad_norm, want->grad_norm);
     EXPECT_EQ(got->learning_rate, want->learning_rate);
     EXPECT_EQ(got->finished, want->finished);
@@ -274,6 +279,91 @@ TEST(TrainingJobTest, EvalInPieces) {
   auto empty = (*job)->EvalLoss(none);
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(*empty, 0.0);
+}
+
+// The targets of `examples` whose greedy next token (LastLogits' argmax, ties to the lowest id)
+// is the target, with the job's adapter: the accuracy computed apart from the training head.
+double GreedyAccuracy(TrainingJob& job, const std::vector<TrainingExample>& examples) {
+  int64_t hits = 0, targets = 0;
+  const lora::LoraAdapter& a = job.adapter();
+  for (const TrainingExample& e : examples) {
+    for (size_t t = 1; t < e.tokens.size(); ++t) {
+      if (e.loss_mask[t] == 0) continue;
+      auto logits = job.model().LastLogits(std::span<const TokenId>(e.tokens).first(t), a.layout,
+                                           a.config.scale(), a.params.data());
+      SPW_CHECK(logits.ok());
+      hits += std::max_element(logits->begin(), logits->end()) - logits->begin() == e.tokens[t];
+      ++targets;
+    }
+  }
+  return static_cast<double>(hits) / static_cast<double>(targets);
+}
+
+// Token accuracy: per micro-batch, per optimizer step (over the step's targets, however they
+// were split) and in the evaluation, as the greedy predictions give it; training raises it.
+TEST(TrainingJobTest, ReportsTokenAccuracy) {
+  testing::TinyRandomModel file(29);
+  cpu::ThreadPool pool(1);
+  const std::vector<TrainingExample> examples = Examples();
+  TrainingOptions o = Options();
+  o.epochs = 12;
+  o.learning_rate = 3e-2f;
+  auto job = TrainingJob::Create(file, examples, o, &pool);
+  ASSERT_TRUE(job.ok());
+  auto before = (*job)->Evaluate(examples);
+  ASSERT_TRUE(before.ok());
+  EXPECT_TRUE(before->done);
+  EXPECT_EQ(before->loss, *(*job)->EvalLoss(examples));
+  EXPECT_EQ(before->accuracy, GreedyAccuracy(**job, examples));
+  double correct = 0, targets = 0, last = 0;
+  while (!(*job)->finished()) {
+    auto r = (*job)->Step();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_GE(r->micro_accuracy, 0.0);
+    EXPECT_LE(r->micro_accuracy, 1.0);
+    const double hits = r->micro_accuracy * r->targets;
+    EXPECT_NEAR(hits, std::round(hits), 1e-9);
+    correct += hits;
+    targets += r->targets;
+    if (r->optimizer_stepped) {
+      EXPECT_NEAR(r->step_accuracy, correct / targets, 1e-12) << r->step;
+      last = r->step_accuracy;
+      correct = targets = 0;
+    }
+  }
+  auto after = (*job)->Evaluate(examples);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->accuracy, GreedyAccuracy(**job, examples));
+  // The tiny model learns its five sequences: from no target predicted to (almost) all.
+  EXPECT_GT(after->accuracy, before->accuracy);
+  EXPECT_GT(after->accuracy, 0.9);
+  EXPECT_GT(last, 0.9);
+  std::printf("token accuracy %.3f -> %.3f (last step %.3f)\n", before->accuracy, after->accuracy,
+              last);
+
+  // A checkpoint in the middle of an optimizer step keeps the hits counted so far.
+  auto c = TrainingJob::Create(file, examples, Options(), &pool);
+  ASSERT_TRUE(c.ok());
+  bool saved = false;
+  const std::string path = TempPath("accuracy");
+  while (!saved && !(*c)->finished()) {
+    auto r = (*c)->Step();
+    ASSERT_TRUE(r.ok());
+    if (!r->optimizer_stepped && r->micro_accuracy > 0) {
+      ASSERT_TRUE((*c)->SaveCheckpoint(path).ok());
+      saved = true;
+    }
+  }
+  ASSERT_TRUE(saved);
+  auto d = TrainingJob::Create(file, examples, Options(), &pool);
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE((*d)->RestoreCheckpoint(path).ok());
+  auto rc = (*c)->Step();
+  auto rd = (*d)->Step();
+  ASSERT_TRUE(rc.ok() && rd.ok());
+  ASSERT_TRUE(rc->optimizer_stepped);
+  EXPECT_EQ(rd->step_accuracy, rc->step_accuracy);
+  std::filesystem::remove(path);
 }
 
 // With LoRA dropout a job still resumes bit for bit (the masks follow from the seed and the
