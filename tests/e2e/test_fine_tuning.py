@@ -241,8 +241,19 @@ def test_job_succeeds_loss_falls_and_the_model_answers(ft_server, admin):
     rows = [r.split(",") for r in csv[1:]]
     assert [int(r[0]) for r in rows] == list(range(1, 13)), csv
     assert [float(r[1]) for r in rows] == pytest.approx(losses, abs=1e-6)
-    assert all(r[2] == "" and r[4] == "" for r in rows)
-    assert [r[3] != "" for r in rows] == [False] * 11 + [True]  # valid_loss at the end
+    # Token accuracy (argmax == target over the step's targets), as the step events report it;
+    # the facts are learned by the last step.
+    accuracies = [e.data["train_mean_token_accuracy"] for e in reversed(events)
+                  if e.type == "metrics" and "train_loss" in e.data]
+    train_acc = [float(r[2]) for r in rows]
+    assert train_acc == pytest.approx(accuracies, abs=1e-6)
+    assert all(0 <= a <= 1 for a in train_acc), train_acc
+    assert train_acc[-1] >= 0.95 and train_acc[-1] > train_acc[0], train_acc
+    # valid_loss and its token accuracy at the end.
+    assert [r[3] != "" for r in rows] == [False] * 11 + [True]
+    assert [r[4] != "" for r in rows] == [False] * 11 + [True]
+    assert 0 <= float(rows[-1][4]) <= 1
+    print(f"token accuracy by step {train_acc}, validation {rows[-1][4]}")
     with pytest.raises(openai.BadRequestError):  # not a training file
         admin.fine_tuning.jobs.create(model=MODEL_NAME, training_file=rf.id)
     assert job.id in [j.id for j in admin.fine_tuning.jobs.list(limit=100)]

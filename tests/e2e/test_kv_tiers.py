@@ -120,6 +120,16 @@ def test_tiers_give_identical_tokens_and_really_move_blocks(reference, tmp_path_
         assert metric(s, "spillway_kv_usage_ratio", tier="host") > 0
         assert metric(s, "spillway_kv_blocks", tier="disk", state="used") > 0
         assert metric(s, "spillway_kv_tier_errors_total") == 0
+        # Copies in flight (a gauge per direction) and the engine thread's waits on them: each
+        # wait was for one of the device<->host copies counted above.
+        text = requests.get(s.url + "/metrics", timeout=10).text
+        for frm, to in (("device", "host"), ("host", "device")):
+            assert f'spillway_kv_copies_in_flight{{from="{frm}",model=' in text, (frm, to)
+        copies = metric(s, "spillway_kv_spill_blocks_total", **{"from": "device", "to": "host"}) \
+            + metric(s, "spillway_kv_load_blocks_total", **{"from": "host", "to": "device"})
+        assert 0 <= metric(s, "spillway_kv_copies_in_flight") <= copies
+        assert "spillway_kv_copy_waits_total{" in text
+        assert 0 <= metric(s, "spillway_kv_copy_waits_total") <= copies
         # The device tier's series keep their names and meaning.
         total = metric(s, "spillway_kv_blocks", tier="device", state="free") + \
             metric(s, "spillway_kv_blocks", tier="device", state="used")
