@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/metrics/metered_engine.h"
@@ -140,24 +141,24 @@ TEST(ServerMetricsTest, KvCopiesInFlightAndWaits) {
   scheduler::EngineStats s = Stats();
   s.tiers = kvcache::TierStats{
       .host_slots = 8, .spills_in_flight = 3, .loads_in_flight = 1, .copy_waits = 4};
-  std::string text = m.Render(s);
-  EXPECT_THAT(text, HasSubstr("# TYPE spillway_kv_copies_in_flight gauge\n"));
-  EXPECT_THAT(text, HasSubstr("# TYPE spillway_kv_copy_waits_total counter\n"));
-  EXPECT_THAT(text, HasSubstr("spillway_kv_copies_in_flight{from=\"device\",model=\"tiny\","
-                              "to=\"host\"} 3\n"));
-  EXPECT_THAT(text, HasSubstr("spillway_kv_copies_in_flight{from=\"host\",model=\"tiny\","
-                              "to=\"device\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("spillway_kv_copy_waits_total{model=\"tiny\"} 4\n"));
+  // The three series as the scrape of `stats` shows them.
+  auto expect_series = [&](const scheduler::EngineStats& stats, int spills, int loads, int waits) {
+    const std::string text = m.Render(stats);
+    EXPECT_THAT(text, HasSubstr("# TYPE spillway_kv_copies_in_flight gauge\n"));
+    EXPECT_THAT(text, HasSubstr("# TYPE spillway_kv_copy_waits_total counter\n"));
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("spillway_kv_copies_in_flight{from=\"device\",model=",
+                                             "\"tiny\",to=\"host\"} ", spills, "\n")));
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("spillway_kv_copies_in_flight{from=\"host\",model=",
+                                             "\"tiny\",to=\"device\"} ", loads, "\n")));
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("spillway_kv_copy_waits_total{model=\"tiny\"} ", waits,
+                                             "\n")));
+  };
+  expect_series(s, 3, 1, 4);
   // The copies complete (the gauge goes down) and two more waits happen.
   s.tiers->spills_in_flight = 0;
   s.tiers->loads_in_flight = 0;
   s.tiers->copy_waits = 6;
-  text = m.Render(s);
-  EXPECT_THAT(text, HasSubstr("spillway_kv_copies_in_flight{from=\"device\",model=\"tiny\","
-                              "to=\"host\"} 0\n"));
-  EXPECT_THAT(text, HasSubstr("spillway_kv_copies_in_flight{from=\"host\",model=\"tiny\","
-                              "to=\"device\"} 0\n"));
-  EXPECT_THAT(text, HasSubstr("spillway_kv_copy_waits_total{model=\"tiny\"} 6\n"));
+  expect_series(s, 0, 0, 6);
 }
 
 TEST(ServerMetricsTest, IterationTokensAndErrors) {
