@@ -90,7 +90,9 @@ class TrainModel {
   const ModelConfig& config() const { return config_; }
 
   // Runs `seqs` as one flat batch with the adapter (`layout`, scaling `scale`, parameters
-  // `lora`) and returns the summed cross-entropy of the target tokens. If `grad` is not null
+  // `lora`) and returns the summed cross-entropy of the target tokens (and how many of them
+  // the logits predict: LossSum::num_correct, read off the logits the loss uses, so counting
+  // changes no number of the loss or gradient). If `grad` is not null
   // it must hold layout.num_params() values, and d(summed loss)/d(lora) is added to it.
   // InvalidArgument for an empty or over-long sequence, a bad token or a mask of another size.
   // The same as Begin() and Advance() until it returns true.
