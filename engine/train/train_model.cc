@@ -726,8 +726,8 @@ absl::StatusOr<std::vector<T>> TrainModel<T>::LastLogits(std::span<const TokenId
 }
 
 template <typename T>
-int64_t TrainModel<T>::ActivationBytes(int64_t tokens, int64_t max_seq_len, int64_t targets) const {
-  const ModelConfig& c = config_;
+int64_t TrainModel<T>::ActivationBytes(const ModelConfig& c, int64_t tokens, int64_t max_seq_len,
+                                       int64_t targets) {
   const int64_t qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
   const int64_t per_token_layer =
       5 * c.hidden + 2 + 2 * qd + 2 * kd + 3 * c.ffn_hidden + c.num_heads * max_seq_len + 7 * 64;

@@ -121,8 +121,13 @@ class TrainModel {
                                             const lora::LoraLayout& layout, T scale, const T* lora);
 
   // Activation and logit memory a micro-batch of `tokens` tokens with `targets` targets keeps
-  // (bytes), for sizing micro-batches.
-  int64_t ActivationBytes(int64_t tokens, int64_t max_seq_len, int64_t targets) const;
+  // (bytes), for sizing micro-batches. The static form needs only the config (a job's memory
+  // is checked before its model is built).
+  static int64_t ActivationBytes(const ModelConfig& c, int64_t tokens, int64_t max_seq_len,
+                                 int64_t targets);
+  int64_t ActivationBytes(int64_t tokens, int64_t max_seq_len, int64_t targets) const {
+    return ActivationBytes(config_, tokens, max_seq_len, targets);
+  }
 
  private:
   struct Layer;

@@ -114,8 +114,8 @@ void TrainingJob::StartEpoch() {
   next_ = 0;
 }
 
-int64_t TrainingJob::StateBytes() const {
-  return 4 * static_cast<int64_t>(sizeof(float)) * adapter_.layout.num_params();
+int64_t TrainingJob::StateBytes(const lora::LoraLayout& layout) {
+  return 4 * static_cast<int64_t>(sizeof(float)) * layout.num_params();
 }
 
 absl::StatusOr<PieceReport> TrainingJob::StepPiece() {

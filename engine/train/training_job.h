@@ -112,8 +112,10 @@ class TrainingJob {
   // The adapter as of now (between optimizer steps: the last update).
   const lora::LoraAdapter& adapter() const { return adapter_; }
   TrainModel<float>& model() { return *model_; }
-  // Parameters, gradient and AdamW state: 16 bytes per LoRA parameter.
-  int64_t StateBytes() const;
+  // Parameters, gradient and AdamW state: 16 bytes per LoRA parameter. The static form needs
+  // only the config (a job's memory is checked before the job is built).
+  static int64_t StateBytes(const lora::LoraLayout& layout);
+  int64_t StateBytes() const { return StateBytes(adapter_.layout); }
 
   // Mean loss of `examples` (targets only) with the current adapter; no gradient. The same
   // as BeginEval and EvalPiece until done.

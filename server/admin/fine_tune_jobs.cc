@@ -159,19 +159,9 @@ JobMemory FineTuneJobs::MemoryOf(const engine::ModelConfig& c, const engine::lor
   // A micro-batch is whole examples up to the budget, at least one (training_job.h).
   const int64_t tokens = std::max(micro_batch_tokens, longest_example);
   const int64_t max_seq = std::max<int64_t>(longest_example, 1);
-  // TrainModel<float>::ActivationBytes(tokens, max_seq, tokens): per token and layer the
-  // layer's inputs, norms, q/k/v, attention output, gate/up/act, the LoRA products and the
-  // attention probabilities over the sequence; the lm_head's logits, 32 rows at a time.
-  const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-  const int64_t per_token_layer =
-      5 * c.hidden + 2 + 2 * q + 2 * kv + 3 * c.ffn_hidden + c.num_heads * max_seq + 7 * 64;
-  const int64_t logits = 2 * std::min<int64_t>(tokens, 32) * c.vocab_size;
   const int64_t activations =
-      static_cast<int64_t>(sizeof(float)) *
-      (tokens * per_token_layer * c.num_layers + logits + 4 * tokens * c.hidden);
-  // TrainingJob::StateBytes: parameters, gradient and AdamW's two moments, as floats.
-  const int64_t state =
-      4 * static_cast<int64_t>(sizeof(float)) * engine::lora::LoraLayout(c, lora).num_params();
+      engine::train::TrainModel<float>::ActivationBytes(c, tokens, max_seq, tokens);
+  const int64_t state = engine::train::TrainingJob::StateBytes(engine::lora::LoraLayout(c, lora));
   return {.frozen = FrozenBytes(c), .state = state, .activations = activations};
 }
 

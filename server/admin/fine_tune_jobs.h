@@ -133,9 +133,9 @@ class FineTuneJobs final : public scheduler::IdleWork {
 
   // The memory a job reserves: computed at creation (to refuse a job that cannot fit) and
   // again at launch, from the model's config, the LoRA config, the micro-batch budget and the
-  // dataset's longest example (a micro-batch holds at least that one). The same figures as
-  // TrainingJob::StateBytes and TrainModel::ActivationBytes of the built job
-  // (admin_job_memory_test checks that they agree).
+  // dataset's longest example (a micro-batch holds at least that one), by the static
+  // TrainingJob::StateBytes and TrainModel::ActivationBytes (admin_job_memory_test checks the
+  // arguments against the built job's figures).
   static JobMemory MemoryOf(const engine::ModelConfig& config, const engine::lora::LoraConfig& lora,
                             int64_t micro_batch_tokens, int64_t longest_example);
   // The frozen base weights as training keeps them (F16 W and Wᵀ of every matmul).
