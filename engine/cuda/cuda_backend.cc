@@ -13,6 +13,7 @@
 #include "engine/cpu/fp16.h"
 #include "engine/cpu/quant_rows.h"
 #include "engine/cuda/attention_plan.h"
+#include "engine/cuda/cuda_check.h"
 #include "engine/cuda/cuda_device.h"
 #include "kernels/elementwise.h"
 #include "kernels/paged_attention.h"
@@ -23,19 +24,6 @@ namespace spillway::engine::cuda {
 namespace {
 
 static_assert(kvcache::kBlockTokens == 16, "kernels/paged_attention.cu assumes 16-token blocks");
-
-#define SPW_CUDA_CHECK(expr)                                                                 \
-  do {                                                                                       \
-    const cudaError_t spw_cuda_e = (expr);                                                   \
-    SPW_CHECK(spw_cuda_e == cudaSuccess) << #expr << ": " << cudaGetErrorString(spw_cuda_e); \
-  } while (0)
-
-#define SPW_CUBLAS_CHECK(expr)                                   \
-  do {                                                           \
-    const cublasStatus_t spw_cublas_s = (expr);                  \
-    SPW_CHECK(spw_cublas_s == CUBLAS_STATUS_SUCCESS)             \
-        << #expr << ": " << cublasGetStatusString(spw_cublas_s); \
-  } while (0)
 
 // A 2-D weight is bf16 [rows, cols] row-major; a 1-D one (norm, bias) f32 [cols].
 class CudaWeight final : public BackendWeight {
@@ -138,18 +126,24 @@ int64_t CudaBackend::KvBlockBytes(int64_t num_layers, int64_t num_kv_heads, int6
   return 2 * num_layers * kvcache::kBlockTokens * num_kv_heads * head_dim * int64_t{2};
 }
 
-absl::StatusOr<std::unique_ptr<BackendWeight>> CudaBackend::LoadWeight(const WeightTensor& t) {
-  if (t.shape.size() == 1) {
-    std::vector<float> values(t.shape[0]);
-    cpu::DequantizeRowInto(t.type, t.data, values.data(), t.shape[0]);
-    DeviceBuffer buf;
-    SPW_RETURN_IF_ERROR(buf.Reserve(values.size() * sizeof(float)));
-    SPW_CUDA_CHECK(cudaMemcpy(buf.get(), values.data(), values.size() * sizeof(float),
-                              cudaMemcpyHostToDevice));
-    weight_bytes_ += static_cast<int64_t>(buf.size());
-    SPW_CUDA_CHECK(cudaDeviceSynchronize());  // see AllocateKv
-    return std::make_unique<CudaWeight>(1, t.shape[0], true, std::move(buf));
+absl::StatusOr<DeviceBuffer> UploadF32Vector(const WeightTensor& t) {
+  if (t.shape.size() != 1) {
+    return absl::InvalidArgumentError("tensor " + t.name + " is not a vector");
   }
+  const std::optional<int64_t> row_bytes = RowBytes(t.type, t.shape[0]);
+  if (!row_bytes.has_value() || *row_bytes > t.nbytes) {
+    return absl::InvalidArgumentError("tensor " + t.name + " has an inconsistent size");
+  }
+  std::vector<float> values(t.shape[0]);
+  cpu::DequantizeRowInto(t.type, t.data, values.data(), t.shape[0]);
+  DeviceBuffer buf;
+  SPW_RETURN_IF_ERROR(buf.Reserve(values.size() * sizeof(float)));
+  SPW_CUDA_CHECK(
+      cudaMemcpy(buf.get(), values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice));
+  return buf;
+}
+
+absl::StatusOr<DeviceBuffer> UploadBf16Matrix(const WeightTensor& t) {
   if (t.shape.size() != 2) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "tensor %s has %d dimensions; weights have 1 or 2", t.name, t.shape.size()));
@@ -162,9 +156,8 @@ absl::StatusOr<std::unique_ptr<BackendWeight>> CudaBackend::LoadWeight(const Wei
   DeviceBuffer buf;
   const size_t bytes = static_cast<size_t>(rows * cols) * sizeof(uint16_t);
   if (absl::Status s = buf.Reserve(bytes); !s.ok()) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "tensor %s (%d x %d bf16) does not fit on the GPU after %d MiB of weights: %s", t.name,
-        rows, cols, weight_bytes_ >> 20, s.message()));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("tensor %s (%d x %d bf16): %s", t.name, rows, cols, s.message()));
   }
   if (t.type == GgmlType::kBF16) {
     SPW_CUDA_CHECK(cudaMemcpy(buf.get(), t.data, bytes, cudaMemcpyHostToDevice));
@@ -183,9 +176,22 @@ absl::StatusOr<std::unique_ptr<BackendWeight>> CudaBackend::LoadWeight(const Wei
                                 n * cols * sizeof(uint16_t), cudaMemcpyHostToDevice));
     }
   }
-  weight_bytes_ += static_cast<int64_t>(bytes);
+  return buf;
+}
+
+absl::StatusOr<std::unique_ptr<BackendWeight>> CudaBackend::LoadWeight(const WeightTensor& t) {
+  const bool vector = t.shape.size() == 1;
+  absl::StatusOr<DeviceBuffer> buf = vector ? UploadF32Vector(t) : UploadBf16Matrix(t);
+  if (!buf.ok()) {
+    if (!absl::IsResourceExhausted(buf.status())) return buf.status();
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("%s; it does not fit on the GPU after %d MiB of weights",
+                        buf.status().message(), weight_bytes_ >> 20));
+  }
+  weight_bytes_ += static_cast<int64_t>(buf->size());
   SPW_CUDA_CHECK(cudaDeviceSynchronize());  // see AllocateKv
-  return std::make_unique<CudaWeight>(rows, cols, false, std::move(buf));
+  const int64_t rows = vector ? 1 : t.shape[1];
+  return std::make_unique<CudaWeight>(rows, t.shape[0], vector, *std::move(buf));
 }
 
 absl::Status CudaBackend::AllocateKv(const KvLayout& layout) {

@@ -44,6 +44,13 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// LoadWeight's uploads, for other users of the device's weights (CudaTrainModel): a 2-D
+// tensor as bf16 [rows, cols] row-major (quantized GGUF types dequantized on the host first),
+// a 1-D one as f32. Synchronous; any thread. InvalidArgument for a tensor of another rank or
+// an inconsistent size; ResourceExhausted when the device is full.
+absl::StatusOr<DeviceBuffer> UploadBf16Matrix(const WeightTensor& t);
+absl::StatusOr<DeviceBuffer> UploadF32Vector(const WeightTensor& t);
+
 class CudaBackend final : public Backend {
  public:
   // Creates the backend on device `ordinal` (a stream and a cuBLAS handle); Unavailable when

@@ -299,8 +299,11 @@ template <typename T>
 typename TrainModel<T>::SlotDropout TrainModel<T>::DropoutOf(const Pass& p, int64_t l,
                                                              LoraModule m) {
   if (p.dropout.p <= 0) return {};
-  return {.p = p.dropout.p,
-          .key = Mix(p.dropout.seed ^ Mix(static_cast<uint64_t>(l) * 8 + static_cast<int>(m) + 1))};
+  return {.p = p.dropout.p, .key = LoraDropoutKey(p.dropout.seed, l, m)};
+}
+
+uint64_t LoraDropoutKey(uint64_t seed, int64_t layer, LoraModule m) {
+  return Mix(seed ^ Mix(static_cast<uint64_t>(layer) * 8 + static_cast<int>(m) + 1));
 }
 
 template <typename T>

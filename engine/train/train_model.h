@@ -70,6 +70,10 @@ struct LoraDropout {
   uint64_t seed = 0;
 };
 
+// The key of the dropout mask of `layer`'s module `m` in a pass whose LoraDropout has `seed`
+// (the mask of element i is a function of the key and i; train_ops.h's Dropout draws the same).
+uint64_t LoraDropoutKey(uint64_t seed, int64_t layer, lora::LoraModule m);
+
 // A frozen linear weight [out, in]: y = x·Wᵀ and dx += dy·W.
 template <typename T>
 class FrozenMatrix;
