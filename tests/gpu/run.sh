@@ -28,7 +28,8 @@ PARTS="$ROOT/build-cuda/gpu-model"
 STAGE=/root/spw-model
 BINARIES=(bin/spillway tests/gpu_kernels_test tests/gpu_model_forward_test
           tests/gpu_sampling_test tests/gpu_decode_graph_test tests/gpu_e2e_greedy_test
-          tests/gpu_bench tests/device_option_test tests/gpu_kv_copy_test)
+          tests/gpu_bench tests/device_option_test tests/gpu_kv_copy_test
+          tests/gpu_train_ops_test)
 
 pack() {
   set -e
@@ -122,8 +123,9 @@ run() {
   #    device resolution with a GPU present.
   #    gpu_kv_copy_test: the KV tiers' asynchronous block copies, and (SPW_GPU_KV_BENCH) the
   #    restore of a 4,096-token Llama-3-8B history from pinned host memory vs the PCIe floor.
+  #    gpu_train_ops_test: the LoRA training kernels (kernels/train_ops.h) against their CPU twins.
   for t in gpu_kernels_test gpu_model_forward_test gpu_sampling_test gpu_decode_graph_test \
-           device_option_test gpu_kv_copy_test; do
+           device_option_test gpu_kv_copy_test gpu_train_ops_test; do
     if SPW_GPU_KV_BENCH=1 timeout 300 "$x" "$t" > "$out/$t.txt" 2>&1; then
       note "$t: PASSED ($(grep -c '^\[       OK \] .*(' "$out/$t.txt") OK, $(grep -c '^\[  SKIPPED \] .*(' "$out/$t.txt") skipped)"
       grep '^KV_RESTORE_BENCH' "$out/$t.txt" >> "$summary"
