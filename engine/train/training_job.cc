@@ -64,6 +64,16 @@ double Fraction(int64_t part, int64_t whole) {
 absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Create(
     const ModelFile& file, std::vector<TrainingExample> examples, const TrainingOptions& options,
     cpu::ThreadPool* pool) {
+  SPW_ASSIGN_OR_RETURN(
+      std::unique_ptr<TrainModel<float>> model,
+      TrainModel<float>::Create(file, pool, options.frozen_type, options.head_pieces));
+  return Create(std::make_unique<HostTrainEngine>(std::move(model)), std::move(examples), options);
+}
+
+absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Create(
+    std::unique_ptr<TrainEngine> engine, std::vector<TrainingExample> examples,
+    const TrainingOptions& options) {
+  SPW_CHECK(engine != nullptr);
   if (examples.empty()) return absl::InvalidArgumentError("a training job needs examples");
   for (size_t i = 0; i < examples.size(); ++i) {
     const TrainingExample& e = examples[i];
@@ -88,10 +98,9 @@ absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Create(
   std::unique_ptr<TrainingJob> job(new TrainingJob());
   job->options_ = options;
   job->examples_ = std::move(examples);
-  SPW_ASSIGN_OR_RETURN(
-      job->model_, TrainModel<float>::Create(file, pool, options.frozen_type, options.head_pieces));
+  job->model_ = std::move(engine);
   SPW_ASSIGN_OR_RETURN(job->adapter_,
-                       lora::NewLoraAdapter(file.config(), options.lora, options.seed));
+                       lora::NewLoraAdapter(job->model_->config(), options.lora, options.seed));
   const int64_t n = job->adapter_.layout.num_params();
   job->adamw_ = AdamW(n, options.adamw);
   job->grad_.assign(n, 0.0f);
@@ -243,8 +252,9 @@ absl::StatusOr<EvalPieceReport> TrainingJob::EvalPiece() {
   if (e.run == nullptr && e.next < e.examples->size()) {
     const TrainingExample& x = (*e.examples)[e.next++];
     const TrainSequence s{.tokens = x.tokens, .loss_mask = x.loss_mask};
-    absl::StatusOr<std::unique_ptr<TrainModel<float>::Run>> run = model_->Begin(
-        {&s, 1}, adapter_.layout, adapter_.config.scale(), adapter_.params.data(), nullptr);
+    absl::StatusOr<std::unique_ptr<TrainEngine::Pass>> run =
+        model_->Begin({&s, 1}, adapter_.layout, adapter_.config.scale(), adapter_.params.data(),
+                      nullptr, LoraDropout{});
     if (!run.ok()) {
       eval_.reset();
       return run.status();
@@ -373,7 +383,7 @@ absl::Status TrainingJob::RestoreCheckpoint(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<TokenId>> GreedyGenerate(TrainModel<float>& model,
+absl::StatusOr<std::vector<TokenId>> GreedyGenerate(TrainEngine& model,
                                                     const lora::LoraAdapter* adapter,
                                                     std::vector<TokenId> prompt, int32_t max_tokens,
                                                     std::span<const TokenId> stop) {

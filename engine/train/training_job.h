@@ -1,8 +1,10 @@
-// TrainingJob: one LoRA fine-tuning job on the CPU, advanced in bounded pieces so that the
-// scheduler can run it in the engine's idle time (issue #7). A micro-batch (a few examples, at
-// most max_micro_batch_tokens tokens, or one longer example) runs forward and backward in
-// pieces: each StepPiece() is one TrainModel::Advance (half a layer, or one lm_head slice), a
-// few milliseconds, so a request arriving in the idle slot waits for one piece, not a whole
+// TrainingJob: one LoRA fine-tuning job, advanced in bounded pieces so that the scheduler can
+// run it in the engine's idle time (issue #7). Its passes run on a TrainEngine (train_engine.h:
+// the host's TrainModel<float>, or a GPU); the LoRA parameters, gradient and AdamW state stay
+// here, on the host, whatever the engine. A micro-batch (a few examples, at most
+// max_micro_batch_tokens tokens, or one longer example) runs forward and backward in pieces:
+// each StepPiece() is one TrainEngine::Advance (half a layer, or one lm_head slice), a few
+// milliseconds, so a request arriving in the idle slot waits for one piece, not a whole
 // micro-batch. When the micro-batches of an optimizer step are done the last piece clips the
 // gradient and applies AdamW. Step() runs the pieces of one micro-batch. Checkpoints hold
 // everything needed to resume bit for bit (parameters, AdamW moments, the pending gradient,
@@ -11,7 +13,7 @@
 // Loss: cross-entropy on the examples' target tokens (TrainingExample::loss_mask), averaged
 // over the target tokens of an optimizer step (not per micro-batch), so the update does not
 // depend on how the step was split.
-// Engine-loop thread only (one thread drives a job; its matmuls use the ThreadPool given).
+// Engine-loop thread only (one thread drives a job; a host engine's matmuls use its ThreadPool).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +26,7 @@
 #include "engine/cpu/thread_pool.h"
 #include "engine/lora/lora_adapter.h"
 #include "engine/train/adamw.h"
+#include "engine/train/train_engine.h"
 #include "engine/train/train_model.h"
 #include "engine/weights/model_file.h"
 
@@ -46,10 +49,11 @@ struct TrainingOptions {
   float min_lr_ratio = 0.1f;   // the cosine decay's floor, relative to learning_rate
   float max_grad_norm = 1.0f;  // <= 0: no clipping
   AdamWOptions adamw;
-  // How the frozen base weights are kept (TrainModel::Create): F16 halves their memory
-  // (4 bytes per base parameter for W and Wᵀ) and the step time against F32.
+  // The host engine only (the Create that builds a TrainModel<float>): how the frozen base
+  // weights are kept — F16 halves their memory (4 bytes per base parameter for W and Wᵀ) and
+  // the step time against F32 — and how the lm_head is cut into pieces (TrainModel::Create).
   GgmlType frozen_type = GgmlType::kF16;
-  HeadPieces head_pieces;  // how the lm_head is cut into pieces (TrainModel::Create)
+  HeadPieces head_pieces;
   // LoRA parameters per piece of the AdamW update (the clipping is one piece before them).
   int64_t optimizer_piece_params = 256 * 1024;
   bool shuffle = true;  // a new order of the examples each epoch, from `seed`
@@ -88,9 +92,16 @@ struct EvalPieceReport {
 
 class TrainingJob {
  public:
-  // Loads the frozen model (dequantized, see TrainModel) and a fresh adapter. InvalidArgument
-  // for no examples, an example without tokens or targets, a mask of the wrong length, bad
-  // options; errors of TrainModel::Create. `file` and `pool` must outlive the job.
+  // A job whose passes run on `engine` (the job owns it), with a fresh adapter for the
+  // engine's model. InvalidArgument for no examples, an example without tokens or targets, a
+  // mask of the wrong length, bad options. Whatever `engine` needs (its model file, thread
+  // pool) must outlive the job.
+  static absl::StatusOr<std::unique_ptr<TrainingJob>> Create(std::unique_ptr<TrainEngine> engine,
+                                                             std::vector<TrainingExample> examples,
+                                                             const TrainingOptions& options);
+  // On the host: builds TrainModel<float> from `file` (dequantized, options.frozen_type and
+  // head_pieces) in a HostTrainEngine, then the Create above; errors of TrainModel::Create
+  // too. `file` and `pool` must outlive the job.
   static absl::StatusOr<std::unique_ptr<TrainingJob>> Create(const ModelFile& file,
                                                              std::vector<TrainingExample> examples,
                                                              const TrainingOptions& options,
@@ -111,7 +122,8 @@ class TrainingJob {
   const TrainingOptions& options() const { return options_; }
   // The adapter as of now (between optimizer steps: the last update).
   const lora::LoraAdapter& adapter() const { return adapter_; }
-  TrainModel<float>& model() { return *model_; }
+  // Where the passes run (model().device(): "cpu" or "cuda").
+  TrainEngine& model() { return *model_; }
   // Parameters, gradient and AdamW state: 16 bytes per LoRA parameter. The static form needs
   // only the config (a job's memory is checked before the job is built).
   static int64_t StateBytes(const lora::LoraLayout& layout);
@@ -122,7 +134,7 @@ class TrainingJob {
   absl::StatusOr<double> EvalLoss(const std::vector<TrainingExample>& examples);
   // EvalLoss with the token accuracy: the last EvalPiece's report (done is true).
   absl::StatusOr<EvalPieceReport> Evaluate(const std::vector<TrainingExample>& examples);
-  // EvalLoss in pieces (one example at a time, each a TrainModel::Run forward): `examples`
+  // EvalLoss in pieces (one example at a time, each a TrainEngine pass, forward only): `examples`
   // must outlive the evaluation; a BeginEval drops one under way. The evaluation reads the
   // parameters as they are at each piece, so a training piece that completes an optimizer
   // step in between changes what it measures. FailedPrecondition from EvalPiece without an
@@ -145,7 +157,7 @@ class TrainingJob {
 
   TrainingOptions options_;
   std::vector<TrainingExample> examples_;
-  std::unique_ptr<TrainModel<float>> model_;
+  std::unique_ptr<TrainEngine> model_;
   lora::LoraAdapter adapter_;
   AdamW adamw_;
   std::vector<float> grad_;
@@ -164,7 +176,7 @@ class TrainingJob {
   int64_t step_correct_ = 0;
   // The micro-batch under way (null between micro-batches): its pieces' state, its tokens and
   // the time its pieces took so far.
-  std::unique_ptr<TrainModel<float>::Run> run_;
+  std::unique_ptr<TrainEngine::Pass> run_;
   int32_t run_tokens_ = 0;
   double run_seconds_ = 0;
   // The optimizer step under way after the step's last micro-batch: its report so far, and
@@ -175,7 +187,7 @@ class TrainingJob {
   struct Eval {
     const std::vector<TrainingExample>* examples = nullptr;
     size_t next = 0;  // the next example to start
-    std::unique_ptr<TrainModel<float>::Run> run;
+    std::unique_ptr<TrainEngine::Pass> run;
     double loss_sum = 0;
     int64_t targets = 0;
     int64_t correct = 0;
@@ -186,7 +198,7 @@ class TrainingJob {
 // Greedy decoding with the model and an adapter (or none: adapter == nullptr), recomputing the
 // whole sequence each token (tests and tools; not the serving path). Stops after max_tokens
 // or at a token in `stop`.
-absl::StatusOr<std::vector<TokenId>> GreedyGenerate(TrainModel<float>& model,
+absl::StatusOr<std::vector<TokenId>> GreedyGenerate(TrainEngine& model,
                                                     const lora::LoraAdapter* adapter,
                                                     std::vector<TokenId> prompt, int32_t max_tokens,
                                                     std::span<const TokenId> stop);

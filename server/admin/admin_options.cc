@@ -9,6 +9,24 @@ namespace spillway::server::admin {
 
 std::string DefaultDataDir() { return (std::filesystem::path(CacheDir()) / "data").string(); }
 
+absl::StatusOr<std::string> ResolveFinetuneDevice(const std::string& requested,
+                                                  const std::string& serving_device) {
+  if (requested == "auto") return serving_device;
+  if (requested == "cpu") return std::string("cpu");
+  if (requested != "cuda") {
+    return absl::InvalidArgumentError("--finetune-device must be auto, cpu or cuda, not '" +
+                                      requested + "'");
+  }
+  // NOTE(ftcuda): training on the GPU shares the device with the serving backend (its memory
+  // comes out of the same KV budget, docs/fine-tuning.md), so it needs the cuda backend.
+  if (serving_device != "cuda") {
+    return absl::FailedPreconditionError(
+        "--finetune-device cuda: the server runs on the CPU backend, and fine-tuning on the GPU "
+        "needs the cuda backend (--device cuda); use --finetune-device cpu (or auto)");
+  }
+  return std::string("cuda");
+}
+
 void AddAdminFlags(CLI::App& serve, AdminOptions& o) {
   serve
       .add_option("--data-dir", o.data_dir,
@@ -42,6 +60,13 @@ void AddAdminFlags(CLI::App& serve, AdminOptions& o) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str()
       ->envname("SPILLWAY_FINETUNE_CHECKPOINT_STEPS");
+  serve
+      .add_option("--finetune-device", o.finetune_device,
+                  "where fine-tuning jobs train: auto (the serving backend's device), cpu, or "
+                  "cuda (needs --device cuda)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str()
+      ->envname("SPILLWAY_FINETUNE_DEVICE");
 }
 
 }  // namespace spillway::server::admin

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/statusor.h"
+
 namespace CLI {
 class App;
 }  // namespace CLI
@@ -17,13 +19,22 @@ struct AdminOptions {
   int64_t finetune_memory_bytes = 0;         // an extra cap on a job's memory; 0: none
   int32_t finetune_micro_batch_tokens = 64;  // bounds one idle-time training step
   int32_t finetune_checkpoint_steps = 10;    // optimizer steps between checkpoints
+  std::string finetune_device = "auto";      // auto | cpu | cuda (ResolveFinetuneDevice)
 };
 
 // $SPILLWAY_CACHE/data, or ~/.cache/spillway/data.
 std::string DefaultDataDir();
 
-// Adds --data-dir, --max-file-bytes, --finetune-memory-bytes, --finetune-micro-batch-tokens and
-// --finetune-checkpoint-steps (each with a SPILLWAY_* variable) to `serve`.
+// Where fine-tuning jobs train ("cpu" or "cuda") for --finetune-device `requested` on a server
+// whose backend is `serving_device` (ResolveDevice's answer): auto follows the backend, cpu
+// always works, cuda needs the cuda backend — FailedPrecondition (the message says why and
+// what to use instead) on the CPU backend; InvalidArgument for another name.
+absl::StatusOr<std::string> ResolveFinetuneDevice(const std::string& requested,
+                                                  const std::string& serving_device);
+
+// Adds --data-dir, --max-file-bytes, --finetune-memory-bytes, --finetune-micro-batch-tokens,
+// --finetune-checkpoint-steps and --finetune-device (each with a SPILLWAY_* variable) to
+// `serve`.
 void AddAdminFlags(CLI::App& serve, AdminOptions& options);
 
 }  // namespace spillway::server::admin

@@ -13,9 +13,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/check.h"
 #include "engine/lora/atomic_file.h"
 #include "engine/lora/peft_io.h"
 #include "server/openai/api_error.h"
+#if defined(SPW_WITH_CUDA)
+#include "engine/cuda/cuda_train_model.h"
+#endif
 
 namespace spillway::server::admin {
 namespace {
@@ -121,7 +125,13 @@ FineTuneJobs::FineTuneJobs(FineTuneModel model, FineTuneOptions options, FileSto
       options_(std::move(options)),
       files_(files),
       observer_(std::move(observer)),
-      pool_(options_.threads) {}
+      pool_(options_.threads) {
+#if defined(SPW_WITH_CUDA)
+  SPW_CHECK(options_.device == "cpu" || options_.device == "cuda");
+#else
+  SPW_CHECK(options_.device == "cpu");  // ResolveFinetuneDevice never gives "cuda" here
+#endif
+}
 
 FineTuneJobs::~FineTuneJobs() { Stop(); }
 
@@ -155,13 +165,30 @@ int64_t FineTuneJobs::FrozenBytes(const engine::ModelConfig& c) {
 }
 
 JobMemory FineTuneJobs::MemoryOf(const engine::ModelConfig& c, const engine::lora::LoraConfig& lora,
-                                 int64_t micro_batch_tokens, int64_t longest_example) {
+                                 int64_t micro_batch_tokens, int64_t longest_example,
+                                 std::string_view device) {
   // A micro-batch is whole examples up to the budget, at least one (training_job.h).
   const int64_t tokens = std::max(micro_batch_tokens, longest_example);
   const int64_t max_seq = std::max<int64_t>(longest_example, 1);
+  // NOTE(ftcuda): the LoRA state (parameters, gradient, AdamW moments) is host memory on
+  // either device; on "cuda" it is counted all the same (16 bytes per LoRA parameter: a few
+  // MiB beside the frozen weights), so the figure errs on the safe side.
+  const int64_t state = engine::train::TrainingJob::StateBytes(engine::lora::LoraLayout(c, lora));
+  if (device == "cuda") {
+#if defined(SPW_WITH_CUDA)
+    using engine::cuda::CudaTrainModel;
+    // Launch builds the CudaTrainModel with default CudaTrainOptions; the same head chunk.
+    const int64_t chunk = engine::cuda::CudaTrainOptions{}.head_chunk_rows;
+    return {.frozen = CudaTrainModel::FrozenBytes(c),
+            .state = state,
+            .activations = CudaTrainModel::ActivationBytes(c, tokens, max_seq, tokens, chunk)};
+#else
+    SPW_CHECK(false);                   // "cuda" cannot be chosen without the CUDA backend
+#endif
+  }
+  SPW_CHECK(device == "cpu");
   const int64_t activations =
       engine::train::TrainModel<float>::ActivationBytes(c, tokens, max_seq, tokens);
-  const int64_t state = engine::train::TrainingJob::StateBytes(engine::lora::LoraLayout(c, lora));
   return {.frozen = FrozenBytes(c), .state = state, .activations = activations};
 }
 
@@ -445,8 +472,8 @@ absl::StatusOr<json::object> FineTuneJobs::Create(const json::object& r) {
     longest = LongestExample(*ex);
   }
   int32_t blocks = 0;
-  if (absl::Status st =
-          CheckMemory(MemoryOf(mc, job->lora, options_.micro_batch_tokens, longest), &blocks);
+  if (absl::Status st = CheckMemory(
+          MemoryOf(mc, job->lora, options_.micro_batch_tokens, longest, options_.device), &blocks);
       !st.ok()) {
     return st;
   }
@@ -580,8 +607,8 @@ void FineTuneJobs::Launch(const std::string& id) {
   };
   // The same figure as at creation, now from the tokenized data (a job resumed after a restart
   // was not created by this process; a changed micro-batch flag changes it too).
-  const JobMemory memory =
-      MemoryOf(model_.file->config(), o.lora, o.max_micro_batch_tokens, LongestExample(train));
+  const JobMemory memory = MemoryOf(model_.file->config(), o.lora, o.max_micro_batch_tokens,
+                                    LongestExample(train), options_.device);
   int32_t blocks = 0;
   if (absl::Status st = CheckMemory(memory, &blocks); !st.ok()) {
     return fail(st, "insufficient_memory");
@@ -590,6 +617,12 @@ void FineTuneJobs::Launch(const std::string& id) {
   // base is most of it), so that on the CPU the pool's pages are given back first. The
   // preparer waits here for the engine loop to grant them (it does when it holds no request,
   // i.e. when training could run anyway); a cancel or Stop ends the wait.
+  // NOTE(ftcuda): on the GPU the reservation is accounting only: the device KV pool is one
+  // allocation and keeps its memory; the job's weights and activations are cudaMalloc'd
+  // outside it, in the headroom --gpu-memory-utilization leaves (CudaTrainModel::Create fails
+  // the job with ResourceExhausted when that is short). Holding the blocks keeps the scheduler
+  // from filling that many with KV meanwhile, so the budget a job is admitted against is the
+  // same on both devices.
   if (kv_budget_.reserve) {
     {
       absl::MutexLock lock(&mu_);
@@ -625,8 +658,20 @@ void FineTuneJobs::Launch(const std::string& id) {
       return;
     }
   }
-  absl::StatusOr<std::unique_ptr<engine::train::TrainingJob>> tj =
-      engine::train::TrainingJob::Create(*model_.file, std::move(train), o, &pool_);
+  absl::StatusOr<std::unique_ptr<engine::train::TrainingJob>> tj;
+#if defined(SPW_WITH_CUDA)
+  if (options_.device == "cuda") {
+    // Uploads the base to the GPU here, on the preparer thread (CudaTrainModel's own stream
+    // and cuBLAS handle), while the engine loop serves.
+    absl::StatusOr<std::unique_ptr<engine::cuda::CudaTrainModel>> gpu =
+        engine::cuda::CudaTrainModel::Create(*model_.file, {});
+    if (!gpu.ok()) return fail(gpu.status(), "training_error");
+    tj = engine::train::TrainingJob::Create(*std::move(gpu), std::move(train), o);
+  }
+#endif
+  if (options_.device == "cpu") {
+    tj = engine::train::TrainingJob::Create(*model_.file, std::move(train), o, &pool_);
+  }
   if (!tj.ok()) return fail(tj.status(), "training_error");
   const std::string checkpoint = (fs::path(DirOf(id)) / "checkpoint.bin").string();
   bool resumed = false;
@@ -649,8 +694,10 @@ void FineTuneJobs::Launch(const std::string& id) {
     job.run_start = std::chrono::steady_clock::now();
     job.total_steps = (*tj)->total_steps();
     job.step = (*tj)->step();
-    AddEvent(job, resumed ? absl::StrFormat("Resumed from the checkpoint at step %d", job.step)
-                          : std::string("Fine-tuning job started"));
+    AddEvent(job,
+             resumed ? absl::StrFormat("Resumed from the checkpoint at step %d", job.step)
+                     : std::string("Fine-tuning job started"),
+             json::object{{"device", std::string((*tj)->model().device())}});
     AddEvent(job,
              absl::StrFormat("Reserved %d MiB: frozen weights %d, LoRA state %d, "
                              "activations %d; %d KV blocks held",

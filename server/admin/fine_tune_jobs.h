@@ -8,9 +8,10 @@
 //     the job as <jobs dir>/<id>/job.json.
 //   - The preparer thread (one) checks the training file against its digest and tokenizes it
 //     (dataset.h): the job is "queued". When no job holds the training slot it builds the
-//     oldest queued job's TrainingJob (dequantizes the base: seconds, so never on the engine
-//     thread), restores its last checkpoint if it has one, and hands it to the slot: the job
-//     is "running". One job trains at a time.
+//     oldest queued job's TrainingJob on FineTuneOptions::device (dequantizes the base on the
+//     host, or uploads it to the GPU: seconds, so never on the engine thread), restores its
+//     last checkpoint if it has one, and hands it to the slot: the job is "running". One job
+//     trains at a time.
 //   - The engine loop (scheduler::IdleWork) runs one piece of a micro-batch per idle pass
 //     (TrainingJob::StepPiece: half a layer or one lm_head slice, a few ms); every
 //     --finetune-checkpoint-steps optimizer steps it checkpoints (atomic) and persists the job
@@ -35,6 +36,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -58,6 +60,10 @@ struct FineTuneOptions {
   int32_t checkpoint_steps = 10;     // optimizer steps between checkpoints
   int threads = 0;                   // training thread pool (0 = all cores)
   double base_learning_rate = 2e-3;  // times learning_rate_multiplier
+  // Where jobs train: "cpu" (TrainModel<float> on the thread pool) or "cuda" (CudaTrainModel;
+  // only in a build with the CUDA backend, on a server whose backend is cuda). Resolved from
+  // --finetune-device before FineTuneJobs is built (admin_options.h).
+  std::string device = "cpu";
 };
 
 // What the jobs need from the served model; must outlive FineTuneJobs.
@@ -87,9 +93,12 @@ struct KvBudget {
 
 // What one job keeps in memory while it trains (docs/fine-tuning.md "Memory").
 struct JobMemory {
-  int64_t frozen = 0;       // the base weights as training keeps them (F16 W and Wᵀ)
-  int64_t state = 0;        // LoRA parameters, gradient and AdamW moments
-  int64_t activations = 0;  // one micro-batch that holds the longest example
+  // The base weights as training keeps them: F16 W and Wᵀ on the host, BF16 on the GPU.
+  int64_t frozen = 0;
+  int64_t state = 0;  // LoRA parameters, gradient and AdamW moments (host memory)
+  // One micro-batch that holds the longest example (on the GPU: with the device copies of
+  // the LoRA parameters and gradient).
+  int64_t activations = 0;
   int64_t total() const { return frozen + state + activations; }
 };
 
@@ -132,13 +141,16 @@ class FineTuneJobs final : public scheduler::IdleWork {
   void RunOnce() override;
 
   // The memory a job reserves: computed at creation (to refuse a job that cannot fit) and
-  // again at launch, from the model's config, the LoRA config, the micro-batch budget and the
-  // dataset's longest example (a micro-batch holds at least that one), by the static
-  // TrainingJob::StateBytes and TrainModel::ActivationBytes (admin_job_memory_test checks the
-  // arguments against the built job's figures).
+  // again at launch, from the model's config, the LoRA config, the micro-batch budget, the
+  // dataset's longest example (a micro-batch holds at least that one) and the device ("cpu"
+  // or "cuda", as FineTuneOptions::device), by the static TrainingJob::StateBytes and
+  // TrainModel::ActivationBytes, or on "cuda" CudaTrainModel::FrozenBytes and
+  // ActivationBytes (admin_job_memory_test checks the arguments against the built job's
+  // figures). REQUIRES: "cuda" only in a build with the CUDA backend.
   static JobMemory MemoryOf(const engine::ModelConfig& config, const engine::lora::LoraConfig& lora,
-                            int64_t micro_batch_tokens, int64_t longest_example);
-  // The frozen base weights as training keeps them (F16 W and Wᵀ of every matmul).
+                            int64_t micro_batch_tokens, int64_t longest_example,
+                            std::string_view device);
+  // The frozen base weights as host training keeps them (F16 W and Wᵀ of every matmul).
   static int64_t FrozenBytes(const engine::ModelConfig& config);
 
  private:

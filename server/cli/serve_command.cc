@@ -192,6 +192,13 @@ int RunServe(const ServeOptions& o) {
     spdlog::error("{}", std::string(device.status().message()));
     return 1;
   }
+  // Before the model loads, as --device: a training device the backend cannot give fails now.
+  absl::StatusOr<std::string> finetune_device =
+      admin::ResolveFinetuneDevice(o.admin.finetune_device, *device);
+  if (!finetune_device.ok()) {
+    spdlog::error("{}", std::string(finetune_device.status().message()));
+    return 1;
+  }
   int32_t kv_blocks = o.kv_blocks;
   // On the GPU, 0 blocks means: size the pool by --gpu-memory-utilization (LoadEngine).
   if (kv_blocks <= 0 && *device == "cpu") {
@@ -258,7 +265,8 @@ int RunServe(const ServeOptions& o) {
        .memory_bytes = o.admin.finetune_memory_bytes,
        .micro_batch_tokens = o.admin.finetune_micro_batch_tokens,
        .checkpoint_steps = o.admin.finetune_checkpoint_steps,
-       .threads = o.threads},
+       .threads = o.threads,
+       .device = *finetune_device},
       **files,
       {.on_piece = [&server_metrics](double s) { server_metrics.ObserveTrainingPiece(s); },
        .on_optimizer_step = [&server_metrics](double l) { server_metrics.ObserveTrainingStep(l); },

@@ -5,20 +5,22 @@ line, a job on four made-up facts that succeeds in well under a minute (rank 4 o
 layers), falling loss in its events, the fine-tuned model answering the new fact through chat,
 cancel, a restart that resumes a running job from its checkpoint, memory refusal (the job's memory
 comes out of the KV pool: held while it runs, shown in /health and /metrics, given back after;
-a job the pool cannot hold is refused at creation), result_files (a CSV of the steps), and paths
-and field types that are refused. Each server gets its own --data-dir.
+a job the pool cannot hold is refused at creation), result_files (a CSV of the steps), paths
+and field types that are refused, and --finetune-device (the job trains on the CPU backend's
+device; cuda there fails at start). Each server gets its own --data-dir.
 """
 
 import http.client
 import io
 import json
+import subprocess
 import time
 
 import openai
 import pytest
 import requests
 
-from conftest import MODEL_NAME, Server, grpc_stubs
+from conftest import BINARY, MODEL_NAME, Server, grpc_stubs
 
 ADMIN_KEY = "sk-spillway-ft-admin"
 USER_KEY = "sk-spillway-ft-user"
@@ -223,6 +225,9 @@ def test_job_succeeds_loss_falls_and_the_model_answers(ft_server, admin):
     assert 0 < pieces[0]["piece_p50_ms"] <= pieces[0]["piece_p99_ms"] <= pieces[0]["piece_max_ms"]
     messages = [e.message for e in events]
     assert any("successfully completed" in m for m in messages)
+    # --finetune-device auto on the CPU backend: it trained on the CPU.
+    started = [e.data for e in events if e.message == "Fine-tuning job started"]
+    assert started == [{"device": "cpu"}], started
     assert any(m.startswith("Reserved ") and "MiB" in m for m in messages), messages
     reserved = [e.data for e in events if e.message.startswith("Reserved ")][0]
     # ceil(bytes / one block's bytes: 16 tokens x 30 layers x K,V x 3 heads x 64 x fp16).
@@ -389,6 +394,18 @@ def test_a_job_the_kv_cache_cannot_hold_is_refused_at_creation(tmp_path):
         assert s.health()["kv_reserved_blocks"] == 0
     finally:
         assert s.stop() == 0
+
+
+def test_finetune_device_cuda_on_the_cpu_backend_fails_at_start(tmp_path):
+    # Checked before the model loads (the path does not exist, so a later failure would say so).
+    r = subprocess.run([str(BINARY), "serve", "--device", "cpu", "--finetune-device", "cuda",
+                        "--model", "/nonexistent/model.gguf", "--port", "0", "--grpc-port", "0",
+                        "--data-dir", str(tmp_path / "data")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "--finetune-device cuda: the server runs on the CPU backend" in r.stderr, r.stderr
+    assert "use --finetune-device cpu" in r.stderr, r.stderr
+    assert "nonexistent" not in r.stderr
 
 
 @pytest.fixture(scope="module")

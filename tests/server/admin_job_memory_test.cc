@@ -2,15 +2,21 @@
 // computed at creation before any model is built, must be the figures the training core
 // reports once the job exists (TrainingJob::StateBytes, TrainModel::ActivationBytes of a
 // micro-batch that holds the longest example), so that a job admitted at creation fits when it
-// launches. Checked on tiny random models, several LoRA configs and micro-batch budgets.
+// launches. Checked on tiny random models, several LoRA configs and micro-batch budgets; on
+// "cuda" (CUDA builds) the figures are CudaTrainModel's. ResolveFinetuneDevice
+// (--finetune-device) follows the serving backend and refuses cuda on the CPU backend.
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "engine/cpu/thread_pool.h"
 #include "engine/train/training_job.h"
+#include "server/admin/admin_options.h"
 #include "server/admin/fine_tune_jobs.h"
 #include "tests/engine/train/tiny_random_model.h"
+#if defined(SPW_WITH_CUDA)
+#include "engine/cuda/cuda_train_model.h"
+#endif
 
 namespace spillway::server::admin {
 namespace {
@@ -51,7 +57,7 @@ TEST(JobMemoryTest, MatchesTheBuiltJobsFigures) {
           o.max_micro_batch_tokens = static_cast<int32_t>(micro);
           auto job = TrainingJob::Create(file, Examples(longest), o, &pool);
           ASSERT_TRUE(job.ok()) << job.status();
-          const JobMemory m = FineTuneJobs::MemoryOf(c, o.lora, micro, longest);
+          const JobMemory m = FineTuneJobs::MemoryOf(c, o.lora, micro, longest, "cpu");
           const int64_t tokens = std::max<int64_t>(micro, longest);
           SCOPED_TRACE(::testing::Message() << "qwen " << qwen_like << " rank " << rank << " micro "
                                             << micro << " longest " << longest);
@@ -70,16 +76,54 @@ TEST(JobMemoryTest, GrowsWithTheLongestExampleAndTheRank) {
   engine::lora::LoraConfig lora;
   lora.rank = 4;
   lora.targets = {engine::lora::LoraModule::kQ};
-  const JobMemory small = FineTuneJobs::MemoryOf(file.config(), lora, 8, 4);
+  const JobMemory small = FineTuneJobs::MemoryOf(file.config(), lora, 8, 4, "cpu");
   // Attention probabilities grow with the sequence; a micro-batch holds at least the longest
   // example, so one longer than the budget sets the batch's tokens.
-  const JobMemory longer = FineTuneJobs::MemoryOf(file.config(), lora, 8, 8);
-  const JobMemory over = FineTuneJobs::MemoryOf(file.config(), lora, 8, 100);
+  const JobMemory longer = FineTuneJobs::MemoryOf(file.config(), lora, 8, 8, "cpu");
+  const JobMemory over = FineTuneJobs::MemoryOf(file.config(), lora, 8, 100, "cpu");
   EXPECT_GT(longer.activations, small.activations);
   EXPECT_GT(over.activations, 10 * longer.activations);
-  EXPECT_EQ(over.activations, FineTuneJobs::MemoryOf(file.config(), lora, 100, 100).activations);
+  EXPECT_EQ(over.activations,
+            FineTuneJobs::MemoryOf(file.config(), lora, 100, 100, "cpu").activations);
   lora.rank = 8;
-  EXPECT_EQ(FineTuneJobs::MemoryOf(file.config(), lora, 8, 4).state, 2 * small.state);
+  EXPECT_EQ(FineTuneJobs::MemoryOf(file.config(), lora, 8, 4, "cpu").state, 2 * small.state);
+}
+
+#if defined(SPW_WITH_CUDA)
+TEST(JobMemoryTest, OnCudaTheFiguresAreCudaTrainModels) {
+  engine::testing::TinyRandomModel file(33);
+  const engine::ModelConfig& c = file.config();
+  engine::lora::LoraConfig lora;
+  lora.rank = 4;
+  lora.targets = {engine::lora::kAllLoraModules.begin(), engine::lora::kAllLoraModules.end()};
+  const JobMemory cpu = FineTuneJobs::MemoryOf(c, lora, 8, 13, "cpu");
+  const JobMemory gpu = FineTuneJobs::MemoryOf(c, lora, 8, 13, "cuda");
+  using engine::cuda::CudaTrainModel;
+  EXPECT_EQ(gpu.frozen, CudaTrainModel::FrozenBytes(c));
+  // A micro-batch holds at least the longest example: 13 tokens, all of them targets at most.
+  EXPECT_EQ(gpu.activations, CudaTrainModel::ActivationBytes(
+                                 c, 13, 13, 13, engine::cuda::CudaTrainOptions{}.head_chunk_rows));
+  EXPECT_EQ(gpu.state, cpu.state);  // host memory on either device
+}
+#endif
+
+TEST(FinetuneDeviceTest, AutoFollowsTheServingBackend) {
+  EXPECT_EQ(*ResolveFinetuneDevice("auto", "cpu"), "cpu");
+  EXPECT_EQ(*ResolveFinetuneDevice("auto", "cuda"), "cuda");
+  EXPECT_EQ(*ResolveFinetuneDevice("cpu", "cuda"), "cpu");
+  EXPECT_EQ(*ResolveFinetuneDevice("cuda", "cuda"), "cuda");
+}
+
+TEST(FinetuneDeviceTest, CudaOnTheCpuBackendFailsWithAClearMessage) {
+  absl::StatusOr<std::string> d = ResolveFinetuneDevice("cuda", "cpu");
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kFailedPrecondition);
+  const std::string m(d.status().message());
+  EXPECT_NE(m.find("--finetune-device cuda"), std::string::npos) << m;
+  EXPECT_NE(m.find("CPU backend"), std::string::npos) << m;
+  EXPECT_NE(m.find("--finetune-device cpu"), std::string::npos) << m;
+  EXPECT_EQ(ResolveFinetuneDevice("tpu", "cpu").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -414,6 +414,51 @@ TEST(TrainingJobTest, CreateRejectsBadInput) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The engine form of Create over a HostTrainEngine is the file form (which wraps the same
+// engine): same passes, same numbers, bit for bit; the engine's ForwardBackward is
+// TrainModel's.
+TEST(TrainingJobTest, AJobOnAHostEngineIsTheHostJob) {
+  testing::TinyRandomModel file(24);
+  cpu::ThreadPool pool(1);
+  const TrainingOptions o = Options();
+  auto a = TrainingJob::Create(file, Examples(), o, &pool);
+  auto model = TrainModel<float>::Create(file, &pool, o.frozen_type, o.head_pieces);
+  ASSERT_TRUE(a.ok() && model.ok());
+  auto b = TrainingJob::Create(std::make_unique<HostTrainEngine>(*std::move(model)), Examples(), o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->model().device(), "cpu");
+  EXPECT_EQ((*b)->model().config().vocab_size, file.config().vocab_size);
+  for (int i = 0; i < 5; ++i) {
+    auto ra = (*a)->Step();
+    auto rb = (*b)->Step();
+    ASSERT_TRUE(ra.ok() && rb.ok());
+    EXPECT_EQ(ra->micro_loss, rb->micro_loss);
+    EXPECT_EQ(ra->grad_norm, rb->grad_norm);
+  }
+  EXPECT_EQ((*a)->adapter().params, (*b)->adapter().params);
+
+  // One pass through the interface against TrainModel directly.
+  auto direct = TrainModel<float>::Create(file, &pool, o.frozen_type, o.head_pieces);
+  ASSERT_TRUE(direct.ok());
+  const lora::LoraAdapter& ad = (*b)->adapter();
+  const std::vector<TrainingExample> ex = Examples();
+  const TrainSequence seqs[] = {{.tokens = ex[0].tokens, .loss_mask = ex[0].loss_mask},
+                                {.tokens = ex[3].tokens, .loss_mask = ex[3].loss_mask}};
+  const LoraDropout drop{.p = 0.25f, .seed = 9};
+  std::vector<float> g1(ad.layout.num_params()), g2(ad.layout.num_params());
+  auto l1 = (*b)->model().ForwardBackward(seqs, ad.layout, ad.config.scale(), ad.params.data(),
+                                          g1.data(), drop);
+  auto l2 = (*direct)->ForwardBackward(seqs, ad.layout, ad.config.scale(), ad.params.data(),
+                                       g2.data(), drop);
+  ASSERT_TRUE(l1.ok() && l2.ok());
+  EXPECT_EQ(l1->loss, l2->loss);
+  EXPECT_EQ(l1->num_targets, l2->num_targets);
+  EXPECT_EQ(l1->num_correct, l2->num_correct);
+  EXPECT_EQ(g1, g2);
+  EXPECT_NE(g1, std::vector<float>(g1.size()));
+  EXPECT_EQ((*b)->model().ActivationBytes(20, 10, 15), (*direct)->ActivationBytes(20, 10, 15));
+}
+
 TEST(AdamWTest, MatchesTheFormula) {
   AdamW opt(2, {.beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-8f, .weight_decay = 0.1f});
   std::vector<float> p = {1.0f, -2.0f};
