@@ -172,7 +172,8 @@ JobMemory FineTuneJobs::MemoryOf(const engine::ModelConfig& c, const engine::lor
   const int64_t max_seq = std::max<int64_t>(longest_example, 1);
   // NOTE(ftcuda): the LoRA state (parameters, gradient, AdamW moments) is host memory on
   // either device; on "cuda" it is counted all the same (16 bytes per LoRA parameter: a few
-  // MiB beside the frozen weights), so the figure errs on the safe side.
+  // MiB beside the frozen weights), which also covers a pass's device copies of the
+  // parameters and gradient (8 bytes per parameter).
   const int64_t state = engine::train::TrainingJob::StateBytes(engine::lora::LoraLayout(c, lora));
   if (device == "cuda") {
 #if defined(SPW_WITH_CUDA)
@@ -781,7 +782,7 @@ void FineTuneJobs::RunOnce() {
     }
   }
   // NOTE(ftpieces): one piece per call — half a layer forward or backward, or one lm_head
-  // slice (TrainModel::Advance), a few ms on the CPU — so a request that arrives waits for
+  // slice (TrainEngine::Advance), a few ms on the CPU — so a request that arrives waits for
   // that piece, not for a whole micro-batch; the micro-batch's activations wait in the job.
   if (slot_evaluating_) {
     // The validation loss after the last step, in pieces as well.
