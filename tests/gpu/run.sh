@@ -8,8 +8,9 @@
 #                              PACK_FROM=head builds a clean worktree of HEAD instead.
 #   tests/gpu/run.sh run       THERE (the GPU machine, carry build-cuda/gpu-bundle): the gpu
 #                              tests, the e2e greedy check, a served run with 32 concurrent
-#                              clients and the GPU benchmark on a make-model llama3-8b random
-#                              BF16 model; a summary to $OUT/summary.txt when OUT is set.
+#                              clients, a fine-tuning job and its latency cost on that
+#                              server (finetune_smoke.py), and the GPU benchmark on a make-model
+#                              llama3-8b random BF16 model; a summary to $OUT/summary.txt.
 #                              Under 8 minutes on an H100/H200.
 #   tests/gpu/run.sh split-model FILE   HERE: cuts a model file (e.g. the 98 MB default model)
 #                              into build-cuda/gpu-model/part.N pieces of 48 MB.
@@ -62,7 +63,7 @@ pack() {
     sort -u | grep -v -E 'libcublas|libcudart|libcuda\.so' | while read -r lib; do
     cp -L "$lib" "$BUNDLE/lib/"
   done
-  cp "$src/benchmarks/serve_benchmark.py" "$BUNDLE/scripts/"
+  cp "$src/benchmarks/serve_benchmark.py" "$src/tests/gpu/finetune_smoke.py" "$BUNDLE/scripts/"
   if [ "$src" = "$ROOT" ]; then
     echo "$(git -C "$ROOT" rev-parse HEAD) + working tree" > "$BUNDLE/COMMIT"
   else
@@ -155,10 +156,14 @@ run() {
     cat "$out/e2e.txt" >> "$log"
   done
 
-  # 3. served run: 32 concurrent clients against `spillway serve --device cuda`.
+  # 3. served run: 32 concurrent clients against `spillway serve --device cuda`; then a
+  #    fine-tuning job through the admin API (it trains on the GPU) and inference latency with
+  #    and without one (finetune_smoke.py).
   local serve_model="${models[0]:-/tmp/smollm2-random.gguf}"
+  rm -rf /tmp/spw-gpu-data
   "$x" spillway serve --device cuda --model "$serve_model" --port 18080 --grpc-port 0 \
-    --max-running-seqs 64 --max-batch-tokens 2048 > "$out/serve.txt" 2>&1 &
+    --max-running-seqs 64 --max-batch-tokens 2048 --admin-api-key spw-gpu-admin \
+    --data-dir /tmp/spw-gpu-data > "$out/serve.txt" 2>&1 &
   local server=$!
   local up=0
   for _ in $(seq 1 120); do
@@ -181,6 +186,12 @@ run() {
       note "served run: no result"
       tail -5 "$out/serve_bench.txt" >> "$summary"
     fi
+    timeout 170 python3 "$BUNDLE/scripts/finetune_smoke.py" --base-url http://127.0.0.1:18080 \
+      --admin-key spw-gpu-admin --latency 20 --timeout 150 > "$out/finetune.txt" 2>&1
+    local ftrc=$?
+    note "fine-tuning smoke (rc $ftrc): $(grep -E '^(PASSED|FAILED)' "$out/finetune.txt" || tail -3 "$out/finetune.txt")"
+    grep -E '^FINETUNE_(SMOKE|LATENCY) ' "$out/finetune.txt" | while read -r line; do note "$line"; done
+    cat "$out/finetune.txt" >> "$log"
   else
     note "served run: the server did not come up"
     tail -20 "$out/serve.txt" >> "$summary"
@@ -217,5 +228,5 @@ case "${1:-}" in
   run) run ;;
   split-model) split_model "${2:?model file}" ;;
   stage-model) stage_model ;;
-  *) sed -n '2,22p' "$0"; exit 2 ;;
+  *) sed -n '2,23p' "$0"; exit 2 ;;
 esac
