@@ -196,7 +196,7 @@ __device__ void WeightedRowSum(int64_t n, int hd, Coef coef, Row row, float* par
   }
   partial[threadIdx.x] = acc;
   __syncthreads();
-  if (threadIdx.x < hd) {
+  if (static_cast<int>(threadIdx.x) < hd) {
     float sum = 0.0f;
     for (int k = 0; k < groups; ++k) sum += partial[k * hd + threadIdx.x];
     dst[threadIdx.x] = add ? dst[threadIdx.x] + sum : sum;
@@ -347,7 +347,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
   if (groups == 1) return;
   __syncthreads();
-  if (threadIdx.x < hd) {
+  if (static_cast<int>(threadIdx.x) < hd) {
     float sk = 0.0f, sv = 0.0f;
     for (int k = 0; k < groups; ++k) {
       sk += partial_k[k * hd + threadIdx.x];

@@ -34,14 +34,17 @@ cudaError_t Rope(float* x, const int32_t* positions, const float* inv_freq, int6
 // ([heads, len, len], row i the softmax over keys 0..i, the rest zero). q, out:
 // [rows, heads·head_dim]; k, v: [rows, kv_heads·head_dim]. `max_len`: the longest sequence.
 // seq_starts and prob_starts are device arrays of num_seqs + 1. Twin: AttentionForward per
-// sequence.
+// sequence. A larger max_len is allowed (rows past a sequence's end do nothing); head_dim at
+// most 256, heads a multiple of kv_heads and num_seqs·heads·max_len < 2³¹, else
+// cudaErrorInvalidValue before any launch.
 cudaError_t AttentionForward(const float* q, const float* k, const float* v,
                              const int32_t* seq_starts, const int64_t* prob_starts,
                              int64_t num_seqs, int64_t max_len, int64_t heads, int64_t kv_heads,
                              int64_t head_dim, float* out, float* probs, cudaStream_t stream);
 // dq, dk, dv += the gradients of out given dout. `ds`: scratch like probs (the softmax
-// gradients, d(loss)/d(score) already times 1/sqrt(head_dim)). Deterministic (no atomics):
-// one pass for dq and ds by query row, one for dk and dv by key row. Twin: AttentionBackward.
+// gradients, d(loss)/d(score) already times 1/sqrt(head_dim); zero past the diagonal).
+// Deterministic (no atomics): one pass for dq and ds by query row, one for dk and dv by key
+// row. The shape limits of AttentionForward. Twin: AttentionBackward.
 cudaError_t AttentionBackward(const float* q, const float* k, const float* v, const float* probs,
                               const float* dout, const int32_t* seq_starts,
                               const int64_t* prob_starts, int64_t num_seqs, int64_t max_len,
@@ -59,7 +62,8 @@ cudaError_t SwiGluBackward(const float* gate, const float* up, const float* dout
 // For each of `rows` rows of logits [rows, vocab]: loss[r] = −log softmax(row)[targets[r]]
 // (the log-sum-exp summed in double), dlogits[r] = softmax(row) − onehot(targets[r]) (weight 1),
 // correct[r] = 1 when the row's argmax (the lowest id on ties) is its target, else 0.
-// dlogits may alias logits. Twin: CrossEntropy and the argmax of TrainModel's head.
+// dlogits may alias logits. A target outside [0, vocab) (a caller's bug) gives a NaN loss and
+// correct 0. Twin: CrossEntropy and the argmax of TrainModel's head.
 cudaError_t CrossEntropy(const float* logits, const int32_t* targets, int64_t rows,
                          int64_t vocab, float* dlogits, double* loss, int32_t* correct,
                          cudaStream_t stream);

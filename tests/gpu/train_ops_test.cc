@@ -13,11 +13,15 @@
 //   positions up to 8k), and the inverse undoes the forward to 1e-6.
 //   AttentionForward: probabilities 1e-6 absolute (f32 scores, expf), out 1e-5 absolute on
 //   q, k, v in [−1, 1]; every probability past the diagonal written as 0.
-//   AttentionBackward: 1e-5 of each gradient's RMS (f32 sums over up to 70 keys and, for dk
-//   and dv, the group's heads); two runs agree bit for bit (no atomics).
-//   SwiGluForward / SwiGluBackward: 1e-6 of the twin's RMS (the sigmoid in double as the twin).
+//   AttentionBackward: 3e-5 of each gradient's RMS (f32 sums of up to 70 keys or, for dk and
+//   dv, 70 query rows times the group's 4 heads, onto gradients that start at ±1); two runs
+//   agree bit for bit (no atomics).
+//   SwiGluForward / SwiGluBackward: 5e-6 of the twin's RMS (the sigmoid in double as the twin,
+//   then three or four f32 roundings of values up to 4x the RMS).
 //   CrossEntropy: loss 1e-5 absolute (log-sum-exp in double of f32 differences), dlogits 1e-6
 //   absolute.
+// The errors, measured on a CPU emulation of these kernels (the same f32 operations in the
+// same order, without FMA), are 8x (attention backward) to 25x below these bounds.
 // Skips without a GPU.
 #include "kernels/train_ops.h"
 
@@ -286,9 +290,9 @@ TEST_F(TrainOpsTest, AttentionBackwardMatchesTwinAndIsDeterministic) {
                 cudaSuccess);
       const std::vector<float> got[3] = {gq.Download(), gk.Download(), gv.Download()};
       if (run == 0) {
-        EXPECT_CLOSE_REL(got[0], dq, 1e-5);
-        EXPECT_CLOSE_REL(got[1], dk, 1e-5);
-        EXPECT_CLOSE_REL(got[2], dv, 1e-5);
+        EXPECT_CLOSE_REL(got[0], dq, 3e-5);
+        EXPECT_CLOSE_REL(got[1], dk, 3e-5);
+        EXPECT_CLOSE_REL(got[2], dv, 3e-5);
         for (int i = 0; i < 3; ++i) first[i] = got[i];
       } else {
         for (int i = 0; i < 3; ++i) EXPECT_EQ(got[i], first[i]) << "gradient " << i;
@@ -312,9 +316,9 @@ TEST_F(TrainOpsTest, SwiGluForwardAndBackwardMatchTwin) {
   std::vector<double> out(n), dgate = ToDouble(dgate0), dup = ToDouble(dup0);
   host::SwiGluForward(g.data(), u.data(), n, out.data());
   host::SwiGluBackward(g.data(), u.data(), d.data(), n, dgate.data(), dup.data());
-  EXPECT_CLOSE_REL(dout_.Download(), out, 1e-6);
-  EXPECT_CLOSE_REL(dg.Download(), dgate, 1e-6);
-  EXPECT_CLOSE_REL(du.Download(), dup, 1e-6);
+  EXPECT_CLOSE_REL(dout_.Download(), out, 5e-6);
+  EXPECT_CLOSE_REL(dg.Download(), dgate, 5e-6);
+  EXPECT_CLOSE_REL(du.Download(), dup, 5e-6);
 }
 
 // TrainModel's head: the first maximum wins (engine/train/train_model.cc ArgmaxLowestId).
@@ -379,6 +383,18 @@ TEST_F(TrainOpsTest, CrossEntropyMatchesTwinInPlaceOrNot) {
     EXPECT_EQ(dloss.Download(), loss);
     EXPECT_EQ(dcorrect.Download(), correct);
   }
+}
+
+TEST_F(TrainOpsTest, CrossEntropyOfATargetOutsideTheVocabularyIsNaN) {
+  const int64_t rows = 2, vocab = 7;
+  DeviceArray<float> dlogits(RandomFloats(rows * vocab, 45)), dgrad(rows * vocab);
+  DeviceArray<int32_t> dtargets(std::vector<int32_t>{-1, 7}), dcorrect(rows);
+  DeviceArray<double> dloss(rows);
+  ASSERT_EQ(dev::CrossEntropy(dlogits.get(), dtargets.get(), rows, vocab, dgrad.get(), dloss.get(),
+                              dcorrect.get(), nullptr),
+            cudaSuccess);
+  for (double l : dloss.Download()) EXPECT_TRUE(std::isnan(l));
+  EXPECT_EQ(dcorrect.Download(), (std::vector<int32_t>{0, 0}));
 }
 
 // engine/train/train_model.cc's Mix and ApplyDropout<float>, restated: the device must give
