@@ -209,7 +209,11 @@ def smoke(c: Client, model: str, epochs: int) -> dict:
     file_id = upload(c, "smoke.jsonl", dataset())
     start = time.monotonic()
     job = create_job(c, model, file_id, "smoke", epochs, 4)
-    job = wait_job(c, job["id"], TERMINAL, "waiting for the smoke job")
+    try:
+        job = wait_job(c, job["id"], TERMINAL, "waiting for the smoke job")
+    except Failure:
+        c.request("POST", f"/v1/fine_tuning/jobs/{job['id']}/cancel", admin=True)
+        raise
     seconds = time.monotonic() - start
     evs = events(c, job["id"])
     print_events(evs)
