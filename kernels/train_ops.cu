@@ -30,37 +30,36 @@ constexpr int kMaxHeadDim = 256;  // Llama 128, SmolLM2 64; kept in shared memor
 // `red` is shared scratch of kMaxWarps entries; the leading barrier lets a kernel call these
 // back to back with the same scratch. blockDim.x must be a multiple of kWarp.
 
-__device__ __forceinline__ double WarpSumD(double v) {
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+struct SumOp {
+  template <typename T>
+  __device__ T operator()(T a, T b) const {
+    return a + b;
+  }
+};
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+template <typename T, typename Op>
+__device__ __forceinline__ T WarpReduce(T v, Op op) {
+  for (int o = kWarp / 2; o > 0; o /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 
-__device__ float BlockSum(float v, float* red) {
-  v = WarpSum(v);
+// `identity`: what the lanes past the block's last warp contribute.
+template <typename T, typename Op>
+__device__ T BlockReduce(T v, T identity, T* red, Op op) {
+  v = WarpReduce(v, op);
   __syncthreads();
   if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = v;
   __syncthreads();
   const int lane = threadIdx.x % kWarp;
-  return WarpSum(lane < static_cast<int>(blockDim.x / kWarp) ? red[lane] : 0.0f);
+  return WarpReduce(lane < static_cast<int>(blockDim.x / kWarp) ? red[lane] : identity, op);
 }
 
-__device__ float BlockMax(float v, float* red) {
-  v = WarpMax(v);
-  __syncthreads();
-  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = v;
-  __syncthreads();
-  const int lane = threadIdx.x % kWarp;
-  return WarpMax(lane < static_cast<int>(blockDim.x / kWarp) ? red[lane] : -INFINITY);
-}
-
-__device__ double BlockSumD(double v, double* red) {
-  v = WarpSumD(v);
-  __syncthreads();
-  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = v;
-  __syncthreads();
-  const int lane = threadIdx.x % kWarp;
-  return WarpSumD(lane < static_cast<int>(blockDim.x / kWarp) ? red[lane] : 0.0);
-}
+__device__ float BlockSum(float v, float* red) { return BlockReduce(v, 0.0f, red, SumOp{}); }
+__device__ float BlockMax(float v, float* red) { return BlockReduce(v, -INFINITY, red, MaxOp{}); }
+__device__ double BlockSumD(double v, double* red) { return BlockReduce(v, 0.0, red, SumOp{}); }
 
 // (value, index) pairs: the larger value wins, equal values go to the lower index.
 __device__ __forceinline__ void ArgmaxMerge(float& v, int64_t& i, float ov, int64_t oi) {
@@ -154,37 +153,67 @@ __global__ void RopeKernel(float* x, const int32_t* positions, const float* inv_
 
 // ---- attention ----
 
-// The rows of one block of the attention kernels: block b is (sequence, head, row) with the
-// row fastest. Rows past the sequence's length (shorter than max_len) have nothing to do.
-struct AttnRow {
+// One block of the attention kernels: block b is (sequence, head, row) with the row fastest;
+// `head` is a query head for the row kernels, a KV head for the key-row kernel. Rows past the
+// sequence's length (shorter than max_len) have nothing to do.
+struct AttnBlock {
   int64_t seq, head, row, start, len;
+  int64_t kv_head;              // the query head's KV head (row kernels)
+  int64_t q_stride, kv_stride;  // floats per token of q / dout and of k / v
 };
 
-__device__ __forceinline__ AttnRow DecodeRow(const int32_t* seq_starts, int64_t max_len,
-                                             int64_t heads) {
-  AttnRow r;
+__device__ __forceinline__ AttnBlock DecodeBlock(const int32_t* seq_starts, int64_t max_len,
+                                                 int64_t block_heads, int64_t heads,
+                                                 int64_t kv_heads, int hd) {
+  AttnBlock r;
   const int64_t b = blockIdx.x;
   r.row = b % max_len;
-  r.head = (b / max_len) % heads;
-  r.seq = b / (max_len * heads);
+  r.head = (b / max_len) % block_heads;
+  r.seq = b / (max_len * block_heads);
   r.start = seq_starts[r.seq];
   r.len = seq_starts[r.seq + 1] - r.start;
+  r.kv_head = r.head / (heads / kv_heads);
+  r.q_stride = heads * hd;
+  r.kv_stride = kv_heads * hd;
   return r;
 }
 
-// dst[e] (+)= Σ_{t < n} coef(t) · row(t)[e] for e < hd, by the whole block. With hd below the
-// block size the terms are split among blockDim / hd groups of hd threads whose partial sums
-// meet in `partial` (kAttnThreads floats) in a fixed order. Every thread of the block must
-// call it (it has barriers); the leading one lets `coef`'s data be written just before.
-template <typename Coef, typename Row>
-__device__ void WeightedRowSum(int64_t n, int hd, Coef coef, Row row, float* partial, float* dst,
-                               bool add) {
+// Copies the hd floats at src into shared memory for the whole block.
+__device__ void LoadHead(const float* src, int hd, float* dst) {
+  for (int e = threadIdx.x; e < hd; e += blockDim.x) dst[e] = src[e];
+  __syncthreads();
+}
+
+// row[j] = scale · (x · base[j · stride .. + hd]) for j ≤ i: one warp per key, lanes across
+// the head (coalesced reads); x in shared memory. Returns the largest value this thread's warp
+// wrote (−inf if none). The caller's next barrier publishes `row`.
+__device__ float WarpDots(const float* x, const float* base, int64_t stride, int64_t i, int hd,
+                          float scale, float* row) {
+  const int lane = threadIdx.x % kWarp;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x / kWarp; j <= i; j += blockDim.x / kWarp) {
+    const float* bj = base + j * stride;
+    float dot = 0.0f;
+    for (int e = lane; e < hd; e += kWarp) dot += x[e] * bj[e];
+    const float s = WarpSum(dot) * scale;
+    if (lane == 0) row[j] = s;
+    mx = fmaxf(mx, s);
+  }
+  return mx;
+}
+
+// dst[e] (+)= Σ_{t < n} coef[t] · (base + t · stride)[e] for e < hd, by the whole block. With
+// hd below the block size the terms are split among blockDim / hd groups of hd threads whose
+// partial sums meet in `partial` (kAttnThreads floats) in a fixed order. Every thread of the
+// block must call it (it has barriers); the leading one lets `coef` be written just before.
+__device__ void WeightedRowSum(int64_t n, int hd, const float* coef, const float* base,
+                               int64_t stride, float* partial, float* dst, bool add) {
   __syncthreads();
   const int groups = hd >= static_cast<int>(blockDim.x) ? 1 : static_cast<int>(blockDim.x) / hd;
   if (groups == 1) {
     for (int e = threadIdx.x; e < hd; e += blockDim.x) {
       float acc = 0.0f;
-      for (int64_t t = 0; t < n; ++t) acc += coef(t) * row(t)[e];
+      for (int64_t t = 0; t < n; ++t) acc += coef[t] * base[t * stride + e];
       dst[e] = add ? dst[e] + acc : acc;
     }
     return;
@@ -192,7 +221,7 @@ __device__ void WeightedRowSum(int64_t n, int hd, Coef coef, Row row, float* par
   const int g = threadIdx.x / hd, e = threadIdx.x % hd;
   float acc = 0.0f;
   if (g < groups) {
-    for (int64_t t = g; t < n; t += groups) acc += coef(t) * row(t)[e];
+    for (int64_t t = g; t < n; t += groups) acc += coef[t] * base[t * stride + e];
   }
   partial[threadIdx.x] = acc;
   __syncthreads();
@@ -203,9 +232,9 @@ __device__ void WeightedRowSum(int64_t n, int hd, Coef coef, Row row, float* par
   }
 }
 
-// One block per (sequence, head, query row i): scores of keys 0..i into the probabilities row
-// (one warp per key, lanes across the head dimension), block max and sum, normalised in
-// place, the rest of the row zeroed, then out_i = Σ_j p_ij v_j.
+// One block per (sequence, head, query row i): scores of keys 0..i into the probabilities row,
+// block max and sum, normalised in place, the rest of the row zeroed, then
+// out_i = Σ_j p_ij v_j.
 __global__ void __launch_bounds__(kAttnThreads)
     AttentionForwardKernel(const float* q, const float* k, const float* v,
                            const int32_t* seq_starts, const int64_t* prob_starts, int64_t max_len,
@@ -214,29 +243,15 @@ __global__ void __launch_bounds__(kAttnThreads)
   __shared__ float qs[kMaxHeadDim];
   __shared__ float red[kMaxWarps];
   __shared__ float partial[kAttnThreads];
-  const AttnRow r = DecodeRow(seq_starts, max_len, heads);
+  const AttnBlock r = DecodeBlock(seq_starts, max_len, heads, heads, kv_heads, hd);
   if (r.row >= r.len) return;  // the whole block: no barrier is left waiting
   const int64_t i = r.row, len = r.len;
-  const int64_t q_stride = heads * hd, kv_stride = kv_heads * hd;
-  const int64_t kh = r.head / (heads / kv_heads);
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  const int warps = blockDim.x / kWarp;
-  const float* qi = q + (r.start + i) * q_stride + r.head * hd;
-  for (int e = threadIdx.x; e < hd; e += blockDim.x) qs[e] = qi[e];
-  __syncthreads();
-  const float* kbase = k + r.start * kv_stride + kh * hd;
+  const int64_t q_off = (r.start + i) * r.q_stride + r.head * hd;
+  const int64_t kv_off = r.start * r.kv_stride + r.kv_head * hd;
+  LoadHead(q + q_off, hd, qs);
   float* p = probs + prob_starts[r.seq] + (r.head * len + i) * len;
-
-  float mx = -INFINITY;
-  for (int64_t j = warp; j <= i; j += warps) {
-    const float* kj = kbase + j * kv_stride;
-    float dot = 0.0f;
-    for (int e = lane; e < hd; e += kWarp) dot += qs[e] * kj[e];
-    const float s = WarpSum(dot) * scale;
-    if (lane == 0) p[j] = s;
-    mx = fmaxf(mx, s);
-  }
-  mx = BlockMax(mx, red);  // its barriers also publish the scores written above
+  // BlockMax's barriers also publish the scores.
+  const float mx = BlockMax(WarpDots(qs, k + kv_off, r.kv_stride, i, hd, scale, p), red);
 
   float sum = 0.0f;
   for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
@@ -246,12 +261,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
   sum = BlockSum(sum, red);
   for (int64_t j = threadIdx.x; j < len; j += blockDim.x) p[j] = j <= i ? p[j] / sum : 0.0f;
-
-  const float* vbase = v + r.start * kv_stride + kh * hd;
-  WeightedRowSum(
-      i + 1, hd, [p](int64_t j) { return p[j]; },
-      [vbase, kv_stride](int64_t j) { return vbase + j * kv_stride; }, partial,
-      out + (r.start + i) * q_stride + r.head * hd, /*add=*/false);
+  WeightedRowSum(i + 1, hd, p, v + kv_off, r.kv_stride, partial, out + q_off, /*add=*/false);
 }
 
 // Backward, pass 1: one block per (sequence, head, query row i). dp_j = dout_i · v_j (kept in
@@ -264,28 +274,16 @@ __global__ void __launch_bounds__(kAttnThreads)
   __shared__ float dos[kMaxHeadDim];
   __shared__ float red[kMaxWarps];
   __shared__ float partial[kAttnThreads];
-  const AttnRow r = DecodeRow(seq_starts, max_len, heads);
+  const AttnBlock r = DecodeBlock(seq_starts, max_len, heads, heads, kv_heads, hd);
   if (r.row >= r.len) return;
   const int64_t i = r.row, len = r.len;
-  const int64_t q_stride = heads * hd, kv_stride = kv_heads * hd;
-  const int64_t kh = r.head / (heads / kv_heads);
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  const int warps = blockDim.x / kWarp;
-  const float* doi = dout + (r.start + i) * q_stride + r.head * hd;
-  for (int e = threadIdx.x; e < hd; e += blockDim.x) dos[e] = doi[e];
-  __syncthreads();
+  const int64_t q_off = (r.start + i) * r.q_stride + r.head * hd;
+  const int64_t kv_off = r.start * r.kv_stride + r.kv_head * hd;
+  LoadHead(dout + q_off, hd, dos);
   const int64_t off = prob_starts[r.seq] + (r.head * len + i) * len;
   const float* p = probs + off;
   float* d = ds + off;
-
-  const float* vbase = v + r.start * kv_stride + kh * hd;
-  for (int64_t j = warp; j <= i; j += warps) {
-    const float* vj = vbase + j * kv_stride;
-    float dot = 0.0f;
-    for (int e = lane; e < hd; e += kWarp) dot += dos[e] * vj[e];
-    dot = WarpSum(dot);
-    if (lane == 0) d[j] = dot;
-  }
+  WarpDots(dos, v + kv_off, r.kv_stride, i, hd, 1.0f, d);
   __syncthreads();
   float dot = 0.0f;
   for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) dot += p[j] * d[j];
@@ -293,12 +291,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
     d[j] = j <= i ? p[j] * (d[j] - dot) * scale : 0.0f;
   }
-
-  const float* kbase = k + r.start * kv_stride + kh * hd;
-  WeightedRowSum(
-      i + 1, hd, [d](int64_t j) { return d[j]; },
-      [kbase, kv_stride](int64_t j) { return kbase + j * kv_stride; }, partial,
-      dq + (r.start + i) * q_stride + r.head * hd, /*add=*/true);
+  WeightedRowSum(i + 1, hd, d, k + kv_off, r.kv_stride, partial, dq + q_off, /*add=*/true);
 }
 
 // Backward, pass 2: one block per (sequence, KV head, key row j), summing over the heads h of
@@ -312,11 +305,11 @@ __global__ void __launch_bounds__(kAttnThreads)
                                 int64_t kv_heads, int hd, float* dk, float* dv) {
   __shared__ float partial_k[kAttnThreads];
   __shared__ float partial_v[kAttnThreads];
-  const AttnRow r = DecodeRow(seq_starts, max_len, kv_heads);  // r.head: the KV head
+  const AttnBlock r = DecodeBlock(seq_starts, max_len, kv_heads, heads, kv_heads, hd);
   if (r.row >= r.len) return;
   const int64_t j = r.row, len = r.len;
   const int64_t group = heads / kv_heads;
-  const int64_t q_stride = heads * hd, kv_stride = kv_heads * hd;
+  const int64_t q_stride = r.q_stride, kv_stride = r.kv_stride;
   const int64_t pbase = prob_starts[r.seq];
   const int groups = hd >= static_cast<int>(blockDim.x) ? 1 : static_cast<int>(blockDim.x) / hd;
   float* dkj = dk + (r.start + j) * kv_stride + r.head * hd;

@@ -162,24 +162,21 @@ TEST_F(TrainOpsTest, RopeMatchesTwinInBothStylesAndDirections) {
         DeviceArray<float> dfreq(table.inv_freq);
         const std::vector<float> x = RandomFloats(rows * heads * head_dim, 6 + heads + head_dim);
         DeviceArray<float> dx(x);
-        const bool neox = style == RopeStyle::kNeox;
-        ASSERT_EQ(dev::Rope(dx.get(), dpos.get(), dfreq.get(), rows, heads, head_dim, neox,
-                            /*inverse=*/false, nullptr),
-                  cudaSuccess);
-        std::vector<double> want = ToDouble(x);
-        host::RopeInPlace(want.data(), rows, heads, head_dim, positions, table, false);
-        const std::vector<float> turned = dx.Download();
-        EXPECT_CLOSE_ABS(turned, want, 1e-6);
-
-        // The inverse (the backward) of the device's output, against the twin's inverse of it,
-        // and back to where it started.
-        ASSERT_EQ(dev::Rope(dx.get(), dpos.get(), dfreq.get(), rows, heads, head_dim, neox,
-                            /*inverse=*/true, nullptr),
-                  cudaSuccess);
-        std::vector<double> back = ToDouble(turned);
-        host::RopeInPlace(back.data(), rows, heads, head_dim, positions, table, true);
-        const std::vector<float> undone = dx.Download();
-        EXPECT_CLOSE_ABS(undone, back, 1e-6);
+        // Turns dx on the device and `from` with the twin; returns the device's result after
+        // checking it against the twin's.
+        auto turn = [&](const std::vector<float>& from, bool inverse) {
+          EXPECT_EQ(dev::Rope(dx.get(), dpos.get(), dfreq.get(), rows, heads, head_dim,
+                              style == RopeStyle::kNeox, inverse, nullptr),
+                    cudaSuccess);
+          std::vector<double> want = ToDouble(from);
+          host::RopeInPlace(want.data(), rows, heads, head_dim, positions, table, inverse);
+          std::vector<float> got = dx.Download();
+          EXPECT_CLOSE_ABS(got, want, 1e-6);
+          return got;
+        };
+        // Forward, then the inverse (the backward) of the device's output, and back to the
+        // start.
+        const std::vector<float> undone = turn(turn(x, false), true);
         EXPECT_CLOSE_ABS(undone, ToDouble(x), 1e-6);
       }
     }
@@ -208,6 +205,23 @@ struct Packed {
   }
 };
 
+// The twin's forward over each packed sequence: out [rows, heads·hd] and the probabilities.
+struct HostAttention {
+  std::vector<double> out, probs;
+};
+HostAttention HostForward(const Packed& b, const std::vector<double>& q,
+                          const std::vector<double>& k, const std::vector<double>& v) {
+  const int64_t qd = b.heads * b.hd, kd = b.kv_heads * b.hd;
+  HostAttention h{std::vector<double>(b.rows() * qd), std::vector<double>(b.prob_starts.back())};
+  for (size_t s = 0; s < b.lens.size(); ++s) {
+    const int64_t start = b.seq_starts[s];
+    host::AttentionForward(q.data() + start * qd, k.data() + start * kd, v.data() + start * kd,
+                           b.lens[s], b.heads, b.kv_heads, b.hd, h.out.data() + start * qd,
+                           h.probs.data() + b.prob_starts[s]);
+  }
+  return h;
+}
+
 std::vector<Packed> AttentionShapes() {
   return {Packed({1, 17, 70}, 9, 3, 64), Packed({1, 17, 70}, 32, 8, 128),
           Packed({70, 1, 17}, 4, 1, 256), Packed({33, 2}, 3, 3, 80)};
@@ -231,16 +245,9 @@ TEST_F(TrainOpsTest, AttentionForwardMatchesTwinPerSequence) {
                                       b.kv_heads, b.hd, dout.get(), dprobs.get(), nullptr),
                 cudaSuccess);
     }
-    const std::vector<double> qh = ToDouble(q), kh = ToDouble(k), vh = ToDouble(v);
-    std::vector<double> out(n * qd), probs(b.prob_starts.back());
-    for (size_t s = 0; s < b.lens.size(); ++s) {
-      const int64_t start = b.seq_starts[s];
-      host::AttentionForward(qh.data() + start * qd, kh.data() + start * kd, vh.data() + start * kd,
-                             b.lens[s], b.heads, b.kv_heads, b.hd, out.data() + start * qd,
-                             probs.data() + b.prob_starts[s]);
-    }
-    EXPECT_CLOSE_ABS(dprobs.Download(), probs, 1e-6);  // zeros past the diagonal included
-    EXPECT_CLOSE_ABS(dout.Download(), out, 1e-5);
+    const HostAttention want = HostForward(b, ToDouble(q), ToDouble(k), ToDouble(v));
+    EXPECT_CLOSE_ABS(dprobs.Download(), want.probs, 1e-6);  // zeros past the diagonal included
+    EXPECT_CLOSE_ABS(dout.Download(), want.out, 1e-5);
   }
 }
 
@@ -255,13 +262,7 @@ TEST_F(TrainOpsTest, AttentionBackwardMatchesTwinAndIsDeterministic) {
     // The probabilities both sides start from: the twin's forward, rounded to f32.
     const std::vector<double> qh = ToDouble(q), kh = ToDouble(k), vh = ToDouble(v),
                               douth = ToDouble(dout);
-    std::vector<double> out(n * qd), probs_d(b.prob_starts.back());
-    for (size_t s = 0; s < b.lens.size(); ++s) {
-      const int64_t start = b.seq_starts[s];
-      host::AttentionForward(qh.data() + start * qd, kh.data() + start * kd, vh.data() + start * kd,
-                             b.lens[s], b.heads, b.kv_heads, b.hd, out.data() + start * qd,
-                             probs_d.data() + b.prob_starts[s]);
-    }
+    const std::vector<double> probs_d = HostForward(b, qh, kh, vh).probs;
     const std::vector<float> probs(probs_d.begin(), probs_d.end());
     const std::vector<double> probs_h = ToDouble(probs);
 
@@ -294,6 +295,17 @@ TEST_F(TrainOpsTest, AttentionBackwardMatchesTwinAndIsDeterministic) {
         EXPECT_CLOSE_REL(got[1], dk, 3e-5);
         EXPECT_CLOSE_REL(got[2], dv, 3e-5);
         for (int i = 0; i < 3; ++i) first[i] = got[i];
+        // ds: every entry written, zero past the diagonal.
+        const std::vector<float> dsh = ds.Download();
+        int64_t bad = 0;
+        for (size_t s = 0; s < b.lens.size(); ++s) {
+          const int64_t len = b.lens[s];
+          for (int64_t x = 0; x < b.heads * len * len; ++x) {
+            const float e = dsh[b.prob_starts[s] + x];
+            bad += !std::isfinite(e) || (x % len > x / len % len && e != 0.0f);
+          }
+        }
+        EXPECT_EQ(bad, 0);
       } else {
         for (int i = 0; i < 3; ++i) EXPECT_EQ(got[i], first[i]) << "gradient " << i;
       }
