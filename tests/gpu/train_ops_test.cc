@@ -2,8 +2,9 @@
 // or the host code of engine/train/train_model.cc) on random inputs of awkward sizes: rows and
 // columns that are not multiples of a block (37 rows of 576 and 4099), odd head counts (9
 // heads over 3 KV heads), head sizes 64, 80, 128 and 256, three sequences of lengths 1, 17
-// and 70 packed in one batch, a vocabulary of 49159 and one of 256001. The device runs f32,
-// the twin double on the same f32 inputs. Tolerances, per op (|gpu − twin|):
+// and 70 packed in one batch (and 300, 5, 129: rows longer than a block), a vocabulary of
+// 49159 and one of 256001. The device runs f32, the twin double on the same f32 inputs.
+// Tolerances, per op (|gpu − twin|):
 //   Add, Axpy (no FMA: the host's two roundings), ScatterAddRows, Dropout (the host's
 //   counter-based mask and f32 scale): bit-exact. CrossEntropy's `correct`: exact (the argmax
 //   compares the same f32 values; ties go to the lowest id), and dlogits computed in place
@@ -13,9 +14,9 @@
 //   positions up to 8k), and the inverse undoes the forward to 1e-6.
 //   AttentionForward: probabilities 1e-6 absolute (f32 scores, expf), out 1e-5 absolute on
 //   q, k, v in [−1, 1]; every probability past the diagonal written as 0.
-//   AttentionBackward: 3e-5 of each gradient's RMS (f32 sums of up to 70 keys or, for dk and
-//   dv, 70 query rows times the group's 4 heads, onto gradients that start at ±1); two runs
-//   agree bit for bit (no atomics).
+//   AttentionBackward: 3e-5 of each gradient's RMS (f32 sums of up to 300 keys or, for dk
+//   and dv, 300 query rows times the group's heads, onto gradients that start at ±1); two
+//   runs agree bit for bit (no atomics); ds written everywhere, zero past the diagonal.
 //   SwiGluForward / SwiGluBackward: 5e-6 of the twin's RMS (the sigmoid in double as the twin,
 //   then three or four f32 roundings of values up to 4x the RMS).
 //   CrossEntropy: loss 1e-5 absolute (log-sum-exp in double of f32 differences), dlogits 1e-6
@@ -224,7 +225,8 @@ HostAttention HostForward(const Packed& b, const std::vector<double>& q,
 
 std::vector<Packed> AttentionShapes() {
   return {Packed({1, 17, 70}, 9, 3, 64), Packed({1, 17, 70}, 32, 8, 128),
-          Packed({70, 1, 17}, 4, 1, 256), Packed({33, 2}, 3, 3, 80)};
+          Packed({70, 1, 17}, 4, 1, 256), Packed({33, 2}, 3, 3, 80),
+          Packed({300, 5, 129}, 9, 3, 64)};
 }
 
 TEST_F(TrainOpsTest, AttentionForwardMatchesTwinPerSequence) {
