@@ -46,8 +46,8 @@ class CudaTrainModel final : public train::TrainEngine {
   // Uploads `file`'s weights to device `options.ordinal`. Unavailable without a GPU;
   // InvalidArgument for a missing tensor or a bad shape; ResourceExhausted when the device
   // memory is short. `file` may be dropped afterwards.
-  static absl::StatusOr<std::unique_ptr<CudaTrainModel>> Create(const ModelFile& file,
-                                                                const CudaTrainOptions& options = {});
+  static absl::StatusOr<std::unique_ptr<CudaTrainModel>> Create(
+      const ModelFile& file, const CudaTrainOptions& options = {});
   ~CudaTrainModel() override;
 
   std::string_view device() const override { return "cuda"; }

@@ -30,7 +30,7 @@ STAGE=/root/spw-model
 BINARIES=(bin/spillway tests/gpu_kernels_test tests/gpu_model_forward_test
           tests/gpu_sampling_test tests/gpu_decode_graph_test tests/gpu_e2e_greedy_test
           tests/gpu_bench tests/device_option_test tests/gpu_kv_copy_test
-          tests/gpu_train_ops_test)
+          tests/gpu_train_ops_test tests/gpu_train_model_test)
 
 pack() {
   set -e
@@ -155,6 +155,15 @@ run() {
     fi
     cat "$out/e2e.txt" >> "$log"
   done
+  #    LoRA training on the GPU (CudaTrainModel) against the host's TrainModel on tiny random
+  #    models and the first model above, and a short job on the GPU whose loss must fall.
+  if SPILLWAY_GPU_MODEL="${models[0]:-}" timeout 300 "$x" gpu_train_model_test > "$out/train.txt" 2>&1; then
+    note "gpu_train_model_test: PASSED ($(grep -c '^\[       OK \] .*(' "$out/train.txt") OK, $(grep -c '^\[  SKIPPED \] .*(' "$out/train.txt") skipped); $(grep '^gpu training:' "$out/train.txt")"
+  else
+    note "gpu_train_model_test: FAILED (rc $?)"
+    grep -E '^\[  FAILED|Failure|Which is|Expected|error|check failed|critical|gpu training' "$out/train.txt" | head -40 >> "$summary"
+  fi
+  cat "$out/train.txt" >> "$log"
 
   # 3. served run: 32 concurrent clients against `spillway serve --device cuda`; then a
   #    fine-tuning job through the admin API (it trains on the GPU) and inference latency with
