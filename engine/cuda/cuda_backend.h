@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/cuda/attention_plan.h"
+#include "engine/cuda/device_memory.h"
 #include "engine/cuda/kv_copy_engine.h"
 
 struct CUstream_st;
@@ -23,33 +24,6 @@ struct CUgraphExec_st;
 struct cublasContext;
 
 namespace spillway::engine::cuda {
-
-// A device allocation that frees itself; Reserve grows it (contents not kept).
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer();
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept;
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
-
-  // Makes the buffer at least `bytes` long; ResourceExhausted when the device is full.
-  absl::Status Reserve(size_t bytes);
-  void* get() const { return ptr_; }
-  size_t size() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// LoadWeight's uploads, for other users of the device's weights (CudaTrainModel): a 2-D
-// tensor as bf16 [rows, cols] row-major (quantized GGUF types dequantized on the host first),
-// a 1-D one as f32. Synchronous; any thread. InvalidArgument for a tensor of another rank or
-// an inconsistent size; ResourceExhausted when the device is full.
-absl::StatusOr<DeviceBuffer> UploadBf16Matrix(const WeightTensor& t);
-absl::StatusOr<DeviceBuffer> UploadF32Vector(const WeightTensor& t);
 
 class CudaBackend final : public Backend {
  public:

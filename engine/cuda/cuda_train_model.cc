@@ -331,8 +331,12 @@ absl::StatusOr<std::unique_ptr<CudaTrainModel>> CudaTrainModel::Create(
   const RopeTable rope = MakeRopeTable(c, freq_factors);
   im.neox = rope.style == RopeStyle::kNeox;
   SPW_RETURN_IF_ERROR(im.inv_freq.Reserve(rope.inv_freq.size() * sizeof(float)));
-  SPW_CUDA_CHECK(cudaMemcpy(im.inv_freq.get(), rope.inv_freq.data(),
-                            rope.inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice));
+  // On the model's stream: a cudaMemcpy would go on the legacy stream, which the passes'
+  // non-blocking stream is not ordered after (found by tests/emu/: RoPE read NaN).
+  SPW_CUDA_CHECK(cudaMemcpyAsync(im.inv_freq.get(), rope.inv_freq.data(),
+                                 rope.inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                 im.stream));
+  SPW_CUDA_CHECK(cudaStreamSynchronize(im.stream));
   return m;
 }
 

@@ -1,0 +1,199 @@
+// The CPU emulation of CUDA (the `emu` test tier, docs/testing.md; docs/gpu.md "CUDA emulation
+// on the CPU"). It runs the GPU training path without a GPU: kernels/train_ops.cu and
+// kernels/elementwise.cu (turned into C++ by tests/emu/cu_to_cc.py), CudaTrainModel and the
+// weight uploads (engine/cuda/), with the real tests/gpu/train_ops_test.cc and
+// tests/gpu/train_model_test.cc, against stand-ins for the CUDA runtime and cuBLAS
+// (tests/emu/include/, on the include path of the emulated targets only).
+//
+// What it is:
+// - Thread blocks: a launch runs its blocks one after another on the calling thread; a block's
+//   threads are fibers (a stack each, switched by spw_emu_swap in runtime.cc) that run until
+//   they reach __syncthreads or a warp shuffle, which are barriers; __shared__ variables are
+//   function statics (one block at a time uses them). 1-D grids and blocks of a multiple of
+//   32 threads, no dynamic shared memory (anything else stops with "EMU limitation").
+// - Streams: the work of a stream is queued and runs only when the host must see it
+//   (cudaStreamSynchronize of that stream, cudaDeviceSynchronize, cudaFree, a copy to pageable
+//   host memory), the legacy default stream ordered with blocking streams as CUDA orders it,
+//   non-blocking streams with nothing. Host sources are staged when a copy is enqueued, as
+//   for pageable memory. So a missing synchronisation or a GEMM on the wrong stream reads
+//   stale data, and the tests see it.
+// - Memory: cudaMalloc gives 256-byte aligned host memory filled with 0xff bytes (f32 NaN), so a
+//   read of something never written shows as NaN, with a guard zone after it checked after
+//   every operation (a write past the end stops the program naming the operation). Every
+//   pointer argument of a kernel, copy, memset or GEMM must lie in a live allocation (with its
+//   extent, where the call gives one); a host pointer where device memory belongs stops it.
+// - Launches: grid and block limits and each kernel's __launch_bounds__ are checked as the
+//   driver checks them (cudaErrorInvalidConfiguration, cudaErrorLaunchOutOfResources via
+//   cudaGetLastError); a warp whose lanes diverge at a shuffle, a shuffle reading an exited
+//   lane, or a barrier some threads never reach stops the program.
+// - cuBLAS (cublas.cc): a reference GEMM with the column-major contract, double accumulation
+//   (checked against a naive row-major reference in tests/emu/cublas_emu_test.cc).
+// SPW_EMU_ORDER=reverse|shuffle runs a block's threads in another order between barriers (a
+// missing __syncthreads shows in one order or the other).
+//
+// What it cannot catch: real concurrency (threads never run at the same time, so races that
+// need true interleaving inside a barrier interval, and atomics' contention, are invisible),
+// the GPU memory model (no caches, no reordering, host and device share one address space,
+// so a host pointer read by a kernel goes unseen unless it is a launch argument), shared
+// memory's first contents (statics start at zero and keep the previous block's values), the
+// hardware's numerics (expf, sincosf, rsqrtf are glibc's; no FMA contraction unless the host
+// compiler makes one; cuBLAS's own summation order and tensor-core rounding), speed, memory
+// capacity, and anything of the real driver (graphs, events, pinned memory).
+// It never replaces tests/gpu/ on a GPU (tests/gpu/run.sh): it checks the host code's logic
+// (shapes, strides, leading dimensions, pointers, stream order) and the kernels' indexing and
+// barriers, on the CPU in CI.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+
+namespace spw_emu {
+
+// ---- host side (runtime.cc) ----
+
+// Stops the program with "EMU: " + message (a bug the emulation found, or an EMU limitation).
+[[noreturn]] void Fail(const std::string& message);
+// Whether [p, p + bytes) lies inside one live device allocation.
+bool IsDeviceRange(const void* p, size_t bytes);
+// Fails unless [p, p + bytes) lies inside one live device allocation.
+void RequireDeviceRange(const void* p, size_t bytes, const std::string& what);
+// Records a launch error for cudaGetLastError.
+void SetLastError(cudaError_t e);
+// Queues `op` on `stream` (its ordering rules in the header comment); `what` names it in
+// reports.
+void Enqueue(cudaStream_t stream, std::string what, std::function<void()> op);
+// Runs `body` as every thread of every block of the grid (blocks in order).
+void RunGrid(dim3 grid, dim3 block, const std::string& name, const std::function<void()>& body);
+
+// ---- device side: the current block and thread ----
+
+enum class State { kRun, kBlockBar, kWarpBar, kDone };
+struct Fiber {
+  void* sp = nullptr;
+  unsigned tid = 0;
+  State state = State::kRun;
+};
+struct Block {
+  std::vector<Fiber> fibers;
+  std::vector<uint64_t> shuffle;  // each lane's value at the current shuffle
+  Fiber* cur = nullptr;
+  dim3 block_idx, block_dim, grid_dim;
+  std::string kernel;
+};
+inline Block g_block;
+
+// Parks the current thread with `s` and returns when the scheduler resumes it.
+void Yield(State s);
+
+inline dim3 ThreadIdx() { return dim3(g_block.cur->tid); }
+
+template <typename T>
+T ShuffleXor(T v, int mask) {
+  static_assert(sizeof(T) <= sizeof(uint64_t) && std::is_trivially_copyable_v<T>);
+  const unsigned tid = g_block.cur->tid;
+  std::memcpy(&g_block.shuffle[tid], &v, sizeof(T));
+  Yield(State::kWarpBar);  // every lane has written
+  const unsigned src = tid ^ static_cast<unsigned>(mask);
+  if (src >= g_block.fibers.size() || g_block.fibers[src].state == State::kDone) {
+    Fail("kernel " + g_block.kernel + ": a shuffle reads lane " + std::to_string(src) +
+         ", which has exited or does not exist");
+  }
+  T out;
+  std::memcpy(&out, &g_block.shuffle[src], sizeof(T));
+  Yield(State::kWarpBar);  // every lane has read
+  return out;
+}
+
+// ---- launches: `k<<<grid, block, shmem, stream>>>(args)` becomes
+// spw_emu::Launcher(grid, block, shmem, stream).Kernel("k", bound).Bind(k)(args) ----
+
+class Launcher {
+ public:
+  Launcher(dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_t stream = nullptr)
+      : grid_(grid), block_(block), shared_bytes_(shared_bytes), stream_(stream) {}
+  // `max_threads`: the kernel's __launch_bounds__ (1024 without).
+  Launcher& Kernel(const char* name, unsigned max_threads) {
+    name_ = name;
+    max_threads_ = max_threads;
+    return *this;
+  }
+  template <typename K>
+  auto Bind(K kernel) const {
+    return [l = *this, kernel](auto... args) {
+      if (!l.Valid()) return;
+      int index = 0;
+      (l.CheckArg(args, index++), ...);
+      Enqueue(l.stream_, "kernel " + l.name_, [l, kernel, args...] {
+        RunGrid(l.grid_, l.block_, l.name_, [&] { kernel(args...); });
+      });
+    };
+  }
+
+ private:
+  // The driver's launch checks (an error for cudaGetLastError, nothing runs) and the
+  // emulation's limits (a stop).
+  bool Valid() const;
+  template <typename A>
+  void CheckArg(const A& a, int index) const {
+    if constexpr (std::is_pointer_v<A>) {
+      if (a != nullptr && !IsDeviceRange(a, 1)) {
+        Fail("kernel " + name_ + ": argument " + std::to_string(index) +
+             " is a pointer outside device memory");
+      }
+    }
+  }
+
+  dim3 grid_, block_;
+  size_t shared_bytes_;
+  cudaStream_t stream_;
+  std::string name_ = "?";
+  unsigned max_threads_ = 1024;
+};
+
+}  // namespace spw_emu
+
+#define threadIdx (::spw_emu::ThreadIdx())
+#define blockIdx (::spw_emu::g_block.block_idx)
+#define blockDim (::spw_emu::g_block.block_dim)
+#define gridDim (::spw_emu::g_block.grid_dim)
+
+inline void __syncthreads() { spw_emu::Yield(spw_emu::State::kBlockBar); }
+inline void __syncwarp(unsigned = 0xffffffffu) { spw_emu::Yield(spw_emu::State::kWarpBar); }
+template <typename T>
+T __shfl_xor_sync(unsigned /*mask: all lanes, as the kernels use it*/, T v, int lane_mask) {
+  return spw_emu::ShuffleXor(v, lane_mask);
+}
+// Round-to-nearest products and sums that the compiler may not fuse: volatile stores force
+// one rounding each (the host build does not contract across them either).
+inline float __fmul_rn(float a, float b) {
+  volatile float r = a * b;
+  return r;
+}
+inline float __fadd_rn(float a, float b) {
+  volatile float r = a + b;
+  return r;
+}
+inline float __fsub_rn(float a, float b) {
+  volatile float r = a - b;
+  return r;
+}
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }

@@ -1,0 +1,513 @@
+// The CUDA runtime of the CPU emulation (emu.h says what it models): device memory with guard
+// zones, streams as queues run when the host must see their work, thread blocks as fibers.
+// One host thread drives it (the tests do).
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tests/emu/emu.h"
+
+// spw_emu_swap(save, next): saves the callee-saved registers and the stack pointer of the
+// running context into *save, switches to the stack `next` and pops its registers (System V
+// x86-64). A new fiber's stack holds six zero registers and the address of Trampoline.
+asm(R"(
+  .text
+  .globl spw_emu_swap
+  .type spw_emu_swap,@function
+spw_emu_swap:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size spw_emu_swap, .-spw_emu_swap
+)");
+extern "C" void spw_emu_swap(void** save_sp, void* next_sp);
+
+struct CUstream_st {
+  bool non_blocking = false;
+  bool legacy = false;
+  std::deque<std::pair<std::string, std::function<void()>>> queue;
+};
+
+namespace spw_emu {
+namespace {
+
+constexpr size_t kGuard = 256;  // bytes after each allocation, checked after every operation
+constexpr unsigned char kGuardByte = 0xa5;
+constexpr size_t kTotalBytes = size_t{16} << 30;  // what the emulated device reports
+
+struct Allocation {
+  size_t bytes;
+  void* raw;
+};
+
+struct Runtime {
+  std::map<uintptr_t, Allocation> allocations;  // by base address
+  size_t allocated = 0;
+  CUstream_st legacy{.non_blocking = false, .legacy = true, .queue = {}};
+  std::vector<CUstream_st*> streams;  // live created streams, in creation order
+  cudaError_t last_error = cudaSuccess;
+  std::string running;  // the operation in progress (for reports)
+};
+
+Runtime& R() {
+  static Runtime* r = new Runtime();  // never destroyed: static destructors may still free
+  return *r;
+}
+
+const Allocation* Find(const void* p) {
+  auto& a = R().allocations;
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  auto it = a.upper_bound(addr);
+  if (it == a.begin()) return nullptr;
+  --it;
+  return addr < it->first + it->second.bytes + (it->second.bytes == 0 ? 1 : 0) ? &it->second
+                                                                               : nullptr;
+}
+
+void CheckGuards(const std::string& after) {
+  for (const auto& [base, a] : R().allocations) {
+    const auto* g = reinterpret_cast<const unsigned char*>(base) + a.bytes;
+    for (size_t i = 0; i < kGuard; ++i) {
+      if (g[i] != kGuardByte) {
+        Fail("a write past the end of a " + std::to_string(a.bytes) +
+             "-byte device allocation (at byte " + std::to_string(a.bytes + i) + "), by " + after);
+      }
+    }
+  }
+}
+
+CUstream_st* Resolve(cudaStream_t s) {
+  if (s == nullptr || s == cudaStreamLegacy) return &R().legacy;
+  if (std::find(R().streams.begin(), R().streams.end(), s) == R().streams.end()) {
+    Fail("use of a stream that was never created or is destroyed");
+  }
+  return s;
+}
+
+void Drain(CUstream_st* s) {
+  while (!s->queue.empty()) {
+    auto [what, op] = std::move(s->queue.front());
+    s->queue.pop_front();
+    R().running = what;
+    op();
+    R().running.clear();
+    CheckGuards(what);
+  }
+}
+
+void DrainBlocking() {
+  for (CUstream_st* s : R().streams) {
+    if (!s->non_blocking) Drain(s);
+  }
+}
+
+// Every stream, the created ones first (in creation order) and the legacy stream last: any
+// order is one CUDA may choose for independent streams.
+void DrainAll() {
+  for (CUstream_st* s : R().streams) Drain(s);
+  Drain(&R().legacy);
+}
+
+// ---- fibers ----
+
+constexpr size_t kStackBytes = 64 << 10;
+constexpr uint64_t kStackCanary = 0x5057454d55535441ull;
+
+struct Stacks {
+  std::vector<std::unique_ptr<char[]>> stacks;
+  void* scheduler_sp = nullptr;
+  const std::function<void()>* body = nullptr;
+};
+Stacks& S() {
+  static Stacks* s = new Stacks();
+  return *s;
+}
+
+[[noreturn]] void Trampoline() {
+  (*S().body)();
+  Yield(State::kDone);
+  Fail("a finished thread was resumed");
+}
+
+enum class Order { kForward, kReverse, kShuffle };
+Order ThreadOrder() {
+  static const Order o = [] {
+    const char* e = std::getenv("SPW_EMU_ORDER");
+    const std::string v = e != nullptr ? e : "";
+    if (v == "reverse") return Order::kReverse;
+    if (v == "shuffle") return Order::kShuffle;
+    if (!v.empty() && v != "forward") Fail("SPW_EMU_ORDER must be forward, reverse or shuffle");
+    return Order::kForward;
+  }();
+  return o;
+}
+
+void RunBlock() {
+  Block& b = g_block;
+  const unsigned n = b.block_dim.x;
+  Stacks& st = S();
+  while (st.stacks.size() < n) {
+    st.stacks.emplace_back(new char[kStackBytes]);
+    std::memcpy(st.stacks.back().get(), &kStackCanary, sizeof(kStackCanary));
+  }
+  b.fibers.assign(n, Fiber{});
+  b.shuffle.assign(n, 0);
+  for (unsigned t = 0; t < n; ++t) {
+    const auto top = reinterpret_cast<uintptr_t>(st.stacks[t].get() + kStackBytes) & ~uintptr_t{15};
+    void** sp = reinterpret_cast<void**>(top);
+    *--sp = nullptr;                               // alignment of Trampoline's frame
+    *--sp = reinterpret_cast<void*>(&Trampoline);  // spw_emu_swap's ret goes here
+    for (int r = 0; r < 6; ++r) *--sp = nullptr;   // rbp rbx r12-r15
+    b.fibers[t].sp = sp;
+    b.fibers[t].tid = t;
+  }
+  std::vector<unsigned> order(n);
+  static std::mt19937 rng(20261128);
+  for (;;) {
+    for (unsigned t = 0; t < n; ++t) order[t] = ThreadOrder() == Order::kReverse ? n - 1 - t : t;
+    if (ThreadOrder() == Order::kShuffle) std::shuffle(order.begin(), order.end(), rng);
+    for (unsigned t : order) {
+      Fiber& f = b.fibers[t];
+      if (f.state != State::kRun) continue;
+      b.cur = &f;
+      spw_emu_swap(&st.scheduler_sp, f.sp);
+    }
+    b.cur = nullptr;
+    bool all_done = true;
+    for (const Fiber& f : b.fibers) all_done &= f.state == State::kDone;
+    if (all_done) break;
+    // Warps whose live lanes all wait at a shuffle go on; lanes split between a shuffle and
+    // anything else is a divergent shuffle.
+    bool released = false;
+    for (unsigned w = 0; w < n / 32; ++w) {
+      bool any = false, all = true;
+      for (unsigned t = w * 32; t < w * 32 + 32; ++t) {
+        const State s = b.fibers[t].state;
+        if (s == State::kDone) continue;
+        any |= s == State::kWarpBar;
+        all &= s == State::kWarpBar;
+      }
+      if (any && !all) {
+        Fail("kernel " + b.kernel + " block " + std::to_string(b.block_idx.x) + ": warp " +
+             std::to_string(w) + " diverges at a shuffle or __syncwarp");
+      }
+      if (any) {
+        for (unsigned t = w * 32; t < w * 32 + 32; ++t) {
+          if (b.fibers[t].state == State::kWarpBar) b.fibers[t].state = State::kRun;
+        }
+        released = true;
+      }
+    }
+    if (released) continue;
+    for (Fiber& f : b.fibers) {
+      if (f.state == State::kBlockBar) f.state = State::kRun;
+    }
+  }
+  for (unsigned t = 0; t < n; ++t) {
+    if (std::memcmp(st.stacks[t].get(), &kStackCanary, sizeof(kStackCanary)) != 0) {
+      Fail("kernel " + b.kernel + ": a thread overflowed its " + std::to_string(kStackBytes >> 10) +
+           " KiB emulation stack");
+    }
+  }
+}
+
+}  // namespace
+
+void Fail(const std::string& message) {
+  std::fprintf(stderr, "EMU: %s\n", message.c_str());
+  if (!R().running.empty()) std::fprintf(stderr, "EMU: while running %s\n", R().running.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+bool IsDeviceRange(const void* p, size_t bytes) {
+  const Allocation* a = Find(p);
+  if (a == nullptr) return false;
+  const uintptr_t base = reinterpret_cast<uintptr_t>(a->raw);
+  return reinterpret_cast<uintptr_t>(p) + bytes <= base + a->bytes;
+}
+
+void RequireDeviceRange(const void* p, size_t bytes, const std::string& what) {
+  if (bytes == 0 || IsDeviceRange(p, bytes)) return;
+  const Allocation* a = Find(p);
+  if (a == nullptr) Fail(what + ": not device memory");
+  Fail(what + ": " + std::to_string(bytes) + " bytes at offset " +
+       std::to_string(reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(a->raw)) +
+       " run past the end of a " + std::to_string(a->bytes) + "-byte device allocation");
+}
+
+void SetLastError(cudaError_t e) { R().last_error = e; }
+
+void Enqueue(cudaStream_t stream, std::string what, std::function<void()> op) {
+  CUstream_st* s = Resolve(stream);
+  // The legacy stream waits for the blocking streams' earlier work and they wait for its.
+  if (s->legacy) {
+    DrainBlocking();
+  } else if (!s->non_blocking) {
+    Drain(&R().legacy);
+  }
+  s->queue.emplace_back(std::move(what), std::move(op));
+}
+
+void Yield(State s) {
+  Fiber* f = g_block.cur;
+  f->state = s;
+  spw_emu_swap(&f->sp, S().scheduler_sp);
+}
+
+void RunGrid(dim3 grid, dim3 block, const std::string& name, const std::function<void()>& body) {
+  g_block.grid_dim = grid;
+  g_block.block_dim = block;
+  g_block.kernel = name;
+  S().body = &body;
+  for (unsigned b = 0; b < grid.x; ++b) {
+    g_block.block_idx = dim3(b);
+    RunBlock();
+  }
+  S().body = nullptr;
+}
+
+bool Launcher::Valid() const {
+  const uint64_t threads = uint64_t{block_.x} * block_.y * block_.z;
+  if (threads == 0 || threads > 1024 || block_.z > 64 || grid_.x == 0 || grid_.x > 0x7fffffffu ||
+      grid_.y == 0 || grid_.y > 65535 || grid_.z == 0 || grid_.z > 65535) {
+    SetLastError(cudaErrorInvalidConfiguration);
+    return false;
+  }
+  if (threads > max_threads_) {
+    SetLastError(cudaErrorLaunchOutOfResources);
+    return false;
+  }
+  if (block_.y != 1 || block_.z != 1 || grid_.y != 1 || grid_.z != 1 || block_.x % 32 != 0 ||
+      shared_bytes_ != 0) {
+    Fail("EMU limitation: kernel " + name_ +
+         " needs a 2-D/3-D launch, a partial warp or dynamic shared memory");
+  }
+  return true;
+}
+
+}  // namespace spw_emu
+
+using spw_emu::Fail;
+using spw_emu::R;
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof(prop->name), "CPU emulation (tests/emu)");
+  prop->totalGlobalMem = spw_emu::kTotalBytes;
+  prop->multiProcessorCount = 4;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  *total_bytes = spw_emu::kTotalBytes;
+  *free_bytes = spw_emu::kTotalBytes - std::min(R().allocated, spw_emu::kTotalBytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize() {
+  spw_emu::DrainAll();
+  return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  *ptr = nullptr;
+  if (bytes > spw_emu::kTotalBytes - std::min(R().allocated, spw_emu::kTotalBytes)) {
+    return cudaErrorMemoryAllocation;
+  }
+  const size_t total = (bytes + spw_emu::kGuard + 255) / 256 * 256;
+  void* raw = std::aligned_alloc(256, total);
+  if (raw == nullptr) return cudaErrorMemoryAllocation;
+  std::memset(raw, 0xff, bytes);  // f32 NaN: reads of what was never written show
+  std::memset(static_cast<char*>(raw) + bytes, spw_emu::kGuardByte, total - bytes);
+  R().allocations[reinterpret_cast<uintptr_t>(raw)] = {.bytes = bytes, .raw = raw};
+  R().allocated += bytes;
+  *ptr = raw;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  spw_emu::DrainAll();  // cudaFree waits for the device
+  auto it = R().allocations.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == R().allocations.end()) Fail("cudaFree of a pointer cudaMalloc did not return");
+  spw_emu::CheckGuards("the work before cudaFree");
+  R().allocated -= it->second.bytes;
+  std::free(it->second.raw);
+  R().allocations.erase(it);
+  return cudaSuccess;
+}
+
+namespace {
+
+// Checks a copy's pointers against its kind and queues it; a host source is staged now.
+// Returns whether the host must wait for it (a copy into host memory).
+bool QueueCopy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream,
+               const char* api) {
+  const bool dst_dev = spw_emu::IsDeviceRange(dst, 1), src_dev = spw_emu::IsDeviceRange(src, 1);
+  if (kind == cudaMemcpyDefault) {
+    kind = src_dev ? (dst_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost)
+                   : (dst_dev ? cudaMemcpyHostToDevice : cudaMemcpyHostToHost);
+  }
+  const std::string what = std::string(api) + " of " + std::to_string(bytes) + " bytes";
+  const bool to_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool from_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (to_dev) {
+    spw_emu::RequireDeviceRange(dst, bytes, what + ", destination");
+  } else if (dst_dev) {
+    Fail(what + ": the destination is device memory but the kind says host");
+  }
+  if (from_dev) {
+    spw_emu::RequireDeviceRange(src, bytes, what + ", source");
+  } else if (src_dev) {
+    Fail(what + ": the source is device memory but the kind says host");
+  }
+  if (bytes == 0) return false;
+  if (!from_dev) {
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
+                                                      static_cast<const char*>(src) + bytes);
+    spw_emu::Enqueue(stream, what,
+                     [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+  } else {
+    spw_emu::Enqueue(stream, what, [dst, src, bytes] { std::memcpy(dst, src, bytes); });
+  }
+  return !to_dev;
+}
+
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (QueueCopy(dst, src, bytes, kind, nullptr, "cudaMemcpy")) spw_emu::Drain(&R().legacy);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  // Host memory here is pageable: a copy into it returns once done.
+  if (QueueCopy(dst, src, bytes, kind, stream, "cudaMemcpyAsync")) {
+    spw_emu::Drain(spw_emu::Resolve(stream));
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+  spw_emu::RequireDeviceRange(dst, bytes, "cudaMemset of " + std::to_string(bytes) + " bytes");
+  spw_emu::Enqueue(stream, "cudaMemset", [=] { std::memset(dst, value, bytes); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+  return cudaMemsetAsync(dst, value, bytes, nullptr);
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
+  auto* s = new CUstream_st();
+  s->non_blocking = (flags & cudaStreamNonBlocking) != 0;
+  R().streams.push_back(s);
+  *stream = s;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+  return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  CUstream_st* s = spw_emu::Resolve(stream);
+  if (s->legacy) return cudaErrorInvalidValue;
+  spw_emu::Drain(s);  // its work still completes
+  std::erase(R().streams, s);
+  delete s;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  spw_emu::Drain(spw_emu::Resolve(stream));
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = R().last_error;
+  R().last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError() { return R().last_error; }
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorNoDevice:
+      return "cudaErrorNoDevice";
+    case cudaErrorLaunchOutOfResources:
+      return "cudaErrorLaunchOutOfResources";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorNoDevice:
+      return "no CUDA-capable device is detected";
+    case cudaErrorLaunchOutOfResources:
+      return "too many resources requested for launch";
+  }
+  return "unknown error";
+}
