@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up spillway (scripts/setup.sh) and runs every test that needs no GPU:
-#   1. ctest on the Release build: labels `unit` and `model`, and `gpu` (built when nvcc is
-#      found; those skip without a GPU) (tests/CMakeLists.txt)
+#   1. ctest on the Release build: labels `unit` and `model`, `gpu` (built when nvcc is
+#      found; those skip without a GPU) and `emu` (the GPU training tests on the CPU under a
+#      CUDA emulation, tests/emu/; built by default, SPW_CUDA_EMU) (tests/CMakeLists.txt)
 #   2. the `unit` tests again under AddressSanitizer + UBSan (build-asan/)
 #   3. Python tests under tests/ (pytest), when there are any
 #   4. deploy/: promtool checks the Prometheus config and alert rules, every JSON/YAML file

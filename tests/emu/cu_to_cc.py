@@ -6,7 +6,9 @@ Usage: cu_to_cc.py IN.cu OUT.cc
 Each launch `kernel<<<grid, block[, shmem[, stream]]>>>(args)` becomes
 `spw_emu::Launcher(grid, block[, shmem[, stream]]).Kernel("kernel", bound).Bind(kernel)(args)`,
 where `bound` is the kernel's __launch_bounds__ (1024 without), so the emulated launch checks it
-as the driver does. Everything else is left as written: the emulated cuda_runtime.h supplies
+as the driver does. Each `__shared__ T name[...];` is followed (on its line) by
+`spw_emu::FreshShared(&name, sizeof(name));`, which gives every block fresh (NaN-filled)
+shared memory. Everything else is left as written: the emulated cuda_runtime.h supplies
 __global__, threadIdx, __syncthreads and the rest. A `#line` directive keeps compiler messages
 pointing at the .cu file. Run at build time (tests/emu/CMakeLists.txt); never committed.
 """
@@ -14,6 +16,7 @@ import re
 import sys
 
 LAUNCH = re.compile(r"\b(\w+)\s*<<<(.*?)>>>\s*\(", re.S)
+SHARED = re.compile(r"(__shared__\s+[\w:<>]+\s+(\w+)\s*(?:\[[^\]]*\]\s*)*;)")
 BOUNDS = re.compile(r"__global__\s+void\s+__launch_bounds__\s*\(([^()]*)\)\s*(\w+)\s*\(")
 
 
@@ -30,6 +33,7 @@ def main() -> int:
                 f".Bind({name})(")
 
     out, n = LAUNCH.subn(launch, src)
+    out = SHARED.sub(r"\1 spw_emu::FreshShared(&\2, sizeof(\2));", out)
     if n == 0:
         print(f"cu_to_cc.py: no kernel launch in {src_path}", file=sys.stderr)
     with open(out_path, "w", encoding="utf-8") as f:

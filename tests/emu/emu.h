@@ -17,28 +17,31 @@
 //   non-blocking streams with nothing. Host sources are staged when a copy is enqueued, as
 //   for pageable memory. So a missing synchronisation or a GEMM on the wrong stream reads
 //   stale data, and the tests see it.
-// - Memory: cudaMalloc gives 256-byte aligned host memory filled with 0xff bytes (f32 NaN), so a
-//   read of something never written shows as NaN, with a guard zone after it checked after
-//   every operation (a write past the end stops the program naming the operation). Every
-//   pointer argument of a kernel, copy, memset or GEMM must lie in a live allocation (with its
-//   extent, where the call gives one); a host pointer where device memory belongs stops it.
+// - Memory: cudaMalloc gives 256-byte aligned host memory filled with 0xff bytes (f32 NaN), so
+//   a read of something never written shows as NaN, between guard zones checked after every
+//   operation (a write outside stops the program naming the operation; a read outside gives
+//   NaN). Every pointer argument of a kernel, copy, memset or GEMM must lie in a live
+//   allocation (with its extent, where the call gives one); a host pointer where device memory
+//   belongs stops it. __shared__ variables are refilled with NaN when each block first reaches
+//   them.
 // - Launches: grid and block limits and each kernel's __launch_bounds__ are checked as the
 //   driver checks them (cudaErrorInvalidConfiguration, cudaErrorLaunchOutOfResources via
-//   cudaGetLastError); a warp whose lanes diverge at a shuffle, a shuffle reading an exited
-//   lane, or a barrier some threads never reach stops the program.
+//   cudaGetLastError); a warp whose live lanes split between a shuffle and anything else, or
+//   a shuffle reading an exited lane, stops the program.
 // - cuBLAS (cublas.cc): a reference GEMM with the column-major contract, double accumulation
 //   (checked against a naive row-major reference in tests/emu/cublas_emu_test.cc).
 // SPW_EMU_ORDER=reverse|shuffle runs a block's threads in another order between barriers (a
-// missing __syncthreads shows in one order or the other).
+// missing __syncthreads shows in one order or the other). tests/emu/emu_runtime_test.cu shows
+// each check firing.
 //
 // What it cannot catch: real concurrency (threads never run at the same time, so races that
-// need true interleaving inside a barrier interval, and atomics' contention, are invisible),
-// the GPU memory model (no caches, no reordering, host and device share one address space,
-// so a host pointer read by a kernel goes unseen unless it is a launch argument), shared
-// memory's first contents (statics start at zero and keep the previous block's values), the
-// hardware's numerics (expf, sincosf, rsqrtf are glibc's; no FMA contraction unless the host
-// compiler makes one; cuBLAS's own summation order and tensor-core rounding), speed, memory
-// capacity, and anything of the real driver (graphs, events, pinned memory).
+// need true interleaving inside a barrier interval, and atomics' contention, are invisible;
+// __syncthreads at different call sites counts as one barrier), the GPU memory model (no
+// caches, no reordering; host and device share one address space, so a host pointer a
+// kernel reads without it being a launch argument goes unseen), shared memory's real size
+// (48 KiB static per block is not checked), the hardware's numerics (expf, sincos, rsqrtf are
+// glibc's; no FMA contraction where nvcc would make one; cuBLAS's own summation order), speed,
+// memory capacity, and anything else of the real driver (graphs, events, pinned memory).
 // It never replaces tests/gpu/ on a GPU (tests/gpu/run.sh): it checks the host code's logic
 // (shapes, strides, leading dimensions, pointers, stream order) and the kernels' indexing and
 // barriers, on the CPU in CI.
@@ -103,6 +106,11 @@ inline Block g_block;
 
 // Parks the current thread with `s` and returns when the scheduler resumes it.
 void Yield(State s);
+
+// Called where each __shared__ variable is declared (cu_to_cc.py adds the call): the first
+// thread of a block to get there fills it with 0xff bytes (f32 NaN), as shared memory holds
+// garbage when a block starts, so a read of a slot this block never wrote shows.
+void FreshShared(void* p, size_t bytes);
 
 inline dim3 ThreadIdx() { return dim3(g_block.cur->tid); }
 

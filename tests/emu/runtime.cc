@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "tests/emu/emu.h"
@@ -52,13 +53,17 @@ struct CUstream_st {
 namespace spw_emu {
 namespace {
 
-constexpr size_t kGuard = 256;  // bytes after each allocation, checked after every operation
-constexpr unsigned char kGuardByte = 0xa5;
+// Guard zones before and after each allocation, checked after every operation. Their 4-byte
+// words are 0x7fa5a5a5, an f32 NaN (and a wild int32), so a read past either end shows too.
+constexpr size_t kGuard = 256;
+unsigned char GuardByte(uintptr_t addr) { return addr % 4 == 3 ? 0x7f : 0xa5; }
 constexpr size_t kTotalBytes = size_t{16} << 30;  // what the emulated device reports
 
 struct Allocation {
   size_t bytes;
-  void* raw;
+  char* base;   // what cudaMalloc returned
+  char* block;  // the host allocation: kGuard bytes, the allocation, the back guard
+  size_t block_bytes;
 };
 
 struct Runtime {
@@ -85,13 +90,18 @@ const Allocation* Find(const void* p) {
                                                                                : nullptr;
 }
 
+void FillGuard(char* from, char* to) {
+  for (char* c = from; c < to; ++c)
+    *c = static_cast<char>(GuardByte(reinterpret_cast<uintptr_t>(c)));
+}
+
 void CheckGuards(const std::string& after) {
-  for (const auto& [base, a] : R().allocations) {
-    const auto* g = reinterpret_cast<const unsigned char*>(base) + a.bytes;
-    for (size_t i = 0; i < kGuard; ++i) {
-      if (g[i] != kGuardByte) {
-        Fail("a write past the end of a " + std::to_string(a.bytes) +
-             "-byte device allocation (at byte " + std::to_string(a.bytes + i) + "), by " + after);
+  for (const auto& [addr, a] : R().allocations) {
+    const char* end = a.block + a.block_bytes;
+    for (const char* c = a.block; c < end; c = c + 1 == a.base ? a.base + a.bytes : c + 1) {
+      if (static_cast<unsigned char>(*c) != GuardByte(reinterpret_cast<uintptr_t>(c))) {
+        Fail("a write outside a " + std::to_string(a.bytes) + "-byte device allocation (at byte " +
+             std::to_string(c - a.base) + "), by " + after);
       }
     }
   }
@@ -138,6 +148,8 @@ struct Stacks {
   std::vector<std::unique_ptr<char[]>> stacks;
   void* scheduler_sp = nullptr;
   const std::function<void()>* body = nullptr;
+  uint64_t block_serial = 0;                      // blocks run so far
+  std::unordered_map<void*, uint64_t> shared_at;  // a __shared__ variable: its last fill
 };
 Stacks& S() {
   static Stacks* s = new Stacks();
@@ -171,6 +183,7 @@ void RunBlock() {
     st.stacks.emplace_back(new char[kStackBytes]);
     std::memcpy(st.stacks.back().get(), &kStackCanary, sizeof(kStackCanary));
   }
+  ++st.block_serial;
   b.fibers.assign(n, Fiber{});
   b.shuffle.assign(n, 0);
   for (unsigned t = 0; t < n; ++t) {
@@ -244,8 +257,7 @@ void Fail(const std::string& message) {
 bool IsDeviceRange(const void* p, size_t bytes) {
   const Allocation* a = Find(p);
   if (a == nullptr) return false;
-  const uintptr_t base = reinterpret_cast<uintptr_t>(a->raw);
-  return reinterpret_cast<uintptr_t>(p) + bytes <= base + a->bytes;
+  return static_cast<const char*>(p) + bytes <= a->base + a->bytes;
 }
 
 void RequireDeviceRange(const void* p, size_t bytes, const std::string& what) {
@@ -253,8 +265,8 @@ void RequireDeviceRange(const void* p, size_t bytes, const std::string& what) {
   const Allocation* a = Find(p);
   if (a == nullptr) Fail(what + ": not device memory");
   Fail(what + ": " + std::to_string(bytes) + " bytes at offset " +
-       std::to_string(reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(a->raw)) +
-       " run past the end of a " + std::to_string(a->bytes) + "-byte device allocation");
+       std::to_string(static_cast<const char*>(p) - a->base) + " run past the end of a " +
+       std::to_string(a->bytes) + "-byte device allocation");
 }
 
 void SetLastError(cudaError_t e) { R().last_error = e; }
@@ -274,6 +286,13 @@ void Yield(State s) {
   Fiber* f = g_block.cur;
   f->state = s;
   spw_emu_swap(&f->sp, S().scheduler_sp);
+}
+
+void FreshShared(void* p, size_t bytes) {
+  uint64_t& at = S().shared_at[p];
+  if (at == S().block_serial) return;
+  at = S().block_serial;
+  std::memset(p, 0xff, bytes);
 }
 
 void RunGrid(dim3 grid, dim3 block, const std::string& name, const std::function<void()>& body) {
@@ -353,14 +372,18 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (bytes > spw_emu::kTotalBytes - std::min(R().allocated, spw_emu::kTotalBytes)) {
     return cudaErrorMemoryAllocation;
   }
-  const size_t total = (bytes + spw_emu::kGuard + 255) / 256 * 256;
-  void* raw = std::aligned_alloc(256, total);
-  if (raw == nullptr) return cudaErrorMemoryAllocation;
-  std::memset(raw, 0xff, bytes);  // f32 NaN: reads of what was never written show
-  std::memset(static_cast<char*>(raw) + bytes, spw_emu::kGuardByte, total - bytes);
-  R().allocations[reinterpret_cast<uintptr_t>(raw)] = {.bytes = bytes, .raw = raw};
+  // 256-byte aligned as cudaMalloc's; the back guard is kGuard bytes and the rounding.
+  const size_t total = spw_emu::kGuard + (bytes + spw_emu::kGuard + 255) / 256 * 256;
+  char* block = static_cast<char*>(std::aligned_alloc(256, total));
+  if (block == nullptr) return cudaErrorMemoryAllocation;
+  char* base = block + spw_emu::kGuard;
+  spw_emu::FillGuard(block, base);
+  std::memset(base, 0xff, bytes);  // f32 NaN: reads of what was never written show
+  spw_emu::FillGuard(base + bytes, block + total);
+  R().allocations[reinterpret_cast<uintptr_t>(base)] = {
+      .bytes = bytes, .base = base, .block = block, .block_bytes = total};
   R().allocated += bytes;
-  *ptr = raw;
+  *ptr = base;
   return cudaSuccess;
 }
 
@@ -371,7 +394,7 @@ cudaError_t cudaFree(void* ptr) {
   if (it == R().allocations.end()) Fail("cudaFree of a pointer cudaMalloc did not return");
   spw_emu::CheckGuards("the work before cudaFree");
   R().allocated -= it->second.bytes;
-  std::free(it->second.raw);
+  std::free(it->second.block);
   R().allocations.erase(it);
   return cudaSuccess;
 }
