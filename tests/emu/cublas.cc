@@ -6,10 +6,10 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <string>
 #include <vector>
 
+#include "engine/cpu/fp16.h"
 #include "tests/emu/emu.h"
 
 struct cublasContext {
@@ -21,10 +21,7 @@ namespace {
 
 float Load(const void* base, cudaDataType_t type, int64_t index) {
   if (type == CUDA_R_32F) return static_cast<const float*>(base)[index];
-  const uint32_t bits = uint32_t{static_cast<const uint16_t*>(base)[index]} << 16;  // bf16
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
+  return spillway::engine::cpu::Bf16ToF32(static_cast<const uint16_t*>(base)[index]);
 }
 
 size_t Bytes(cudaDataType_t type) { return type == CUDA_R_32F ? 4 : 2; }

@@ -13,10 +13,10 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <random>
 #include <vector>
 
+#include "engine/cpu/fp16.h"
 #include "gtest/gtest.h"
 
 namespace {
@@ -27,18 +27,6 @@ std::vector<float> Random(size_t n, uint32_t seed) {
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
-}
-
-uint16_t Bf16Bits(float f) {  // truncation is enough: the inputs only need to be bf16 values
-  uint32_t b;
-  std::memcpy(&b, &f, sizeof(b));
-  return static_cast<uint16_t>(b >> 16);
-}
-float FromBf16(uint16_t h) {
-  const uint32_t b = uint32_t{h} << 16;
-  float f;
-  std::memcpy(&f, &b, sizeof(f));
-  return f;
 }
 
 template <typename T>
@@ -126,27 +114,24 @@ TEST_F(CublasEmuTest, SgemmFollowsTheColumnMajorContract) {
 template <typename T>
 void RowMajorCase(cublasHandle_t h, bool ta, bool tb, int M, int N, int K, float alpha, float beta,
                   bool bf16) {
-  const std::vector<float> af = Random(size_t(M) * K, 11), bf = Random(size_t(K) * N, 12);
-  std::vector<T> a(af.size()), b(bf.size());
-  std::vector<float> av(af.size()), bv(bf.size());  // the values the GEMM sees
-  for (size_t i = 0; i < af.size(); ++i) {
-    if constexpr (sizeof(T) == 2) {
-      a[i] = Bf16Bits(af[i]);
-      av[i] = FromBf16(a[i]);
-    } else {
-      a[i] = af[i];
-      av[i] = af[i];
+  // The stored values (bf16 or f32) and the f32 values the GEMM sees.
+  auto stored = [](const std::vector<float>& f, std::vector<T>& s, std::vector<float>& seen) {
+    s.resize(f.size());
+    seen.resize(f.size());
+    for (size_t i = 0; i < f.size(); ++i) {
+      if constexpr (sizeof(T) == 2) {
+        s[i] = spillway::engine::cpu::F32ToBf16(f[i]);
+        seen[i] = spillway::engine::cpu::Bf16ToF32(s[i]);
+      } else {
+        s[i] = f[i];
+        seen[i] = f[i];
+      }
     }
-  }
-  for (size_t i = 0; i < bf.size(); ++i) {
-    if constexpr (sizeof(T) == 2) {
-      b[i] = Bf16Bits(bf[i]);
-      bv[i] = FromBf16(b[i]);
-    } else {
-      b[i] = bf[i];
-      bv[i] = bf[i];
-    }
-  }
+  };
+  std::vector<T> a, b;
+  std::vector<float> av, bv;
+  stored(Random(size_t(M) * K, 11), a, av);
+  stored(Random(size_t(K) * N, 12), b, bv);
   const std::vector<float> c0 = Random(size_t(M) * N, 13);
   std::vector<double> want(c0.size());
   for (int i = 0; i < M; ++i) {
