@@ -30,9 +30,12 @@
 //   a shuffle reading an exited lane, stops the program.
 // - cuBLAS (cublas.cc): a reference GEMM with the column-major contract, double accumulation
 //   (checked against a naive row-major reference in tests/emu/cublas_emu_test.cc).
-// SPW_EMU_ORDER=reverse|shuffle runs a block's threads in another order between barriers (a
-// missing __syncthreads shows in one order or the other). tests/emu/emu_runtime_test.cu shows
-// each check firing.
+// Schedules (SPW_EMU_ORDER): forward (default) runs a block's threads in order, every thread
+// once per round, so warps move in lockstep from shuffle to shuffle; reverse runs the warps
+// from the last, each through its shuffles as far as it gets before the next starts, lanes in
+// reverse (the most skew between warps); shuffle is forward in a random order. A missing
+// __syncthreads shows in one schedule or another. tests/emu/emu_runtime_test.cu shows each
+// check firing.
 //
 // What it cannot catch: real concurrency (threads never run at the same time, so races that
 // need true interleaving inside a barrier interval, and atomics' contention, are invisible;

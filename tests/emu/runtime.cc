@@ -195,11 +195,8 @@ void RunBlock() {
     b.fibers[t].sp = sp;
     b.fibers[t].tid = t;
   }
-  std::vector<unsigned> order(n);
-  static std::mt19937 rng(20261128);
-  for (;;) {
-    for (unsigned t = 0; t < n; ++t) order[t] = ThreadOrder() == Order::kReverse ? n - 1 - t : t;
-    if (ThreadOrder() == Order::kShuffle) std::shuffle(order.begin(), order.end(), rng);
+  // Runs the runnable threads among `order` until each blocks.
+  auto run = [&](const std::vector<unsigned>& order) {
     for (unsigned t : order) {
       Fiber& f = b.fibers[t];
       if (f.state != State::kRun) continue;
@@ -207,32 +204,56 @@ void RunBlock() {
       spw_emu_swap(&st.scheduler_sp, f.sp);
     }
     b.cur = nullptr;
+  };
+  // Warp w goes on when its live lanes all wait at a shuffle; lanes split between a shuffle
+  // and anything else is a divergent shuffle. Returns whether it went on.
+  auto release_warp = [&](unsigned w) {
+    bool any = false, all = true;
+    for (unsigned t = w * 32; t < w * 32 + 32; ++t) {
+      const State s = b.fibers[t].state;
+      if (s == State::kDone) continue;
+      any |= s == State::kWarpBar;
+      all &= s == State::kWarpBar;
+    }
+    if (any && !all) {
+      Fail("kernel " + b.kernel + " block " + std::to_string(b.block_idx.x) + ": warp " +
+           std::to_string(w) + " diverges at a shuffle or __syncwarp");
+    }
+    if (!any) return false;
+    for (unsigned t = w * 32; t < w * 32 + 32; ++t) {
+      if (b.fibers[t].state == State::kWarpBar) b.fibers[t].state = State::kRun;
+    }
+    return true;
+  };
+  const unsigned warps = n / 32;
+  std::vector<unsigned> order(n);
+  std::vector<std::vector<unsigned>> warp_lanes(warps);
+  static std::mt19937 rng(20261128);
+  for (;;) {
+    if (ThreadOrder() == Order::kReverse) {
+      // Warps from the last, each as far as it gets (through its shuffles) before the next
+      // starts: the most skew between warps, where a missing __syncthreads between two
+      // warps' uses of shared memory shows.
+      for (unsigned w = warps; w-- > 0;) {
+        std::vector<unsigned>& lanes = warp_lanes[w];
+        lanes.resize(32);
+        for (unsigned l = 0; l < 32; ++l) lanes[l] = w * 32 + 31 - l;
+        do {
+          run(lanes);
+        } while (release_warp(w));
+      }
+    } else {
+      // Every thread once per round, so warps go in lockstep from shuffle to shuffle.
+      for (unsigned t = 0; t < n; ++t) order[t] = t;
+      if (ThreadOrder() == Order::kShuffle) std::shuffle(order.begin(), order.end(), rng);
+      run(order);
+      bool released = false;
+      for (unsigned w = 0; w < warps; ++w) released |= release_warp(w);
+      if (released) continue;
+    }
     bool all_done = true;
     for (const Fiber& f : b.fibers) all_done &= f.state == State::kDone;
     if (all_done) break;
-    // Warps whose live lanes all wait at a shuffle go on; lanes split between a shuffle and
-    // anything else is a divergent shuffle.
-    bool released = false;
-    for (unsigned w = 0; w < n / 32; ++w) {
-      bool any = false, all = true;
-      for (unsigned t = w * 32; t < w * 32 + 32; ++t) {
-        const State s = b.fibers[t].state;
-        if (s == State::kDone) continue;
-        any |= s == State::kWarpBar;
-        all &= s == State::kWarpBar;
-      }
-      if (any && !all) {
-        Fail("kernel " + b.kernel + " block " + std::to_string(b.block_idx.x) + ": warp " +
-             std::to_string(w) + " diverges at a shuffle or __syncwarp");
-      }
-      if (any) {
-        for (unsigned t = w * 32; t < w * 32 + 32; ++t) {
-          if (b.fibers[t].state == State::kWarpBar) b.fibers[t].state = State::kRun;
-        }
-        released = true;
-      }
-    }
-    if (released) continue;
     for (Fiber& f : b.fibers) {
       if (f.state == State::kBlockBar) f.state = State::kRun;
     }
