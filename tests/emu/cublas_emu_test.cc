@@ -57,51 +57,78 @@ class CublasEmuTest : public ::testing::Test {
   cublasHandle_t h_ = nullptr;
 };
 
-TEST_F(CublasEmuTest, SgemmFollowsTheColumnMajorContract) {
+// Random values, rounded to bf16 when `bf16` (the values a bf16 GEMM sees exactly).
+std::vector<float> Values(size_t n, uint32_t seed, bool bf16) {
+  std::vector<float> v = Random(n, seed);
+  if (bf16) {
+    for (float& x : v) x = spillway::engine::cpu::Bf16ToF32(spillway::engine::cpu::F32ToBf16(x));
+  }
+  return v;
+}
+
+std::vector<uint16_t> AsBf16(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = spillway::engine::cpu::F32ToBf16(v[i]);
+  return out;
+}
+
+TEST_F(CublasEmuTest, GemmsFollowTheColumnMajorContract) {
   struct Shape {
     int m, n, k, pad;
   };
-  for (const Shape s :
-       {Shape{5, 7, 3, 0}, Shape{1, 9, 17, 2}, Shape{13, 1, 4, 1}, Shape{6, 6, 1, 3}}) {
-    for (int ta = 0; ta < 2; ++ta) {
-      for (int tb = 0; tb < 2; ++tb) {
-        for (const float beta : {0.0f, 0.5f}) {
-          const int lda = (ta ? s.k : s.m) + s.pad, ldb = (tb ? s.n : s.k) + s.pad;
-          const int ldc = s.m + s.pad;
-          const std::vector<float> a = Random(size_t(lda) * (ta ? s.m : s.k), 1);
-          const std::vector<float> b = Random(size_t(ldb) * (tb ? s.k : s.n), 2);
-          std::vector<float> c = Random(size_t(ldc) * s.n, 3);
-          if (beta == 0.0f) c.assign(c.size(), NAN);  // must not be read
-          const float alpha = 1.5f;
-          // op(A)(i, p) = A(i, p) or A(p, i); X(r, c) = X[r + c·ld].
-          std::vector<double> want(c.begin(), c.end());
-          for (int i = 0; i < s.m; ++i) {
-            for (int j = 0; j < s.n; ++j) {
-              double dot = 0;
-              for (int p = 0; p < s.k; ++p) {
-                const double av = ta ? a[p + size_t(i) * lda] : a[i + size_t(p) * lda];
-                const double bv = tb ? b[j + size_t(p) * ldb] : b[p + size_t(j) * ldb];
-                dot += av * bv;
+  for (const bool bf16 : {false, true}) {
+    for (const Shape s :
+         {Shape{5, 7, 3, 0}, Shape{1, 9, 17, 2}, Shape{13, 1, 4, 1}, Shape{6, 6, 1, 3}}) {
+      for (int ta = 0; ta < 2; ++ta) {
+        for (int tb = 0; tb < 2; ++tb) {
+          for (const float beta : {0.0f, 0.5f}) {
+            const int lda = (ta ? s.k : s.m) + s.pad, ldb = (tb ? s.n : s.k) + s.pad;
+            const int ldc = s.m + s.pad;
+            const std::vector<float> a = Values(size_t(lda) * (ta ? s.m : s.k), 1, bf16);
+            const std::vector<float> b = Values(size_t(ldb) * (tb ? s.k : s.n), 2, bf16);
+            std::vector<float> c = Random(size_t(ldc) * s.n, 3);
+            if (beta == 0.0f) c.assign(c.size(), NAN);  // must not be read
+            const float alpha = 1.5f;
+            // op(A)(i, p) = A(i, p) or A(p, i); X(r, c) = X[r + c·ld].
+            std::vector<double> want(c.begin(), c.end());
+            for (int i = 0; i < s.m; ++i) {
+              for (int j = 0; j < s.n; ++j) {
+                double dot = 0;
+                for (int p = 0; p < s.k; ++p) {
+                  const double av = ta ? a[p + size_t(i) * lda] : a[i + size_t(p) * lda];
+                  const double bv = tb ? b[j + size_t(p) * ldb] : b[p + size_t(j) * ldb];
+                  dot += av * bv;
+                }
+                const double prior = beta == 0.0f ? 0.0 : beta * double{c[i + size_t(j) * ldc]};
+                want[i + size_t(j) * ldc] = alpha * dot + prior;
               }
-              const double prior = beta == 0.0f ? 0.0 : beta * double{c[i + size_t(j) * ldc]};
-              want[i + size_t(j) * ldc] = alpha * dot + prior;
             }
-          }
-          Dev<float> da(a), db(b), dc(c);
-          ASSERT_EQ(
-              cublasSgemm(h_, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, s.m,
-                          s.n, s.k, &alpha, da.get(), lda, db.get(), ldb, &beta, dc.get(), ldc),
-              CUBLAS_STATUS_SUCCESS);
-          const std::vector<float> got = dc.Get();
-          for (size_t x = 0; x < got.size(); ++x) {
-            const bool in_c = static_cast<int>(x % ldc) < s.m;
-            if (!in_c) {  // the padding rows of C are left alone
-              EXPECT_TRUE(beta == 0.0f ? std::isnan(got[x]) : got[x] == c[x]) << x;
-              continue;
+            const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+            const cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+            Dev<float> dc(c);
+            if (bf16) {
+              Dev<uint16_t> da(AsBf16(a)), db(AsBf16(b));
+              ASSERT_EQ(cublasGemmEx(h_, opa, opb, s.m, s.n, s.k, &alpha, da.get(), CUDA_R_16BF,
+                                     lda, db.get(), CUDA_R_16BF, ldb, &beta, dc.get(), CUDA_R_32F,
+                                     ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                        CUBLAS_STATUS_SUCCESS);
+            } else {
+              Dev<float> da(a), db(b);
+              ASSERT_EQ(cublasSgemm(h_, opa, opb, s.m, s.n, s.k, &alpha, da.get(), lda, db.get(),
+                                    ldb, &beta, dc.get(), ldc),
+                        CUBLAS_STATUS_SUCCESS);
             }
-            EXPECT_NEAR(got[x], want[x], 1e-6 * (1 + std::abs(want[x])))
-                << "m" << s.m << " n" << s.n << " k" << s.k << " ta" << ta << " tb" << tb << " beta"
-                << beta << " at " << x;
+            const std::vector<float> got = dc.Get();
+            for (size_t x = 0; x < got.size(); ++x) {
+              const bool in_c = static_cast<int>(x % ldc) < s.m;
+              if (!in_c) {  // the padding rows of C are left alone
+                EXPECT_TRUE(beta == 0.0f ? std::isnan(got[x]) : got[x] == c[x]) << x;
+                continue;
+              }
+              EXPECT_NEAR(got[x], want[x], 1e-6 * (1 + std::abs(want[x])))
+                  << (bf16 ? "GemmEx" : "Sgemm") << " m" << s.m << " n" << s.n << " k" << s.k
+                  << " ta" << ta << " tb" << tb << " beta" << beta << " at " << x;
+            }
           }
         }
       }

@@ -146,6 +146,10 @@ TEST(CudaTrainEmuTest, SmolLm2ShapedLayersMatchHost) {
   ro.threads = 1;
   const std::string path = spillway::testing::BinaryPath("tests/emu_smollm2_shaped." +
                                                          std::to_string(::getpid()) + ".gguf");
+  struct RemoveAtEnd {
+    std::string path;
+    ~RemoveAtEnd() { std::filesystem::remove(path); }
+  } remove_at_end{path};
   ASSERT_TRUE(WriteRandomModel(ro, path).ok());
   absl::StatusOr<std::unique_ptr<ModelFile>> file = OpenModelFile(path);
   ASSERT_TRUE(file.ok()) << file.status();
@@ -194,7 +198,6 @@ TEST(CudaTrainEmuTest, SmolLm2ShapedLayersMatchHost) {
   EXPECT_LE(max_abs, 2e-2 * rms);
   std::printf("SmolLM2-shaped: loss %.2e relative, gradient %.2e relative L2, logits %.2e of RMS\n",
               std::abs(g.loss / h->loss - 1), RelativeL2(gpu_grad, host_grad), max_abs / rms);
-  std::filesystem::remove(path);
 }
 
 }  // namespace
