@@ -97,6 +97,7 @@ struct Fiber {
   void* sp = nullptr;
   unsigned tid = 0;
   State state = State::kRun;
+  void* asan_fake = nullptr;  // AddressSanitizer's fake stack of this thread (ASan builds)
 };
 struct Block {
   std::vector<Fiber> fibers;

@@ -44,6 +44,16 @@ spw_emu_swap:
 )");
 extern "C" void spw_emu_swap(void** save_sp, void* next_sp);
 
+// AddressSanitizer follows stack switches only when told (its fiber interface); without it
+// these are no-ops. A sanitizer build runs the tier with -DSPW_CUDA_EMU=ON (docs/gpu.md).
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define SPW_EMU_ASAN 1
+#else
+#define SPW_EMU_ASAN 0
+#endif
+
 struct CUstream_st {
   bool non_blocking = false;
   bool legacy = false;
@@ -141,13 +151,18 @@ void DrainAll() {
 
 // ---- fibers ----
 
-constexpr size_t kStackBytes = 64 << 10;
+constexpr size_t kStackBytes = SPW_EMU_ASAN ? 256 << 10 : 64 << 10;
 constexpr uint64_t kStackCanary = 0x5057454d55535441ull;
 
 struct Stacks {
   std::vector<std::unique_ptr<char[]>> stacks;
   void* scheduler_sp = nullptr;
   const std::function<void()>* body = nullptr;
+  // ASan's view of the scheduler's stack (learnt at the first switch into a fiber) and its
+  // fake stack while a fiber runs.
+  const void* scheduler_bottom = nullptr;
+  size_t scheduler_size = 0;
+  void* scheduler_fake = nullptr;
   uint64_t block_serial = 0;                      // blocks run so far
   std::unordered_map<void*, uint64_t> shared_at;  // a __shared__ variable: its last fill
 };
@@ -156,7 +171,15 @@ Stacks& S() {
   return *s;
 }
 
+// Tells ASan that the stack in use is now the one switched to (after spw_emu_swap returns).
+void FinishSwitch(void* fake) {
+#if SPW_EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, &S().scheduler_bottom, &S().scheduler_size);
+#endif
+}
+
 [[noreturn]] void Trampoline() {
+  if (SPW_EMU_ASAN) FinishSwitch(nullptr);
   (*S().body)();
   Yield(State::kDone);
   Fail("a finished thread was resumed");
@@ -187,6 +210,11 @@ void RunBlock() {
   b.fibers.assign(n, Fiber{});
   b.shuffle.assign(n, 0);
   for (unsigned t = 0; t < n; ++t) {
+#if SPW_EMU_ASAN
+    // A reused stack may keep the poisoned redzones of frames that never returned.
+    ASAN_UNPOISON_MEMORY_REGION(st.stacks[t].get() + sizeof(kStackCanary),
+                                kStackBytes - sizeof(kStackCanary));
+#endif
     const auto top = reinterpret_cast<uintptr_t>(st.stacks[t].get() + kStackBytes) & ~uintptr_t{15};
     void** sp = reinterpret_cast<void**>(top);
     *--sp = nullptr;                               // alignment of Trampoline's frame
@@ -201,7 +229,13 @@ void RunBlock() {
       Fiber& f = b.fibers[t];
       if (f.state != State::kRun) continue;
       b.cur = &f;
+#if SPW_EMU_ASAN
+      __sanitizer_start_switch_fiber(&st.scheduler_fake, st.stacks[t].get(), kStackBytes);
+#endif
       spw_emu_swap(&st.scheduler_sp, f.sp);
+#if SPW_EMU_ASAN
+      __sanitizer_finish_switch_fiber(st.scheduler_fake, nullptr, nullptr);
+#endif
     }
     b.cur = nullptr;
   };
@@ -306,7 +340,13 @@ void Enqueue(cudaStream_t stream, std::string what, std::function<void()> op) {
 void Yield(State s) {
   Fiber* f = g_block.cur;
   f->state = s;
+#if SPW_EMU_ASAN
+  // A finished thread's fake stack goes (null); the others keep theirs.
+  __sanitizer_start_switch_fiber(s == State::kDone ? nullptr : &f->asan_fake, S().scheduler_bottom,
+                                 S().scheduler_size);
+#endif
   spw_emu_swap(&f->sp, S().scheduler_sp);
+  FinishSwitch(f->asan_fake);
 }
 
 void FreshShared(void* p, size_t bytes) {

@@ -102,7 +102,9 @@ TEST(CudaTrainEmuTest, TrainingJobTracksTheHostJob) {
   cpu::ThreadPool pool(0);
   auto host_model = TrainModel<float>::Create(file, &pool, GgmlType::kBF16);
   ASSERT_TRUE(host_model.ok()) << host_model.status();
-  auto gpu_model = cuda::CudaTrainModel::Create(file, {.head_chunk_rows = 4});
+  cuda::CudaTrainOptions gpu_options;
+  gpu_options.head_chunk_rows = 4;
+  auto gpu_model = cuda::CudaTrainModel::Create(file, gpu_options);
   ASSERT_TRUE(gpu_model.ok()) << gpu_model.status();
   const JobRun host =
       RunJob(std::make_unique<train::HostTrainEngine>(*std::move(host_model)), examples, o);
@@ -160,7 +162,9 @@ TEST(CudaTrainEmuTest, SmolLm2ShapedLayersMatchHost) {
   cpu::ThreadPool pool(0);
   auto host = TrainModel<float>::Create(**file, &pool, GgmlType::kBF16);
   ASSERT_TRUE(host.ok()) << host.status();
-  auto gpu = cuda::CudaTrainModel::Create(**file, {.head_chunk_rows = 16});
+  cuda::CudaTrainOptions gpu_options;
+  gpu_options.head_chunk_rows = 16;  // 46 targets: three head chunks
+  auto gpu = cuda::CudaTrainModel::Create(**file, gpu_options);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   const lora::LoraAdapter adapter = RandomAdapter(c, AllModules(8, 0.0f), 7, 0.02f);
   // 70 + 23 + 1 tokens: 46 targets, three head chunks; rows of 70 keys.
