@@ -38,6 +38,7 @@ class CudaWeight final : public BackendWeight {
     SPW_CHECK(is_vector_);
     return static_cast<const float*>(buffer_.get());
   }
+  bool is_vector() const { return is_vector_; }
 
  private:
   int64_t rows_, cols_;
@@ -86,6 +87,12 @@ CudaBackend::~CudaBackend() {
 
 int64_t CudaBackend::KvBlockBytes(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim) {
   return 2 * num_layers * kvcache::kBlockTokens * num_kv_heads * head_dim * int64_t{2};
+}
+
+const void* CudaBackend::DeviceData(const BackendWeight& w) {
+  const auto* c = dynamic_cast<const CudaWeight*>(&w);
+  if (c == nullptr) return nullptr;
+  return c->is_vector() ? static_cast<const void*>(c->f32()) : c->bf16();
 }
 
 absl::StatusOr<std::unique_ptr<BackendWeight>> CudaBackend::LoadWeight(const WeightTensor& t) {

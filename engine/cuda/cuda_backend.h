@@ -40,6 +40,10 @@ class CudaBackend final : public Backend {
   static int64_t KvBlockBytes(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim);
 
   absl::StatusOr<std::unique_ptr<BackendWeight>> LoadWeight(const WeightTensor& t) override;
+  // The device data of a weight LoadWeight made: bf16 [rows, cols] of a matrix, f32 of a
+  // vector (UploadBf16Matrix's and UploadF32Vector's layouts); null for another backend's
+  // weight. CudaTrainModel trains on the serving model's weights through it.
+  static const void* DeviceData(const BackendWeight& w);
   [[nodiscard]] absl::Status AllocateKv(const KvLayout& layout) override;
   // Block moves for the tiered cache: one cudaMemcpy2D over the 2 * num_layers K/V slices,
   // packed as the CPU backend packs them (layer by layer, K then V).

@@ -277,6 +277,10 @@ absl::StatusOr<std::unique_ptr<CudaTrainModel>> CudaTrainModel::Create(
     if (t->shape.size() != 1 || t->shape[0] != n) {
       return absl::InvalidArgumentError("bad shape of " + name);
     }
+    if (const void* shared = options.device_weights ? options.device_weights(name) : nullptr) {
+      m->shared_weight_bytes_ += n * 4;
+      return static_cast<const float*>(shared);
+    }
     SPW_ASSIGN_OR_RETURN(DeviceBuffer b, UploadF32Vector(*t));
     m->weight_bytes_ += static_cast<int64_t>(b.size());
     return static_cast<const float*>(im.weights.emplace_back(std::move(b)).get());
@@ -286,6 +290,10 @@ absl::StatusOr<std::unique_ptr<CudaTrainModel>> CudaTrainModel::Create(
     SPW_ASSIGN_OR_RETURN(const WeightTensor* t, find(name));
     if (t->shape.size() != 2 || t->shape[0] != cols || t->shape[1] != rows) {
       return absl::InvalidArgumentError("bad shape of " + name);
+    }
+    if (const void* shared = options.device_weights ? options.device_weights(name) : nullptr) {
+      m->shared_weight_bytes_ += rows * cols * 2;
+      return static_cast<const uint16_t*>(shared);
     }
     SPW_ASSIGN_OR_RETURN(DeviceBuffer b, UploadBf16Matrix(*t));
     m->weight_bytes_ += static_cast<int64_t>(b.size());
@@ -319,8 +327,10 @@ absl::StatusOr<std::unique_ptr<CudaTrainModel>> CudaTrainModel::Create(
       SPW_ASSIGN_OR_RETURN(y.bv, vec(p + "attn_v.bias", kd));
     }
     if ((l + 1) % 8 == 0 || l + 1 == c.num_layers) {
-      spdlog::info("fine-tuning: uploaded {}/{} layers to the GPU ({} MiB)", l + 1, c.num_layers,
-                   m->weight_bytes_ >> 20);
+      spdlog::info(
+          "fine-tuning: {}/{} layers on the GPU ({} MiB uploaded, {} MiB shared with "
+          "the serving model)",
+          l + 1, c.num_layers, m->weight_bytes_ >> 20, m->shared_weight_bytes_ >> 20);
     }
   }
   std::vector<float> freq_factors;

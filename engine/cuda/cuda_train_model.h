@@ -13,17 +13,18 @@
 // waits for its work on the device before it returns, so a piece's wall time is its cost and a
 // request arriving in the idle slot waits for at most one piece.
 //
-// Memory: the frozen weights (2 bytes per parameter; the lm_head shares the embedding table
-// when tied) are uploaded at Create with the model's own stream and cuBLAS handle, so a job
-// can be prepared on another thread while the engine loop serves. NOTE(ftcuda): they are a
-// second copy beside the serving model's; sharing the CudaBackend's weights would save it
-// (their lifetime and the engine loop's thread rule are what stands in the way). A pass's
-// activations are one device allocation, made at Begin (kept for the next pass when big
-// enough).
+// Memory: the frozen weights are the serving model's own when CudaTrainOptions::device_weights
+// gives them (a GPU server: LlamaModel::FindWeight over the CudaBackend's weights, read-only on
+// another stream, so no second copy); otherwise they are uploaded at Create (2 bytes per
+// parameter; the lm_head shares the embedding table when tied), with the model's own stream
+// and cuBLAS handle, so a job can be prepared on another thread while the engine loop serves.
+// A pass's activations are one device allocation, made at Begin (kept for the next pass when
+// big enough).
 // One thread drives a CudaTrainModel at a time.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -39,6 +40,11 @@ struct CudaTrainOptions {
   int ordinal = 0;  // the device
   // Target rows per head piece (their logits are kept whole: rows × vocab f32).
   int64_t head_chunk_rows = 256;
+  // The serving model's weights, trained on in place of a copy: the device data of the file's
+  // tensor `name` on this device (bf16 [rows, cols] for a matrix, f32 for a vector, as
+  // UploadBf16Matrix / UploadF32Vector lay them out), or null to upload that tensor. What it
+  // returns must not change and must outlive the model. Unset: every tensor is uploaded.
+  std::function<const void*(std::string_view name)> device_weights = {};
 };
 
 class CudaTrainModel final : public train::TrainEngine {
@@ -70,8 +76,9 @@ class CudaTrainModel final : public train::TrainEngine {
                                  int64_t targets, int64_t head_chunk_rows = 256);
   // Device bytes of the frozen weights (bf16 matrices, f32 vectors).
   static int64_t FrozenBytes(const ModelConfig& c);
-  // Bytes uploaded at Create.
+  // Bytes uploaded at Create, and bytes of the serving model's weights used in place.
   int64_t weight_bytes() const { return weight_bytes_; }
+  int64_t shared_weight_bytes() const { return shared_weight_bytes_; }
 
  private:
   struct Impl;
@@ -81,6 +88,7 @@ class CudaTrainModel final : public train::TrainEngine {
   CudaTrainOptions options_;
   ModelConfig config_;
   int64_t weight_bytes_ = 0;
+  int64_t shared_weight_bytes_ = 0;
   std::unique_ptr<Impl> impl_;
 };
 

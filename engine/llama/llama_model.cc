@@ -62,7 +62,9 @@ absl::Status LlamaModel::LoadWeights(const ModelFile& file) {
   auto load = [&](const std::string& name) -> absl::StatusOr<std::unique_ptr<BackendWeight>> {
     const WeightTensor* t = file.Find(name);
     if (t == nullptr) return absl::InvalidArgumentError("model file lacks tensor " + name);
-    return backend_.LoadWeight(*t);
+    absl::StatusOr<std::unique_ptr<BackendWeight>> w = backend_.LoadWeight(*t);
+    if (w.ok()) weights_by_name_[name] = w->get();
+    return w;
   };
   SPW_ASSIGN_OR_RETURN(token_embd_, load("token_embd.weight"));
   SPW_ASSIGN_OR_RETURN(output_norm_, load("output_norm.weight"));
@@ -96,6 +98,11 @@ absl::Status LlamaModel::LoadWeights(const ModelFile& file) {
     SPW_ASSIGN_OR_RETURN(y.down, load(p + "ffn_down.weight"));
   }
   return absl::OkStatus();
+}
+
+const BackendWeight* LlamaModel::FindWeight(std::string_view name) const {
+  const auto it = weights_by_name_.find(name);
+  return it == weights_by_name_.end() ? nullptr : it->second;
 }
 
 absl::Status LlamaModel::CheckBatch(const Batch& batch) const {

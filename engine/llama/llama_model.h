@@ -4,7 +4,10 @@
 // Engine-loop thread only.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -30,6 +33,10 @@ class LlamaModel final : public Model {
   [[nodiscard]] absl::Status SetDecodeGraphs(bool on) override;
   [[nodiscard]] absl::Status ForwardAndSample(const Batch& batch, const BatchSampling& sampling,
                                               std::vector<SampleResult>* samples) override;
+  // The backend weight made of the file's tensor `name` (GGUF naming), or null. The weights
+  // never change after Create, so other users on other threads may read them (CudaTrainModel
+  // trains on the serving model's GPU weights) while the model lives.
+  const BackendWeight* FindWeight(std::string_view name) const;
 
  private:
   struct Layer {
@@ -60,6 +67,7 @@ class LlamaModel final : public Model {
   Backend& backend_;
   RopeTable rope_;
   std::unique_ptr<BackendWeight> token_embd_, output_norm_, output_;
+  std::map<std::string, const BackendWeight*, std::less<>> weights_by_name_;  // FindWeight
   std::vector<Layer> layers_;
   int32_t kv_blocks_ = 0;
   kvcache::BlockId spare_block_ = -1;  // the padding rows' KV block (decode graphs), or -1

@@ -166,7 +166,7 @@ int64_t FineTuneJobs::FrozenBytes(const engine::ModelConfig& c) {
 
 JobMemory FineTuneJobs::MemoryOf(const engine::ModelConfig& c, const engine::lora::LoraConfig& lora,
                                  int64_t micro_batch_tokens, int64_t longest_example,
-                                 std::string_view device) {
+                                 std::string_view device, bool shared_weights) {
   // A micro-batch is whole examples up to the budget, at least one (training_job.h).
   const int64_t tokens = std::max(micro_batch_tokens, longest_example);
   const int64_t max_seq = std::max<int64_t>(longest_example, 1);
@@ -180,7 +180,7 @@ JobMemory FineTuneJobs::MemoryOf(const engine::ModelConfig& c, const engine::lor
     using engine::cuda::CudaTrainModel;
     // Launch builds the CudaTrainModel with default CudaTrainOptions; the same head chunk.
     const int64_t chunk = engine::cuda::CudaTrainOptions{}.head_chunk_rows;
-    return {.frozen = CudaTrainModel::FrozenBytes(c),
+    return {.frozen = shared_weights ? 0 : CudaTrainModel::FrozenBytes(c),
             .state = state,
             .activations = CudaTrainModel::ActivationBytes(c, tokens, max_seq, tokens, chunk)};
 #else
@@ -473,8 +473,9 @@ absl::StatusOr<json::object> FineTuneJobs::Create(const json::object& r) {
     longest = LongestExample(*ex);
   }
   int32_t blocks = 0;
-  if (absl::Status st = CheckMemory(
-          MemoryOf(mc, job->lora, options_.micro_batch_tokens, longest, options_.device), &blocks);
+  if (absl::Status st = CheckMemory(MemoryOf(mc, job->lora, options_.micro_batch_tokens, longest,
+                                             options_.device, model_.device_weights != nullptr),
+                                    &blocks);
       !st.ok()) {
     return st;
   }
@@ -608,8 +609,9 @@ void FineTuneJobs::Launch(const std::string& id) {
   };
   // The same figure as at creation, now from the tokenized data (a job resumed after a restart
   // was not created by this process; a changed micro-batch flag changes it too).
-  const JobMemory memory = MemoryOf(model_.file->config(), o.lora, o.max_micro_batch_tokens,
-                                    LongestExample(train), options_.device);
+  const JobMemory memory =
+      MemoryOf(model_.file->config(), o.lora, o.max_micro_batch_tokens, LongestExample(train),
+               options_.device, model_.device_weights != nullptr);
   int32_t blocks = 0;
   if (absl::Status st = CheckMemory(memory, &blocks); !st.ok()) {
     return fail(st, "insufficient_memory");
@@ -665,7 +667,8 @@ void FineTuneJobs::Launch(const std::string& id) {
     // Uploads the base to the GPU here, on the preparer thread (CudaTrainModel's own stream
     // and cuBLAS handle), while the engine loop serves.
     absl::StatusOr<std::unique_ptr<engine::cuda::CudaTrainModel>> gpu =
-        engine::cuda::CudaTrainModel::Create(*model_.file, {});
+        engine::cuda::CudaTrainModel::Create(*model_.file,
+                                             {.device_weights = model_.device_weights});
     if (!gpu.ok()) return fail(gpu.status(), "training_error");
     tj = engine::train::TrainingJob::Create(*std::move(gpu), std::move(train), o);
   }

@@ -72,6 +72,10 @@ struct FineTuneModel {
   std::string name;  // the served base model name (the `model` jobs must name)
   TokenizeContext tokenize;
   int64_t context_tokens = 0;
+  // On "cuda": the serving model's weights on the GPU by tensor name
+  // (CudaTrainOptions::device_weights), so jobs train on them instead of a copy; unset: each
+  // job uploads its own.
+  std::function<const void*(std::string_view name)> device_weights = {};
 };
 
 // Makes a finished adapter (a PEFT directory) servable as `name`. Any thread.
@@ -147,9 +151,10 @@ class FineTuneJobs final : public scheduler::IdleWork {
   // TrainModel::ActivationBytes, or on "cuda" CudaTrainModel::FrozenBytes and
   // ActivationBytes (admin_job_memory_test checks the arguments against the built job's
   // figures). REQUIRES: "cuda" only in a build with the CUDA backend.
+  // `shared_weights`: on "cuda", the job trains on the serving model's weights (frozen 0).
   static JobMemory MemoryOf(const engine::ModelConfig& config, const engine::lora::LoraConfig& lora,
                             int64_t micro_batch_tokens, int64_t longest_example,
-                            std::string_view device);
+                            std::string_view device, bool shared_weights = false);
   // The frozen base weights as host training keeps them (F16 W and Wᵀ of every matmul).
   static int64_t FrozenBytes(const engine::ModelConfig& config);
 

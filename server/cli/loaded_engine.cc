@@ -124,4 +124,17 @@ absl::StatusOr<LoadedEngine> LoadEngine(const std::string& path, const EngineOpt
   return e;
 }
 
+std::function<const void*(std::string_view name)> DeviceWeights(const LoadedEngine& e) {
+#if defined(SPW_WITH_CUDA)
+  if (e.backend != nullptr && e.backend->name() == "cuda" && e.model != nullptr) {
+    return [model = e.model.get()](std::string_view name) -> const void* {
+      const engine::BackendWeight* w = model->FindWeight(name);
+      return w == nullptr ? nullptr : engine::cuda::CudaBackend::DeviceData(*w);
+    };
+  }
+#endif
+  (void)e;
+  return {};
+}
+
 }  // namespace spillway::server

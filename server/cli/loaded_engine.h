@@ -3,8 +3,10 @@
 // `serve` need, loaded with progress logs. Main thread, at start-up.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
@@ -43,5 +45,10 @@ std::string CompiledBackends();
 
 // Opens `path` (empty: the default model in the cache) on the device `options` ask for.
 absl::StatusOr<LoadedEngine> LoadEngine(const std::string& path, const EngineOptions& options);
+
+// The serving model's GPU weights by tensor name (LlamaModel::FindWeight, then
+// CudaBackend::DeviceData), so fine-tuning on the GPU trains on them instead of a second copy
+// (CudaTrainOptions::device_weights); empty on the CPU backend. `e`'s model must outlive it.
+std::function<const void*(std::string_view name)> DeviceWeights(const LoadedEngine& e);
 
 }  // namespace spillway::server

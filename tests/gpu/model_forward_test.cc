@@ -3,7 +3,10 @@
 // NeoX RoPE, q/k/v biases, an untied lm head), through a batch of two prefill chunks and then
 // one of two decode tokens beside a third prompt. Logits agree within 5e-2 of their RMS: the
 // GPU holds the f32 weights as bf16 and rounds GEMM inputs to bf16 (8 mantissa bits), the CPU
-// computes in f32. Skips without a GPU.
+// computes in f32. Then fine-tuning on the serving model's GPU weights (FindWeight +
+// CudaBackend::DeviceData, as `serve` wires it): CudaTrainModel uploads nothing and gives the
+// bits of one that uploaded its own copy. Skips without a GPU.
+#include "engine/cuda/cuda_train_model.h"
 #include "engine/llama/llama_model.h"
 #include "tests/engine/train/tiny_random_model.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -52,6 +55,44 @@ TEST_P(ModelForwardTest, LogitsMatchCpu) {
     const Diff d = Compare(cpu_logits, gpu_logits);
     EXPECT_LE(d.max_abs, 5e-2 * d.rms) << "step " << s << " max " << d.max_abs << " rms " << d.rms;
   }
+}
+
+TEST_P(ModelForwardTest, TrainingOnTheServingWeightsEqualsItsOwnCopy) {
+  SPW_SKIP_WITHOUT_GPU();
+  const bool qwen_like = GetParam();
+  TinyRandomModel file(8, qwen_like);
+  auto backend = cuda::CudaBackend::Create();
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto serving = LlamaModel::Create(file, **backend, 8);
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  cuda::CudaTrainOptions shared_options;
+  shared_options.device_weights = [m = serving->get()](std::string_view name) -> const void* {
+    const BackendWeight* w = m->FindWeight(name);
+    return w == nullptr ? nullptr : cuda::CudaBackend::DeviceData(*w);
+  };
+  auto shared = cuda::CudaTrainModel::Create(file, shared_options);
+  auto own = cuda::CudaTrainModel::Create(file, {});
+  ASSERT_TRUE(shared.ok() && own.ok());
+  EXPECT_EQ((*shared)->weight_bytes(), 0);
+  EXPECT_EQ((*shared)->shared_weight_bytes(), cuda::CudaTrainModel::FrozenBytes(file.config()));
+  EXPECT_EQ((*own)->weight_bytes(), cuda::CudaTrainModel::FrozenBytes(file.config()));
+
+  lora::LoraConfig config;
+  config.rank = 4;
+  config.targets = {lora::kAllLoraModules.begin(), lora::kAllLoraModules.end()};
+  const lora::LoraAdapter adapter = RandomAdapter(file.config(), config, 3, 0.3f);
+  const std::vector<TokenId> tokens = {1, 9, 4, 30, 2, 17, 6, 11, 25};
+  const std::vector<uint8_t> mask = {0, 0, 1, 1, 1, 0, 1, 1, 1};
+  const train::TrainSequence seq{.tokens = tokens, .loss_mask = mask};
+  std::vector<float> g_shared(adapter.params.size()), g_own(adapter.params.size());
+  auto a = (*shared)->ForwardBackward({&seq, 1}, adapter.layout, adapter.config.scale(),
+                                      adapter.params.data(), g_shared.data());
+  auto b = (*own)->ForwardBackward({&seq, 1}, adapter.layout, adapter.config.scale(),
+                                   adapter.params.data(), g_own.data());
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->loss, b->loss);
+  EXPECT_EQ(g_shared, g_own);
+  EXPECT_GT(a->loss, 0.0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, ModelForwardTest, ::testing::Bool(),
