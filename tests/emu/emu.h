@@ -10,7 +10,8 @@
 //   threads are fibers (a stack each, switched by spw_emu_swap in runtime.cc) that run until
 //   they reach __syncthreads or a warp shuffle, which are barriers; __shared__ variables are
 //   function statics (one block at a time uses them). 1-D grids and blocks of a multiple of
-//   32 threads, no dynamic shared memory (anything else stops with "EMU limitation").
+//   32 threads, no dynamic shared memory (anything else stops with "EMU limitation"). In an
+//   AddressSanitizer build the switches are announced to ASan, so the tier runs under it.
 // - Streams: the work of a stream is queued and runs only when the host must see it
 //   (cudaStreamSynchronize of that stream, cudaDeviceSynchronize, cudaFree, a copy to pageable
 //   host memory), the legacy default stream ordered with blocking streams as CUDA orders it,
