@@ -1,6 +1,7 @@
 #include "engine/lora/lora_adapter.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "absl/strings/str_format.h"
@@ -38,6 +39,12 @@ absl::StatusOr<LoraModule> ParseLoraModule(std::string_view name) {
       "unknown LoRA target module '%s' (expected q, k, v, o, gate, up or down, or their "
       "*_proj names)",
       std::string(name)));
+}
+
+std::string LoraModuleTensor(int64_t layer, LoraModule m) {
+  static constexpr std::array<const char*, kNumLoraModules> kNames = {
+      "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+  return absl::StrFormat("blk.%d.%s.weight", layer, kNames[static_cast<int>(m)]);
 }
 
 int64_t LoraModuleIn(const ModelConfig& c, LoraModule m) {

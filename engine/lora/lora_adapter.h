@@ -34,6 +34,9 @@ absl::StatusOr<LoraModule> ParseLoraModule(std::string_view name);
 // Input and output features of `m` in a model of `config`.
 int64_t LoraModuleIn(const ModelConfig& config, LoraModule m);
 int64_t LoraModuleOut(const ModelConfig& config, LoraModule m);
+// The GGUF tensor of `m`'s weight in layer `layer` ("blk.<layer>.attn_q.weight", ...;
+// [out, in] as LoraModuleOut/In say).
+std::string LoraModuleTensor(int64_t layer, LoraModule m);
 
 struct LoraConfig {
   int32_t rank = 8;

@@ -235,13 +235,17 @@ absl::Status TrainModel<T>::Load(const ModelFile& file) {
     const std::string p = absl::StrFormat("blk.%d.", l);
     SPW_ASSIGN_OR_RETURN(y.attn_norm, vec(p + "attn_norm.weight", c.hidden));
     SPW_ASSIGN_OR_RETURN(y.ffn_norm, vec(p + "ffn_norm.weight", c.hidden));
-    SPW_ASSIGN_OR_RETURN(y.wq, mat(p + "attn_q.weight", qd, c.hidden));
-    SPW_ASSIGN_OR_RETURN(y.wk, mat(p + "attn_k.weight", kd, c.hidden));
-    SPW_ASSIGN_OR_RETURN(y.wv, mat(p + "attn_v.weight", kd, c.hidden));
-    SPW_ASSIGN_OR_RETURN(y.wo, mat(p + "attn_output.weight", c.hidden, qd));
-    SPW_ASSIGN_OR_RETURN(y.gate, mat(p + "ffn_gate.weight", c.ffn_hidden, c.hidden));
-    SPW_ASSIGN_OR_RETURN(y.up, mat(p + "ffn_up.weight", c.ffn_hidden, c.hidden));
-    SPW_ASSIGN_OR_RETURN(y.down, mat(p + "ffn_down.weight", c.hidden, c.ffn_hidden));
+    // The projections in LoraModule order.
+    for (auto [m, w] : {std::pair{LoraModule::kQ, &y.wq},
+                        {LoraModule::kK, &y.wk},
+                        {LoraModule::kV, &y.wv},
+                        {LoraModule::kO, &y.wo},
+                        {LoraModule::kGate, &y.gate},
+                        {LoraModule::kUp, &y.up},
+                        {LoraModule::kDown, &y.down}}) {
+      SPW_ASSIGN_OR_RETURN(*w, mat(lora::LoraModuleTensor(l, m), lora::LoraModuleOut(c, m),
+                                   lora::LoraModuleIn(c, m)));
+    }
     if (c.qkv_bias) {
       SPW_ASSIGN_OR_RETURN(y.bq, vec(p + "attn_q.bias", qd));
       SPW_ASSIGN_OR_RETURN(y.bk, vec(p + "attn_k.bias", kd));
