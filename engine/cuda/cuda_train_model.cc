@@ -353,6 +353,10 @@ absl::StatusOr<std::unique_ptr<CudaTrainModel>> CudaTrainModel::Create(
   return m;
 }
 
+int64_t CudaTrainModel::arena_bytes() const {
+  return static_cast<int64_t>(impl_->spare_arena.size());
+}
+
 int64_t CudaTrainModel::FrozenBytes(const ModelConfig& c) {
   const int64_t qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
   const int64_t per_layer = c.hidden * (2 * qd + 2 * kd) + 3 * c.hidden * c.ffn_hidden;

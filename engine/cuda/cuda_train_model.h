@@ -79,6 +79,9 @@ class CudaTrainModel final : public train::TrainEngine {
   // Bytes uploaded at Create, and bytes of the serving model's weights used in place.
   int64_t weight_bytes() const { return weight_bytes_; }
   int64_t shared_weight_bytes() const { return shared_weight_bytes_; }
+  // The largest pass arena so far (kept for reuse between passes): what ActivationBytes, plus
+  // 8 bytes per LoRA parameter, must bound (tests).
+  int64_t arena_bytes() const;
 
  private:
   struct Impl;

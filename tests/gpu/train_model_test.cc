@@ -125,7 +125,7 @@ void CompareOnModel(const ModelFile& file, const Batch& batch, const LoraConfig&
   cpu::ThreadPool pool(0);
   auto host = TrainModel<float>::Create(file, &pool, GgmlType::kBF16);
   ASSERT_TRUE(host.ok()) << host.status();
-  auto gpu = cuda::CudaTrainModel::Create(file, {.head_chunk_rows = 5});
+  auto gpu = cuda::CudaTrainModel::Create(file, {.head_chunk_rows = 5, .device_weights = {}});
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   const lora::LoraAdapter adapter = RandomAdapter(file.config(), config, 7, range);
   const Result h = RunHost(**host, batch, adapter, dropout);
@@ -138,6 +138,16 @@ void CompareOnModel(const ModelFile& file, const Batch& batch, const LoraConfig&
   const Result again = RunGpu(**gpu, batch, adapter, dropout);
   EXPECT_EQ(again.loss.loss, g.loss.loss);
   EXPECT_EQ(again.grad, g.grad);
+  // The memory a job is admitted with bounds what a pass takes (its LoRA copies aside).
+  int64_t tokens = 0, longest = 0;
+  for (const auto& t : batch.tokens) {
+    tokens += static_cast<int64_t>(t.size());
+    longest = std::max(longest, static_cast<int64_t>(t.size()));
+  }
+  EXPECT_GT((*gpu)->arena_bytes(), 0);
+  EXPECT_LE((*gpu)->arena_bytes(), cuda::CudaTrainModel::ActivationBytes(
+                                       file.config(), tokens, longest, g.loss.num_targets, 5) +
+                                       8 * static_cast<int64_t>(adapter.params.size()));
 }
 
 TEST(CudaTrainModelTest, TinyLlamaMatchesHost) {
