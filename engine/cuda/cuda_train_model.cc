@@ -361,7 +361,8 @@ int64_t CudaTrainModel::FrozenBytes(const ModelConfig& c) {
   const int64_t qd = c.num_heads * c.head_dim, kd = c.num_kv_heads * c.head_dim;
   const int64_t per_layer = c.hidden * (2 * qd + 2 * kd) + 3 * c.hidden * c.ffn_hidden;
   const int64_t tables = (c.tied_embeddings ? 1 : 2) * c.vocab_size * c.hidden;
-  const int64_t vectors = (2 * c.num_layers + 1) * c.hidden + (c.qkv_bias ? qd + 2 * kd : 0);
+  const int64_t vectors =
+      (2 * c.num_layers + 1) * c.hidden + (c.qkv_bias ? c.num_layers * (qd + 2 * kd) : 0);
   return 2 * (c.num_layers * per_layer + tables) + 4 * vectors;
 }
 
