@@ -8,7 +8,8 @@ Each launch `kernel<<<grid, block[, shmem[, stream]]>>>(args)` becomes
 where `bound` is the kernel's __launch_bounds__ (1024 without), so the emulated launch checks it
 as the driver does. Each `__shared__ T name[...];` is followed (on its line) by
 `spw_emu::FreshShared(&name, sizeof(name));`, which gives every block fresh (NaN-filled)
-shared memory. Everything else is left as written: the emulated cuda_runtime.h supplies
+shared memory; `extern __shared__ T name[];` becomes `T* name = spw_emu::DynamicShared<T>();`,
+the block's dynamic shared memory (launch's shmem bytes, NaN-filled per block). Everything else is left as written: the emulated cuda_runtime.h supplies
 __global__, threadIdx, __syncthreads and the rest. A `#line` directive keeps compiler messages
 pointing at the .cu file. Run at build time (tests/emu/CMakeLists.txt); never committed.
 """
@@ -17,6 +18,7 @@ import sys
 
 LAUNCH = re.compile(r"\b(\w+)\s*<<<(.*?)>>>\s*\(", re.S)
 SHARED = re.compile(r"(__shared__\s+[\w:<>]+\s+(\w+)\s*(?:\[[^\]]*\]\s*)*;)")
+DYNAMIC = re.compile(r"extern\s+__shared__\s+([\w:]+)\s+(\w+)\s*\[\s*\]\s*;")
 BOUNDS = re.compile(r"__global__\s+void\s+__launch_bounds__\s*\(([^()]*)\)\s*(\w+)\s*\(")
 
 
@@ -33,6 +35,7 @@ def main() -> int:
                 f".Bind({name})(")
 
     out, n = LAUNCH.subn(launch, src)
+    out = DYNAMIC.sub(r"\1* \2 = spw_emu::DynamicShared<\1>();", out)
     out = SHARED.sub(r"\1 spw_emu::FreshShared(&\2, sizeof(\2));", out)
     if n == 0:
         print(f"cu_to_cc.py: no kernel launch in {src_path}", file=sys.stderr)

@@ -1,16 +1,20 @@
 // The CPU emulation of CUDA (the `emu` test tier, docs/testing.md; docs/gpu.md "CUDA emulation
-// on the CPU"). It runs the GPU training path without a GPU: kernels/train_ops.cu and
-// kernels/elementwise.cu (turned into C++ by tests/emu/cu_to_cc.py), CudaTrainModel and the
-// weight uploads (engine/cuda/), with the real tests/gpu/train_ops_test.cc and
-// tests/gpu/train_model_test.cc, against stand-ins for the CUDA runtime and cuBLAS
-// (tests/emu/include/, on the include path of the emulated targets only).
+// on the CPU"). It runs the GPU training path and the inference backend without a GPU:
+// kernels/{train_ops,elementwise,paged_attention,sampling}.cu (turned into C++ by
+// tests/emu/cu_to_cc.py), CudaTrainModel, CudaBackend, the KV copy engine and the uploads
+// (engine/cuda/), with the real tests/gpu/ files, against stand-ins for the CUDA runtime, cuBLAS
+// and the two CUB collectives sampling.cu uses (tests/emu/include/, on the include path of the
+// emulated targets only).
 //
 // What it is:
 // - Thread blocks: a launch runs its blocks one after another on the calling thread; a block's
 //   threads are fibers (a stack each, switched by spw_emu_swap in runtime.cc) that run until
 //   they reach __syncthreads or a warp shuffle, which are barriers; __shared__ variables are
-//   function statics (one block at a time uses them). 1-D grids and blocks of a multiple of
-//   32 threads, no dynamic shared memory (anything else stops with "EMU limitation"). In an
+//   function statics (one block at a time uses them). Grids of up to 3-D (x fastest), 1-D
+//   blocks of a multiple of 32 threads (anything else stops with "EMU limitation"); dynamic
+//   shared memory (`extern __shared__`) is NaN-filled per block with guard words after it (a
+//   write past the launch's bytes stops the program), and more than 48 KiB needs
+//   cudaFuncSetAttribute, as on the device. Atomics are plain read-modify-writes. In an
 //   AddressSanitizer build the switches are announced to ASan, so the tier runs under it.
 // - Streams: the work of a stream is queued and runs only when the host must see it
 //   (cudaStreamSynchronize of that stream, cudaDeviceSynchronize, cudaFree, a copy to pageable
@@ -18,6 +22,20 @@
 //   non-blocking streams with nothing. Host sources are staged when a copy is enqueued, as
 //   for pageable memory. So a missing synchronisation or a GEMM on the wrong stream reads
 //   stale data, and the tests see it.
+// - Events, graphs, pinned memory: an event completes when the stream work queued before its
+//   record has run (cudaEventQuery of a pending one says cudaErrorNotReady and lets that work
+//   run, as the device moves on while the host polls); cudaStreamWaitEvent orders a stream
+//   after the record made before the call. A capture (cudaStreamBeginCapture) records the
+//   stream's work instead of queueing it; cudaGraphLaunch queues it again, reading buffers as
+//   they are then. While a capture is under way the calls CUDA refuses are refused, with
+//   cudaErrorStreamCaptureUnsupported, and the capture invalidated (cudaStreamEndCapture:
+//   cudaErrorStreamCaptureInvalidated): cudaMalloc, cudaFree, cudaHostAlloc, cudaMemcpy,
+//   cudaDeviceSynchronize and a synchronisation of the legacy stream (not in relaxed mode),
+//   a synchronisation of the capturing stream or a copy into pageable memory on it (in any
+//   mode); legacy-stream work while a blocking stream is captured is
+//   cudaErrorStreamCaptureImplicit. cudaHostAlloc memory is pinned: copies read and write it
+//   when they run (a pageable source is staged when the copy is queued), and a copy into it
+//   does not make the host wait.
 // - Memory: cudaMalloc gives 256-byte aligned host memory filled with 0xff bytes (f32 NaN), so
 //   a read of something never written shows as NaN, between guard zones checked after every
 //   operation (a write outside stops the program naming the operation; a read outside gives
@@ -43,9 +61,11 @@
 // __syncthreads at different call sites counts as one barrier), the GPU memory model (no
 // caches, no reordering; host and device share one address space, so a host pointer a
 // kernel reads without it being a launch argument goes unseen), shared memory's real size
-// (48 KiB static per block is not checked), the hardware's numerics (expf, sincos, rsqrtf are
-// glibc's; no FMA contraction where nvcc would make one; cuBLAS's own summation order), speed,
-// memory capacity, and anything else of the real driver (graphs, events, pinned memory).
+// (48 KiB static per block is not checked), misaligned vector loads (a uint4 read of a
+// pointer that is not 16-byte aligned faults on the device, not here), the hardware's
+// numerics (expf, sincos, rsqrtf are glibc's; no FMA contraction where nvcc would make one;
+// cuBLAS's and CUB's own summation orders), speed, memory capacity, events recorded inside a
+// capture (an EMU limitation stop), and the rest of the real driver.
 // It never replaces tests/gpu/ on a GPU (tests/gpu/run.sh): it checks the host code's logic
 // (shapes, strides, leading dimensions, pointers, stream order) and the kernels' indexing and
 // barriers, on the CPU in CI.
@@ -88,8 +108,14 @@ void SetLastError(cudaError_t e);
 // Queues `op` on `stream` (its ordering rules in the header comment); `what` names it in
 // reports.
 void Enqueue(cudaStream_t stream, std::string what, std::function<void()> op);
-// Runs `body` as every thread of every block of the grid (blocks in order).
-void RunGrid(dim3 grid, dim3 block, const std::string& name, const std::function<void()>& body);
+// Runs `body` as every thread of every block of the grid (blocks in order, x fastest), each
+// block with `shared_bytes` of dynamic shared memory (NaN-filled per block).
+void RunGrid(dim3 grid, dim3 block, size_t shared_bytes, const std::string& name,
+             const std::function<void()>& body);
+// The dynamic shared memory limit set for `kernel` (cudaFuncSetAttribute; 48 KiB without).
+size_t MaxDynamicShared(const void* kernel);
+// Stops the program unless the block has `threads` threads (CUB's BLOCK_DIM_X contract).
+void RequireBlockSize(int threads, const char* what);
 
 // ---- device side: the current block and thread ----
 
@@ -102,7 +128,9 @@ struct Fiber {
 };
 struct Block {
   std::vector<Fiber> fibers;
-  std::vector<uint64_t> shuffle;  // each lane's value at the current shuffle
+  std::vector<uint64_t> shuffle;         // each lane's value at the current shuffle
+  std::vector<uint64_t> dynamic_shared;  // `extern __shared__` (8-byte aligned words)
+  size_t dynamic_shared_bytes = 0;
   Fiber* cur = nullptr;
   dim3 block_idx, block_dim, grid_dim;
   std::string kernel;
@@ -118,6 +146,12 @@ void Yield(State s);
 void FreshShared(void* p, size_t bytes);
 
 inline dim3 ThreadIdx() { return dim3(g_block.cur->tid); }
+
+// `extern __shared__ T name[];` (cu_to_cc.py): the block's dynamic shared memory.
+template <typename T>
+T* DynamicShared() {
+  return reinterpret_cast<T*>(g_block.dynamic_shared.data());
+}
 
 template <typename T>
 T ShuffleXor(T v, int mask) {
@@ -152,11 +186,11 @@ class Launcher {
   template <typename K>
   auto Bind(K kernel) const {
     return [l = *this, kernel](auto... args) {
-      if (!l.Valid()) return;
+      if (!l.Valid(reinterpret_cast<const void*>(kernel))) return;
       int index = 0;
       (l.CheckArg(args, index++), ...);
       Enqueue(l.stream_, "kernel " + l.name_, [l, kernel, args...] {
-        RunGrid(l.grid_, l.block_, l.name_, [&] { kernel(args...); });
+        RunGrid(l.grid_, l.block_, l.shared_bytes_, l.name_, [&] { kernel(args...); });
       });
     };
   }
@@ -164,7 +198,7 @@ class Launcher {
  private:
   // The driver's launch checks (an error for cudaGetLastError, nothing runs) and the
   // emulation's limits (a stop).
-  bool Valid() const;
+  bool Valid(const void* kernel) const;
   template <typename A>
   void CheckArg(const A& a, int index) const {
     if constexpr (std::is_pointer_v<A>) {
@@ -210,3 +244,24 @@ inline float __fsub_rn(float a, float b) {
   return r;
 }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+// Device min/max of integers (CUDA's overloads; the float ones are fminf/fmaxf).
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+// One thread runs at a time, so an atomic is a plain read-modify-write (its contention is
+// what the emulation cannot show).
+template <typename T>
+T atomicAdd(T* address, T value) {
+  const T old = *address;
+  *address = old + value;
+  return old;
+}

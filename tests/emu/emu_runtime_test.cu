@@ -45,6 +45,16 @@ __global__ void DivergentShuffleKernel(float* out) {
   out[threadIdx.x] = v;
 }
 
+// Dynamic shared memory: each thread writes its slot, then reads its neighbour's after the
+// barrier; `extra` more slots than the launch gave are written past its end.
+__global__ void DynamicSharedKernel(float* out, int extra) {
+  extern __shared__ float buf[];
+  buf[threadIdx.x] = static_cast<float>(threadIdx.x);
+  if (threadIdx.x < static_cast<unsigned>(extra)) buf[blockDim.x + threadIdx.x] = 0.0f;
+  __syncthreads();
+  out[blockIdx.y * blockDim.x + threadIdx.x] = buf[(threadIdx.x + 1) % blockDim.x];
+}
+
 std::vector<float> Get(const float* d, int n) {
   std::vector<float> v(n);
   EXPECT_EQ(cudaMemcpy(v.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
@@ -144,6 +154,159 @@ TEST(CudaEmuRuntimeTest, KernelsOnANonBlockingStreamRunWhenItIsSynchronized) {
   ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
   cudaFree(x);
   cudaFree(y);
+}
+
+TEST(CudaEmuRuntimeTest, DynamicSharedMemoryIsCheckedAgainstItsSizeAndTheAttribute) {
+  float* out = Put(std::vector<float>(64, 0.0f));
+  DynamicSharedKernel<<<dim3(1, 2), 32, 32 * sizeof(float)>>>(out, 0);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<float> got = Get(out, 64);
+  EXPECT_EQ(got[0], 1.0f);
+  EXPECT_EQ(got[63], 0.0f);  // block y = 1, thread 31 reads slot 0
+  EXPECT_DEATH(
+      {
+        DynamicSharedKernel<<<1, 32, 32 * sizeof(float)>>>(out, 1);
+        cudaDeviceSynchronize();
+      },
+      "a write past the end of its 128 bytes of dynamic shared memory");
+  // Over 48 KiB needs the kernel's attribute raised first, as on the device.
+  DynamicSharedKernel<<<1, 32, 64 << 10>>>(out, 0);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  ASSERT_EQ(cudaFuncSetAttribute(DynamicSharedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 64 << 10),
+            cudaSuccess);
+  DynamicSharedKernel<<<1, 32, 64 << 10>>>(out, 0);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(cudaFuncSetAttribute(DynamicSharedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 300 << 10),
+            cudaErrorInvalidValue);
+  cudaFree(out);
+}
+
+TEST(CudaEmuRuntimeTest, ACaptureRecordsWorkThatEachGraphLaunchReplays) {
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  float* x = Put(std::vector<float>(4, 2.0f));
+  float* y = Put(std::vector<float>(4, 0.0f));
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  CopyKernel<<<1, 32, 0, s>>>(x, 4, y);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(Get(y, 4)[0], 0.0f);  // captured, not run
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(Get(y, 4)[0], 2.0f);
+  // A replay reads the buffers as they are then.
+  ASSERT_EQ(cudaMemcpy(x, std::vector<float>(4, 5.0f).data(), 16, cudaMemcpyHostToDevice),
+            cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // s does not wait for the legacy stream
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(Get(y, 4)[3], 5.0f);
+  ASSERT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
+  cudaFree(x);
+  cudaFree(y);
+}
+
+TEST(CudaEmuRuntimeTest, ACaptureRefusesSynchronisingCallsAndIsInvalidated) {
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  float* x = Put(std::vector<float>(4, 2.0f));
+  std::vector<float> host(4);
+  void* more = nullptr;
+  for (int call = 0; call < 5; ++call) {
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    cudaError_t e = cudaSuccess;
+    switch (call) {
+      case 0:
+        e = cudaStreamSynchronize(s);
+        break;
+      case 1:
+        e = cudaMemcpy(host.data(), x, 16, cudaMemcpyDeviceToHost);
+        break;
+      case 2:
+        e = cudaMalloc(&more, 16);
+        break;
+      case 3:
+        e = cudaDeviceSynchronize();
+        break;
+      case 4:
+        e = cudaMemcpyAsync(host.data(), x, 16, cudaMemcpyDeviceToHost, s);
+        break;
+    }
+    EXPECT_EQ(e, cudaErrorStreamCaptureUnsupported) << call;
+    cudaGraph_t graph = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated) << call;
+    EXPECT_EQ(graph, nullptr);
+  }
+  // Relaxed mode allows cudaMalloc, never a synchronisation of the capturing stream.
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&more, 16), cudaSuccess);
+  EXPECT_EQ(cudaStreamSynchronize(s), cudaErrorStreamCaptureUnsupported);
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+  ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
+  cudaFree(more);
+  cudaFree(x);
+}
+
+TEST(CudaEmuRuntimeTest, EventsCompleteWhenTheWorkBeforeThemHasRun) {
+  cudaStream_t a = nullptr, b = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+  float* x = Put(std::vector<float>(4, 2.0f));
+  float* y = Put(std::vector<float>(4, 0.0f));
+  float* host = nullptr;
+  ASSERT_EQ(cudaHostAlloc(reinterpret_cast<void**>(&host), 16, cudaHostAllocPortable), cudaSuccess);
+  float* z = Put(std::vector<float>(4, 0.0f));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the uploads, before a and b use them
+  cudaEvent_t e = nullptr;
+  ASSERT_EQ(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), cudaSuccess);
+  EXPECT_EQ(cudaEventQuery(e), cudaSuccess);  // never recorded
+  CopyKernel<<<1, 32, 0, a>>>(x, 4, y);
+  ASSERT_EQ(cudaEventRecord(e, a), cudaSuccess);
+  // b's copy into pinned memory waits for a's kernel, and the host does not wait for it.
+  ASSERT_EQ(cudaStreamWaitEvent(b, e, 0), cudaSuccess);
+  host[0] = -1.0f;
+  ASSERT_EQ(cudaMemcpyAsync(host, y, 16, cudaMemcpyDeviceToHost, b), cudaSuccess);
+  EXPECT_EQ(host[0], -1.0f);
+  EXPECT_EQ(cudaEventQuery(e), cudaErrorNotReady);  // the device moves on as the host polls
+  EXPECT_EQ(cudaEventQuery(e), cudaSuccess);
+  EXPECT_EQ(host[0], -1.0f);  // b has not run yet
+  cudaEvent_t done = nullptr;
+  ASSERT_EQ(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(done, b), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(done), cudaSuccess);
+  EXPECT_EQ(host[0], 2.0f);
+  // A pinned source is read when the copy runs, not when it is queued.
+  host[1] = 7.0f;
+  ASSERT_EQ(cudaMemcpyAsync(z, host, 16, cudaMemcpyHostToDevice, b), cudaSuccess);
+  host[1] = 8.0f;
+  ASSERT_EQ(cudaStreamSynchronize(b), cudaSuccess);
+  EXPECT_EQ(Get(z, 4)[1], 8.0f);
+  // 2-D copies: two rows of 8 bytes out of a 16-byte pitch; a third row is past the end.
+  float* w = Put({0, 1, 2, 3, 4, 5, 6, 7});
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> rows(4, 0.0f);
+  ASSERT_EQ(cudaMemcpy2DAsync(rows.data(), 8, w, 16, 8, 2, cudaMemcpyDeviceToHost, b),
+            cudaSuccess);
+  EXPECT_EQ(rows, (std::vector<float>{0, 1, 4, 5}));
+  EXPECT_DEATH(cudaMemcpy2DAsync(rows.data(), 8, w, 16, 8, 3, cudaMemcpyDeviceToHost, b),
+               "40 bytes at offset 0 run past the end of a 32-byte device allocation");
+  cudaFree(w);
+  ASSERT_EQ(cudaEventDestroy(e), cudaSuccess);
+  ASSERT_EQ(cudaEventDestroy(done), cudaSuccess);
+  ASSERT_EQ(cudaFreeHost(host), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(a), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(b), cudaSuccess);
+  cudaFree(x);
+  cudaFree(y);
+  cudaFree(z);
 }
 
 }  // namespace

@@ -54,10 +54,33 @@ extern "C" void spw_emu_swap(void** save_sp, void* next_sp);
 #define SPW_EMU_ASAN 0
 #endif
 
+using EmuOp = std::pair<std::string, std::function<void()>>;
+
 struct CUstream_st {
   bool non_blocking = false;
   bool legacy = false;
-  std::deque<std::pair<std::string, std::function<void()>>> queue;
+  std::deque<EmuOp> queue;
+  // Stream capture (cudaStreamBeginCapture): work goes into `captured` instead of `queue`.
+  bool capturing = false;
+  bool capture_invalid = false;
+  cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
+  std::vector<EmuOp> captured;
+};
+
+// An event: the serial of its latest record and of the latest record that has run. Never
+// freed (cudaEventDestroy marks it), as queued work may still name it.
+struct CUevent_st {
+  uint64_t recorded = 0, completed = 0;
+  CUstream_st* stream = nullptr;
+  bool destroyed = false;
+};
+
+// A captured graph and its instantiation: the captured work, replayed in capture order.
+struct CUgraph_st {
+  std::vector<EmuOp> ops;
+};
+struct CUgraphExec_st {
+  std::vector<EmuOp> ops;
 };
 
 namespace spw_emu {
@@ -82,7 +105,10 @@ struct Runtime {
   CUstream_st legacy{.non_blocking = false, .legacy = true, .queue = {}};
   std::vector<CUstream_st*> streams;  // live created streams, in creation order
   cudaError_t last_error = cudaSuccess;
-  std::string running;  // the operation in progress (for reports)
+  std::string running;                 // the operation in progress (for reports)
+  std::map<uintptr_t, size_t> pinned;  // cudaHostAlloc'd: base -> bytes
+  std::unordered_map<const void*, size_t> dynamic_shared;  // cudaFuncSetAttribute limits
+  uint64_t event_serial = 0;
 };
 
 Runtime& R() {
@@ -125,15 +151,49 @@ CUstream_st* Resolve(cudaStream_t s) {
   return s;
 }
 
+// Runs the oldest queued operation of `s`.
+void RunOne(CUstream_st* s) {
+  auto [what, op] = std::move(s->queue.front());
+  s->queue.pop_front();
+  const std::string outer = R().running;  // an event wait runs other streams' work inside
+  R().running = what;
+  op();
+  R().running = outer;
+  CheckGuards(what);
+}
+
 void Drain(CUstream_st* s) {
-  while (!s->queue.empty()) {
-    auto [what, op] = std::move(s->queue.front());
-    s->queue.pop_front();
-    R().running = what;
-    op();
-    R().running.clear();
-    CheckGuards(what);
+  while (!s->queue.empty()) RunOne(s);
+}
+
+// Runs `s`'s work up to the latest record of `e`.
+void DrainUntil(CUstream_st* s, const CUevent_st* e, uint64_t serial) {
+  while (e->completed < serial) {
+    if (s->queue.empty()) Fail("an event record that never runs (recorded in a capture?)");
+    RunOne(s);
   }
+}
+
+// The stream being captured (one host thread drives the emulation), or null.
+CUstream_st* Capturing() {
+  for (CUstream_st* s : R().streams) {
+    if (s->capturing) return s;
+  }
+  return nullptr;
+}
+
+// A call that CUDA refuses while a capture is under way (in the global and thread-local modes
+// for `unsafe` calls such as cudaMalloc and synchronising ones, in every mode for a
+// synchronisation of the capturing stream): it invalidates the capture, as CUDA's does, and
+// returns the error the call gives. cudaSuccess when the call may go on.
+cudaError_t RefuseInCapture(bool unsafe, const CUstream_st* syncs = nullptr) {
+  CUstream_st* c = Capturing();
+  if (c == nullptr) return cudaSuccess;
+  const bool refused = (unsafe && c->capture_mode != cudaStreamCaptureModeRelaxed) ||
+                       (syncs != nullptr && (syncs == c || (syncs->legacy && !c->non_blocking)));
+  if (!refused) return cudaSuccess;
+  c->capture_invalid = true;
+  return cudaErrorStreamCaptureUnsupported;
 }
 
 void DrainBlocking() {
@@ -198,8 +258,15 @@ Order ThreadOrder() {
   return o;
 }
 
+// Dynamic shared memory is followed by this many NaN guard words, checked after each block.
+constexpr size_t kSharedGuardWords = 32;
+constexpr uint64_t kSharedGuard = 0x7fa5a5a57fa5a5a5ull;
+
 void RunBlock() {
   Block& b = g_block;
+  const size_t shared_words = (b.dynamic_shared_bytes + 7) / 8;
+  b.dynamic_shared.assign(shared_words + kSharedGuardWords, kSharedGuard);
+  std::memset(b.dynamic_shared.data(), 0xff, b.dynamic_shared_bytes);
   const unsigned n = b.block_dim.x;
   Stacks& st = S();
   while (st.stacks.size() < n) {
@@ -292,6 +359,12 @@ void RunBlock() {
       if (f.state == State::kBlockBar) f.state = State::kRun;
     }
   }
+  for (size_t w = shared_words; w < b.dynamic_shared.size(); ++w) {
+    if (b.dynamic_shared[w] != kSharedGuard) {
+      Fail("kernel " + b.kernel + ": a write past the end of its " +
+           std::to_string(b.dynamic_shared_bytes) + " bytes of dynamic shared memory");
+    }
+  }
   for (unsigned t = 0; t < n; ++t) {
     if (std::memcmp(st.stacks[t].get(), &kStackCanary, sizeof(kStackCanary)) != 0) {
       Fail("kernel " + b.kernel + ": a thread overflowed its " + std::to_string(kStackBytes >> 10) +
@@ -328,6 +401,17 @@ void SetLastError(cudaError_t e) { R().last_error = e; }
 
 void Enqueue(cudaStream_t stream, std::string what, std::function<void()> op) {
   CUstream_st* s = Resolve(stream);
+  if (s->capturing) {
+    s->captured.emplace_back(std::move(what), std::move(op));
+    return;
+  }
+  if (CUstream_st* c = Capturing(); c != nullptr && s->legacy && !c->non_blocking) {
+    // The legacy stream would wait for the capturing (blocking) stream: CUDA refuses that
+    // implicit dependency and invalidates the capture.
+    c->capture_invalid = true;
+    SetLastError(cudaErrorStreamCaptureImplicit);
+    return;
+  }
   // The legacy stream waits for the blocking streams' earlier work and they wait for its.
   if (s->legacy) {
     DrainBlocking();
@@ -356,19 +440,37 @@ void FreshShared(void* p, size_t bytes) {
   std::memset(p, 0xff, bytes);
 }
 
-void RunGrid(dim3 grid, dim3 block, const std::string& name, const std::function<void()>& body) {
+void RunGrid(dim3 grid, dim3 block, size_t shared_bytes, const std::string& name,
+             const std::function<void()>& body) {
   g_block.grid_dim = grid;
   g_block.block_dim = block;
   g_block.kernel = name;
+  g_block.dynamic_shared_bytes = shared_bytes;
   S().body = &body;
-  for (unsigned b = 0; b < grid.x; ++b) {
-    g_block.block_idx = dim3(b);
-    RunBlock();
+  for (unsigned z = 0; z < grid.z; ++z) {
+    for (unsigned y = 0; y < grid.y; ++y) {
+      for (unsigned x = 0; x < grid.x; ++x) {
+        g_block.block_idx = dim3(x, y, z);
+        RunBlock();
+      }
+    }
   }
   S().body = nullptr;
 }
 
-bool Launcher::Valid() const {
+size_t MaxDynamicShared(const void* kernel) {
+  auto it = R().dynamic_shared.find(kernel);
+  return it != R().dynamic_shared.end() ? it->second : size_t{48} << 10;
+}
+
+void RequireBlockSize(int threads, const char* what) {
+  if (g_block.block_dim.x != static_cast<unsigned>(threads)) {
+    Fail("kernel " + g_block.kernel + ": " + what + " for " + std::to_string(threads) +
+         " threads in a block of " + std::to_string(g_block.block_dim.x));
+  }
+}
+
+bool Launcher::Valid(const void* kernel) const {
   const uint64_t threads = uint64_t{block_.x} * block_.y * block_.z;
   if (threads == 0 || threads > 1024 || block_.z > 64 || grid_.x == 0 || grid_.x > 0x7fffffffu ||
       grid_.y == 0 || grid_.y > 65535 || grid_.z == 0 || grid_.z > 65535) {
@@ -379,10 +481,13 @@ bool Launcher::Valid() const {
     SetLastError(cudaErrorLaunchOutOfResources);
     return false;
   }
-  if (block_.y != 1 || block_.z != 1 || grid_.y != 1 || grid_.z != 1 || block_.x % 32 != 0 ||
-      shared_bytes_ != 0) {
-    Fail("EMU limitation: kernel " + name_ +
-         " needs a 2-D/3-D launch, a partial warp or dynamic shared memory");
+  // More dynamic shared memory than the kernel's attribute allows (48 KiB unless raised).
+  if (shared_bytes_ > MaxDynamicShared(kernel)) {
+    SetLastError(cudaErrorInvalidValue);
+    return false;
+  }
+  if (block_.y != 1 || block_.z != 1 || block_.x % 32 != 0) {
+    Fail("EMU limitation: kernel " + name_ + " needs a 2-D/3-D block or a partial warp");
   }
   return true;
 }
@@ -424,12 +529,14 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 }
 
 cudaError_t cudaDeviceSynchronize() {
+  if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
   spw_emu::DrainAll();
   return cudaSuccess;
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   *ptr = nullptr;
+  if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
   if (bytes > spw_emu::kTotalBytes - std::min(R().allocated, spw_emu::kTotalBytes)) {
     return cudaErrorMemoryAllocation;
   }
@@ -450,6 +557,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 
 cudaError_t cudaFree(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
+  if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
   spw_emu::DrainAll();  // cudaFree waits for the device
   auto it = R().allocations.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == R().allocations.end()) Fail("cudaFree of a pointer cudaMalloc did not return");
@@ -462,53 +570,124 @@ cudaError_t cudaFree(void* ptr) {
 
 namespace {
 
-// Checks a copy's pointers against its kind and queues it; a host source is staged now.
-// Returns whether the host must wait for it (a copy into host memory).
-bool QueueCopy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream,
-               const char* api) {
+// Whether [p, p + bytes) lies in one cudaHostAlloc allocation (pinned: copies read and write
+// it when they run, not when they are queued).
+bool IsPinned(const void* p, size_t bytes) {
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  auto it = R().pinned.upper_bound(addr);
+  if (it == R().pinned.begin()) return false;
+  --it;
+  return addr + bytes <= it->first + it->second;
+}
+
+// A 2-D copy of `height` rows of `width` bytes (a plain copy is one row): checks its pointers
+// against its kind and queues it. A pageable host source is staged now (outside a capture,
+// where the graph's copy reads the host address when it runs); pinned memory is read and
+// written when the copy runs. Returns whether the host must wait for it (a copy into pageable
+// host memory), or an error.
+cudaError_t QueueCopy(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
+                      size_t height, cudaMemcpyKind kind, cudaStream_t stream, const char* api,
+                      bool* wait) {
+  *wait = false;
+  if (width > dpitch || width > spitch) return cudaErrorInvalidValue;
   const bool dst_dev = spw_emu::IsDeviceRange(dst, 1), src_dev = spw_emu::IsDeviceRange(src, 1);
   if (kind == cudaMemcpyDefault) {
     kind = src_dev ? (dst_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost)
                    : (dst_dev ? cudaMemcpyHostToDevice : cudaMemcpyHostToHost);
   }
-  const std::string what = std::string(api) + " of " + std::to_string(bytes) + " bytes";
+  const size_t dst_extent = height == 0 ? 0 : dpitch * (height - 1) + width;
+  const size_t src_extent = height == 0 ? 0 : spitch * (height - 1) + width;
+  const std::string what = std::string(api) + " of " + std::to_string(width * height) + " bytes";
   const bool to_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool from_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   if (to_dev) {
-    spw_emu::RequireDeviceRange(dst, bytes, what + ", destination");
+    spw_emu::RequireDeviceRange(dst, dst_extent, what + ", destination");
   } else if (dst_dev) {
     Fail(what + ": the destination is device memory but the kind says host");
   }
   if (from_dev) {
-    spw_emu::RequireDeviceRange(src, bytes, what + ", source");
+    spw_emu::RequireDeviceRange(src, src_extent, what + ", source");
   } else if (src_dev) {
     Fail(what + ": the source is device memory but the kind says host");
   }
-  if (bytes == 0) return false;
-  if (!from_dev) {
-    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
-                                                      static_cast<const char*>(src) + bytes);
-    spw_emu::Enqueue(stream, what,
-                     [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+  if (width * height == 0) return cudaSuccess;
+  CUstream_st* s = spw_emu::Resolve(stream);
+  const bool src_pinned = !from_dev && IsPinned(src, src_extent);
+  const bool dst_pinned = !to_dev && IsPinned(dst, dst_extent);
+  auto rows = [=](char* d, const char* from, size_t from_pitch) {
+    for (size_t r = 0; r < height; ++r) std::memcpy(d + r * dpitch, from + r * from_pitch, width);
+  };
+  if (!from_dev && !src_pinned && !s->capturing) {
+    auto staged = std::make_shared<std::vector<char>>(width * height);
+    for (size_t r = 0; r < height; ++r) {
+      std::memcpy(staged->data() + r * width, static_cast<const char*>(src) + r * spitch, width);
+    }
+    spw_emu::Enqueue(stream, what, [=] { rows(static_cast<char*>(dst), staged->data(), width); });
   } else {
-    spw_emu::Enqueue(stream, what, [dst, src, bytes] { std::memcpy(dst, src, bytes); });
+    spw_emu::Enqueue(stream, what,
+                     [=] { rows(static_cast<char*>(dst), static_cast<const char*>(src), spitch); });
   }
-  return !to_dev;
+  *wait = !to_dev && !dst_pinned;
+  if (*wait && s->capturing) {
+    // A copy into pageable memory makes the host wait for the capturing stream.
+    s->capture_invalid = true;
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  return cudaSuccess;
 }
 
 }  // namespace
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  if (QueueCopy(dst, src, bytes, kind, nullptr, "cudaMemcpy")) spw_emu::Drain(&R().legacy);
+  // Synchronous on the legacy stream: refused while a capture is under way.
+  if (cudaError_t e = spw_emu::RefuseInCapture(true, &R().legacy); e != cudaSuccess) return e;
+  bool wait = false;
+  const cudaError_t e =
+      QueueCopy(dst, bytes, src, bytes, bytes, 1, kind, nullptr, "cudaMemcpy", &wait);
+  if (e != cudaSuccess) return e;
+  // A copy into host memory returns once done; one into device memory once its pageable
+  // source is staged (it may still be in flight, unordered with non-blocking streams).
+  if (wait) spw_emu::Drain(&R().legacy);
   return cudaSuccess;
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
-  // Host memory here is pageable: a copy into it returns once done.
-  if (QueueCopy(dst, src, bytes, kind, stream, "cudaMemcpyAsync")) {
-    spw_emu::Drain(spw_emu::Resolve(stream));
-  }
+  return cudaMemcpy2DAsync(dst, bytes, src, bytes, bytes, 1, kind, stream);
+}
+
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
+                              size_t width, size_t height, cudaMemcpyKind kind,
+                              cudaStream_t stream) {
+  bool wait = false;
+  const cudaError_t e =
+      QueueCopy(dst, dpitch, src, spitch, width, height, kind, stream,
+                height == 1 && dpitch == width ? "cudaMemcpyAsync" : "cudaMemcpy2DAsync", &wait);
+  if (e != cudaSuccess) return e;
+  // A copy into pageable host memory returns once done.
+  if (wait) spw_emu::Drain(spw_emu::Resolve(stream));
+  return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int /*flags*/) {
+  *ptr = nullptr;
+  if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
+  void* p = std::aligned_alloc(4096, (std::max<size_t>(bytes, 1) + 4095) / 4096 * 4096);
+  if (p == nullptr) return cudaErrorMemoryAllocation;
+  std::memset(p, 0xff, bytes);
+  R().pinned[reinterpret_cast<uintptr_t>(p)] = bytes;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
+  auto it = R().pinned.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == R().pinned.end()) Fail("cudaFreeHost of a pointer cudaHostAlloc did not return");
+  spw_emu::DrainAll();  // as cudaFree, it waits for the device
+  R().pinned.erase(it);
+  std::free(ptr);
   return cudaSuccess;
 }
 
@@ -544,7 +723,140 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  spw_emu::Drain(spw_emu::Resolve(stream));
+  CUstream_st* s = spw_emu::Resolve(stream);
+  if (cudaError_t e = spw_emu::RefuseInCapture(s->legacy, s); e != cudaSuccess) return e;
+  spw_emu::Drain(s);
+  return cudaSuccess;
+}
+
+// ---- events ----
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/) {
+  *event = new CUevent_st();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  return cudaEventCreateWithFlags(event, cudaEventDefault);
+}
+
+namespace {
+
+CUevent_st* Live(cudaEvent_t e) {
+  if (e == nullptr || e->destroyed) Fail("use of a null or destroyed event");
+  return e;
+}
+
+}  // namespace
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  Live(event)->destroyed = true;  // kept: queued work may still complete it
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  CUevent_st* e = Live(event);
+  CUstream_st* s = spw_emu::Resolve(stream);
+  if (s->capturing) Fail("EMU limitation: cudaEventRecord in a stream capture");
+  const uint64_t serial = ++R().event_serial;
+  e->recorded = serial;
+  e->stream = s;
+  spw_emu::Enqueue(stream, "cudaEventRecord",
+                   [e, serial] { e->completed = std::max(e->completed, serial); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  CUevent_st* e = Live(event);
+  if (e->completed >= e->recorded) return cudaSuccess;
+  // Not done yet. The device moves on while the host polls: the work before the record runs
+  // now, so a later query finds it done (and a loop of queries ends).
+  spw_emu::DrainUntil(e->stream, e, e->recorded);
+  return cudaErrorNotReady;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  CUevent_st* e = Live(event);
+  if (e->completed < e->recorded) spw_emu::DrainUntil(e->stream, e, e->recorded);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int /*flags*/) {
+  CUevent_st* e = Live(event);
+  if (spw_emu::Resolve(stream)->capturing) Fail("EMU limitation: cudaStreamWaitEvent in a capture");
+  // The wait names the record made before this call (a later record does not move it).
+  const uint64_t serial = e->recorded;
+  if (serial == 0 || e->completed >= serial) return cudaSuccess;
+  CUstream_st* from = e->stream;
+  spw_emu::Enqueue(stream, "cudaStreamWaitEvent",
+                   [e, from, serial] { spw_emu::DrainUntil(from, e, serial); });
+  return cudaSuccess;
+}
+
+// ---- stream capture and graphs ----
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  CUstream_st* s = spw_emu::Resolve(stream);
+  // The legacy stream cannot be captured; one capture at a time here (one host thread).
+  if (s->legacy || spw_emu::Capturing() != nullptr) return cudaErrorIllegalState;
+  s->capturing = true;
+  s->capture_invalid = false;
+  s->capture_mode = mode;
+  s->captured.clear();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  CUstream_st* s = spw_emu::Resolve(stream);
+  *graph = nullptr;
+  if (!s->capturing) return cudaErrorIllegalState;
+  s->capturing = false;
+  std::vector<EmuOp> ops = std::move(s->captured);
+  s->captured.clear();
+  if (s->capture_invalid) return cudaErrorStreamCaptureInvalidated;
+  *graph = new CUgraph_st{std::move(ops)};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                 unsigned long long /*flags*/) {
+  if (graph == nullptr) return cudaErrorInvalidValue;
+  *exec = new CUgraphExec_st{graph->ops};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (exec == nullptr) return cudaErrorInvalidValue;
+  // One operation on the stream: the graph's work in capture order.
+  spw_emu::Enqueue(stream, "cudaGraphLaunch", [ops = exec->ops] {
+    const std::string outer = R().running;
+    for (const auto& [what, op] : ops) {
+      R().running = "cudaGraphLaunch: " + what;
+      op();
+      spw_emu::CheckGuards(what + " (in a graph)");
+    }
+    R().running = outer;
+  });
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;  // a launched graph holds its own copy of the work
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+
+cudaError_t spw_emu_FuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  // The opt-in limit of the emulated device (compute capability 9.0: 227 KiB).
+  constexpr int kOptInMax = 232448;
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > kOptInMax) {
+    return cudaErrorInvalidValue;
+  }
+  R().dynamic_shared[func] = static_cast<size_t>(value);
   return cudaSuccess;
 }
 
@@ -573,6 +885,15 @@ constexpr ErrorText kErrors[] = {
     {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
     {cudaErrorLaunchOutOfResources, "cudaErrorLaunchOutOfResources",
      "too many resources requested for launch"},
+    {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
+    {cudaErrorIllegalState, "cudaErrorIllegalState",
+     "the operation cannot be performed in the present state"},
+    {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
+     "operation not permitted when stream is capturing"},
+    {cudaErrorStreamCaptureInvalidated, "cudaErrorStreamCaptureInvalidated",
+     "operation failed due to a previous error during capture"},
+    {cudaErrorStreamCaptureImplicit, "cudaErrorStreamCaptureImplicit",
+     "operation would make the legacy stream depend on a capturing blocking stream"},
 };
 
 const ErrorText* FindError(cudaError_t error) {

@@ -121,10 +121,18 @@ TEST_F(KernelsTest, MatMulMatchesCpu) {
 TEST_F(KernelsTest, LoraMatchesCpu) {
   const int64_t in = 96, out = 80, rank = 8, n = 11;
   auto [wc, wg] = Weight(GgmlType::kBF16, out, in, RandomFloats(out * in, 50, 0.1f));
-  auto [a1c, a1g] = Weight(GgmlType::kBF16, rank, in, RandomFloats(rank * in, 51, 0.2f));
-  auto [b1c, b1g] = Weight(GgmlType::kBF16, out, rank, RandomFloats(out * rank, 52, 0.2f));
-  auto [a2c, a2g] = Weight(GgmlType::kBF16, rank, in, RandomFloats(rank * in, 53, 0.2f));
-  auto [b2c, b2g] = Weight(GgmlType::kBF16, out, rank, RandomFloats(out * rank, 54, 0.2f));
+  // LoRA matrices load as F32 (BackendLoraAdapter; the CPU backend takes nothing else) and the
+  // GPU keeps them in bf16: values that bf16 holds exactly give both backends the same A and B.
+  auto bf16_exact = [](std::vector<float> v) {
+    for (float& x : v) x = cpu::Bf16ToF32(cpu::F32ToBf16(x));
+    return v;
+  };
+  auto [a1c, a1g] = Weight(GgmlType::kF32, rank, in, bf16_exact(RandomFloats(rank * in, 51, 0.2f)));
+  auto [b1c, b1g] =
+      Weight(GgmlType::kF32, out, rank, bf16_exact(RandomFloats(out * rank, 52, 0.2f)));
+  auto [a2c, a2g] = Weight(GgmlType::kF32, rank, in, bf16_exact(RandomFloats(rank * in, 53, 0.2f)));
+  auto [b2c, b2g] =
+      Weight(GgmlType::kF32, out, rank, bf16_exact(RandomFloats(out * rank, 54, 0.2f)));
   Layout l;
   l.AddChunk(0, static_cast<int32_t>(n), {0});
   Begin(l.View());
@@ -278,6 +286,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         // SmolLM2's heads: decode of five sequences, one past 8k (split-K).
         AttentionCase{"decode_gqa3", 9, 3, 64, {{0, 1}, {16, 1}, {299, 1}, {1000, 1}, {8299, 1}}},
+        // One sequence's decode: three blocks for the device's SMs, so split-K over ~600 keys.
+        AttentionCase{"decode_split", 9, 3, 64, {{600, 1}}},
         // Llama-3-8B's heads: a prefill chunk after earlier context, a fresh prompt and a
         // decode token in one batch.
         AttentionCase{"mixed_gqa4", 32, 8, 128, {{40, 77}, {0, 33}, {500, 1}}},

@@ -40,11 +40,14 @@ std::vector<std::byte> PackedBlock(const CudaBackend& g, const KvLayout& kv,
 }
 
 // ~30 ms of compute on the stream (SwiGlu over 256 MiB activations), so that what is queued
-// after it runs late.
+// after it runs late. SPW_GPU_TEST_SMALL (the emu tier sets it: its streams run nothing until
+// the host waits, so everything queued runs late there anyway) makes it a token amount.
 void BusyCompute(CudaBackend& g) {
-  const Activation a = g.Scratch(4096, 16384), b = g.Scratch(4096, 16384),
-                   c = g.Scratch(4096, 16384);
-  for (int i = 0; i < 100; ++i) g.SwiGlu(a, b, c);
+  const bool small = std::getenv("SPW_GPU_TEST_SMALL") != nullptr;
+  const int64_t rows = small ? 4 : 4096;
+  const Activation a = g.Scratch(rows, 16384), b = g.Scratch(rows, 16384),
+                   c = g.Scratch(rows, 16384);
+  for (int i = 0; i < (small ? 2 : 100); ++i) g.SwiGlu(a, b, c);
 }
 
 // Writes k, v of `layout`'s tokens into every layer (seeded values), attention output ignored.
