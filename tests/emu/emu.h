@@ -74,6 +74,7 @@
 #include <cuda_runtime_api.h>
 #include <math.h>
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -247,16 +248,8 @@ inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 // Device min/max of integers (CUDA's overloads; the float ones are fminf/fmaxf).
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
-inline unsigned __float_as_uint(float f) {
-  unsigned u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
-}
-inline float __uint_as_float(unsigned u) {
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
+inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
+inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
 // One thread runs at a time, so an atomic is a plain read-modify-write (its contention is
 // what the emulation cannot show).
 template <typename T>

@@ -61,6 +61,12 @@ std::vector<float> Get(const float* d, int n) {
   return v;
 }
 
+cudaStream_t NonBlockingStream() {
+  cudaStream_t s = nullptr;
+  EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  return s;
+}
+
 float* Put(const std::vector<float>& v) {
   float* d = nullptr;
   EXPECT_EQ(cudaMalloc(&d, v.size() * sizeof(float)), cudaSuccess);
@@ -143,8 +149,7 @@ TEST(CudaEmuRuntimeTest, DivergentShufflesAndHostPointersStopTheProgram) {
 }
 
 TEST(CudaEmuRuntimeTest, KernelsOnANonBlockingStreamRunWhenItIsSynchronized) {
-  cudaStream_t s = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  cudaStream_t s = NonBlockingStream();
   float* x = Put(std::vector<float>(4, 2.0f));
   float* y = Put(std::vector<float>(4, 0.0f));
   CopyKernel<<<1, 32, 0, s>>>(x, 4, y);
@@ -184,8 +189,7 @@ TEST(CudaEmuRuntimeTest, DynamicSharedMemoryIsCheckedAgainstItsSizeAndTheAttribu
 }
 
 TEST(CudaEmuRuntimeTest, ACaptureRecordsWorkThatEachGraphLaunchReplays) {
-  cudaStream_t s = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  cudaStream_t s = NonBlockingStream();
   float* x = Put(std::vector<float>(4, 2.0f));
   float* y = Put(std::vector<float>(4, 0.0f));
   ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
@@ -214,8 +218,7 @@ TEST(CudaEmuRuntimeTest, ACaptureRecordsWorkThatEachGraphLaunchReplays) {
 }
 
 TEST(CudaEmuRuntimeTest, ACaptureRefusesSynchronisingCallsAndIsInvalidated) {
-  cudaStream_t s = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  cudaStream_t s = NonBlockingStream();
   float* x = Put(std::vector<float>(4, 2.0f));
   std::vector<float> host(4);
   void* more = nullptr;
@@ -256,9 +259,7 @@ TEST(CudaEmuRuntimeTest, ACaptureRefusesSynchronisingCallsAndIsInvalidated) {
 }
 
 TEST(CudaEmuRuntimeTest, EventsCompleteWhenTheWorkBeforeThemHasRun) {
-  cudaStream_t a = nullptr, b = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
-  ASSERT_EQ(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+  cudaStream_t a = NonBlockingStream(), b = NonBlockingStream();
   float* x = Put(std::vector<float>(4, 2.0f));
   float* y = Put(std::vector<float>(4, 0.0f));
   float* host = nullptr;
@@ -293,8 +294,7 @@ TEST(CudaEmuRuntimeTest, EventsCompleteWhenTheWorkBeforeThemHasRun) {
   float* w = Put({0, 1, 2, 3, 4, 5, 6, 7});
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<float> rows(4, 0.0f);
-  ASSERT_EQ(cudaMemcpy2DAsync(rows.data(), 8, w, 16, 8, 2, cudaMemcpyDeviceToHost, b),
-            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy2DAsync(rows.data(), 8, w, 16, 8, 2, cudaMemcpyDeviceToHost, b), cudaSuccess);
   EXPECT_EQ(rows, (std::vector<float>{0, 1, 4, 5}));
   EXPECT_DEATH(cudaMemcpy2DAsync(rows.data(), 8, w, 16, 8, 3, cudaMemcpyDeviceToHost, b),
                "40 bytes at offset 0 run past the end of a 32-byte device allocation");
