@@ -31,8 +31,8 @@
 //   cudaErrorStreamCaptureUnsupported, and the capture invalidated (cudaStreamEndCapture:
 //   cudaErrorStreamCaptureInvalidated): cudaMalloc, cudaFree, cudaHostAlloc, cudaMemcpy,
 //   cudaDeviceSynchronize and a synchronisation of the legacy stream (not in relaxed mode),
-//   a synchronisation of the capturing stream or a copy into pageable memory on it (in any
-//   mode); legacy-stream work while a blocking stream is captured is
+//   a synchronisation of the capturing stream or a copy from or into pageable memory on it
+//   (in any mode); legacy-stream work while a blocking stream is captured is
 //   cudaErrorStreamCaptureImplicit. cudaHostAlloc memory is pinned: copies read and write it
 //   when they run (a pageable source is staged when the copy is queued), and a copy into it
 //   does not make the host wait.

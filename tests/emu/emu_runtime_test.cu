@@ -222,7 +222,7 @@ TEST(CudaEmuRuntimeTest, ACaptureRefusesSynchronisingCallsAndIsInvalidated) {
   float* x = Put(std::vector<float>(4, 2.0f));
   std::vector<float> host(4);
   void* more = nullptr;
-  for (int call = 0; call < 5; ++call) {
+  for (int call = 0; call < 6; ++call) {
     ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
     cudaError_t e = cudaSuccess;
     switch (call) {
@@ -240,6 +240,9 @@ TEST(CudaEmuRuntimeTest, ACaptureRefusesSynchronisingCallsAndIsInvalidated) {
         break;
       case 4:
         e = cudaMemcpyAsync(host.data(), x, 16, cudaMemcpyDeviceToHost, s);
+        break;
+      case 5:
+        e = cudaMemcpyAsync(x, host.data(), 16, cudaMemcpyHostToDevice, s);
         break;
     }
     EXPECT_EQ(e, cudaErrorStreamCaptureUnsupported) << call;

@@ -102,7 +102,11 @@ struct Allocation {
 struct Runtime {
   std::map<uintptr_t, Allocation> allocations;  // by base address
   size_t allocated = 0;
-  CUstream_st legacy{.non_blocking = false, .legacy = true, .queue = {}};
+  CUstream_st legacy = [] {
+    CUstream_st l;
+    l.legacy = true;
+    return l;
+  }();
   std::vector<CUstream_st*> streams;  // live created streams, in creation order
   cudaError_t last_error = cudaSuccess;
   std::string running;                 // the operation in progress (for reports)
@@ -581,10 +585,9 @@ bool IsPinned(const void* p, size_t bytes) {
 }
 
 // A 2-D copy of `height` rows of `width` bytes (a plain copy is one row): checks its pointers
-// against its kind and queues it. A pageable host source is staged now (outside a capture,
-// where the graph's copy reads the host address when it runs); pinned memory is read and
-// written when the copy runs. Returns whether the host must wait for it (a copy into pageable
-// host memory), or an error.
+// against its kind and queues it. A pageable host source is staged now; pinned memory is read
+// and written when the copy runs; pageable memory in a capture is refused. Returns whether the host
+// must wait for it (a copy into pageable host memory), or an error.
 cudaError_t QueueCopy(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
                       size_t height, cudaMemcpyKind kind, cudaStream_t stream, const char* api,
                       bool* wait) {
@@ -617,7 +620,15 @@ cudaError_t QueueCopy(void* dst, size_t dpitch, const void* src, size_t spitch, 
   auto rows = [=](char* d, const char* from, size_t from_pitch) {
     for (size_t r = 0; r < height; ++r) std::memcpy(d + r * dpitch, from + r * from_pitch, width);
   };
-  if (!from_dev && !src_pinned && !s->capturing) {
+  const bool pageable = (!from_dev && !src_pinned) || (!to_dev && !dst_pinned);
+  if (pageable && s->capturing) {
+    // NOTE(emu): refused, so as to be no more permissive than CUDA: a graph cannot stage a
+    // pageable source at capture, and a copy into pageable memory would make the host wait
+    // for the capturing stream.
+    s->capture_invalid = true;
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  if (!from_dev && !src_pinned) {
     auto staged = std::make_shared<std::vector<char>>(width * height);
     for (size_t r = 0; r < height; ++r) {
       std::memcpy(staged->data() + r * width, static_cast<const char*>(src) + r * spitch, width);
@@ -628,11 +639,6 @@ cudaError_t QueueCopy(void* dst, size_t dpitch, const void* src, size_t spitch, 
                      [=] { rows(static_cast<char*>(dst), static_cast<const char*>(src), spitch); });
   }
   *wait = !to_dev && !dst_pinned;
-  if (*wait && s->capturing) {
-    // A copy into pageable memory makes the host wait for the capturing stream.
-    s->capture_invalid = true;
-    return cudaErrorStreamCaptureUnsupported;
-  }
   return cudaSuccess;
 }
 
