@@ -6,8 +6,8 @@
 //   RmsNorm: 1e-5 (the CPU sums squares in double, the GPU in f32).
 //   Rope: 2e-5 absolute (sincosf vs cosf/sinf of the same f32 angle, ≤ 2 ulp each).
 //   SwiGlu: 1e-5 (expf vs the CPU's AVX2 exp).
-//   MatMul and AddLora (bf16 weights): 1e-2 (the GPU rounds activations to bf16, 8 mantissa
-//   bits).
+//   MatMul (bf16 weights): 1e-2 (the GPU rounds activations to bf16, 8 mantissa
+//   bits). AddLora: 1e-4 against a host reference that rounds where the GPU does.
 //   Attention (f16 cache, f32 softmax): 1e-4 absolute on values in [-1, 1].
 // Skips without a GPU.
 #include <algorithm>
@@ -118,38 +118,67 @@ TEST_F(KernelsTest, MatMulMatchesCpu) {
   }
 }
 
-TEST_F(KernelsTest, LoraMatchesCpu) {
+// The GPU's LoRA (AddLora after MatMul) against a host reference of the same arithmetic:
+// x rounded to bf16 once (the base GEMM's copy, which AddLora reuses), bf16 W, A and B, the
+// rank-r product u rounded to bf16 between the two GEMMs, everything else exact (double).
+// NOTE(emu): compared with the CPU backend's f32 LoRA instead, the GPU's two bf16 roundings
+// alone came to 0.86e-2 of the RMS on average over 50 seeds and past 1e-2 on 18% of them (a
+// NumPy model of both), so that comparison measured the design's rounding, not the kernels;
+// against the reference that rounds where the GPU does, only f32 summation order remains.
+TEST_F(KernelsTest, LoraMatchesBf16Reference) {
   const int64_t in = 96, out = 80, rank = 8, n = 11;
-  auto [wc, wg] = Weight(GgmlType::kBF16, out, in, RandomFloats(out * in, 50, 0.1f));
-  // LoRA matrices load as F32 (BackendLoraAdapter; the CPU backend takes nothing else) and the
-  // GPU keeps them in bf16: values that bf16 holds exactly give both backends the same A and B.
   auto bf16_exact = [](std::vector<float> v) {
     for (float& x : v) x = cpu::Bf16ToF32(cpu::F32ToBf16(x));
     return v;
   };
-  auto [a1c, a1g] = Weight(GgmlType::kF32, rank, in, bf16_exact(RandomFloats(rank * in, 51, 0.2f)));
-  auto [b1c, b1g] =
-      Weight(GgmlType::kF32, out, rank, bf16_exact(RandomFloats(out * rank, 52, 0.2f)));
-  auto [a2c, a2g] = Weight(GgmlType::kF32, rank, in, bf16_exact(RandomFloats(rank * in, 53, 0.2f)));
-  auto [b2c, b2g] =
-      Weight(GgmlType::kF32, out, rank, bf16_exact(RandomFloats(out * rank, 54, 0.2f)));
+  const std::vector<float> w = bf16_exact(RandomFloats(out * in, 50, 0.1f));
+  auto [wc, wg] = Weight(GgmlType::kBF16, out, in, w);
+  // LoRA matrices load as F32 (BackendLoraAdapter) and the GPU keeps them in bf16: values
+  // that bf16 holds exactly.
+  const std::vector<float> a1 = bf16_exact(RandomFloats(rank * in, 51, 0.2f));
+  const std::vector<float> b1 = bf16_exact(RandomFloats(out * rank, 52, 0.2f));
+  const std::vector<float> a2 = bf16_exact(RandomFloats(rank * in, 53, 0.2f));
+  const std::vector<float> b2 = bf16_exact(RandomFloats(out * rank, 54, 0.2f));
+  auto [a1c, a1g] = Weight(GgmlType::kF32, rank, in, a1);
+  auto [b1c, b1g] = Weight(GgmlType::kF32, out, rank, b1);
+  auto [a2c, a2g] = Weight(GgmlType::kF32, rank, in, a2);
+  auto [b2c, b2g] = Weight(GgmlType::kF32, out, rank, b2);
   Layout l;
   l.AddChunk(0, static_cast<int32_t>(n), {0});
   Begin(l.View());
-  ActivationPair x = Upload(*cpu_, *gpu_, n, in, RandomFloats(n * in, 55));
-  Activation yc = cpu_->Scratch(n, out), yg = gpu_->Scratch(n, out);
-  cpu_->MatMul(*wc, x.cpu, yc);
+  const std::vector<float> xs = RandomFloats(n * in, 55);
+  ActivationPair x = Upload(*cpu_, *gpu_, n, in, xs);
+  Activation yg = gpu_->Scratch(n, out);
   gpu_->MatMul(*wg, x.gpu, yg);
   // Two adapters in one batch; rows 4 and 5 run the base model.
-  const std::vector<LoraRows> cpu_rows = {{0, 4, a1c.get(), b1c.get(), 2.0f},
-                                          {6, 11, a2c.get(), b2c.get(), 0.5f}};
   const std::vector<LoraRows> gpu_rows = {{0, 4, a1g.get(), b1g.get(), 2.0f},
                                           {6, 11, a2g.get(), b2g.get(), 0.5f}};
   ASSERT_TRUE(gpu_->SupportsLora());
-  cpu_->AddLora(x.cpu, cpu_rows, yc);
   gpu_->AddLora(x.gpu, gpu_rows, yg);
-  const Diff d = Compare(ToHost(*cpu_, yc), ToHost(*gpu_, yg));
-  EXPECT_LE(d.max_abs, 1e-2 * d.rms) << d.max_abs << " rms " << d.rms;
+
+  const std::vector<float> xb = bf16_exact(xs);
+  std::vector<float> want(n * out);
+  for (int64_t i = 0; i < n; ++i) {
+    const bool first = i < 4, second = i >= 6;
+    const std::vector<float>* a = first ? &a1 : second ? &a2 : nullptr;
+    const std::vector<float>* b = first ? &b1 : second ? &b2 : nullptr;
+    const double s = first ? 2.0 : 0.5;
+    std::vector<float> u(rank);
+    for (int64_t r = 0; a != nullptr && r < rank; ++r) {
+      double acc = 0;
+      for (int64_t k = 0; k < in; ++k) acc += double{xb[i * in + k]} * (*a)[r * in + k];
+      u[r] = cpu::Bf16ToF32(cpu::F32ToBf16(static_cast<float>(acc)));
+    }
+    for (int64_t o = 0; o < out; ++o) {
+      double acc = 0;
+      for (int64_t k = 0; k < in; ++k) acc += double{xb[i * in + k]} * w[o * in + k];
+      for (int64_t r = 0; b != nullptr && r < rank; ++r) acc += s * u[r] * (*b)[o * rank + r];
+      want[i * out + o] = static_cast<float>(acc);
+    }
+  }
+  // f32 accumulation over 96 and 8 terms against double: ~1e-6 relative per output.
+  const Diff d = Compare(want, ToHost(*gpu_, yg));
+  EXPECT_LE(d.max_abs, 1e-4 * d.rms) << d.max_abs << " rms " << d.rms;
 }
 
 TEST_F(KernelsTest, RopeMatchesCpuInBothStylesPast8k) {
