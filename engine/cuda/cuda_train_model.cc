@@ -388,7 +388,7 @@ absl::StatusOr<std::unique_ptr<train::TrainEngine::Pass>> CudaTrainModel::Begin(
     std::span<const TrainSequence> seqs, const LoraLayout& layout, float scale, const float* lora,
     float* grad, LoraDropout dropout) {
   const ModelConfig& c = config_;
-  if (seqs.empty()) return absl::InvalidArgumentError("no training sequences");
+  SPW_RETURN_IF_ERROR(train::CheckTrainSequences(c, seqs));
   if (!(dropout.p >= 0 && dropout.p < 1)) {
     return absl::InvalidArgumentError("LoRA dropout must be in [0, 1)");
   }
@@ -406,19 +406,9 @@ absl::StatusOr<std::unique_ptr<train::TrainEngine::Pass>> CudaTrainModel::Begin(
   std::vector<int32_t> targets;
   for (const TrainSequence& s : seqs) {
     const int64_t len = static_cast<int64_t>(s.tokens.size());
-    if (len == 0 || len > c.context_length) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "a training sequence has %d tokens; it must have 1 to %d", len, c.context_length));
-    }
-    if (!s.loss_mask.empty() && s.loss_mask.size() != s.tokens.size()) {
-      return absl::InvalidArgumentError("a loss mask's length differs from its sequence's");
-    }
     const int64_t base = static_cast<int64_t>(tokens.size());
     for (int64_t t = 0; t < len; ++t) {
       const TokenId id = s.tokens[t];
-      if (id < 0 || id >= c.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrFormat("token id %d out of range", id));
-      }
       tokens.push_back(id);
       positions.push_back(static_cast<int32_t>(t));
       if (t >= 1 && !s.loss_mask.empty() && s.loss_mask[t] != 0) {
@@ -580,7 +570,6 @@ bool CudaTrainModel::Advance(Pass& pass) {
   auto zero = [&](float* dst, int64_t count) {
     SPW_CUDA_CHECK(cudaMemsetAsync(dst, 0, count * sizeof(float), st));
   };
-  bool finished = false;
   switch (p.phase_) {
     case CudaPass::Phase::kForward: {
       const int64_t l = p.unit_ / 2;
@@ -720,7 +709,6 @@ bool CudaTrainModel::Advance(Pass& pass) {
       break;
   }
   if (p.done()) {
-    finished = true;
     if (p.grad_ != nullptr && layout.num_params() > 0) {
       std::vector<float> g(layout.num_params());
       SPW_CUDA_CHECK(
@@ -731,8 +719,8 @@ bool CudaTrainModel::Advance(Pass& pass) {
   }
   // A piece is finished work: its wall time is what a waiting request pays.
   SPW_CUDA_CHECK(cudaStreamSynchronize(st));
-  if (finished && p.arena_.size() > im.spare_arena.size()) im.spare_arena = std::move(p.arena_);
-  return finished;
+  if (p.done() && p.arena_.size() > im.spare_arena.size()) im.spare_arena = std::move(p.arena_);
+  return p.done();
 }
 
 absl::StatusOr<std::vector<float>> CudaTrainModel::LastLogits(std::span<const TokenId> tokens,

@@ -255,20 +255,19 @@ absl::Status TrainModel<T>::Load(const ModelFile& file) {
   return absl::OkStatus();
 }
 
-template <typename T>
-absl::Status TrainModel<T>::CheckSequences(std::span<const TrainSequence> seqs) const {
+absl::Status CheckTrainSequences(const ModelConfig& config, std::span<const TrainSequence> seqs) {
   if (seqs.empty()) return absl::InvalidArgumentError("no training sequences");
   for (const TrainSequence& s : seqs) {
-    if (s.tokens.empty() || static_cast<int64_t>(s.tokens.size()) > config_.context_length) {
+    if (s.tokens.empty() || static_cast<int64_t>(s.tokens.size()) > config.context_length) {
       return absl::InvalidArgumentError(
           absl::StrFormat("a training sequence has %d tokens; it must have 1 to %d",
-                          s.tokens.size(), config_.context_length));
+                          s.tokens.size(), config.context_length));
     }
     if (!s.loss_mask.empty() && s.loss_mask.size() != s.tokens.size()) {
       return absl::InvalidArgumentError("a loss mask's length differs from its sequence's");
     }
     for (TokenId t : s.tokens) {
-      if (t < 0 || t >= config_.vocab_size) {
+      if (t < 0 || t >= config.vocab_size) {
         return absl::InvalidArgumentError(absl::StrFormat("token id %d out of range", t));
       }
     }
@@ -548,7 +547,7 @@ template <typename T>
 absl::StatusOr<std::unique_ptr<typename TrainModel<T>::Run>> TrainModel<T>::Begin(
     std::span<const TrainSequence> seqs, const LoraLayout& layout, T scale, const T* lora, T* grad,
     LoraDropout dropout) {
-  SPW_RETURN_IF_ERROR(CheckSequences(seqs));
+  SPW_RETURN_IF_ERROR(CheckTrainSequences(config_, seqs));
   if (!(dropout.p >= 0 && dropout.p < 1)) {
     return absl::InvalidArgumentError("LoRA dropout must be in [0, 1)");
   }
@@ -716,7 +715,7 @@ absl::StatusOr<std::vector<T>> TrainModel<T>::LastLogits(std::span<const TokenId
                                                          const LoraLayout& layout, T scale,
                                                          const T* lora) {
   const TrainSequence seq{.tokens = tokens, .loss_mask = {}};
-  SPW_RETURN_IF_ERROR(CheckSequences({&seq, 1}));
+  SPW_RETURN_IF_ERROR(CheckTrainSequences(config_, {&seq, 1}));
   const ModelConfig& c = config_;
   Pass p;
   Embed({&seq, 1}, p);

@@ -70,6 +70,11 @@ struct LoraDropout {
   uint64_t seed = 0;
 };
 
+// InvalidArgument unless `seqs` is a batch a model of `config` can train on: not empty, each
+// sequence 1 to context_length tokens, token ids in the vocabulary, a loss mask empty or as
+// long as its sequence. Both training engines (TrainModel, CudaTrainModel) check with it.
+absl::Status CheckTrainSequences(const ModelConfig& config, std::span<const TrainSequence> seqs);
+
 // The key of the dropout mask of `layer`'s module `m` in a pass whose LoraDropout has `seed`
 // (the mask of element i is a function of the key and i; train_ops.h's Dropout draws the same).
 uint64_t LoraDropoutKey(uint64_t seed, int64_t layer, lora::LoraModule m);
@@ -140,7 +145,6 @@ class TrainModel {
 
   TrainModel() = default;
   absl::Status Load(const ModelFile& file);
-  absl::Status CheckSequences(std::span<const TrainSequence> seqs) const;
   // Sets up `pass` for `seqs` and looks up their embeddings (the residual stream's start).
   void Embed(std::span<const TrainSequence> seqs, Pass& pass) const;
   // A layer runs in two halves (attention, then the FFN), each one piece of a Run.

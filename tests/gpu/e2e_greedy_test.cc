@@ -26,12 +26,6 @@ constexpr float kNearTie = 0.5f;
 constexpr int32_t kTokens = 64;
 constexpr int32_t kTopLogprobs = 200;
 
-std::string ModelPath() {
-  if (const char* p = std::getenv("SPILLWAY_GPU_MODEL"); p != nullptr && *p != '\0') return p;
-  const std::string d = DefaultModelPath();
-  return std::filesystem::exists(d) ? d : "";
-}
-
 struct Run {
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<kvcache::KvCache> kv;
@@ -39,7 +33,7 @@ struct Run {
 
 TEST(E2eGreedyTest, GpuTokensEqualCpuTokensUpToNearTies) {
   SPW_SKIP_WITHOUT_GPU();
-  const std::string path = ModelPath();
+  const std::string path = GpuModelPath();
   if (path.empty()) GTEST_SKIP() << "no model: set SPILLWAY_GPU_MODEL";
   absl::StatusOr<std::unique_ptr<ModelFile>> file = OpenModelFile(path);
   ASSERT_TRUE(file.ok()) << file.status();

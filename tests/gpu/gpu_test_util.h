@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
@@ -15,6 +17,7 @@
 #include "engine/cuda/cuda_device.h"
 #include "gtest/gtest.h"
 #include "kvcache/ids.h"
+#include "tests/test_paths.h"
 
 namespace spillway::engine::testing {
 
@@ -25,6 +28,14 @@ namespace spillway::engine::testing {
       GTEST_SKIP() << "no GPU: " << spw_gpu.status().message();                                  \
     }                                                                                            \
   } while (0)
+
+// The real model the GPU tests run on: $SPILLWAY_GPU_MODEL, else the default model when it is
+// in the cache; empty when neither (the test then skips).
+inline std::string GpuModelPath() {
+  if (const char* p = std::getenv("SPILLWAY_GPU_MODEL"); p != nullptr && *p != '\0') return p;
+  const std::string d = spillway::testing::DefaultModelPath();
+  return std::filesystem::exists(d) ? d : "";
+}
 
 inline std::vector<float> RandomFloats(int64_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);

@@ -218,15 +218,9 @@ TEST(CudaTrainModelTest, LastLogitsMatchHost) {
           .ok());
 }
 
-std::string ModelPath() {
-  if (const char* p = std::getenv("SPILLWAY_GPU_MODEL"); p != nullptr && *p != '\0') return p;
-  const std::string d = spillway::testing::DefaultModelPath();
-  return std::filesystem::exists(d) ? d : "";
-}
-
 TEST(CudaTrainModelTest, SmolLm2MatchesHost) {
   SPW_SKIP_WITHOUT_GPU();
-  const std::string path = ModelPath();
+  const std::string path = GpuModelPath();
   if (path.empty()) GTEST_SKIP() << "no model: set SPILLWAY_GPU_MODEL";
   absl::StatusOr<std::unique_ptr<ModelFile>> file = OpenModelFile(path);
   ASSERT_TRUE(file.ok()) << file.status();
@@ -236,7 +230,7 @@ TEST(CudaTrainModelTest, SmolLm2MatchesHost) {
 
 TEST(CudaTrainModelTest, JobOnTheGpuLearns) {
   SPW_SKIP_WITHOUT_GPU();
-  const std::string path = ModelPath();
+  const std::string path = GpuModelPath();
   if (path.empty()) GTEST_SKIP() << "no model: set SPILLWAY_GPU_MODEL";
   absl::StatusOr<std::unique_ptr<ModelFile>> file = OpenModelFile(path);
   ASSERT_TRUE(file.ok()) << file.status();
