@@ -66,19 +66,41 @@ def wait_until_ok(proc: subprocess.Popen, url: str, log_text, timeout: float = 6
         assert time.monotonic() < deadline, f"{url} not ready in {timeout} s:\n{log_text()}"
         time.sleep(interval)
 
+
+def metric(server, name, **labels):
+    """Sum of the samples of `name` in `server`'s /metrics whose labels include `labels`."""
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)(\{[^}]*\})?\s+(\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
 class Server:
     """One `spillway serve` process; stop() sends SIGTERM and returns the exit code."""
 
-    def __init__(self, tmp: pathlib.Path, *extra: str, env: dict | None = None):
-        assert BINARY.exists(), f"{BINARY} is missing: run scripts/setup.sh"
-        assert MODEL.exists(), f"{MODEL} is missing: run scripts/setup.sh"
+    def __init__(self, tmp: pathlib.Path, *extra: str, env: dict | None = None,
+                 binary: pathlib.Path | None = None, model: pathlib.Path | None = None,
+                 kv_blocks: int | None = 1024):
+        """`binary` and `model` default to BINARY and MODEL as they are at the call (a test
+        may monkeypatch them); kv_blocks=None leaves --kv-blocks out (the CUDA backend then
+        sizes its pool by --gpu-memory-utilization)."""
+        binary = binary or BINARY
+        model = model or MODEL
+        assert binary.exists(), f"{binary} is missing: run scripts/setup.sh"
+        assert model.exists(), f"{model} is missing: run scripts/setup.sh"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"spillway-{self.port}.log"
         # gRPC on any free port; the log line `serving gRPC on HOST:PORT` tells which.
-        args = [str(BINARY), "serve", "--model", str(MODEL), "--host", "127.0.0.1",
+        args = [str(binary), "serve", "--model", str(model), "--host", "127.0.0.1",
                 "--port", str(self.port), "--grpc-port", "0", "--threads", "2",
-                "--kv-blocks", "1024",
+                *(("--kv-blocks", str(kv_blocks)) if kv_blocks is not None else ()),
                 "--max-body-bytes", str(MAX_BODY_BYTES), *extra]
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,

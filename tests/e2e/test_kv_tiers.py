@@ -20,7 +20,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import BINARY, MODEL_NAME, Server, free_port, wait_until_ok
+from conftest import BINARY, MODEL_NAME, Server, free_port, metric, wait_until_ok
 
 CONVERSATIONS = 8
 TURNS = 3
@@ -61,20 +61,6 @@ def run_workload(server):
     """Turn by turn, round robin over the conversations: each returns after the others ran."""
     convs = conversations()
     return [[complete(server, prompt_of(c, t))[0] for c in convs] for t in range(TURNS)]
-
-
-def metric(server, name, **labels):
-    """Sum of the samples of `name` whose labels include `labels`."""
-    text = requests.get(server.url + "/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(\{[^}]*\})?\s+(\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
 
 
 def fill_ssd(server, disk_dir, reference):

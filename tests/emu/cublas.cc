@@ -77,11 +77,13 @@ cublasStatus_t Gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
 }  // namespace
 
 cublasStatus_t cublasCreate(cublasHandle_t* handle) {
+  const auto lock = spw_emu::ApiLock();
   *handle = new cublasContext();
   return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasDestroy(cublasHandle_t handle) {
+  const auto lock = spw_emu::ApiLock();
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   cudaDeviceSynchronize();  // as cuBLAS: it waits for the handle's work
   delete handle;
@@ -89,24 +91,28 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
 }
 
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
+  const auto lock = spw_emu::ApiLock();
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   handle->stream = stream;
   return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasGetStream(cublasHandle_t handle, cudaStream_t* stream) {
+  const auto lock = spw_emu::ApiLock();
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   *stream = handle->stream;
   return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t bytes) {
+  const auto lock = spw_emu::ApiLock();
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   spw_emu::RequireDeviceRange(workspace, bytes, "cublasSetWorkspace");
   return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
+  const auto lock = spw_emu::ApiLock();
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   handle->math = mode;
   return CUBLAS_STATUS_SUCCESS;
@@ -138,6 +144,7 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
                            cublasOperation_t transb, int m, int n, int k, const float* alpha,
                            const float* A, int lda, const float* B, int ldb, const float* beta,
                            float* C, int ldc) {
+  const auto lock = spw_emu::ApiLock();
   return Gemm(handle, transa, transb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb,
               *beta, C, ldc, "cublasSgemm");
 }
@@ -148,6 +155,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
                             cudaDataType_t Btype, int ldb, const void* beta, void* C,
                             cudaDataType_t Ctype, int ldc, cublasComputeType_t computeType,
                             cublasGemmAlgo_t algo) {
+  const auto lock = spw_emu::ApiLock();
   const bool inputs_ok = Atype == Btype && (Atype == CUDA_R_16BF || Atype == CUDA_R_32F);
   const bool compute_ok =
       computeType == CUBLAS_COMPUTE_32F || computeType == CUBLAS_COMPUTE_32F_PEDANTIC;

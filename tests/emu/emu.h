@@ -2,9 +2,10 @@
 // on the CPU"). It runs the GPU training path and the inference backend without a GPU:
 // kernels/{train_ops,elementwise,paged_attention,sampling}.cu (turned into C++ by
 // tests/emu/cu_to_cc.py), CudaTrainModel, CudaBackend, the KV copy engine and the uploads
-// (engine/cuda/), with the real tests/gpu/ files, against stand-ins for the CUDA runtime, cuBLAS
-// and the two CUB collectives sampling.cu uses (tests/emu/include/, on the include path of the
-// emulated targets only).
+// (engine/cuda/), with the real tests/gpu/ files and the whole server (spillway_emu, driven by
+// tests/emu/test_emu_server.py), against stand-ins for the CUDA runtime, cuBLAS and the two CUB
+// collectives sampling.cu uses (tests/emu/include/, on the include path of the emulated targets
+// only).
 //
 // What it is:
 // - Thread blocks: a launch runs its blocks one after another on the calling thread; a block's
@@ -78,6 +79,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -97,6 +99,12 @@ struct dim3 {
 namespace spw_emu {
 
 // ---- host side (runtime.cc) ----
+
+// The emulated device is one: every runtime and cuBLAS call, and a launch, holds this lock
+// while it runs (the queued work it drains included), so host threads that use CUDA at the
+// same time (a server's engine loop and its fine-tune preparer) take turns, as the real
+// driver's calls are thread-safe. Recursive: a call may make another.
+std::unique_lock<std::recursive_mutex> ApiLock();
 
 // Stops the program with "EMU: " + message (a bug the emulation found, or an EMU limitation).
 [[noreturn]] void Fail(const std::string& message);
@@ -187,6 +195,7 @@ class Launcher {
   template <typename K>
   auto Bind(K kernel) const {
     return [l = *this, kernel](auto... args) {
+      const auto lock = ApiLock();
       if (!l.Valid(reinterpret_cast<const void*>(kernel))) return;
       int index = 0;
       (l.CheckArg(args, index++), ...);

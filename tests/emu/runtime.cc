@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -64,6 +65,7 @@ struct CUstream_st {
   bool capturing = false;
   bool capture_invalid = false;
   cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
+  std::thread::id capture_thread;  // the thread that began the capture
   std::vector<EmuOp> captured;
 };
 
@@ -90,7 +92,13 @@ namespace {
 // words are 0x7fa5a5a5, an f32 NaN (and a wild int32), so a read past either end shows too.
 constexpr size_t kGuard = 256;
 unsigned char GuardByte(uintptr_t addr) { return addr % 4 == 3 ? 0x7f : 0xa5; }
-constexpr size_t kTotalBytes = size_t{16} << 30;  // what the emulated device reports
+// What the emulated device reports and lends: 16 GiB, or SPW_EMU_DEVICE_MIB (a served model's
+// KV pool is sized from it by --gpu-memory-utilization, and is host memory here).
+const size_t kTotalBytes = [] {
+  const char* e = std::getenv("SPW_EMU_DEVICE_MIB");
+  const long long mib = e != nullptr ? std::atoll(e) : 0;
+  return mib > 0 ? static_cast<size_t>(mib) << 20 : size_t{16} << 30;
+}();
 
 struct Allocation {
   size_t bytes;
@@ -178,7 +186,7 @@ void DrainUntil(CUstream_st* s, const CUevent_st* e, uint64_t serial) {
   }
 }
 
-// The stream being captured (one host thread drives the emulation), or null.
+// The stream being captured (one capture at a time), or null.
 CUstream_st* Capturing() {
   for (CUstream_st* s : R().streams) {
     if (s->capturing) return s;
@@ -193,7 +201,13 @@ CUstream_st* Capturing() {
 cudaError_t RefuseInCapture(bool unsafe, const CUstream_st* syncs = nullptr) {
   CUstream_st* c = Capturing();
   if (c == nullptr) return cudaSuccess;
-  const bool refused = (unsafe && c->capture_mode != cudaStreamCaptureModeRelaxed) ||
+  // Thread-local mode refuses the unsafe calls of the capturing thread only; other host
+  // threads (a server's fine-tune preparer) may allocate meanwhile.
+  const bool unsafe_here =
+      unsafe && (c->capture_mode == cudaStreamCaptureModeGlobal ||
+                 (c->capture_mode == cudaStreamCaptureModeThreadLocal &&
+                  c->capture_thread == std::this_thread::get_id()));
+  const bool refused = unsafe_here ||
                        (syncs != nullptr && (syncs == c || (syncs->legacy && !c->non_blocking)));
   if (!refused) return cudaSuccess;
   c->capture_invalid = true;
@@ -379,6 +393,11 @@ void RunBlock() {
 
 }  // namespace
 
+std::unique_lock<std::recursive_mutex> ApiLock() {
+  static std::recursive_mutex* m = new std::recursive_mutex();  // never destroyed, as R()
+  return std::unique_lock<std::recursive_mutex>(*m);
+}
+
 void Fail(const std::string& message) {
   std::fprintf(stderr, "EMU: %s\n", message.c_str());
   if (!R().running.empty()) std::fprintf(stderr, "EMU: while running %s\n", R().running.c_str());
@@ -502,11 +521,13 @@ using spw_emu::Fail;
 using spw_emu::R;
 
 cudaError_t cudaGetDeviceCount(int* count) {
+  const auto lock = spw_emu::ApiLock();
   *count = 1;
   return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  const auto lock = spw_emu::ApiLock();
   if (device != 0) return cudaErrorInvalidDevice;
   *prop = cudaDeviceProp{};
   std::snprintf(prop->name, sizeof(prop->name), "CPU emulation (tests/emu)");
@@ -522,23 +543,27 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
 
 cudaError_t cudaGetDevice(int* device) {
+  const auto lock = spw_emu::ApiLock();
   *device = 0;
   return cudaSuccess;
 }
 
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  const auto lock = spw_emu::ApiLock();
   *total_bytes = spw_emu::kTotalBytes;
   *free_bytes = spw_emu::kTotalBytes - std::min(R().allocated, spw_emu::kTotalBytes);
   return cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize() {
+  const auto lock = spw_emu::ApiLock();
   if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
   spw_emu::DrainAll();
   return cudaSuccess;
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  const auto lock = spw_emu::ApiLock();
   *ptr = nullptr;
   if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
   if (bytes > spw_emu::kTotalBytes - std::min(R().allocated, spw_emu::kTotalBytes)) {
@@ -560,6 +585,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 }
 
 cudaError_t cudaFree(void* ptr) {
+  const auto lock = spw_emu::ApiLock();
   if (ptr == nullptr) return cudaSuccess;
   if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
   spw_emu::DrainAll();  // cudaFree waits for the device
@@ -645,6 +671,7 @@ cudaError_t QueueCopy(void* dst, size_t dpitch, const void* src, size_t spitch, 
 }  // namespace
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  const auto lock = spw_emu::ApiLock();
   // Synchronous on the legacy stream: refused while a capture is under way.
   if (cudaError_t e = spw_emu::RefuseInCapture(true, &R().legacy); e != cudaSuccess) return e;
   bool wait = false;
@@ -659,12 +686,14 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
+  const auto lock = spw_emu::ApiLock();
   return cudaMemcpy2DAsync(dst, bytes, src, bytes, bytes, 1, kind, stream);
 }
 
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
                               size_t width, size_t height, cudaMemcpyKind kind,
                               cudaStream_t stream) {
+  const auto lock = spw_emu::ApiLock();
   bool wait = false;
   const cudaError_t e =
       QueueCopy(dst, dpitch, src, spitch, width, height, kind, stream,
@@ -676,6 +705,7 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
 }
 
 cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int /*flags*/) {
+  const auto lock = spw_emu::ApiLock();
   *ptr = nullptr;
   if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
   void* p = std::aligned_alloc(4096, (std::max<size_t>(bytes, 1) + 4095) / 4096 * 4096);
@@ -687,6 +717,7 @@ cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int /*flags*/) {
 }
 
 cudaError_t cudaFreeHost(void* ptr) {
+  const auto lock = spw_emu::ApiLock();
   if (ptr == nullptr) return cudaSuccess;
   if (cudaError_t e = spw_emu::RefuseInCapture(true); e != cudaSuccess) return e;
   auto it = R().pinned.find(reinterpret_cast<uintptr_t>(ptr));
@@ -698,16 +729,19 @@ cudaError_t cudaFreeHost(void* ptr) {
 }
 
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+  const auto lock = spw_emu::ApiLock();
   spw_emu::RequireDeviceRange(dst, bytes, "cudaMemset of " + std::to_string(bytes) + " bytes");
   spw_emu::Enqueue(stream, "cudaMemset", [=] { std::memset(dst, value, bytes); });
   return cudaSuccess;
 }
 
 cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+  const auto lock = spw_emu::ApiLock();
   return cudaMemsetAsync(dst, value, bytes, nullptr);
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
+  const auto lock = spw_emu::ApiLock();
   auto* s = new CUstream_st();
   s->non_blocking = (flags & cudaStreamNonBlocking) != 0;
   R().streams.push_back(s);
@@ -716,10 +750,12 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) 
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+  const auto lock = spw_emu::ApiLock();
   return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  const auto lock = spw_emu::ApiLock();
   CUstream_st* s = spw_emu::Resolve(stream);
   if (s->legacy) return cudaErrorInvalidValue;
   spw_emu::Drain(s);  // its work still completes
@@ -729,6 +765,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  const auto lock = spw_emu::ApiLock();
   CUstream_st* s = spw_emu::Resolve(stream);
   if (cudaError_t e = spw_emu::RefuseInCapture(s->legacy, s); e != cudaSuccess) return e;
   spw_emu::Drain(s);
@@ -738,11 +775,13 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 // ---- events ----
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/) {
+  const auto lock = spw_emu::ApiLock();
   *event = new CUevent_st();
   return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  const auto lock = spw_emu::ApiLock();
   return cudaEventCreateWithFlags(event, cudaEventDefault);
 }
 
@@ -756,11 +795,13 @@ CUevent_st* Live(cudaEvent_t e) {
 }  // namespace
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  const auto lock = spw_emu::ApiLock();
   Live(event)->destroyed = true;  // kept: queued work may still complete it
   return cudaSuccess;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  const auto lock = spw_emu::ApiLock();
   CUevent_st* e = Live(event);
   CUstream_st* s = spw_emu::Resolve(stream);
   if (s->capturing) Fail("EMU limitation: cudaEventRecord in a stream capture");
@@ -773,6 +814,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t event) {
+  const auto lock = spw_emu::ApiLock();
   CUevent_st* e = Live(event);
   if (e->completed >= e->recorded) return cudaSuccess;
   // Not done yet. The device moves on while the host polls: the work before the record runs
@@ -782,12 +824,14 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  const auto lock = spw_emu::ApiLock();
   CUevent_st* e = Live(event);
   if (e->completed < e->recorded) spw_emu::DrainUntil(e->stream, e, e->recorded);
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int /*flags*/) {
+  const auto lock = spw_emu::ApiLock();
   CUevent_st* e = Live(event);
   if (spw_emu::Resolve(stream)->capturing) Fail("EMU limitation: cudaStreamWaitEvent in a capture");
   // The wait names the record made before this call (a later record does not move it).
@@ -802,17 +846,20 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 // ---- stream capture and graphs ----
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  const auto lock = spw_emu::ApiLock();
   CUstream_st* s = spw_emu::Resolve(stream);
   // The legacy stream cannot be captured; one capture at a time here (one host thread).
   if (s->legacy || spw_emu::Capturing() != nullptr) return cudaErrorIllegalState;
   s->capturing = true;
   s->capture_invalid = false;
   s->capture_mode = mode;
+  s->capture_thread = std::this_thread::get_id();
   s->captured.clear();
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  const auto lock = spw_emu::ApiLock();
   CUstream_st* s = spw_emu::Resolve(stream);
   *graph = nullptr;
   if (!s->capturing) return cudaErrorIllegalState;
@@ -826,12 +873,14 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
                                  unsigned long long /*flags*/) {
+  const auto lock = spw_emu::ApiLock();
   if (graph == nullptr) return cudaErrorInvalidValue;
   *exec = new CUgraphExec_st{graph->ops};
   return cudaSuccess;
 }
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  const auto lock = spw_emu::ApiLock();
   if (exec == nullptr) return cudaErrorInvalidValue;
   // One operation on the stream: the graph's work in capture order.
   spw_emu::Enqueue(stream, "cudaGraphLaunch", [ops = exec->ops] {
@@ -847,16 +896,19 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
 }
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  const auto lock = spw_emu::ApiLock();
   delete exec;  // a launched graph holds its own copy of the work
   return cudaSuccess;
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  const auto lock = spw_emu::ApiLock();
   delete graph;
   return cudaSuccess;
 }
 
 cudaError_t spw_emu_FuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  const auto lock = spw_emu::ApiLock();
   // The opt-in limit of the emulated device (compute capability 9.0: 227 KiB).
   constexpr int kOptInMax = 232448;
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > kOptInMax) {
@@ -867,12 +919,16 @@ cudaError_t spw_emu_FuncSetAttribute(const void* func, cudaFuncAttribute attr, i
 }
 
 cudaError_t cudaGetLastError() {
+  const auto lock = spw_emu::ApiLock();
   const cudaError_t e = R().last_error;
   R().last_error = cudaSuccess;
   return e;
 }
 
-cudaError_t cudaPeekAtLastError() { return R().last_error; }
+cudaError_t cudaPeekAtLastError() {
+  const auto lock = spw_emu::ApiLock();
+  return R().last_error;
+}
 
 namespace {
 
