@@ -30,14 +30,16 @@ PROMPT = "The three most important things about the ocean are"
 
 
 def write_peft(path: pathlib.Path, seed: int, rank: int = 8, targets=("q_proj", "v_proj"),
-               b_scale: float = 0.08, in_override: int | None = None) -> pathlib.Path:
-    """A PEFT LoRA directory (adapter_config.json + adapter_model.safetensors, F32)."""
+               b_scale: float = 0.08, in_override: int | None = None, dims=DIMS,
+               layers: int = LAYERS) -> pathlib.Path:
+    """A PEFT LoRA directory (adapter_config.json + adapter_model.safetensors, F32) for a model
+    of `layers` layers whose projections have the (in, out) sizes `dims` (SmolLM2-135M's)."""
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {}
-    for layer in range(LAYERS):
+    for layer in range(layers):
         for t in targets:
-            d_in, d_out = DIMS[t]
+            d_in, d_out = dims[t]
             d_in = in_override or d_in
             part = "mlp" if t in ("gate_proj", "up_proj", "down_proj") else "self_attn"
             prefix = f"base_model.model.model.layers.{layer}.{part}.{t}"

@@ -134,18 +134,83 @@ def test_greedy_tokens_match_the_cpu_backend_with_and_without_graphs(tiny_model,
     # A decode step replayed from a graph runs the same kernels on the same data as the eager
     # one: the same tokens and logprobs, bit for bit.
     assert got["on"] == got["off"]
-    for p, (tokens, lps, tops), (g_tokens, g_lps, _) in zip(ps, want, got["off"]):
-        n = 0
-        while n < len(tokens) and tokens[n] == g_tokens[n]:
-            assert abs(lps[n] - g_lps[n]) <= LOGPROB_TOL, (p, n, lps[n], g_lps[n])
-            n += 1
-        if n < len(tokens):
-            best = sorted(tops[n].values(), reverse=True)
-            assert best[0] - best[1] <= LOGPROB_TOL, \
-                (p, n, "parted where the CPU had no near tie", tops[n], tokens[n], g_tokens[n])
-            assert g_tokens[n] in tops[n], (p, n, g_tokens[n], tops[n])
+    for p, w, g in zip(ps, want, got["off"]):
+        assert_matches_cpu(w, g, p)
     # Most prompts run all 64 tokens without a tie.
     assert sum(w[0] == g[0] for w, g in zip(want, got["off"])) >= 2
+
+
+def assert_matches_cpu(want, got, what):
+    """`got` (tokens, logprobs, top logprobs of a greedy run on the emulated GPU) matches the
+    CPU backend's `want`: each shared token's logprob within LOGPROB_TOL, and the tokens part
+    only where the CPU's two best candidates were within LOGPROB_TOL (and the GPU's pick was
+    one of them)."""
+    (tokens, lps, tops), (g_tokens, g_lps, _) = want, got
+    n = 0
+    while n < len(tokens) and tokens[n] == g_tokens[n]:
+        assert abs(lps[n] - g_lps[n]) <= LOGPROB_TOL, (what, n, lps[n], g_lps[n])
+        n += 1
+    if n < len(tokens):
+        best = sorted(tops[n].values(), reverse=True)
+        assert best[0] - best[1] <= LOGPROB_TOL, \
+            (what, n, "parted where the CPU had no near tie", tops[n], tokens[n], g_tokens[n])
+        assert g_tokens[n] in tops[n], (what, n, g_tokens[n], tops[n])
+
+
+# The tiny model's projections (in, out): hidden 64, 4 heads and 2 KV heads of 16, FFN 128.
+TINY_DIMS = {"q_proj": (64, 64), "k_proj": (64, 32), "v_proj": (64, 32), "o_proj": (64, 64),
+             "gate_proj": (64, 128), "up_proj": (64, 128), "down_proj": (128, 64)}
+
+
+def test_adapters_in_mixed_batches_match_the_cpu_backend(tiny_model, tmp_path):
+    from test_lora_serving import write_peft  # tests/e2e (numpy; PEFT's file layout)
+
+    adapters = {
+        "qv": write_peft(tmp_path / "qv", seed=1, dims=TINY_DIMS, layers=2, b_scale=0.5),
+        "all": write_peft(tmp_path / "all", seed=2, dims=TINY_DIMS, layers=2, b_scale=0.3,
+                          targets=tuple(TINY_DIMS)),
+        "mlp": write_peft(tmp_path / "mlp", seed=3, rank=4, dims=TINY_DIMS, layers=2,
+                          b_scale=0.5, targets=("gate_proj", "up_proj", "down_proj")),
+    }
+    modules = ["--lora-modules", *(f"{n}={p}" for n, p in adapters.items()), "--max-loras", "4"]
+    ps = prompts(2, seed=9)
+    models = [MODEL_NAME, *adapters]
+    cases = [(m, i) for m in models for i in range(len(ps))]
+
+    def greedy_as(server, model, prompt):
+        r = requests.post(server.url + "/v1/completions", timeout=120, json={
+            "model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0,
+            "logprobs": 2})
+        assert r.status_code == 200, r.text
+        lp = r.json()["choices"][0]["logprobs"]
+        return lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]
+
+    cpu = cpu_server(tmp_path / "cpu", tiny_model, *modules)
+    try:
+        want = {(m, i): greedy_as(cpu, m, ps[i]) for m, i in cases}
+    finally:
+        stopped(cpu)
+    s = emu_server(tmp_path / "cuda", tiny_model, *modules, kv_blocks=1024)
+    try:
+        alone = {(m, i): greedy_as(s, m, ps[i]) for m, i in cases}
+        # Every request at once: base and three adapters in the same steps.
+        before = metric(s, "spillway_iteration_tokens_count")
+        with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
+            mixed = dict(zip(cases, pool.map(lambda c: greedy_as(s, c[0], ps[c[1]]), cases)))
+        steps = metric(s, "spillway_iteration_tokens_count") - before
+    finally:
+        stopped(s)
+    for case in cases:
+        assert_matches_cpu(want[case], alone[case], case)
+        # A sequence's rows get its own adapter whatever shares the batch: the same tokens and
+        # logprobs (the emulated GEMMs and the attention do not depend on the batch).
+        assert mixed[case] == alone[case], case
+    for i in range(len(ps)):  # each adapter changes the output
+        outputs = [tuple(want[(m, i)][0]) for m in models]
+        assert len(set(outputs)) == len(models), outputs
+    # The mixed round was batched: one after another it takes a step per token.
+    generated = sum(len(mixed[c][0]) for c in cases)
+    assert steps <= generated / 4, (steps, generated)
 
 
 def test_32_concurrent_clients_are_batched_without_errors(tiny_model, tmp_path):
