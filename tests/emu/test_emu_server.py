@@ -381,3 +381,32 @@ def test_fine_tuning_on_the_emulated_gpu_tracks_the_host_job(tiny_model, tmp_pat
     # The adapter trained on the GPU is served at once, in the GPU's batches.
     assert job.fine_tuned_model.startswith(f"ft:{MODEL_NAME}:facts:")
     assert answer == host_answer
+
+
+def test_preempted_sequences_swap_to_the_host_and_resume_with_the_same_tokens(tiny_model,
+                                                                             tmp_path):
+    ps = prompts(6, seed=12)
+    ref = emu_server(tmp_path / "ref", tiny_model, kv_blocks=1024)
+    try:
+        want = [greedy(ref, p, max_tokens=80)[0] for p in ps]
+    finally:
+        stopped(ref)
+    # 16 device blocks (256 tokens) for six sequences of up to ~120 tokens: the scheduler must
+    # preempt, and with a host tier it swaps the victims' blocks out instead of recomputing.
+    s = emu_server(tmp_path / "tight", tiny_model, "--kv-device-blocks", "16",
+                   "--kv-host-bytes", str(256 * KV_BLOCK_BYTES))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(ps)) as pool:
+            got = list(pool.map(lambda p: greedy(s, p, max_tokens=80)[0], ps))
+        preemptions = metric(s, "spillway_preemptions_total")
+        swapped_out = metric(s, "spillway_kv_spill_blocks_total", **{"from": "device", "to": "host"})
+        swapped_in = metric(s, "spillway_kv_load_blocks_total", **{"from": "host", "to": "device"})
+        # A resumed sequence finds its blocks (kept in the prefix index) on the host tier.
+        host_hits = metric(s, "spillway_prefix_cache_hits_total", tier="host")
+        log = s.log_text()
+    finally:
+        stopped(s)
+    assert got == want
+    assert preemptions > 0, log[-2000:]
+    assert swapped_out > 0 and swapped_in > 0 and host_hits > 0, \
+        (swapped_out, swapped_in, host_hits)
