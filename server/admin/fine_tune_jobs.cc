@@ -124,13 +124,13 @@ FineTuneJobs::FineTuneJobs(FineTuneModel model, FineTuneOptions options, FileSto
     : model_(std::move(model)),
       options_(std::move(options)),
       files_(files),
-      observer_(std::move(observer)),
-      pool_(options_.threads) {
+      observer_(std::move(observer)) {
 #if defined(SPW_WITH_CUDA)
   SPW_CHECK(options_.device == "cpu" || options_.device == "cuda");
 #else
   SPW_CHECK(options_.device == "cpu");  // ResolveFinetuneDevice never gives "cuda" here
 #endif
+  if (options_.device == "cpu") pool_.emplace(options_.threads);
 }
 
 FineTuneJobs::~FineTuneJobs() { Stop(); }
@@ -674,7 +674,7 @@ void FineTuneJobs::Launch(const std::string& id) {
   }
 #endif
   if (options_.device == "cpu") {
-    tj = engine::train::TrainingJob::Create(*model_.file, std::move(train), o, &pool_);
+    tj = engine::train::TrainingJob::Create(*model_.file, std::move(train), o, &*pool_);
   }
   if (!tj.ok()) return fail(tj.status(), "training_error");
   const std::string checkpoint = (fs::path(DirOf(id)) / "checkpoint.bin").string();

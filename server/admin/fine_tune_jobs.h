@@ -201,7 +201,8 @@ class FineTuneJobs final : public scheduler::IdleWork {
   const FineTuneOptions options_;
   FileStore& files_;
   const FineTuneObserver observer_;
-  engine::cpu::ThreadPool pool_;
+  // The CPU training threads; none when jobs train on the GPU (--finetune-device cuda).
+  std::optional<engine::cpu::ThreadPool> pool_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
