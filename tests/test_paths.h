@@ -6,7 +6,8 @@
 
 namespace spillway::testing {
 
-// Absolute path of `relative` inside the source tree, e.g. "tests/golden/tokenizer.json".
+// Absolute path of `relative` inside the source tree, e.g. "tests/golden/tokenizer.json"
+// ($SPILLWAY_SOURCE_DIR, when set, stands for the tree).
 std::string SourcePath(const std::string& relative);
 // Absolute path of `relative` inside the build tree.
 std::string BinaryPath(const std::string& relative);

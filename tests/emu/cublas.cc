@@ -51,19 +51,29 @@ cublasStatus_t Gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
   }
   spw_emu::RequireDeviceRange(c, ((n - 1) * int64_t{ldc} + m) * sizeof(float), what + " C");
   spw_emu::Enqueue(h->stream, what, [=] {
-    // op(A) by rows and op(B) by columns, in double, so each C element is one dot product.
-    std::vector<double> a_rows(reads_ab ? size_t(m) * k : 0), b_col(reads_ab ? k : 0);
-    for (int64_t i = 0; reads_ab && i < m; ++i) {
+    // op(B) by columns once, then op(A) a row at a time (a decode step's lm_head would
+    // otherwise be a vocabulary x hidden matrix of doubles per call), in double: each C
+    // element one dot product.
+    std::vector<double> b_cols(reads_ab ? size_t(k) * n : 0), a_row(reads_ab ? k : 0);
+    for (int64_t j = 0; reads_ab && j < n; ++j) {
       for (int64_t p = 0; p < k; ++p) {
-        a_rows[i * k + p] = Load(a, at, a_t ? p + i * lda : i + p * lda);
+        b_cols[j * k + p] = Load(b, bt, b_t ? j + p * ldb : p + j * ldb);
       }
     }
-    for (int64_t j = 0; j < n; ++j) {
-      for (int64_t p = 0; reads_ab && p < k; ++p)
-        b_col[p] = Load(b, bt, b_t ? j + p * ldb : p + j * ldb);
-      for (int64_t i = 0; i < m; ++i) {
-        double acc = 0;
-        for (int64_t p = 0; reads_ab && p < k; ++p) acc += a_rows[i * k + p] * b_col[p];
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t p = 0; reads_ab && p < k; ++p) {
+        a_row[p] = Load(a, at, a_t ? p + i * lda : i + p * lda);
+      }
+      for (int64_t j = 0; j < n; ++j) {
+        // Four partial sums (p mod 4), added at the end: the compiler may vectorise them.
+        double part[4] = {0, 0, 0, 0};
+        const double* bj = b_cols.data() + j * k;
+        int64_t p = 0;
+        for (; reads_ab && p + 4 <= k; p += 4) {
+          for (int q = 0; q < 4; ++q) part[q] += a_row[p + q] * bj[p + q];
+        }
+        for (; reads_ab && p < k; ++p) part[p % 4] += a_row[p] * bj[p];
+        const double acc = (part[0] + part[1]) + (part[2] + part[3]);
         float& out = c[i + j * int64_t{ldc}];
         // beta == 0: C is output only (it may hold NaN), as cuBLAS documents.
         const double prior = beta == 0.0f ? 0.0 : double{beta} * out;

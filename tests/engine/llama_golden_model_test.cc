@@ -1,10 +1,17 @@
 // The default model on the CPU backend against llama.cpp (tests/golden/model/make_goldens.py):
 // greedy continuations must be the same tokens, and last-position logits must agree.
+// Built a second time with SPW_GOLDEN_ON_CUDA (gpu_golden_model_test, and emu_golden_model_test
+// under the CUDA emulation) for the CUDA backend, held to the same bounds; the model is then
+// $SPILLWAY_GPU_MODEL when set (the GPU machine has no model cache), and the test skips
+// without a GPU.
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
 
 #include "engine/cpu/cpu_backend.h"
+#if defined(SPW_GOLDEN_ON_CUDA)
+#include "tests/gpu/gpu_test_util.h"
+#endif
 #include "engine/generator/generator.h"
 #include "engine/llama/llama_model.h"
 #include "kvcache/kv_cache.h"
@@ -34,16 +41,16 @@ struct GoldenCase {
 };
 
 std::vector<GoldenCase> LoadGoldens() {
-  const boost::json::value root = testing::ReadJsonFile("tests/golden/model/goldens.json");
+  const boost::json::value root = spillway::testing::ReadJsonFile("tests/golden/model/goldens.json");
   std::vector<GoldenCase> cases;
   for (const auto& c : root.at("cases").as_array()) {
     GoldenCase g;
     g.prompt = std::string(c.at("prompt").as_string());
-    g.prompt_ids = testing::TokenIds(c.at("prompt_ids"));
-    g.greedy_ids = testing::TokenIds(c.at("greedy_ids"));
+    g.prompt_ids = spillway::testing::TokenIds(c.at("prompt_ids"));
+    g.greedy_ids = spillway::testing::TokenIds(c.at("greedy_ids"));
     for (const auto& st : c.at("steps").as_array()) {
       GoldenStep step;
-      step.ids = testing::TokenIds(st.at("ids"));
+      step.ids = spillway::testing::TokenIds(st.at("ids"));
       for (const auto& x : st.at("logits").as_array()) step.logits.push_back(x.to_number<double>());
       for (const auto& x : st.at("exact").as_array()) step.exact.push_back(x.to_number<double>());
       g.steps.push_back(std::move(step));
@@ -56,10 +63,21 @@ std::vector<GoldenCase> LoadGoldens() {
 class LlamaGoldenTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto file = OpenModelFile(testing::DefaultModelPath());
+#if defined(SPW_GOLDEN_ON_CUDA)
+    SPW_SKIP_WITHOUT_GPU();
+    const std::string path = testing::GpuModelPath();
+    if (path.empty()) GTEST_SKIP() << "no model: set SPILLWAY_GPU_MODEL to the default model";
+    auto file = OpenModelFile(path);
     ASSERT_TRUE(file.ok()) << file.status();
-    file_ = *std::move(file);
+    auto backend = cuda::CudaBackend::Create();
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = *std::move(backend);
+#else
+    auto file = OpenModelFile(spillway::testing::DefaultModelPath());
+    ASSERT_TRUE(file.ok()) << file.status();
     backend_ = std::make_unique<cpu::CpuBackend>(2);
+#endif
+    file_ = *std::move(file);
     auto model = LlamaModel::Create(*file_, *backend_, kBlocks);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
@@ -68,7 +86,7 @@ class LlamaGoldenTest : public ::testing::Test {
 
   static constexpr int32_t kBlocks = 256;
   std::unique_ptr<ModelFile> file_;
-  std::unique_ptr<cpu::CpuBackend> backend_;
+  std::unique_ptr<Backend> backend_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<kvcache::KvCache> kv_;
 };

@@ -30,7 +30,7 @@ STAGE=/root/spw-model
 BINARIES=(bin/spillway tests/gpu_kernels_test tests/gpu_model_forward_test
           tests/gpu_sampling_test tests/gpu_decode_graph_test tests/gpu_e2e_greedy_test
           tests/gpu_bench tests/device_option_test tests/gpu_kv_copy_test
-          tests/gpu_train_ops_test tests/gpu_train_model_test)
+          tests/gpu_train_ops_test tests/gpu_train_model_test tests/gpu_golden_model_test)
 
 pack() {
   set -e
@@ -146,6 +146,18 @@ run() {
   fi
   "$x" spillway make-model --shape smollm2-135m --dtype bf16 --random --seed 1 \
     --out /tmp/smollm2-random.gguf >> "$log" 2>&1 && models+=(/tmp/smollm2-random.gguf)
+  #    The real model (when staged or given) against the float64 goldens, as the CPU backend's
+  #    model test (tests/golden/model/goldens.json, read from this copy of the tree).
+  if [ "${models[0]:-}" != "" ] && [ "${models[0]}" != /tmp/smollm2-random.gguf ]; then
+    if SPILLWAY_SOURCE_DIR="$ROOT" SPILLWAY_GPU_MODEL="${models[0]}" timeout 120 \
+        "$x" gpu_golden_model_test > "$out/golden.txt" 2>&1; then
+      note "golden model test (${models[0]}): PASSED; $(grep -E '^mean \|logit' "$out/golden.txt" | tr '\n' ' ')"
+    else
+      note "golden model test (${models[0]}): FAILED (rc $?)"
+      grep -E 'Failure|FAILED|prompt|Which is|mean|check failed|critical' "$out/golden.txt" | head -20 >> "$summary"
+    fi
+    cat "$out/golden.txt" >> "$log"
+  fi
   for m in "${models[@]}"; do
     if SPILLWAY_GPU_MODEL="$m" timeout 300 "$x" gpu_e2e_greedy_test > "$out/e2e.txt" 2>&1; then
       note "e2e greedy ($m): PASSED; $(grep -E 'prompts identical|near-tie|SKIPPED \]' "$out/e2e.txt" | tr '\n' ' ')"
