@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -73,6 +74,7 @@ struct CUstream_st {
 // freed (cudaEventDestroy marks it), as queued work may still name it.
 struct CUevent_st {
   uint64_t recorded = 0, completed = 0;
+  std::chrono::steady_clock::time_point ran;  // when the latest completed record ran
   CUstream_st* stream = nullptr;
   bool destroyed = false;
 };
@@ -808,8 +810,22 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   const uint64_t serial = ++R().event_serial;
   e->recorded = serial;
   e->stream = s;
-  spw_emu::Enqueue(stream, "cudaEventRecord",
-                   [e, serial] { e->completed = std::max(e->completed, serial); });
+  spw_emu::Enqueue(stream, "cudaEventRecord", [e, serial] {
+    if (serial > e->completed) e->ran = std::chrono::steady_clock::now();
+    e->completed = std::max(e->completed, serial);
+  });
+  return cudaSuccess;
+}
+
+// The host time between the two records' running (the emulation's work runs when the host
+// waits for it, so this times the emulation, not a GPU).
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  const auto lock = spw_emu::ApiLock();
+  const CUevent_st* a = Live(start);
+  const CUevent_st* b = Live(end);
+  if (a->recorded == 0 || b->recorded == 0) return cudaErrorInvalidResourceHandle;
+  if (a->completed < a->recorded || b->completed < b->recorded) return cudaErrorNotReady;
+  *ms = std::chrono::duration<float, std::milli>(b->ran - a->ran).count();
   return cudaSuccess;
 }
 
@@ -948,6 +964,8 @@ constexpr ErrorText kErrors[] = {
     {cudaErrorLaunchOutOfResources, "cudaErrorLaunchOutOfResources",
      "too many resources requested for launch"},
     {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
+    {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle",
+     "invalid resource handle"},
     {cudaErrorIllegalState, "cudaErrorIllegalState",
      "the operation cannot be performed in the present state"},
     {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",

@@ -12,6 +12,7 @@
 //     waits at most that), training tokens/s and MFU (forward 2, backward 2 FLOPs per weight
 //     and token: the frozen weights need dx, not dW).
 // Usage: gpu_bench --model PATH [--requests N] [--max-batch-tokens N]
+//                  [--prefill N] [--prompt N] [--output N]   (sizes: 2048, 1024, 128)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -87,34 +88,39 @@ std::vector<TokenId> RandomPrompt(int32_t n, int64_t vocab, uint32_t seed) {
   return out;
 }
 
+// Every failure says what failed, so a GPU run's summary is never a bare exit status.
+int Fail(const char* what, const absl::Status& status) {
+  std::fprintf(stderr, "gpu_bench: %s: %s\n", what, status.ToString().c_str());
+  return 1;
+}
+
 int Main(int argc, char** argv) {
   std::string model_path;
-  int32_t requests = 128, max_batch_tokens = 8192;
+  int32_t requests = 128, max_batch_tokens = 8192, prefill = 2048, prompt = 1024, output = 128;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--model") model_path = argv[i + 1];
     if (flag == "--requests") requests = std::atoi(argv[i + 1]);
     if (flag == "--max-batch-tokens") max_batch_tokens = std::atoi(argv[i + 1]);
+    if (flag == "--prefill") prefill = std::atoi(argv[i + 1]);
+    if (flag == "--prompt") prompt = std::atoi(argv[i + 1]);
+    if (flag == "--output") output = std::atoi(argv[i + 1]);
   }
   if (model_path.empty()) {
-    std::fprintf(stderr, "usage: gpu_bench --model PATH [--requests N] [--max-batch-tokens N]\n");
+    std::fprintf(stderr,
+                 "usage: gpu_bench --model PATH [--requests N] [--max-batch-tokens N] "
+                 "[--prefill N] [--prompt N] [--output N]\n");
     return 2;
   }
   absl::StatusOr<cuda::CudaDeviceInfo> info = cuda::ProbeCudaDevice();
-  if (!info.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(info.status().message()).c_str());
-    return 1;
-  }
+  if (!info.ok()) return Fail("the device", info.status());
   std::printf("device: %s, %lld MiB, %d SMs\n", info->name.c_str(),
               static_cast<long long>(info->total_bytes >> 20), info->sm_count);
   const double bw = CopyBandwidth();
   std::printf("D2D copy bandwidth: %.0f GB/s (read + write)\n", bw / 1e9);
 
   absl::StatusOr<std::unique_ptr<ModelFile>> file = OpenModelFile(model_path);
-  if (!file.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(file.status().message()).c_str());
-    return 1;
-  }
+  if (!file.ok()) return Fail("the model file", file.status());
   const ModelConfig& c = (*file)->config();
   // Bytes of weights a decode step reads (bf16 matrices; only one embedding row unless the
   // table is also the lm head) and the multiply-add count per token of the matrices.
@@ -126,16 +132,15 @@ int Main(int argc, char** argv) {
     step_bytes += 2 * n;
     matmul_params += n;
   }
-  const int32_t prompt = 1024, output = 128, prefill_len = 2048;
+  // A smaller model's context may hold less than --prefill (the emu tier's tiny one).
+  const int32_t prefill_len =
+      static_cast<int32_t>(std::min<int64_t>(prefill, c.context_length - 1));
   const int32_t blocks = requests * ((prompt + output) / kvcache::kBlockTokens + 1) + 256;
   auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<cuda::CudaBackend>> backend = cuda::CudaBackend::Create();
-  if (!backend.ok()) return 1;
+  if (!backend.ok()) return Fail("CudaBackend::Create", backend.status());
   absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Create(**file, **backend, blocks);
-  if (!model.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
-    return 1;
-  }
+  if (!model.ok()) return Fail("LlamaModel::Create", model.status());
   kvcache::KvCache kv(blocks);
   std::printf(
       "model %s: %lld layers, hidden %lld, %.2f GB of bf16 weights, %d KV blocks; "
@@ -150,13 +155,16 @@ int Main(int argc, char** argv) {
   {  // warm-up: cuBLAS heuristics, scratch buffers
     Generator g(**model, kv, {.max_batch_tokens = max_batch_tokens});
     GenerateRequest r = Request(RandomPrompt(64, c.vocab_size, 99), 4);
-    (void)g.Run({&r, 1});
+    if (absl::Status st = g.Run({&r, 1}).status(); !st.ok()) return Fail("warm-up", st);
   }
   // Decode at batch 1: seconds per output token after the first.
   auto decode_tpot = [&](uint32_t seed) -> double {
     Generator g(**model, kv, {.max_batch_tokens = max_batch_tokens});
     GenerateRequest r = Request(RandomPrompt(128, c.vocab_size, seed), 129);
-    if (!g.Run({&r, 1}).ok()) return -1;
+    if (absl::Status st = g.Run({&r, 1}).status(); !st.ok()) {
+      Fail("decode", st);
+      return -1.0;
+    }
     return g.stats().decode_seconds / (g.stats().generated_tokens - 1);
   };
   const double roofline = step_bytes / bw;
@@ -169,9 +177,10 @@ int Main(int argc, char** argv) {
         tpot * 1e3, roofline * 1e3, step_bytes / 1e9, bw / 1e9, 100 * roofline / tpot);
   }
   {  // the same as CUDA graphs (the first step captures the graph)
-    if (!(*model)->SetDecodeGraphs(true).ok()) return 1;
+    if (absl::Status st = (*model)->SetDecodeGraphs(true); !st.ok()) return Fail("graphs", st);
     const double tpot = decode_tpot(3);
-    if (tpot < 0 || !(*model)->SetDecodeGraphs(false).ok()) return 1;
+    if (tpot < 0) return 1;
+    if (absl::Status st = (*model)->SetDecodeGraphs(false); !st.ok()) return Fail("graphs", st);
     std::printf("decode batch 1, CUDA graphs: TPOT %.3f ms: %.1f%% of roofline\n", tpot * 1e3,
                 100 * roofline / tpot);
   }
@@ -181,7 +190,7 @@ int Main(int argc, char** argv) {
     for (int i = 0; i < 3; ++i) {
       Generator g(**model, kv, {.max_batch_tokens = prefill_len});
       GenerateRequest r = Request(RandomPrompt(prefill_len, c.vocab_size, 2 + i), 1);
-      if (!g.Run({&r, 1}).ok()) return 1;
+      if (absl::Status st = g.Run({&r, 1}).status(); !st.ok()) return Fail("prefill", st);
       times.push_back(g.stats().prefill_seconds);
     }
     std::sort(times.begin(), times.end());
@@ -203,10 +212,7 @@ int Main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<std::vector<GenerateResult>> out = g.Run(reqs);
     const double s = Seconds(start);
-    if (!out.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(out.status().message()).c_str());
-      return 1;
-    }
+    if (!out.ok()) return Fail("saturated run", out.status());
     const double tokens = static_cast<double>(requests) * (prompt + output);
     const double flops = 2.0 * matmul_params * tokens +
                          requests * attention_flops(prompt + output, (prompt + output) / 2.0);
@@ -223,17 +229,14 @@ int Main(int argc, char** argv) {
     t0 = std::chrono::steady_clock::now();
     absl::StatusOr<std::unique_ptr<cuda::CudaTrainModel>> train =
         cuda::CudaTrainModel::Create(**file);
-    if (!train.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(train.status().message()).c_str());
-      return 1;
-    }
+    if (!train.ok()) return Fail("CudaTrainModel::Create", train.status());
     std::printf("training model uploaded in %.1f s\n", Seconds(t0));
     lora::LoraConfig lc;
     lc.rank = 16;
     lc.alpha = 32;
     lc.targets = {lora::kAllLoraModules.begin(), lora::kAllLoraModules.end()};
     absl::StatusOr<lora::LoraAdapter> adapter = lora::NewLoraAdapter(c, lc, 1);
-    if (!adapter.ok()) return 1;
+    if (!adapter.ok()) return Fail("the LoRA adapter", adapter.status());
     for (float& v : adapter->params) v = 1e-3f;  // B = 0 would make dA zero, not cheaper
     constexpr int32_t kSeqLen = 128;
     std::vector<std::vector<TokenId>> tokens = {RandomPrompt(kSeqLen, c.vocab_size, 7),
@@ -245,10 +248,7 @@ int Main(int argc, char** argv) {
     for (int rep = 0; rep < 6; ++rep) {
       auto pass = (*train)->Begin(seqs, adapter->layout, lc.scale(), adapter->params.data(),
                                   grad.data(), {});
-      if (!pass.ok()) {
-        std::fprintf(stderr, "%s\n", std::string(pass.status().message()).c_str());
-        return 1;
-      }
+      if (!pass.ok()) return Fail("a training pass", pass.status());
       const auto start = std::chrono::steady_clock::now();
       bool done = false;
       while (!done) {
