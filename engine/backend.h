@@ -111,8 +111,9 @@ class Backend {
   // fine-tuning job's, issue #7): their contents are no longer needed, and a backend may give
   // their memory back until they are written again. The default keeps it.
   // NOTE(ftmem): on CUDA the reservation is accounting only (this default): the pool is one
-  // cudaMalloc that cannot be shrunk in place, and training runs on the host; a CUDA training
-  // path would place its buffers in the reserved blocks' memory instead.
+  // cudaMalloc that cannot be shrunk in place, so CudaTrainModel allocates its pass arena in
+  // the headroom --gpu-memory-utilization leaves (docs/fine-tuning.md "Not done yet" says how
+  // the reserved blocks' own memory could be used instead).
   virtual void DiscardKvBlocks([[maybe_unused]] std::span<const kvcache::BlockId> blocks) {}
 
   // Asynchronous KV block moves (the rules: kvcache/block_io.h). A backend that returns true
