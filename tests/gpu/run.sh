@@ -4,7 +4,9 @@
 #   tests/gpu/run.sh pack      HERE (a machine with the build's Debian libraries): builds the
 #                              CUDA targets in build-cuda/ and bundles the binaries with their
 #                              non-system shared libraries and glibc's loader into
-#                              build-cuda/gpu-bundle/ (ignored by git; ~40 MB, so it travels).
+#                              build-cuda/gpu-files/, tar'd and gzip'd into
+#                              build-cuda/gpu-bundle/bundle.tgz (ignored by git; ~25 MB, so it
+#                              travels: a run call carries 64 MiB at most).
 #                              PACK_FROM=head builds a clean worktree of HEAD instead.
 #   tests/gpu/run.sh run       THERE (the GPU machine, carry build-cuda/gpu-bundle): the gpu
 #                              tests, the e2e greedy check, a served run with 32 concurrent
@@ -24,7 +26,8 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BUNDLE="$ROOT/build-cuda/gpu-bundle"
+BUNDLE="$ROOT/build-cuda/gpu-bundle"   # bundle.tgz: carried to the GPU machine
+FILES="$ROOT/build-cuda/gpu-files"     # what it holds: bin/, lib/, scripts/, COMMIT
 PARTS="$ROOT/build-cuda/gpu-model"
 STAGE=/root/spw-model
 BINARIES=(bin/spillway tests/gpu_kernels_test tests/gpu_model_forward_test
@@ -52,23 +55,28 @@ pack() {
   local targets=()
   for b in "${BINARIES[@]}"; do targets+=("$(basename "$b")"); done
   nice cmake --build "$build" -j2 --target "${targets[@]}"
-  rm -rf "$BUNDLE"
-  mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$BUNDLE/scripts"
+  # The files go to $FILES; $BUNDLE (what a run call carries, 64 MiB at most) holds only their
+  # gzip'd tar, about a third of their size.
+  rm -rf "$BUNDLE" "$FILES"
+  mkdir -p "$FILES/bin" "$FILES/lib" "$FILES/scripts"
   for b in "${BINARIES[@]}"; do
-    strip -o "$BUNDLE/bin/$(basename "$b")" "$build/$b"
+    strip -o "$FILES/bin/$(basename "$b")" "$build/$b"
   done
   # Every shared library the binaries need except the CUDA ones (the GPU machine has its own,
   # matching its driver), plus glibc's loader so the bundle runs whatever the glibc there is.
-  for b in "$BUNDLE"/bin/*; do ldd "$b"; done | awk '$3 ~ /^\// {print $3} $1 ~ /ld-linux/ {print $1}' |
+  for b in "$FILES"/bin/*; do ldd "$b"; done | awk '$3 ~ /^\// {print $3} $1 ~ /ld-linux/ {print $1}' |
     sort -u | grep -v -E 'libcublas|libcudart|libcuda\.so' | while read -r lib; do
-    cp -L "$lib" "$BUNDLE/lib/"
+    cp -L "$lib" "$FILES/lib/"
   done
-  cp "$src/benchmarks/serve_benchmark.py" "$src/tests/gpu/finetune_smoke.py" "$BUNDLE/scripts/"
+  cp "$src/benchmarks/serve_benchmark.py" "$src/tests/gpu/finetune_smoke.py" "$FILES/scripts/"
   if [ "$src" = "$ROOT" ]; then
-    echo "$(git -C "$ROOT" rev-parse HEAD) + working tree" > "$BUNDLE/COMMIT"
+    echo "$(git -C "$ROOT" rev-parse HEAD) + working tree" > "$FILES/COMMIT"
   else
-    git -C "$src" rev-parse HEAD > "$BUNDLE/COMMIT"
+    git -C "$src" rev-parse HEAD > "$FILES/COMMIT"
   fi
+  du -sh "$FILES"
+  mkdir -p "$BUNDLE"
+  tar czf "$BUNDLE/bundle.tgz" -C "$FILES" .
   du -sh "$BUNDLE"
 }
 
@@ -100,7 +108,10 @@ run() {
   : > "$summary"
   : > "$log"
   note() { echo "$*" | tee -a "$summary"; }
-  [ -d "$BUNDLE/bin" ] || { note "no bundle at $BUNDLE: run 'tests/gpu/run.sh pack' here first"; return 1; }
+  [ -f "$BUNDLE/bundle.tgz" ] || { note "no bundle at $BUNDLE: run 'tests/gpu/run.sh pack' here first"; return 1; }
+  rm -rf /tmp/spw-gpu-files && mkdir -p /tmp/spw-gpu-files &&
+    tar xzf "$BUNDLE/bundle.tgz" -C /tmp/spw-gpu-files || { note "cannot unpack $BUNDLE/bundle.tgz"; return 1; }
+  local BUNDLE=/tmp/spw-gpu-files
   # x BINARY ARGS...: a bundled binary under the bundled loader, with the bundle's libraries
   # first and then the machine's CUDA libraries (cuBLAS, the driver).
   local libs="$BUNDLE/lib"
