@@ -123,6 +123,7 @@ struct Runtime {
   std::map<uintptr_t, size_t> pinned;  // cudaHostAlloc'd: base -> bytes
   std::unordered_map<const void*, size_t> dynamic_shared;  // cudaFuncSetAttribute limits
   uint64_t event_serial = 0;
+  std::vector<CUevent_st*> destroyed_events;  // never freed (cudaEventDestroy)
 };
 
 Runtime& R() {
@@ -799,6 +800,7 @@ CUevent_st* Live(cudaEvent_t e) {
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   const auto lock = spw_emu::ApiLock();
   Live(event)->destroyed = true;  // kept: queued work may still complete it
+  R().destroyed_events.push_back(event);  // reachable, so not a leak to LeakSanitizer
   return cudaSuccess;
 }
 
