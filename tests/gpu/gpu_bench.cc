@@ -57,6 +57,8 @@ double CopyBandwidth() {
     cudaEventElapsedTime(&ms, start, stop);
     if (i > 0) best_ms = std::min(best_ms, ms);
   }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
   cudaFree(a);
   cudaFree(b);
   return 2.0 * bytes / (best_ms * 1e-3);
