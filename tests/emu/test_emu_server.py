@@ -83,9 +83,10 @@ def prompts(n, seed=1):
     return [[rng.randrange(10, 1000) for _ in range(rng.randrange(5, 40))] for _ in range(n)]
 
 
-def greedy(server, prompt, max_tokens=64):
+def greedy(server, prompt, max_tokens=64, model=MODEL_NAME):
+    """(tokens, their logprobs, top-2 logprobs) of a greedy completion of `model`."""
     r = requests.post(server.url + "/v1/completions", timeout=120, json={
-        "model": MODEL_NAME, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+        "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
         "logprobs": 2})
     assert r.status_code == 200, r.text
     lp = r.json()["choices"][0]["logprobs"]
@@ -105,8 +106,8 @@ def test_the_kv_pool_is_sized_from_the_device_memory(tiny_model, tmp_path):
         blocks = int(m.group(1))
         assert (budget - (1 << 20)) // KV_BLOCK_BYTES <= blocks <= budget // KV_BLOCK_BYTES
         assert s.health()["kv_total_blocks"] == blocks
-        text, _, _ = greedy(s, [5, 6, 7], max_tokens=4)
-        assert len(text) == 4
+        tokens, _, _ = greedy(s, [5, 6, 7], max_tokens=4)
+        assert len(tokens) == 4
     finally:
         stopped(s)
     # A share that leaves nothing for the KV pool is refused at start, naming the figures.
@@ -178,12 +179,7 @@ def test_adapters_in_mixed_batches_match_the_cpu_backend(tiny_model, tmp_path):
     cases = [(m, i) for m in models for i in range(len(ps))]
 
     def greedy_as(server, model, prompt):
-        r = requests.post(server.url + "/v1/completions", timeout=120, json={
-            "model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0,
-            "logprobs": 2})
-        assert r.status_code == 200, r.text
-        lp = r.json()["choices"][0]["logprobs"]
-        return lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]
+        return greedy(server, prompt, max_tokens=24, model=model)
 
     cpu = cpu_server(tmp_path / "cpu", tiny_model, *modules)
     try:
@@ -318,7 +314,8 @@ LOSS_REL_TOL = 2e-3
 
 
 def run_job(server):
-    """One fine-tuning job on FACTS; returns (job, step losses, started events, answer)."""
+    """One fine-tuning job on FACTS; returns (job, step losses, started events, the fine-tuned
+    model's answer, the most KV blocks the job held while running)."""
     admin = openai.OpenAI(base_url=server.url + "/v1", api_key=ADMIN_KEY, max_retries=0,
                           timeout=120)
     data = "".join(json.dumps({"messages": [{"role": "user", "content": q},
