@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -14,6 +15,7 @@
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/cuda_device.h"
 #include "kernels/elementwise.h"
+#include "kernels/lora.h"
 #include "kernels/paged_attention.h"
 #include "kernels/sampling.h"
 #include "kvcache/ids.h"
@@ -345,6 +347,25 @@ void CudaBackend::AddLora(Activation x, std::span<const LoraRows> segments, Acti
     SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
   }
   if (y.data == bf16_of_.data) Stale();
+  // Decode-sized segments (a row or a few per sequence) go to the gathered kernels, up to
+  // kMaxLoraSegments at a time, so a batch mixing many adapters costs two launches rather than
+  // three per adapter; segments of many rows (prefill) go to cuBLAS, whose GEMMs read each
+  // adapter's A once for all of its rows.
+  std::array<kernels::LoraSegment, kernels::kMaxLoraSegments> gathered;
+  int num_gathered = 0;
+  int64_t gathered_rows = 0;
+  auto flush = [&] {
+    if (num_gathered == 0) return;
+    SPW_CHECK(lora_u_
+                  .Reserve(static_cast<size_t>(gathered_rows) * kernels::kMaxGatheredLoraRank *
+                           sizeof(float))
+                  .ok());
+    SPW_CUDA_CHECK(kernels::AddLoraGathered(xb, x.cols, gathered.data(), num_gathered,
+                                            static_cast<float*>(lora_u_.get()), y.data, y.cols,
+                                            stream_));
+    num_gathered = 0;
+    gathered_rows = 0;
+  };
   for (const LoraRows& s : segments) {
     const CudaWeight& a = AsCuda(*s.a);
     const CudaWeight& b = AsCuda(*s.b);
@@ -352,9 +373,20 @@ void CudaBackend::AddLora(Activation x, std::span<const LoraRows> segments, Acti
               s.begin <= s.end && s.end <= x.rows);
     const int64_t n = s.end - s.begin, rank = a.rows();
     if (n == 0) continue;
-    SPW_CHECK(lora_u_.Reserve(static_cast<size_t>(n * rank) * sizeof(float)).ok());
+    if (n < kLoraGemmRows && rank <= kernels::kMaxGatheredLoraRank) {
+      gathered[num_gathered++] = {.a = a.bf16(),
+                                  .b = b.bf16(),
+                                  .begin = s.begin,
+                                  .end = s.end,
+                                  .rank = static_cast<int32_t>(rank),
+                                  .scale = s.scale};
+      gathered_rows += n;
+      if (num_gathered == kernels::kMaxLoraSegments) flush();
+      continue;
+    }
+    SPW_CHECK(lora_gemm_u_.Reserve(static_cast<size_t>(n * rank) * sizeof(float)).ok());
     SPW_CHECK(lora_u_bf16_.Reserve(static_cast<size_t>(n * rank) * 2).ok());
-    auto* u = static_cast<float*>(lora_u_.get());
+    auto* u = static_cast<float*>(lora_gemm_u_.get());
     auto* ub = static_cast<uint16_t*>(lora_u_bf16_.get());
     const float one = 1.0f, zero = 0.0f;
     // Column-major as in MatMul: uᵀ [rank, n] = Aᵀ · x_segᵀ, then y_segᵀ += scale · Bᵀ · uᵀ.
@@ -370,6 +402,7 @@ void CudaBackend::AddLora(Activation x, std::span<const LoraRows> segments, Acti
         CUDA_R_16BF, static_cast<int>(rank), &one, y.data + s.begin * y.cols, CUDA_R_32F,
         static_cast<int>(y.cols), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
+  flush();
 }
 
 void CudaBackend::AddBias(Activation y, const BackendWeight& bias) {

@@ -159,9 +159,14 @@ class CudaBackend final : public Backend {
   void Stale() { bf16_of_ = {}; }
   // Makes bf16_input_ the copy of `a` (to be written by the caller) and returns it.
   uint16_t* Bf16Copy(Activation a);
-  DeviceBuffer rows_dev_;              // GatherRows' row list
-  DeviceBuffer lora_u_, lora_u_bf16_;  // AddLora's x·aᵀ
-  std::vector<float> rope_host_;       // the inv_freq last uploaded to rope_dev_
+  DeviceBuffer rows_dev_;  // GatherRows' row list
+  // AddLora's x·aᵀ: the gathered kernels' (rows × the largest gathered rank) and a cuBLAS
+  // segment's (f32, then bf16).
+  DeviceBuffer lora_u_, lora_gemm_u_, lora_u_bf16_;
+  // Segments of at least this many rows go to cuBLAS in AddLora, shorter ones to the gathered
+  // kernels (kernels/lora.h).
+  static constexpr int64_t kLoraGemmRows = 64;
+  std::vector<float> rope_host_;  // the inv_freq last uploaded to rope_dev_
   // SampleRows: its rows and edits uploaded, the processed logits, and the results (tokens,
   // logprobs, top tokens, top logprobs) with their host copy.
   std::vector<std::byte> sampling_host_;

@@ -7,6 +7,10 @@
 //   prefill of a 2048-token prompt: tokens/s and % of the card's dense BF16 tensor peak;
 //   saturated throughput, N requests of 1024 prompt + 128 output tokens at once: output
 //     tokens/s and model FLOPs utilisation;
+//   many adapters (issue #7 goal: a batch mixing 8 adapters at >= 80% of the base model's
+//     throughput): one decode step of 32 sequences with 8 adapters of rank 16 on every
+//     projection, round-robin (a segment per sequence) and grouped, against the base model's
+//     step, eager and as a CUDA graph (a step with adapters runs eagerly);
 //   LoRA training (issue #7) with CudaTrainModel: a micro-batch of 2 x 128 tokens, rank 16 on
 //     every projection — each piece's time (the goal: a step's pieces ≤ 50 ms, so a request
 //     waits at most that), training tokens/s and MFU (forward 2, backward 2 FLOPs per weight
@@ -20,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -28,6 +33,8 @@
 #include "engine/cuda/cuda_train_model.h"
 #include "engine/generator/generator.h"
 #include "engine/llama/llama_model.h"
+#include "engine/lora/backend_adapter.h"
+#include "engine/lora/lora_adapter.h"
 #include "engine/weights/model_file.h"
 #include "kvcache/kv_cache.h"
 
@@ -137,7 +144,9 @@ int Main(int argc, char** argv) {
   // A smaller model's context may hold less than --prefill (the emu tier's tiny one).
   const int32_t prefill_len =
       static_cast<int32_t>(std::min<int64_t>(prefill, c.context_length - 1));
-  const int32_t blocks = requests * ((prompt + output) / kvcache::kBlockTokens + 1) + 256;
+  // The saturated run's requests, or the many-adapter step's 32 sequences of 129 tokens.
+  const int32_t blocks =
+      std::max(requests * ((prompt + output) / kvcache::kBlockTokens + 1), 32 * 10) + 256;
   auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<cuda::CudaBackend>> backend = cuda::CudaBackend::Create();
   if (!backend.ok()) return Fail("CudaBackend::Create", backend.status());
@@ -224,6 +233,72 @@ int Main(int argc, char** argv) {
         "ShareGPT-like mixes)\n",
         requests, prompt, output, max_batch_tokens, s, requests * output / s,
         peak > 0 ? 100 * flops / s / peak : 0.0);
+  }
+  {  // many adapters: one decode step of 32 sequences after 128 tokens of context
+    constexpr int32_t kSeqs = 32, kContext = 128, kAdapters = 8;
+    lora::LoraConfig lc;
+    lc.rank = 16;
+    lc.alpha = 32;
+    lc.targets = {lora::kAllLoraModules.begin(), lora::kAllLoraModules.end()};
+    std::vector<std::unique_ptr<lora::BackendLoraAdapter>> adapters;
+    for (int i = 0; i < kAdapters; ++i) {
+      absl::StatusOr<lora::LoraAdapter> a = lora::NewLoraAdapter(c, lc, 100 + i);
+      if (!a.ok()) return Fail("a LoRA adapter", a.status());
+      std::mt19937 rng(i);  // B = 0 at creation: give it values, as a trained adapter has
+      std::normal_distribution<float> normal(0.0f, 0.02f);
+      for (const lora::LoraMatrix& m : a->layout.Matrices()) {
+        if (!m.is_b) continue;
+        for (int64_t j = 0; j < m.rows * m.cols; ++j) a->params[m.offset + j] = normal(rng);
+      }
+      absl::StatusOr<std::unique_ptr<lora::BackendLoraAdapter>> loaded =
+          lora::BackendLoraAdapter::Load(*a, **backend);
+      if (!loaded.ok()) return Fail("loading a LoRA adapter", loaded.status());
+      adapters.push_back(*std::move(loaded));
+    }
+    kvcache::KvCache step_kv(blocks);
+    std::vector<TokenId> tokens = RandomPrompt(kSeqs, c.vocab_size, 11);
+    // mode 0: the base model; 1: round-robin over the adapters; 2: each adapter's sequences
+    // side by side. Median of 20 steps after 3 of warm-up.
+    auto step_ms = [&](int mode) -> double {
+      Batch batch;
+      batch.tokens = tokens;
+      for (int32_t s = 0; s < kSeqs; ++s) {
+        const int adapter = mode == 1 ? s % kAdapters : s * kAdapters / kSeqs;
+        batch.chunks.push_back({.num_tokens = 1,
+                                .first_position = kContext,
+                                .block_table = step_kv.block_table(s + 1),
+                                .want_logits = true,
+                                .adapter = mode == 0 ? nullptr : adapters[adapter].get()});
+      }
+      std::vector<float> logits;
+      std::vector<double> ms;
+      for (int i = 0; i < 23; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        if (absl::Status st = (*model)->Forward(batch, &logits); !st.ok()) {
+          Fail("a multi-adapter step", st);
+          return -1.0;
+        }
+        if (i >= 3) ms.push_back(Seconds(start) * 1e3);
+      }
+      std::sort(ms.begin(), ms.end());
+      return ms[ms.size() / 2];
+    };
+    for (int32_t s = 0; s < kSeqs; ++s) {
+      if (!step_kv.Grow(s + 1, kContext + 1).has_value()) {
+        return Fail("the multi-adapter KV", absl::ResourceExhaustedError("KV blocks"));
+      }
+    }
+    const double base = step_ms(0), round_robin = step_ms(1), grouped = step_ms(2);
+    if (absl::Status st = (*model)->SetDecodeGraphs(true); !st.ok()) return Fail("graphs", st);
+    const double base_graph = step_ms(0);
+    if (absl::Status st = (*model)->SetDecodeGraphs(false); !st.ok()) return Fail("graphs", st);
+    if (base < 0 || round_robin < 0 || grouped < 0 || base_graph < 0) return 1;
+    std::printf(
+        "8 adapters (rank 16, all projections), decode step of %d sequences: base %.3f ms "
+        "(CUDA graph %.3f ms); round-robin %.3f ms = %.1f%% of base throughput (%.1f%% of the "
+        "graph's); grouped %.3f ms = %.1f%% (%.1f%%) (goal 80%%)\n",
+        kSeqs, base, base_graph, round_robin, 100 * base / round_robin,
+        100 * base_graph / round_robin, grouped, 100 * base / grouped, 100 * base_graph / grouped);
   }
   {  // LoRA training passes on the GPU: the serving model is dropped first (its memory).
     model->reset();

@@ -1,0 +1,103 @@
+// The gathered LoRA kernels behind lora.h: one block per row for the shrink (u = bf16(A · x),
+// a warp per rank index), one block per (row, 128 outputs) for the expand (y += scale · B · u).
+// NOTE(cuda): correct-first. A decode row reads its adapter's A (rank × in bf16, 128 KiB at
+// rank 16 and in 4096) from L2 after the first row of that adapter has brought it in; that is
+// small against the base GEMM's weight bytes, and segments of many rows go to cuBLAS instead.
+#include <cuda_bf16.h>
+
+#include "kernels/common.cuh"
+#include "kernels/lora.h"
+
+namespace spillway::kernels {
+namespace {
+
+constexpr int kShrinkThreads = 128;
+constexpr int kExpandThreads = 128;
+
+struct Segments {
+  LoraSegment s[kMaxLoraSegments];
+  int count;
+};
+
+// The segment and row of the launch's `i`-th row: rows are numbered segment after segment.
+__device__ __forceinline__ int FindRow(const Segments& segs, int i, int* row) {
+  for (int k = 0; k < segs.count; ++k) {
+    const int n = segs.s[k].end - segs.s[k].begin;
+    if (i < n) {
+      *row = segs.s[k].begin + i;
+      return k;
+    }
+    i -= n;
+  }
+  return -1;
+}
+
+// u[i, r] = bf16(Σ_k x[row, k] · A[r, k]) for the launch's row i (u rows of max_rank floats).
+__global__ void __launch_bounds__(kShrinkThreads)
+    LoraShrinkKernel(const __nv_bfloat16* x, int64_t in, Segments segs, float* u, int max_rank) {
+  int row = 0;
+  const int k = FindRow(segs, static_cast<int>(blockIdx.x), &row);
+  if (k < 0) return;
+  const LoraSegment& s = segs.s[k];
+  const auto* a = reinterpret_cast<const __nv_bfloat16*>(s.a);
+  const __nv_bfloat16* xr = x + row * in;
+  const int warp = static_cast<int>(threadIdx.x) / kWarp,
+            lane = static_cast<int>(threadIdx.x) % kWarp;
+  for (int r = warp; r < s.rank; r += kShrinkThreads / kWarp) {
+    const __nv_bfloat16* ar = a + r * in;
+    float acc = 0.0f;
+    for (int64_t j = lane; j < in; j += kWarp)
+      acc += __bfloat162float(xr[j]) * __bfloat162float(ar[j]);
+    acc = WarpSum(acc);
+    if (lane == 0)
+      u[int64_t{blockIdx.x} * max_rank + r] = __bfloat162float(__float2bfloat16_rn(acc));
+  }
+}
+
+// y[row, o] += scale · Σ_r B[o, r] · u[i, r] for the launch's row i = blockIdx.y.
+__global__ void __launch_bounds__(kExpandThreads)
+    LoraExpandKernel(Segments segs, const float* u, int max_rank, float* y, int64_t out) {
+  __shared__ float ur[kMaxGatheredLoraRank];
+  int row = 0;
+  const int k = FindRow(segs, static_cast<int>(blockIdx.y), &row);
+  if (k < 0) return;
+  const LoraSegment& s = segs.s[k];
+  for (int r = static_cast<int>(threadIdx.x); r < s.rank; r += kExpandThreads) {
+    ur[r] = u[int64_t{blockIdx.y} * max_rank + r];
+  }
+  __syncthreads();
+  const int64_t o = int64_t{blockIdx.x} * kExpandThreads + threadIdx.x;
+  if (o >= out) return;
+  const auto* b = reinterpret_cast<const __nv_bfloat16*>(s.b) + o * s.rank;
+  float acc = 0.0f;
+  for (int r = 0; r < s.rank; ++r) acc += __bfloat162float(b[r]) * ur[r];
+  y[row * out + o] += s.scale * acc;
+}
+
+}  // namespace
+
+cudaError_t AddLoraGathered(const uint16_t* x, int64_t in, const LoraSegment* segments, int count,
+                            float* u, float* y, int64_t out, cudaStream_t stream) {
+  if (count < 0 || count > kMaxLoraSegments) return cudaErrorInvalidValue;
+  Segments segs{};
+  int rows = 0, max_rank = 0;
+  for (int k = 0; k < count; ++k) {
+    const LoraSegment& s = segments[k];
+    if (s.rank <= 0 || s.rank > kMaxGatheredLoraRank || s.end < s.begin) {
+      return cudaErrorInvalidValue;
+    }
+    segs.s[k] = s;
+    rows += s.end - s.begin;
+    if (s.rank > max_rank) max_rank = s.rank;
+  }
+  segs.count = count;
+  if (rows == 0) return cudaSuccess;
+  LoraShrinkKernel<<<static_cast<unsigned>(rows), kShrinkThreads, 0, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(x), in, segs, u, max_rank);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  const dim3 grid(BlocksFor(out, kExpandThreads), static_cast<unsigned>(rows));
+  LoraExpandKernel<<<grid, kExpandThreads, 0, stream>>>(segs, u, max_rank, y, out);
+  return cudaGetLastError();
+}
+
+}  // namespace spillway::kernels

@@ -1,0 +1,39 @@
+// Host launcher of the gathered LoRA kernels (lora.cu): y[t] += scale · B · bf16(A · x[t]) for
+// the rows of many adapters at once, two launches whatever the mix of adapters. The segments
+// travel by value in the kernels' parameters, so nothing is uploaded and a launch is the same
+// work in a CUDA graph. CudaBackend::AddLora sends decode-sized segments here (a decode batch
+// of sequences with 8 adapters, one row each, would otherwise be 8 pairs of cuBLAS calls per
+// projection and layer) and large prefill segments to cuBLAS. Plain C++: compiles without nvcc.
+//
+// Arithmetic (the same as AddLora's cuBLAS path, tests/gpu/kernels_test.cc checks both): bf16
+// x, A and B, f32 accumulation, the rank-sized product u rounded to bf16 before the second
+// product, y accumulated in f32.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace spillway::kernels {
+
+struct LoraSegment {
+  const uint16_t* a = nullptr;  // bf16 [rank, in], row-major
+  const uint16_t* b = nullptr;  // bf16 [out, rank], row-major
+  int32_t begin = 0;            // rows [begin, end) of x and y use this adapter
+  int32_t end = 0;
+  int32_t rank = 0;
+  float scale = 1.0f;
+};
+
+// Segments per launch (they are kernel parameters: 32 × 32 bytes of the 4 KiB allowed).
+constexpr int kMaxLoraSegments = 32;
+// The largest rank the gathered kernels take (u's row lives in shared memory).
+constexpr int kMaxGatheredLoraRank = 256;
+
+// For each of segments[0, count) (count ≤ kMaxLoraSegments, rank ≤ kMaxGatheredLoraRank, no
+// two overlapping): y[t] += scale · B · bf16(A · x[t]) for t in [begin, end). x: bf16 [rows, in]
+// row-major; y: f32 [rows, out]; u: scratch of at least Σ(end - begin) · max rank floats.
+cudaError_t AddLoraGathered(const uint16_t* x, int64_t in, const LoraSegment* segments, int count,
+                            float* u, float* y, int64_t out, cudaStream_t stream);
+
+}  // namespace spillway::kernels
