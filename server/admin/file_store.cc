@@ -7,9 +7,9 @@
 #include <random>
 
 #include "absl/strings/str_format.h"
+#include "common/sha256.h"
 #include "engine/lora/atomic_file.h"
 #include "server/admin/dataset.h"
-#include "server/admin/sha256.h"
 #include "server/openai/api_error.h"
 
 namespace spillway::server::admin {

@@ -1,7 +1,7 @@
-// The admin API's building blocks for uploads (issue #7): SHA-256 against FIPS 180-4 / NIST
-// vectors, multipart/form-data as httpx sends it, fine-tuning JSONL validation naming the line,
-// the chat -> tokens + loss mask conversion, the FileStore (ids only, digest checked, survives
-// a reopen), and the router's prefix routes.
+// The admin API's building blocks for uploads (issue #7): multipart/form-data as httpx sends
+// it, fine-tuning JSONL validation naming the line, the chat -> tokens + loss mask conversion,
+// the FileStore (ids only, digest checked, survives a reopen), and the router's prefix routes.
+// (The SHA-256 vectors are in tests/common/sha256_test.cc.)
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -12,7 +12,6 @@
 #include "server/admin/dataset.h"
 #include "server/admin/file_store.h"
 #include "server/admin/multipart.h"
-#include "server/admin/sha256.h"
 #include "server/http/auth.h"
 #include "server/http/router.h"
 #include "server/openai/openai_api.h"
@@ -23,20 +22,6 @@ namespace spillway::server::admin {
 namespace {
 
 namespace fs = std::filesystem;
-
-TEST(Sha256Test, NistVectors) {
-  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(Sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
-            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-  EXPECT_EQ(Sha256Hex(std::string(1000000, 'a')),
-            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-  // 55 and 56 bytes: the length fits in the last block, or needs another.
-  EXPECT_EQ(Sha256Hex(std::string(55, 'a')),
-            "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318");
-  EXPECT_EQ(Sha256Hex(std::string(56, 'a')),
-            "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a");
-}
 
 TEST(MultipartTest, ParsesAnHttpxUpload) {
   const std::string body =

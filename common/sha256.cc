@@ -1,11 +1,11 @@
-#include "server/admin/sha256.h"
+#include "common/sha256.h"
 
 #include <array>
 #include <cstdint>
 
 #include "absl/strings/str_format.h"
 
-namespace spillway::server::admin {
+namespace spillway {
 namespace {
 
 constexpr std::array<uint32_t, 64> kK = {
@@ -74,4 +74,4 @@ std::string Sha256Hex(std::string_view data) {
   return out;
 }
 
-}  // namespace spillway::server::admin
+}  // namespace spillway
