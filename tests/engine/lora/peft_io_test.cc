@@ -1,5 +1,6 @@
-// PEFT adapter directories: reading what peft wrote (tests/golden/lora/*-adapter), save/load
-// round trips, the q/k row permutation for GGUF Llama models, and the errors.
+// PEFT adapter directories: reading what peft wrote (tests/golden/lora/*-adapter, reassembled
+// from text by tests/golden_safetensors.h), save/load round trips, the q/k row permutation for
+// GGUF Llama models, and the errors.
 #include "engine/lora/peft_io.h"
 
 #include <gtest/gtest.h>
@@ -10,7 +11,7 @@
 
 #include "engine/lora/atomic_file.h"
 #include "engine/weights/safetensors_reader.h"
-#include "tests/test_paths.h"
+#include "tests/golden_safetensors.h"
 
 namespace spillway::engine::lora {
 namespace {
@@ -38,14 +39,17 @@ std::string TempDir(const std::string& name) {
 }
 
 TEST(PeftIoTest, ReadsAnAdapterPeftSaved) {
-  const std::string dir = testing::SourcePath("tests/golden/lora/llama-tiny-adapter");
-  auto a = LoadPeftAdapter(dir, TinyConfig(RopeStyle::kNeox));
+  testing::ScratchGoldens goldens("peft_io_test_reads");
+  const absl::StatusOr<std::string> dir =
+      goldens.PeftAdapter("tests/golden/lora/llama-tiny-adapter");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto a = LoadPeftAdapter(*dir, TinyConfig(RopeStyle::kNeox));
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->config.rank, 4);
   EXPECT_FLOAT_EQ(a->config.alpha, 8.0f);
   EXPECT_FLOAT_EQ(a->config.scale(), 2.0f);
   EXPECT_EQ(a->config.targets.size(), 7u);
-  auto file = SafetensorsFile::Open(dir + "/adapter_model.safetensors");
+  auto file = SafetensorsFile::Open(*dir + "/adapter_model.safetensors");
   ASSERT_TRUE(file.ok());
   const SafetensorsTensor* b =
       file->Find("base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight");
@@ -111,10 +115,12 @@ TEST(PeftIoTest, Errors) {
   EXPECT_EQ(LoadPeftAdapter("/nonexistent/adapter", c).status().code(),
             absl::StatusCode::kNotFound);
   const std::string dir = TempDir("errors");
-  const std::string golden =
-      testing::SourcePath("tests/golden/lora/llama-tiny-adapter/adapter_model.safetensors");
+  testing::ScratchGoldens goldens("peft_io_test_errors");
+  const absl::StatusOr<std::string> golden =
+      goldens.Safetensors("tests/golden/lora/llama-tiny-adapter/adapter_model.safetensors.json");
+  ASSERT_TRUE(golden.ok()) << golden.status();
   std::filesystem::create_directories(dir);
-  std::filesystem::copy_file(golden, dir + "/adapter_model.safetensors");
+  std::filesystem::copy_file(*golden, dir + "/adapter_model.safetensors");
   const std::string base = R"("peft_type": "LORA", "lora_alpha": 8, "bias": "none", )";
   struct Case {
     std::string config;

@@ -1,12 +1,14 @@
 // The training loss and LoRA gradients of the tiny Hugging Face models (build/tiny_models,
 // from tests/golden/hf/make_tiny_models.py) against PyTorch + peft in float64
-// (tests/golden/lora/make_lora_goldens.py), with the adapters peft itself saved.
+// (tests/golden/lora/make_lora_goldens.py), with the adapters peft itself saved (committed as
+// text and reassembled byte for byte by tests/golden_safetensors.h).
 #include <gtest/gtest.h>
 
 #include "engine/lora/peft_io.h"
 #include "engine/train/train_model.h"
 #include "engine/weights/safetensors_reader.h"
 #include "tests/golden_json.h"
+#include "tests/golden_safetensors.h"
 #include "tests/test_paths.h"
 
 namespace spillway::engine::train {
@@ -20,8 +22,11 @@ TEST_P(PeftGoldenTest, LossAndLoraGradientsMatchPytorch) {
       testing::ReadJsonFile("tests/golden/lora/" + name + ".json").as_object();
   auto file = OpenModelFile(testing::BinaryPath("tiny_models/" + name));
   ASSERT_TRUE(file.ok()) << file.status() << " (scripts/setup.sh generates these)";
-  auto adapter = lora::LoadPeftAdapter(
-      testing::SourcePath("tests/golden/lora/" + name + "-adapter"), (*file)->config());
+  testing::ScratchGoldens goldens("peft_golden_model_test");
+  const absl::StatusOr<std::string> adapter_dir =
+      goldens.PeftAdapter("tests/golden/lora/" + name + "-adapter");
+  ASSERT_TRUE(adapter_dir.ok()) << adapter_dir.status();
+  auto adapter = lora::LoadPeftAdapter(*adapter_dir, (*file)->config());
   ASSERT_TRUE(adapter.ok()) << adapter.status();
   EXPECT_EQ(adapter->config.rank, 4);
   EXPECT_EQ(adapter->config.targets.size(), 7u);
@@ -50,8 +55,10 @@ TEST_P(PeftGoldenTest, LossAndLoraGradientsMatchPytorch) {
   const double want_loss = golden.at("mean_loss").to_number<double>();
   EXPECT_NEAR(mean, want_loss, 1e-6 * want_loss);
 
-  auto grads = SafetensorsFile::Open(
-      testing::SourcePath("tests/golden/lora/" + name + "-grads.safetensors"));
+  const absl::StatusOr<std::string> grads_path =
+      goldens.Safetensors("tests/golden/lora/" + name + "-grads.safetensors.json");
+  ASSERT_TRUE(grads_path.ok()) << grads_path.status();
+  auto grads = SafetensorsFile::Open(*grads_path);
   ASSERT_TRUE(grads.ok()) << grads.status();
   int64_t compared = 0;
   for (const lora::LoraMatrix& x : adapter->layout.Matrices()) {

@@ -6,13 +6,24 @@
 TINY_MODELS_DIR is what tests/golden/hf/make_tiny_models.py writes (build/tiny_models). For
 llama-tiny and qwen2-tiny this script builds a peft LoRA (r=4, alpha=8, all seven projections,
 no dropout) with random nonzero A and B (values rounded to float32), saves it with peft's own
-save_pretrained into tests/golden/lora/<model>-adapter/ (so the C++ loader is tested on files
-peft wrote), then runs two labelled sequences in float64 and records:
+save_pretrained (so the C++ loader is tested on bytes peft wrote), then runs two labelled
+sequences in float64 and records:
 
+  <model>-adapter/adapter_config.json
+                               peft's adapter_config.json, as saved
+  <model>-adapter/adapter_model.safetensors.json
+                               peft's adapter_model.safetensors, in text form
   <model>.json                 the sequences, their labels (-100 = not a target), the mean
                                loss over all targets, the target count, and the sha256 of the
                                model.safetensors used
-  <model>-grads.safetensors    d(mean loss)/d(lora_A, lora_B), float32, peft's tensor names
+  <model>-grads.safetensors.json
+                               d(mean loss)/d(lora_A, lora_B), float32, peft's tensor names,
+                               as a safetensors file in text form
+
+Repository policy allows no binary files in git, so both .safetensors files are written into a temporary
+directory (by peft and by safetensors' save_file, as before) and committed only in the text
+form of safetensors_text.py, from which the tests reassemble the same bytes
+(tests/golden_safetensors.h) and check them against the sha256 recorded there.
 
 Needs torch (CPU), transformers and peft.
 """
@@ -20,12 +31,16 @@ Needs torch (CPU), transformers and peft.
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
+
+import safetensors_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -39,6 +54,14 @@ MASKS = [
     [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1],
     [0, 0, 1, 0, 1, 1],
 ]
+
+
+def write_text_form(binary_path, text_path):
+    """Writes the safetensors file `binary_path` in text form (safetensors_text.py)."""
+    with open(binary_path, "rb") as f:
+        text = safetensors_text.to_text(f.read())
+    with open(text_path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
 
 
 def main():
@@ -55,8 +78,14 @@ def main():
                 if "lora_" in pname:
                     p.copy_((torch.rand(p.shape) * 2 - 1) * 0.3)
         adapter_dir = os.path.join(HERE, f"{name}-adapter")
-        model.save_pretrained(adapter_dir)
-        os.remove(os.path.join(adapter_dir, "README.md"))  # a model card template; not needed
+        os.makedirs(adapter_dir, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            # Also writes README.md, a model card template: not needed.
+            model.save_pretrained(tmp)
+            shutil.copyfile(os.path.join(tmp, "adapter_config.json"),
+                            os.path.join(adapter_dir, "adapter_config.json"))
+            write_text_form(os.path.join(tmp, "adapter_model.safetensors"),
+                            os.path.join(adapter_dir, "adapter_model.safetensors.json"))
         model = model.double()
         total, count = None, 0
         for seq, mask in zip(SEQUENCES, MASKS):
@@ -76,7 +105,10 @@ def main():
             if "lora_" in pname:
                 key = pname.replace(".default", "")
                 grads[key] = p.grad.detach().float().contiguous()
-        save_file(grads, os.path.join(HERE, f"{name}-grads.safetensors"))
+        with tempfile.TemporaryDirectory() as tmp:
+            save_file(grads, os.path.join(tmp, "grads.safetensors"))
+            write_text_form(os.path.join(tmp, "grads.safetensors"),
+                            os.path.join(HERE, f"{name}-grads.safetensors.json"))
         with open(os.path.join(path, "model.safetensors"), "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
         with open(os.path.join(HERE, f"{name}.json"), "w") as f:
