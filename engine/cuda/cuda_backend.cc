@@ -15,6 +15,7 @@
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/cuda_device.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemv.h"
 #include "kernels/lora.h"
 #include "kernels/paged_attention.h"
 #include "kernels/sampling.h"
@@ -85,6 +86,15 @@ CudaBackend::~CudaBackend() {
   for (auto& [key, graph] : graphs_) cudaGraphExecDestroy(graph.exec);
   cublasDestroy(cublas_);
   cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::SetDecodeGemv(bool on) {
+  if (on == decode_gemv_) return;
+  SPW_CHECK(!graph_mode_);
+  SPW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (auto& [key, graph] : graphs_) SPW_CUDA_CHECK(cudaGraphExecDestroy(graph.exec));
+  graphs_.clear();
+  decode_gemv_ = on;
 }
 
 int64_t CudaBackend::KvBlockBytes(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim) {
@@ -329,6 +339,10 @@ void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
     SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
   }
   if (y.data == x.data) Stale();  // (the model never multiplies in place)
+  if (decode_gemv_ && kernels::GemvFits(x.rows, x.cols)) {
+    SPW_CUDA_CHECK(kernels::GemvBf16(m.bf16(), xb, x.rows, x.cols, m.rows(), y.data, stream_));
+    return;
+  }
   // cuBLAS is column-major: the row-major W [out, in] is a column-major [in, out] matrix, x
   // [n, in] a column-major [in, n] one, and y [n, out] is yᵀ [out, n] = Wᵀ · x.
   const float alpha = 1.0f, beta = 0.0f;

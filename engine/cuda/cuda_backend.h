@@ -38,6 +38,10 @@ class CudaBackend final : public Backend {
   int64_t kv_bytes() const { return kv_bytes_; }
   // Bytes one KV block takes over all layers (K and V, f16).
   static int64_t KvBlockBytes(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim);
+  // Whether MatMul sends steps of at most 4 rows to the decode GEMV (kernels/gemv.h) rather
+  // than cuBLAS; on by default. gpu_bench times decode both ways. A change drops the decode
+  // graphs captured so far (they hold the other path); not during a forward pass.
+  void SetDecodeGemv(bool on);
 
   absl::StatusOr<std::unique_ptr<BackendWeight>> LoadWeight(const WeightTensor& t) override;
   // The device data of a weight LoadWeight made: bf16 [rows, cols] of a matrix, f32 of a
@@ -181,6 +185,7 @@ class CudaBackend final : public Backend {
   };
   std::map<std::pair<int64_t, int64_t>, DecodeGraph> graphs_;  // by (rows, context class)
   bool graph_mode_ = false;
+  bool decode_gemv_ = true;
   std::vector<DeviceBuffer> graph_scratch_;
   DeviceBuffer graph_bf16_, graph_batch_, graph_items_, graph_partials_, cublas_workspace_;
   DeviceBuffer rope_dev_;

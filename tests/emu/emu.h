@@ -1,6 +1,6 @@
 // The CPU emulation of CUDA (the `emu` test tier, docs/testing.md; docs/gpu.md "CUDA emulation
 // on the CPU"). It runs the GPU training path and the inference backend without a GPU:
-// kernels/{train_ops,elementwise,paged_attention,sampling,lora}.cu (turned into C++ by
+// kernels/{train_ops,elementwise,paged_attention,sampling,lora,gemv}.cu (turned into C++ by
 // tests/emu/cu_to_cc.py), CudaTrainModel, CudaBackend, the KV copy engine and the uploads
 // (engine/cuda/), with the real tests/gpu/ files and the whole server (spillway_emu, driven by
 // tests/emu/test_emu_server.py), against stand-ins for the CUDA runtime, cuBLAS and the two CUB

@@ -46,6 +46,8 @@ KV_BLOCK_BYTES = 2 * 2 * 16 * 2 * 16 * 2  # layers x (K,V) x tokens x KV heads x
 # Measured: 0.0135 the largest difference of a token's logprob, ties within 0.006 where the
 # tokens parted. LOGPROB_TOL is about 4x that; a wrong kernel, stride or block is off by far more.
 LOGPROB_TOL = 0.05
+# The same requests on the emulated GPU in batches of other sizes: measured 4.8e-7 at most.
+BATCH_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -141,20 +143,20 @@ def test_greedy_tokens_match_the_cpu_backend_with_and_without_graphs(tiny_model,
     assert sum(w[0] == g[0] for w, g in zip(want, got["off"])) >= 2
 
 
-def assert_matches_cpu(want, got, what):
+def assert_matches_cpu(want, got, what, tol=LOGPROB_TOL):
     """`got` (tokens, logprobs, top logprobs of a greedy run on the emulated GPU) matches the
-    CPU backend's `want`: each shared token's logprob within LOGPROB_TOL, and the tokens part
-    only where the CPU's two best candidates were within LOGPROB_TOL (and the GPU's pick was
-    one of them)."""
+    CPU backend's `want` (or another run's): each shared token's logprob within `tol`, and the
+    tokens part only where `want`'s two best candidates were within `tol` (and `got`'s pick
+    was one of them)."""
     (tokens, lps, tops), (g_tokens, g_lps, _) = want, got
     n = 0
     while n < len(tokens) and tokens[n] == g_tokens[n]:
-        assert abs(lps[n] - g_lps[n]) <= LOGPROB_TOL, (what, n, lps[n], g_lps[n])
+        assert abs(lps[n] - g_lps[n]) <= tol, (what, n, lps[n], g_lps[n])
         n += 1
     if n < len(tokens):
         best = sorted(tops[n].values(), reverse=True)
-        assert best[0] - best[1] <= LOGPROB_TOL, \
-            (what, n, "parted where the CPU had no near tie", tops[n], tokens[n], g_tokens[n])
+        assert best[0] - best[1] <= tol, \
+            (what, n, "parted where there was no near tie", tops[n], tokens[n], g_tokens[n])
         assert g_tokens[n] in tops[n], (what, n, g_tokens[n], tops[n])
 
 
@@ -198,9 +200,11 @@ def test_adapters_in_mixed_batches_match_the_cpu_backend(tiny_model, tmp_path):
         stopped(s)
     for case in cases:
         assert_matches_cpu(want[case], alone[case], case)
-        # A sequence's rows get its own adapter whatever shares the batch: the same tokens and
-        # logprobs (the emulated GEMMs and the attention do not depend on the batch).
-        assert mixed[case] == alone[case], case
+        # A sequence's rows get its own adapter whatever shares the batch. Not bit for bit: a
+        # step of at most 4 rows multiplies with the decode GEMV (f32 sums), a larger one with
+        # cuBLAS (the emulation's sums in double), as a GPU's kernels differ by batch size.
+        # A wrong adapter moves logprobs by tenths.
+        assert_matches_cpu(alone[case], mixed[case], case, tol=BATCH_TOL)
     for i in range(len(ps)):  # each adapter changes the output
         outputs = [tuple(want[(m, i)][0]) for m in models]
         assert len(set(outputs)) == len(models), outputs

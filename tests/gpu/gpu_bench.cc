@@ -3,7 +3,8 @@
 // in the same run:
 //   device-to-device copy bandwidth (cudaMemcpy of 1 GiB, read + write bytes counted);
 //   decode at batch 1: TPOT, and the HBM roofline = bytes of weights read per token ÷ that
-//     bandwidth (goal >= 85% of it); then the same with CUDA graphs for decode steps;
+//     bandwidth (goal >= 85% of it); then the same with CUDA graphs for decode steps; then
+//     both with cuBLAS instead of the decode GEMV (kernels/gemv.h), which decides its default;
 //   prefill of a 2048-token prompt: tokens/s and % of the card's dense BF16 tensor peak;
 //   saturated throughput, N requests of 1024 prompt + 128 output tokens at once: output
 //     tokens/s and model FLOPs utilisation;
@@ -194,6 +195,19 @@ int Main(int argc, char** argv) {
     if (absl::Status st = (*model)->SetDecodeGraphs(false); !st.ok()) return Fail("graphs", st);
     std::printf("decode batch 1, CUDA graphs: TPOT %.3f ms: %.1f%% of roofline\n", tpot * 1e3,
                 100 * roofline / tpot);
+  }
+  {  // the same two with cuBLAS for every GEMM instead of the decode GEMV (kernels/gemv.h)
+    (*backend)->SetDecodeGemv(false);
+    const double eager = decode_tpot(4);
+    if (absl::Status st = (*model)->SetDecodeGraphs(true); !st.ok()) return Fail("graphs", st);
+    const double graph = decode_tpot(5);
+    if (absl::Status st = (*model)->SetDecodeGraphs(false); !st.ok()) return Fail("graphs", st);
+    (*backend)->SetDecodeGemv(true);
+    if (eager < 0 || graph < 0) return 1;
+    std::printf(
+        "decode batch 1, cuBLAS GEMV instead of ours: TPOT %.3f ms eager, %.3f ms with CUDA "
+        "graphs: %.1f%% of roofline\n",
+        eager * 1e3, graph * 1e3, 100 * roofline / graph);
   }
   {  // prefill 2048
     // A fresh generator (its stats add up) and prompt (no cached prefix) each time.
