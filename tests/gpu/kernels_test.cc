@@ -63,6 +63,14 @@ class KernelsTest : public ::testing::Test {
     gpu_->BeginForward(layout);
   }
 
+  // Begins a batch of one `n`-token chunk in `l` (which must outlive the batch's ops) and
+  // returns its input: n rows of `in` random values from `seed`, on both backends.
+  ActivationPair BeginRows(Layout& l, int64_t n, int64_t in, uint32_t seed) {
+    l.AddChunk(0, static_cast<int32_t>(n), {0, 1, 2});
+    Begin(l.View());
+    return Upload(*cpu_, *gpu_, n, in, RandomFloats(n * in, seed));
+  }
+
   std::unique_ptr<cpu::CpuBackend> cpu_;
   std::unique_ptr<cuda::CudaBackend> gpu_;
   std::vector<std::vector<uint8_t>> host_;
@@ -108,9 +116,7 @@ TEST_F(KernelsTest, MatMulMatchesCpu) {
   auto [wc, wg] = Weight(GgmlType::kBF16, out, in, RandomFloats(out * in, 5, 0.1f));
   for (int64_t n : {1, 3, 7, 33}) {  // 1 and 3: the decode GEMV; 7 and 33: cuBLAS
     Layout l;
-    l.AddChunk(0, static_cast<int32_t>(n), {0, 1, 2});
-    Begin(l.View());
-    ActivationPair x = Upload(*cpu_, *gpu_, n, in, RandomFloats(n * in, 6 + n));
+    ActivationPair x = BeginRows(l, n, in, 6 + n);
     Activation yc = cpu_->Scratch(n, out), yg = gpu_->Scratch(n, out);
     cpu_->MatMul(*wc, x.cpu, yc);
     gpu_->MatMul(*wg, x.gpu, yg);
@@ -128,9 +134,7 @@ TEST_F(KernelsTest, DecodeGemvMatchesCublas) {
     auto [wc, wg] = Weight(GgmlType::kBF16, out, in, RandomFloats(out * in, 40, 0.1f));
     for (int64_t n : {1, 2, 4}) {
       Layout l;
-      l.AddChunk(0, static_cast<int32_t>(n), {0, 1, 2});
-      Begin(l.View());
-      ActivationPair x = Upload(*cpu_, *gpu_, n, in, RandomFloats(n * in, 41 + n));
+      ActivationPair x = BeginRows(l, n, in, 41 + n);
       Activation gemv = gpu_->Scratch(n, out), cublas = gpu_->Scratch(n, out);
       gpu_->MatMul(*wg, x.gpu, gemv);
       gpu_->SetDecodeGemv(false);
@@ -143,8 +147,7 @@ TEST_F(KernelsTest, DecodeGemvMatchesCublas) {
       }
       const Diff d = Compare(b, a);
       // f32 sums of 8192 terms in two orders: 3.5e-7 × RMS at most under the emulation.
-      EXPECT_LE(d.max_abs, 1e-5 * d.rms)
-          << "n=" << n << " max " << d.max_abs << " rms " << d.rms;
+      EXPECT_LE(d.max_abs, 1e-5 * d.rms) << "n=" << n << " max " << d.max_abs << " rms " << d.rms;
     }
   }
 }
