@@ -8,12 +8,13 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "common/string_views.h"
+#include "tests/golden_json.h"
 #include "tests/test_paths.h"
 
 namespace spillway::testing {
@@ -23,29 +24,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 
 constexpr char kFormat[] = "safetensors-text/1";
-
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;  // the text form writes lowercase only
-}
-
-// Appends the bytes that the lowercase hex `hex` spells to `out`.
-absl::Status AppendHex(std::string_view hex, std::string& out) {
-  if (hex.size() % 2 != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("odd number of hex digits in \"", AbslSv(hex), "\""));
-  }
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    const int hi = HexDigit(hex[i]);
-    const int lo = HexDigit(hex[i + 1]);
-    if (hi < 0 || lo < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("not lowercase hex: \"", AbslSv(hex), "\""));
-    }
-    out.push_back(static_cast<char>(hi * 16 + lo));
-  }
-  return absl::OkStatus();
-}
 
 // The binary that the parsed text form `doc` describes, not yet checked against its sha256.
 // Boost.JSON's as_*() and at() throw on a missing key or wrong type; the caller catches.
@@ -60,8 +38,10 @@ absl::StatusOr<std::string> Assemble(const json::object& doc) {
   uint64_t n = header.size();
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
   out += header;
+  // HexStringToBytes does not check its digits: a bad one (or an odd count) changes the
+  // bytes, which the caller's size and sha256 checks then refuse.
   for (const json::value& line : doc.at("data_hex").as_array()) {
-    SPW_RETURN_IF_ERROR(AppendHex(line.as_string(), out));
+    out += absl::HexStringToBytes(AbslSv(line.as_string()));
   }
   return out;
 }
@@ -78,15 +58,12 @@ absl::Status WriteFile(const std::string& path, const std::string& bytes) {
 
 absl::StatusOr<std::string> SafetensorsFromText(const std::string& relative) {
   const std::string path = SourcePath(relative);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
+  if (!fs::exists(path)) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   std::string bytes;
   std::string want_sha256;
   int64_t want_bytes = 0;
   try {
-    const json::object doc = json::parse(text.str()).as_object();
+    const json::object doc = ReadJsonFile(relative).as_object();
     SPW_ASSIGN_OR_RETURN(bytes, Assemble(doc));
     want_sha256 = std::string(doc.at("sha256").as_string());
     want_bytes = doc.at("num_bytes").to_number<int64_t>();

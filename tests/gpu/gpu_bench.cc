@@ -25,10 +25,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "common/check.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_device.h"
 #include "engine/cuda/cuda_train_model.h"
@@ -188,20 +188,27 @@ int Main(int argc, char** argv) {
         "%.1f%% of roofline (goal 85%%, published engines 70-77%%)\n",
         tpot * 1e3, roofline * 1e3, step_bytes / 1e9, bw / 1e9, 100 * roofline / tpot);
   }
-  {  // the same as CUDA graphs (the first step captures the graph)
-    if (absl::Status st = (*model)->SetDecodeGraphs(true); !st.ok()) return Fail("graphs", st);
-    const double tpot = decode_tpot(3);
+  // `run` with CUDA graphs for decode steps (the first step of a shape captures its graph);
+  // -1 when they cannot be turned on.
+  auto with_graphs = [&](auto run) -> double {
+    if (absl::Status st = (*model)->SetDecodeGraphs(true); !st.ok()) {
+      Fail("graphs", st);
+      return -1.0;
+    }
+    const double result = run();
+    SPW_CHECK((*model)->SetDecodeGraphs(false).ok());  // turning them off cannot fail
+    return result;
+  };
+  {  // the same as CUDA graphs
+    const double tpot = with_graphs([&] { return decode_tpot(3); });
     if (tpot < 0) return 1;
-    if (absl::Status st = (*model)->SetDecodeGraphs(false); !st.ok()) return Fail("graphs", st);
     std::printf("decode batch 1, CUDA graphs: TPOT %.3f ms: %.1f%% of roofline\n", tpot * 1e3,
                 100 * roofline / tpot);
   }
   {  // the same two with cuBLAS for every GEMM instead of the decode GEMV (kernels/gemv.h)
     (*backend)->SetDecodeGemv(false);
     const double eager = decode_tpot(4);
-    if (absl::Status st = (*model)->SetDecodeGraphs(true); !st.ok()) return Fail("graphs", st);
-    const double graph = decode_tpot(5);
-    if (absl::Status st = (*model)->SetDecodeGraphs(false); !st.ok()) return Fail("graphs", st);
+    const double graph = with_graphs([&] { return decode_tpot(5); });
     (*backend)->SetDecodeGemv(true);
     if (eager < 0 || graph < 0) return 1;
     std::printf(
@@ -256,14 +263,9 @@ int Main(int argc, char** argv) {
     lc.targets = {lora::kAllLoraModules.begin(), lora::kAllLoraModules.end()};
     std::vector<std::unique_ptr<lora::BackendLoraAdapter>> adapters;
     for (int i = 0; i < kAdapters; ++i) {
+      // B = 0, as PEFT initialises it: the values do not change the work.
       absl::StatusOr<lora::LoraAdapter> a = lora::NewLoraAdapter(c, lc, 100 + i);
       if (!a.ok()) return Fail("a LoRA adapter", a.status());
-      std::mt19937 rng(i);  // B = 0 at creation: give it values, as a trained adapter has
-      std::normal_distribution<float> normal(0.0f, 0.02f);
-      for (const lora::LoraMatrix& m : a->layout.Matrices()) {
-        if (!m.is_b) continue;
-        for (int64_t j = 0; j < m.rows * m.cols; ++j) a->params[m.offset + j] = normal(rng);
-      }
       absl::StatusOr<std::unique_ptr<lora::BackendLoraAdapter>> loaded =
           lora::BackendLoraAdapter::Load(*a, **backend);
       if (!loaded.ok()) return Fail("loading a LoRA adapter", loaded.status());
@@ -303,9 +305,7 @@ int Main(int argc, char** argv) {
       }
     }
     const double base = step_ms(0), round_robin = step_ms(1), grouped = step_ms(2);
-    if (absl::Status st = (*model)->SetDecodeGraphs(true); !st.ok()) return Fail("graphs", st);
-    const double base_graph = step_ms(0);
-    if (absl::Status st = (*model)->SetDecodeGraphs(false); !st.ok()) return Fail("graphs", st);
+    const double base_graph = with_graphs([&] { return step_ms(0); });
     if (base < 0 || round_robin < 0 || grouped < 0 || base_graph < 0) return 1;
     std::printf(
         "8 adapters (rank 16, all projections), decode step of %d sequences: base %.3f ms "

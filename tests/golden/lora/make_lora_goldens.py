@@ -20,9 +20,9 @@ sequences in float64 and records:
                                d(mean loss)/d(lora_A, lora_B), float32, peft's tensor names,
                                as a safetensors file in text form
 
-Repository policy allows no binary files in git, so both .safetensors files are written into a temporary
-directory (by peft and by safetensors' save_file, as before) and committed only in the text
-form of safetensors_text.py, from which the tests reassemble the same bytes
+Repository policy allows no binary files in git, so both .safetensors files are written into
+a temporary directory (by peft and by safetensors' save_file, as before) and committed only in
+the text form of safetensors_text.py, from which the tests reassemble the same bytes
 (tests/golden_safetensors.h) and check them against the sha256 recorded there.
 
 Needs torch (CPU), transformers and peft.
@@ -56,14 +56,6 @@ MASKS = [
 ]
 
 
-def write_text_form(binary_path, text_path):
-    """Writes the safetensors file `binary_path` in text form (safetensors_text.py)."""
-    with open(binary_path, "rb") as f:
-        text = safetensors_text.to_text(f.read())
-    with open(text_path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-
-
 def main():
     models_dir = sys.argv[1]
     torch.manual_seed(1234)
@@ -84,7 +76,7 @@ def main():
             model.save_pretrained(tmp)
             shutil.copyfile(os.path.join(tmp, "adapter_config.json"),
                             os.path.join(adapter_dir, "adapter_config.json"))
-            write_text_form(os.path.join(tmp, "adapter_model.safetensors"),
+            safetensors_text.write_text_file(os.path.join(tmp, "adapter_model.safetensors"),
                             os.path.join(adapter_dir, "adapter_model.safetensors.json"))
         model = model.double()
         total, count = None, 0
@@ -107,7 +99,7 @@ def main():
                 grads[key] = p.grad.detach().float().contiguous()
         with tempfile.TemporaryDirectory() as tmp:
             save_file(grads, os.path.join(tmp, "grads.safetensors"))
-            write_text_form(os.path.join(tmp, "grads.safetensors"),
+            safetensors_text.write_text_file(os.path.join(tmp, "grads.safetensors"),
                             os.path.join(HERE, f"{name}-grads.safetensors.json"))
         with open(os.path.join(path, "model.safetensors"), "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()

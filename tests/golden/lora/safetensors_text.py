@@ -74,16 +74,20 @@ def to_binary(text):
     return binary
 
 
+def write_text_file(src, dst):
+    """Writes the safetensors file `src` in text form to `dst`."""
+    with open(src, "rb") as f:
+        text = to_text(f.read())
+    with open(dst, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+
+
 def main(argv):
     if len(argv) not in (3, 4) or argv[1] not in ("to-text", "to-binary"):
         sys.exit(__doc__.split("\n\n")[1])
     src = argv[2]
     if argv[1] == "to-text":
-        dst = argv[3] if len(argv) == 4 else src + ".json"
-        with open(src, "rb") as f:
-            text = to_text(f.read())
-        with open(dst, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        write_text_file(src, argv[3] if len(argv) == 4 else src + ".json")
     else:
         dst = argv[3] if len(argv) == 4 else re.sub(r"\.json$", "", src)
         if dst == src:
