@@ -52,13 +52,17 @@ struct KvLayout {
 // One flat batch as the backend needs it. Chunk c covers batch rows
 // [chunk_starts[c], chunk_starts[c+1]) at positions first_positions[c] + i, and reads/writes
 // the KV blocks block_tables[block_table_starts[c] .. block_table_starts[c+1]).
+class BackendLoraTable;
 struct BatchLayout {
-  std::span<const TokenId> tokens;               // [num_tokens]
-  std::span<const int32_t> positions;            // [num_tokens]
-  std::span<const int32_t> chunk_starts;         // [num_chunks + 1]
-  std::span<const int32_t> first_positions;      // [num_chunks]
-  std::span<const int32_t> block_table_starts;   // [num_chunks + 1]
+  std::span<const TokenId> tokens;              // [num_tokens]
+  std::span<const int32_t> positions;           // [num_tokens]
+  std::span<const int32_t> chunk_starts;        // [num_chunks + 1]
+  std::span<const int32_t> first_positions;     // [num_chunks]
+  std::span<const int32_t> block_table_starts;  // [num_chunks + 1]
   std::span<const kvcache::BlockId> block_tables;
+  // For AddLoraByRow: each row's adapter table ([num_tokens], null for a row without one), or
+  // empty when the pass makes no AddLoraByRow call.
+  std::span<const BackendLoraTable* const> row_lora = {};
 };
 
 // LoRA on one projection for rows [begin, end) of a flat batch: y += scale · (x·aᵀ)·bᵀ, with
@@ -69,6 +73,20 @@ struct LoraRows {
   const BackendWeight* a = nullptr;
   const BackendWeight* b = nullptr;
   float scale = 1.0f;
+};
+
+// An adapter's matrices gathered for AddLoraByRow (Backend::MakeLoraTable): what a decode
+// graph reads to find each row's adapter at replay time. Opaque; owned by the adapter.
+class BackendLoraTable {
+ public:
+  virtual ~BackendLoraTable() = default;
+};
+
+// One slot of an adapter (a layer's projection) for MakeLoraTable: its A and B as LoraRows
+// has them, both null where the adapter leaves the projection alone.
+struct LoraSlotWeights {
+  const BackendWeight* a = nullptr;
+  const BackendWeight* b = nullptr;
 };
 
 // Rotary embedding: pair i of a head (i < rope_dims/2) turns by position * inv_freq[i].
@@ -172,8 +190,8 @@ class Backend {
   // Writes k, v ([num_tokens, num_kv_heads * head_dim]) into layer `layer`'s paged cache at
   // the tokens' positions, then causal GQA attention of q ([num_tokens, num_heads * head_dim])
   // over each chunk's whole context; out: like q.
-  virtual void Attention(int64_t layer, Activation q, Activation k, Activation v,
-                         int64_t num_heads, Activation out) = 0;
+  virtual void Attention(int64_t layer, Activation q, Activation k, Activation v, int64_t num_heads,
+                         Activation out) = 0;
   // Whether AddLora is implemented (LlamaModel refuses batches with adapters otherwise).
   virtual bool SupportsLora() const { return false; }
   // For each segment, y[begin, end) += scale · (x[begin, end)·aᵀ)·bᵀ: several adapters (or
@@ -181,6 +199,19 @@ class Backend {
   virtual void AddLora([[maybe_unused]] Activation x,
                        [[maybe_unused]] std::span<const LoraRows> segments,
                        [[maybe_unused]] Activation y) {}
+  // LoRA inside decode graphs (docs/gpu.md "CUDA graphs"), where the adapters of the rows
+  // change between replays of one graph: MakeLoraTable gathers an adapter's slots (one per
+  // layer and projection, in the order the model numbers them) with its scale into a table
+  // the backend's kernels read; null when this backend cannot (then steps with the adapter run
+  // eagerly through AddLora). AddLoraByRow: y[r] += scale · (x[r]·aᵀ)·bᵀ of slot `slot` of row
+  // r's table (BatchLayout::row_lora) for every row whose table adapts that slot; the same
+  // launches whichever adapters the rows have. Called only with row_lora set.
+  virtual absl::StatusOr<std::unique_ptr<BackendLoraTable>> MakeLoraTable(
+      [[maybe_unused]] std::span<const LoraSlotWeights> slots, [[maybe_unused]] float scale) {
+    return nullptr;
+  }
+  virtual void AddLoraByRow([[maybe_unused]] int64_t slot, [[maybe_unused]] Activation x,
+                            [[maybe_unused]] Activation y) {}
   // out[i] = x[rows[i]].
   virtual void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) = 0;
   // Copies x to host memory `dst` ([x.rows * x.cols] floats).
@@ -198,14 +229,16 @@ class Backend {
   // rows of a graph write.
   virtual bool SupportsDecodeGraphs() const { return false; }
   // Does BeginForward(layout) and then runs `ops` — the pass's ops from Embed to the logits
-  // activation it returns — as a graph captured once per (rows, context class) and replayed
-  // afterwards with this layout's inputs. `layout` holds one-token chunks only, at most
-  // kMaxDecodeGraphRows of them, and `ops` must issue the same calls for the same row count
-  // (no LoRA, no GatherRows). `num_heads` and `max_context` (the model's) size the graph's
-  // fixed buffers. Returns the logits ([rows, vocab]), valid until the next forward.
+  // activation it returns — as a graph captured once per (rows, context class, variant) and
+  // replayed afterwards with this layout's inputs. `layout` holds one-token chunks only, at
+  // most kMaxDecodeGraphRows of them, and `ops` must issue the same calls for the same row
+  // count and `variant` (no AddLora, no GatherRows; AddLoraByRow with the same slots).
+  // `num_heads` and `max_context` (the model's) size the graph's fixed buffers. Returns the
+  // logits ([rows, vocab]), valid until the next forward.
   virtual Activation RunDecodeGraph([[maybe_unused]] const BatchLayout& layout,
                                     [[maybe_unused]] int64_t num_heads,
                                     [[maybe_unused]] int64_t max_context,
+                                    [[maybe_unused]] int64_t variant,
                                     [[maybe_unused]] const std::function<Activation()>& ops) {
     return {};
   }

@@ -1,5 +1,6 @@
-// The gathered LoRA kernels behind lora.h: one block per row for the shrink (u = bf16(A · x),
-// a warp per rank index), one block per (row, 128 outputs) for the expand (y += scale · B · u).
+// The gathered LoRA kernels behind lora.h, and their by-row twins for decode graphs: one block
+// per row for the shrink (u = bf16(A · x), a warp per rank index), one block per (row, 128
+// outputs) for the expand (y += scale · B · u).
 // NOTE(cuda): correct-first. A decode row reads its adapter's A (rank × in bf16, 128 KiB at
 // rank 16 and in 4096) from L2 after the first row of that adapter has brought it in; that is
 // small against the base GEMM's weight bytes, and segments of many rows go to cuBLAS instead.
@@ -32,29 +33,48 @@ __device__ __forceinline__ int FindRow(const Segments& segs, int i, int* row) {
   return -1;
 }
 
-// u[i, r] = bf16(Σ_k x[row, k] · A[r, k]) for the launch's row i (u rows of max_rank floats).
+// u_row[r] = bf16(Σ_k xr[k] · A[r, k]) for r < rank: a warp per rank index. The gathered and
+// the by-row kernels share it (and ExpandRow), so both give the same bits.
+__device__ __forceinline__ void ShrinkRow(const __nv_bfloat16* xr, int64_t in,
+                                          const __nv_bfloat16* a, int rank, float* u_row) {
+  const int warp = static_cast<int>(threadIdx.x) / kWarp,
+            lane = static_cast<int>(threadIdx.x) % kWarp;
+  for (int r = warp; r < rank; r += kShrinkThreads / kWarp) {
+    const __nv_bfloat16* ar = a + r * in;
+    float acc = 0.0f;
+    for (int64_t j = lane; j < in; j += kWarp)
+      acc += __bfloat162float(xr[j]) * __bfloat162float(ar[j]);
+    acc = WarpSum(acc);
+    if (lane == 0) u_row[r] = __bfloat162float(__float2bfloat16_rn(acc));
+  }
+}
+
+// yr[o] += scale · Σ_r B[o, r] · u_row[r] for this block's 128 outputs (o = blockIdx.x · 128 +
+// thread). `ur`: shared memory of kMaxGatheredLoraRank floats.
+__device__ __forceinline__ void ExpandRow(const __nv_bfloat16* b, int rank, float scale,
+                                          const float* u_row, float* ur, float* yr, int64_t out) {
+  for (int r = static_cast<int>(threadIdx.x); r < rank; r += kExpandThreads) ur[r] = u_row[r];
+  __syncthreads();
+  const int64_t o = int64_t{blockIdx.x} * kExpandThreads + threadIdx.x;
+  if (o >= out) return;
+  const __nv_bfloat16* bo = b + o * rank;
+  float acc = 0.0f;
+  for (int r = 0; r < rank; ++r) acc += __bfloat162float(bo[r]) * ur[r];
+  yr[o] += scale * acc;
+}
+
+// u[i, r] for the launch's row i (u rows of max_rank floats).
 __global__ void __launch_bounds__(kShrinkThreads)
     LoraShrinkKernel(const __nv_bfloat16* x, int64_t in, Segments segs, float* u, int max_rank) {
   int row = 0;
   const int k = FindRow(segs, static_cast<int>(blockIdx.x), &row);
   if (k < 0) return;
   const LoraSegment& s = segs.s[k];
-  const auto* a = reinterpret_cast<const __nv_bfloat16*>(s.a);
-  const __nv_bfloat16* xr = x + row * in;
-  const int warp = static_cast<int>(threadIdx.x) / kWarp,
-            lane = static_cast<int>(threadIdx.x) % kWarp;
-  for (int r = warp; r < s.rank; r += kShrinkThreads / kWarp) {
-    const __nv_bfloat16* ar = a + r * in;
-    float acc = 0.0f;
-    for (int64_t j = lane; j < in; j += kWarp)
-      acc += __bfloat162float(xr[j]) * __bfloat162float(ar[j]);
-    acc = WarpSum(acc);
-    if (lane == 0)
-      u[int64_t{blockIdx.x} * max_rank + r] = __bfloat162float(__float2bfloat16_rn(acc));
-  }
+  ShrinkRow(x + row * in, in, reinterpret_cast<const __nv_bfloat16*>(s.a), s.rank,
+            u + int64_t{blockIdx.x} * max_rank);
 }
 
-// y[row, o] += scale · Σ_r B[o, r] · u[i, r] for the launch's row i = blockIdx.y.
+// y[row] += scale · B · u[i] for the launch's row i = blockIdx.y.
 __global__ void __launch_bounds__(kExpandThreads)
     LoraExpandKernel(Segments segs, const float* u, int max_rank, float* y, int64_t out) {
   __shared__ float ur[kMaxGatheredLoraRank];
@@ -62,16 +82,37 @@ __global__ void __launch_bounds__(kExpandThreads)
   const int k = FindRow(segs, static_cast<int>(blockIdx.y), &row);
   if (k < 0) return;
   const LoraSegment& s = segs.s[k];
-  for (int r = static_cast<int>(threadIdx.x); r < s.rank; r += kExpandThreads) {
-    ur[r] = u[int64_t{blockIdx.y} * max_rank + r];
-  }
-  __syncthreads();
-  const int64_t o = int64_t{blockIdx.x} * kExpandThreads + threadIdx.x;
-  if (o >= out) return;
-  const auto* b = reinterpret_cast<const __nv_bfloat16*>(s.b) + o * s.rank;
-  float acc = 0.0f;
-  for (int r = 0; r < s.rank; ++r) acc += __bfloat162float(b[r]) * ur[r];
-  y[row * out + o] += s.scale * acc;
+  ExpandRow(reinterpret_cast<const __nv_bfloat16*>(s.b), s.rank, s.scale,
+            u + int64_t{blockIdx.y} * max_rank, ur, y + row * out, out);
+}
+
+// Row blockIdx.x's entry `slot`, or null when the row adds nothing there.
+__device__ __forceinline__ const LoraTableEntry* RowEntry(const LoraTableEntry* const* tables,
+                                                          int64_t slot, int row) {
+  const LoraTableEntry* t = tables[row];
+  if (t == nullptr || t[slot].a == nullptr) return nullptr;
+  return t + slot;
+}
+
+__global__ void __launch_bounds__(kShrinkThreads)
+    LoraShrinkByRowKernel(const __nv_bfloat16* x, int64_t in, const LoraTableEntry* const* tables,
+                          int64_t slot, float* u) {
+  const int row = static_cast<int>(blockIdx.x);
+  const LoraTableEntry* e = RowEntry(tables, slot, row);
+  if (e == nullptr) return;
+  ShrinkRow(x + row * in, in, reinterpret_cast<const __nv_bfloat16*>(e->a), e->rank,
+            u + int64_t{row} * kMaxGatheredLoraRank);
+}
+
+__global__ void __launch_bounds__(kExpandThreads)
+    LoraExpandByRowKernel(const LoraTableEntry* const* tables, int64_t slot, const float* u,
+                          float* y, int64_t out) {
+  __shared__ float ur[kMaxGatheredLoraRank];
+  const int row = static_cast<int>(blockIdx.y);
+  const LoraTableEntry* e = RowEntry(tables, slot, row);
+  if (e == nullptr) return;
+  ExpandRow(reinterpret_cast<const __nv_bfloat16*>(e->b), e->rank, e->scale,
+            u + int64_t{row} * kMaxGatheredLoraRank, ur, y + row * out, out);
 }
 
 }  // namespace
@@ -97,6 +138,19 @@ cudaError_t AddLoraGathered(const uint16_t* x, int64_t in, const LoraSegment* se
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   const dim3 grid(BlocksFor(out, kExpandThreads), static_cast<unsigned>(rows));
   LoraExpandKernel<<<grid, kExpandThreads, 0, stream>>>(segs, u, max_rank, y, out);
+  return cudaGetLastError();
+}
+
+cudaError_t AddLoraByRow(const uint16_t* x, int64_t in, const LoraTableEntry* const* tables,
+                         int64_t slot, int rows, float* u, float* y, int64_t out,
+                         cudaStream_t stream) {
+  if (rows < 0 || slot < 0) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  LoraShrinkByRowKernel<<<static_cast<unsigned>(rows), kShrinkThreads, 0, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(x), in, tables, slot, u);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  const dim3 grid(BlocksFor(out, kExpandThreads), static_cast<unsigned>(rows));
+  LoraExpandByRowKernel<<<grid, kExpandThreads, 0, stream>>>(tables, slot, u, y, out);
   return cudaGetLastError();
 }
 

@@ -36,4 +36,24 @@ constexpr int kMaxGatheredLoraRank = 256;
 cudaError_t AddLoraGathered(const uint16_t* x, int64_t in, const LoraSegment* segments, int count,
                             float* u, float* y, int64_t out, cudaStream_t stream);
 
+// One (layer, projection) of an adapter as the by-row kernels read it: an adapter's table holds
+// one entry per slot (CudaBackend::MakeLoraTable), a null `a` where it leaves the projection
+// alone.
+struct LoraTableEntry {
+  const uint16_t* a = nullptr;  // bf16 [rank, in]
+  const uint16_t* b = nullptr;  // bf16 [out, rank]
+  int32_t rank = 0;             // at most kMaxGatheredLoraRank
+  float scale = 1.0f;
+};
+
+// The same update for decode graphs, where the adapters of a step change from replay to replay
+// but a graph's launches may not: row r in [0, rows) takes its adapter from the device array
+// `tables` (tables[r]: its adapter's table, or null for a row without one) and adds entry
+// `slot` of it, rows whose table is null or whose entry has no A add nothing. The grid depends
+// on `rows` only. Each row's arithmetic is the gathered kernels', bit for bit. u: scratch of
+// rows · kMaxGatheredLoraRank floats.
+cudaError_t AddLoraByRow(const uint16_t* x, int64_t in, const LoraTableEntry* const* tables,
+                         int64_t slot, int rows, float* u, float* y, int64_t out,
+                         cudaStream_t stream);
+
 }  // namespace spillway::kernels

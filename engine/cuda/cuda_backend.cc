@@ -51,6 +51,21 @@ class CudaWeight final : public BackendWeight {
 
 const CudaWeight& AsCuda(const BackendWeight& w) { return static_cast<const CudaWeight&>(w); }
 
+// An adapter's kernels::LoraTableEntry per slot, on the device.
+class CudaLoraTable final : public BackendLoraTable {
+ public:
+  CudaLoraTable(int64_t num_slots, DeviceBuffer entries)
+      : num_slots_(num_slots), entries_(std::move(entries)) {}
+  int64_t num_slots() const { return num_slots_; }
+  const kernels::LoraTableEntry* entries() const {
+    return static_cast<const kernels::LoraTableEntry*>(entries_.get());
+  }
+
+ private:
+  int64_t num_slots_;
+  DeviceBuffer entries_;
+};
+
 // Host to device copy of a pageable buffer: cudaMemcpyAsync returns once `src` is staged, so
 // the caller may reuse it at once.
 void Upload(const void* src, void* dst, size_t bytes, cudaStream_t stream) {
@@ -244,6 +259,7 @@ void CudaBackend::BeginForward(const BatchLayout& layout) {
   max_keys_ = FillBatchHost(layout, static_cast<int64_t>(layout.tokens.size()));
   SPW_CHECK(batch_dev_.Reserve(batch_host_.size() * sizeof(int32_t)).ok());
   Upload(batch_host_.data(), batch_dev_.get(), batch_host_.size() * sizeof(int32_t), stream_);
+  UploadRowLora(layout, row_lora_dev_);
 }
 
 int64_t CudaBackend::FillBatchHost(const BatchLayout& layout, int64_t stride) {
@@ -417,6 +433,67 @@ void CudaBackend::AddLora(Activation x, std::span<const LoraRows> segments, Acti
         static_cast<int>(y.cols), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   flush();
+}
+
+absl::StatusOr<std::unique_ptr<BackendLoraTable>> CudaBackend::MakeLoraTable(
+    std::span<const LoraSlotWeights> slots, float scale) {
+  std::vector<kernels::LoraTableEntry> entries(slots.size());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i].a == nullptr) continue;
+    const CudaWeight& a = AsCuda(*slots[i].a);
+    const CudaWeight& b = AsCuda(*slots[i].b);
+    SPW_CHECK(b.cols() == a.rows());
+    // The by-row kernels keep a row's rank-sized product in shared memory; an adapter of a
+    // larger rank runs its steps eagerly (AddLora sends it to cuBLAS).
+    if (a.rows() > kernels::kMaxGatheredLoraRank) return nullptr;
+    entries[i] = {
+        .a = a.bf16(), .b = b.bf16(), .rank = static_cast<int32_t>(a.rows()), .scale = scale};
+  }
+  DeviceBuffer buf;
+  SPW_RETURN_IF_ERROR(buf.Reserve(std::max<size_t>(1, entries.size()) * sizeof(entries[0])));
+  // On the compute stream, so that the passes using the table run after the copy (a plain
+  // cudaMemcpy from pageable memory may still be in flight when it returns).
+  SPW_CUDA_CHECK(cudaSetDevice(ordinal_));
+  Upload(entries.data(), buf.get(), entries.size() * sizeof(entries[0]), stream_);
+  return std::make_unique<CudaLoraTable>(static_cast<int64_t>(slots.size()), std::move(buf));
+}
+
+void CudaBackend::UploadRowLora(const BatchLayout& layout, DeviceBuffer& dst) {
+  row_lora_host_.clear();
+  for (const BackendLoraTable* t : layout.row_lora) {
+    row_lora_host_.push_back(t == nullptr ? nullptr
+                                          : static_cast<const CudaLoraTable*>(t)->entries());
+  }
+  if (row_lora_host_.empty()) return;
+  const size_t bytes = row_lora_host_.size() * sizeof(row_lora_host_[0]);
+  if (&dst != &graph_row_lora_) SPW_CHECK(dst.Reserve(bytes).ok());  // a graph's is reserved
+  SPW_CHECK(dst.size() >= bytes);
+  Upload(row_lora_host_.data(), dst.get(), bytes, stream_);
+}
+
+void CudaBackend::AddLoraByRow(int64_t slot, Activation x, Activation y) {
+  SPW_CHECK(x.rows == y.rows && static_cast<int64_t>(layout_.row_lora.size()) == x.rows)
+      << "AddLoraByRow needs every row's adapter table in the layout";
+  for (const BackendLoraTable* t : layout_.row_lora) {
+    SPW_CHECK(t == nullptr ||
+              (slot >= 0 && slot < static_cast<const CudaLoraTable*>(t)->num_slots()));
+  }
+  uint16_t* xb = static_cast<uint16_t*>(Bf16Buffer().get());
+  if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
+    xb = Bf16Copy(x);
+    SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
+  }
+  if (y.data == bf16_of_.data) Stale();
+  // The graph's u is reserved for kMaxDecodeGraphRows rows by RunDecodeGraph.
+  DeviceBuffer& u = graph_mode_ ? graph_lora_u_ : lora_u_;
+  if (!graph_mode_) {
+    SPW_CHECK(u.Reserve(static_cast<size_t>(x.rows) * kernels::kMaxGatheredLoraRank * sizeof(float))
+                  .ok());
+  }
+  const auto* tables = static_cast<const kernels::LoraTableEntry* const*>(
+      (graph_mode_ ? graph_row_lora_ : row_lora_dev_).get());
+  SPW_CUDA_CHECK(kernels::AddLoraByRow(xb, x.cols, tables, slot, static_cast<int>(x.rows),
+                                       static_cast<float*>(u.get()), y.data, y.cols, stream_));
 }
 
 void CudaBackend::AddBias(Activation y, const BackendWeight& bias) {
@@ -596,7 +673,7 @@ void CudaBackend::SampleRows(Activation logits, const BatchSampling& sampling,
 // changing paged_attention.cu; a class per power of two costs at most half the splits' work
 // and a few more graphs (rows buckets × classes, each captured on first use).
 Activation CudaBackend::RunDecodeGraph(const BatchLayout& layout, int64_t num_heads,
-                                       int64_t max_context,
+                                       int64_t max_context, int64_t variant,
                                        const std::function<Activation()>& ops) {
   const auto rows = static_cast<int64_t>(layout.tokens.size());
   SPW_CHECK(rows > 0 && rows <= kMaxDecodeGraphRows) << rows;
@@ -617,6 +694,13 @@ Activation CudaBackend::RunDecodeGraph(const BatchLayout& layout, int64_t num_he
   ReserveGraphBuffer(graph_batch_,
                      static_cast<size_t>(3 * kMaxDecodeGraphRows + table_room) * sizeof(int32_t));
   Upload(batch_host_.data(), graph_batch_.get(), batch_host_.size() * sizeof(int32_t), stream_);
+  SPW_CHECK(layout.row_lora.empty() || static_cast<int64_t>(layout.row_lora.size()) == rows);
+  // The adapter buffers exist from the first graph on, adapters or not: a later graph with
+  // adapters may not move buffers the earlier ones hold.
+  ReserveGraphBuffer(graph_row_lora_, static_cast<size_t>(kMaxDecodeGraphRows) * sizeof(void*));
+  ReserveGraphBuffer(graph_lora_u_, static_cast<size_t>(kMaxDecodeGraphRows) *
+                                        kernels::kMaxGatheredLoraRank * sizeof(float));
+  UploadRowLora(layout, graph_row_lora_);
 
   int64_t context_class = 1024;
   while (context_class < max_keys_) context_class *= 2;
@@ -638,7 +722,7 @@ Activation CudaBackend::RunDecodeGraph(const BatchLayout& layout, int64_t num_he
   }
 
   graph_mode_ = true;
-  const std::pair<int64_t, int64_t> key{rows, context_class};
+  const GraphKey key{rows, context_class, variant};
   Activation logits;
   if (auto it = graphs_.find(key); it != graphs_.end()) {
     SPW_CUDA_CHECK(cudaGraphLaunch(it->second.exec, stream_));

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -81,10 +82,18 @@ class CudaBackend final : public Backend {
   void SwiGlu(Activation gate, Activation up, Activation out) override;
   void Attention(int64_t layer, Activation q, Activation k, Activation v, int64_t num_heads,
                  Activation out) override;
-  // LoRA: per segment two cuBLAS bf16 GEMMs, u = x·aᵀ then y += scale · u·bᵀ (u rounded to
-  // bf16 between them), on the bf16 copy of x the base MatMul made.
+  // LoRA on the bf16 copy of x the base MatMul made, u = x·aᵀ rounded to bf16, then
+  // y += scale · u·bᵀ: segments of fewer than kLoraGemmRows rows through the gathered kernels
+  // (kernels/lora.h), longer ones as two cuBLAS GEMMs each.
   bool SupportsLora() const override { return true; }
   void AddLora(Activation x, std::span<const LoraRows> segments, Activation y) override;
+  // Decode graphs with adapters: a table of kernels::LoraTableEntry on the device per adapter
+  // (null for a rank above kernels::kMaxGatheredLoraRank), read by kernels::AddLoraByRow
+  // through the rows' table pointers, uploaded with the pass's inputs. The same arithmetic as
+  // AddLora's gathered kernels.
+  absl::StatusOr<std::unique_ptr<BackendLoraTable>> MakeLoraTable(
+      std::span<const LoraSlotWeights> slots, float scale) override;
+  void AddLoraByRow(int64_t slot, Activation x, Activation y) override;
   void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override;
   void CopyToHost(Activation x, float* dst) override;
   // Sampling on the device (kernels/sampling.h): one kernel for the batch, then one copy of
@@ -96,7 +105,7 @@ class CudaBackend final : public Backend {
   // graph's own buffers and then captures them; later ones upload their inputs and replay.
   bool SupportsDecodeGraphs() const override { return true; }
   Activation RunDecodeGraph(const BatchLayout& layout, int64_t num_heads, int64_t max_context,
-                            const std::function<Activation()>& ops) override;
+                            int64_t variant, const std::function<Activation()>& ops) override;
   // Graphs captured so far (tests).
   int64_t num_decode_graphs() const { return static_cast<int64_t>(graphs_.size()); }
 
@@ -128,6 +137,9 @@ class CudaBackend final : public Backend {
   DeviceBuffer& Bf16Buffer() { return graph_mode_ ? graph_bf16_ : bf16_input_; }
   // Makes `buf` at least `bytes`; once graphs exist, a graph buffer may not move.
   void ReserveGraphBuffer(DeviceBuffer& buf, size_t bytes);
+  // Uploads the device tables of layout.row_lora into `dst` (row_lora_dev_, grown here, or
+  // graph_row_lora_, reserved by RunDecodeGraph).
+  void UploadRowLora(const BatchLayout& layout, DeviceBuffer& dst);
 
   int ordinal_;
   int sm_count_;
@@ -167,6 +179,9 @@ class CudaBackend final : public Backend {
   // AddLora's x·aᵀ: the gathered kernels' (rows × the largest gathered rank) and a cuBLAS
   // segment's (f32, then bf16).
   DeviceBuffer lora_u_, lora_gemm_u_, lora_u_bf16_;
+  // AddLoraByRow's row tables (BatchLayout::row_lora as device pointers) and their host copy.
+  DeviceBuffer row_lora_dev_;
+  std::vector<const void*> row_lora_host_;
   // Segments of at least this many rows go to cuBLAS in AddLora, shorter ones to the gathered
   // kernels (kernels/lora.h).
   static constexpr int64_t kLoraGemmRows = 64;
@@ -183,11 +198,14 @@ class CudaBackend final : public Backend {
     CUgraphExec_st* exec = nullptr;
     Activation logits;
   };
-  std::map<std::pair<int64_t, int64_t>, DecodeGraph> graphs_;  // by (rows, context class)
+  // By (rows, context class, variant).
+  using GraphKey = std::tuple<int64_t, int64_t, int64_t>;
+  std::map<GraphKey, DecodeGraph> graphs_;
   bool graph_mode_ = false;
   bool decode_gemv_ = true;
   std::vector<DeviceBuffer> graph_scratch_;
   DeviceBuffer graph_bf16_, graph_batch_, graph_items_, graph_partials_, cublas_workspace_;
+  DeviceBuffer graph_row_lora_, graph_lora_u_;
   DeviceBuffer rope_dev_;
   // The asynchronous KV block copies (null until the first). Declared last, so destroyed
   // first: it waits for the copies in flight, which use kv_.

@@ -1,5 +1,6 @@
 #include "engine/llama/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -155,6 +156,13 @@ absl::Status LlamaModel::CheckBatch(const Batch& batch) const {
 }
 
 void LlamaModel::ApplyLora(int64_t l, lora::LoraModule m, Activation x, Activation y) {
+  if (graph_lora_mask_ != 0) {
+    // In a decode graph: the same call whichever adapters the rows have this time.
+    if ((graph_lora_mask_ & (1u << static_cast<int>(m))) != 0) {
+      backend_.AddLoraByRow(lora::BackendLoraAdapter::Slot(l, m), x, y);
+    }
+    return;
+  }
   if (lora_spans_.empty()) return;
   lora_rows_.clear();
   for (const LoraSpan& s : lora_spans_) {
@@ -292,9 +300,12 @@ absl::Status LlamaModel::SetDecodeGraphs(bool on) {
 
 bool LlamaModel::UseDecodeGraph(const Batch& batch) const {
   const auto n = static_cast<int64_t>(batch.tokens.size());
-  if (!decode_graphs_ || !lora_spans_.empty() || n == 0 || n > kMaxDecodeGraphRows) return false;
+  if (!decode_graphs_ || n == 0 || n > kMaxDecodeGraphRows) return false;
   for (const BatchChunk& c : batch.chunks) {
     if (c.num_tokens != 1 || !c.want_logits) return false;
+  }
+  for (const LoraSpan& s : lora_spans_) {
+    if (s.adapter->table() == nullptr) return false;  // the backend graphs no such adapter
   }
   int64_t bucket = 1;
   while (bucket < n) bucket *= 2;
@@ -306,7 +317,10 @@ bool LlamaModel::UseDecodeGraph(const Batch& batch) const {
 
 // NOTE(cuda): a decode step of n sequences runs as the graph of the next power of two; the
 // padding rows are token 0 at position 0 with the spare block as their table, so their KV
-// write lands in the spare block and their logits are dropped (out.rows = n).
+// write lands in the spare block and their logits are dropped (out.rows = n). With adapters,
+// the graph's variant is the set of projections any of them adapts: each layer then makes one
+// AddLoraByRow call per projection in the set, and the rows find their adapters in row_lora
+// (padding and base rows have none), so one graph serves every mix of adapters with that set.
 Activation LlamaModel::RunDecodeGraph(const Batch& batch) {
   const auto n = static_cast<int64_t>(batch.tokens.size());
   int64_t bucket = 1;
@@ -320,14 +334,25 @@ Activation LlamaModel::RunDecodeGraph(const Batch& batch) {
     tables_.push_back(spare_block_);
     table_starts_.push_back(static_cast<int32_t>(tables_.size()));
   }
-  Activation out = backend_.RunDecodeGraph({.tokens = graph_tokens_,
-                                            .positions = positions_,
-                                            .chunk_starts = chunk_starts_,
-                                            .first_positions = first_positions_,
-                                            .block_table_starts = table_starts_,
-                                            .block_tables = tables_},
-                                           config_.num_heads, config_.context_length,
-                                           [this, bucket] { return RunOps(bucket, false); });
+  graph_row_lora_.assign(bucket, nullptr);
+  graph_lora_mask_ = 0;
+  for (const LoraSpan& s : lora_spans_) {
+    std::fill(graph_row_lora_.begin() + s.begin, graph_row_lora_.begin() + s.end,
+              s.adapter->table());
+    graph_lora_mask_ |= s.adapter->module_mask();
+  }
+  Activation out = backend_.RunDecodeGraph(
+      {.tokens = graph_tokens_,
+       .positions = positions_,
+       .chunk_starts = chunk_starts_,
+       .first_positions = first_positions_,
+       .block_table_starts = table_starts_,
+       .block_tables = tables_,
+       .row_lora = graph_lora_mask_ != 0 ? std::span<const BackendLoraTable* const>(graph_row_lora_)
+                                         : std::span<const BackendLoraTable* const>()},
+      config_.num_heads, config_.context_length, graph_lora_mask_,
+      [this, bucket] { return RunOps(bucket, false); });
+  graph_lora_mask_ = 0;
   out.rows = n;
   return out;
 }

@@ -28,8 +28,9 @@ class LlamaModel final : public Model {
   [[nodiscard]] absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
   bool SupportsDeviceSampling() const override { return backend_.SupportsSampling(); }
   // Decode graphs (Backend::RunDecodeGraph): steps of at most kMaxDecodeGraphRows one-token
-  // chunks, all wanting logits and none with an adapter, run as the graph of their row
-  // bucket. FailedPrecondition on a backend without them. Off by default.
+  // chunks, all wanting logits and each without an adapter or with one the backend made a
+  // table of (BackendLoraAdapter::table), run as the graph of their row bucket and adapted
+  // projections. FailedPrecondition on a backend without them. Off by default.
   [[nodiscard]] absl::Status SetDecodeGraphs(bool on) override;
   [[nodiscard]] absl::Status ForwardAndSample(const Batch& batch, const BatchSampling& sampling,
                                               std::vector<SampleResult>* samples) override;
@@ -83,6 +84,10 @@ class LlamaModel final : public Model {
   };
   std::vector<LoraSpan> lora_spans_;
   std::vector<LoraRows> lora_rows_;
+  // A decode graph's row adapters (padded), and the projections they adapt while its ops are
+  // issued (ApplyLora then calls AddLoraByRow); 0 otherwise.
+  std::vector<const BackendLoraTable*> graph_row_lora_;
+  uint32_t graph_lora_mask_ = 0;
 };
 
 // Inverse rotary frequencies of `config` (with its scaling, and GGUF's per-pair factors in

@@ -34,8 +34,16 @@ absl::StatusOr<std::unique_ptr<BackendLoraAdapter>> BackendLoraAdapter::Load(
       const int i = static_cast<int>(m);
       SPW_ASSIGN_OR_RETURN(out->a_[l][i], backend.LoadWeight(a));
       SPW_ASSIGN_OR_RETURN(out->b_[l][i], backend.LoadWeight(b));
+      out->module_mask_ |= 1u << i;
     }
   }
+  std::vector<LoraSlotWeights> slots(layout.num_layers() * kNumLoraModules);
+  for (int64_t l = 0; l < layout.num_layers(); ++l) {
+    for (LoraModule m : kAllLoraModules) {
+      slots[Slot(l, m)] = {.a = out->a(l, m), .b = out->b(l, m)};
+    }
+  }
+  SPW_ASSIGN_OR_RETURN(out->table_, backend.MakeLoraTable(slots, out->scale()));
   return out;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -26,6 +27,14 @@ class BackendLoraAdapter {
   const BackendWeight* b(int64_t layer, LoraModule m) const { return Get(b_, layer, m); }
   float scale() const { return adapter_.config.scale(); }
   const LoraAdapter& adapter() const { return adapter_; }
+  // The adapter for Backend::AddLoraByRow (decode graphs), or null where the backend cannot
+  // make one; its slot of (layer, m) is Slot(layer, m).
+  const BackendLoraTable* table() const { return table_.get(); }
+  static int64_t Slot(int64_t layer, LoraModule m) {
+    return layer * kNumLoraModules + static_cast<int>(m);
+  }
+  // Bit m set when the adapter adapts module m in some layer.
+  uint32_t module_mask() const { return module_mask_; }
 
  private:
   using Weights = std::vector<std::array<std::unique_ptr<BackendWeight>, kNumLoraModules>>;
@@ -36,6 +45,8 @@ class BackendLoraAdapter {
 
   LoraAdapter adapter_;  // backend weights may point into adapter_.params (the CPU's do)
   Weights a_, b_;
+  std::unique_ptr<BackendLoraTable> table_;
+  uint32_t module_mask_ = 0;
 };
 
 }  // namespace spillway::engine::lora

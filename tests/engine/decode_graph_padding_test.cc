@@ -11,6 +11,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/llama/llama_model.h"
+#include "engine/lora/backend_adapter.h"
 #include "tests/engine/decode_steps.h"
 #include "tests/engine/train/tiny_random_model.h"
 
@@ -64,6 +65,39 @@ class GraphClaimingBackend final : public Backend {
                  Activation out) override {
     inner_.Attention(layer, q, k, v, num_heads, out);
   }
+  bool SupportsLora() const override { return inner_.SupportsLora(); }
+  void AddLora(Activation x, std::span<const LoraRows> segments, Activation y) override {
+    EXPECT_FALSE(in_graph_) << "AddLora inside a decode graph";
+    inner_.AddLora(x, segments, y);
+  }
+  // A table is the slots themselves; AddLoraByRow hands each adapted row to the CPU's AddLora
+  // as a segment of its own (the CPU computes every row alone, so the bits stay the eager
+  // ones).
+  struct Table final : BackendLoraTable {
+    std::vector<LoraSlotWeights> slots;
+    float scale = 0;
+  };
+  absl::StatusOr<std::unique_ptr<BackendLoraTable>> MakeLoraTable(
+      std::span<const LoraSlotWeights> slots, float scale) override {
+    auto t = std::make_unique<Table>();
+    t->slots.assign(slots.begin(), slots.end());
+    t->scale = scale;
+    return t;
+  }
+  void AddLoraByRow(int64_t slot, Activation x, Activation y) override {
+    EXPECT_TRUE(in_graph_) << "AddLoraByRow outside a decode graph";
+    ASSERT_EQ(static_cast<int64_t>(row_lora_.size()), x.rows);
+    std::vector<LoraRows> segments;
+    for (int32_t r = 0; r < x.rows; ++r) {
+      const auto* t = static_cast<const Table*>(row_lora_[r]);
+      if (t == nullptr) continue;
+      ASSERT_LT(slot, static_cast<int64_t>(t->slots.size()));
+      const LoraSlotWeights& w = t->slots[slot];
+      if (w.a != nullptr) segments.push_back({r, r + 1, w.a, w.b, t->scale});
+    }
+    ++lora_by_row_calls;
+    if (!segments.empty()) inner_.AddLora(x, segments, y);
+  }
   void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override {
     EXPECT_FALSE(in_graph_) << "GatherRows inside a decode graph";
     inner_.GatherRows(x, rows, out);
@@ -72,10 +106,13 @@ class GraphClaimingBackend final : public Backend {
 
   bool SupportsDecodeGraphs() const override { return true; }
   Activation RunDecodeGraph(const BatchLayout& layout, int64_t num_heads, int64_t max_context,
-                            const std::function<Activation()>& ops) override {
+                            int64_t variant, const std::function<Activation()>& ops) override {
     EXPECT_GT(num_heads, 0);
     EXPECT_GT(max_context, 0);
     graph_rows.push_back(static_cast<int64_t>(layout.tokens.size()));
+    variants.push_back(variant);
+    EXPECT_EQ(layout.row_lora.empty(), variant == 0);
+    row_lora_.assign(layout.row_lora.begin(), layout.row_lora.end());
     for (size_t c = 0; c + 1 < layout.chunk_starts.size(); ++c) {
       EXPECT_EQ(layout.chunk_starts[c + 1] - layout.chunk_starts[c], 1);
     }
@@ -89,9 +126,12 @@ class GraphClaimingBackend final : public Backend {
 
   int32_t num_kv_blocks() const { return num_kv_blocks_; }
   std::vector<int64_t> graph_rows;  // the padded row count of each graph step
+  std::vector<int64_t> variants;    // and its variant
+  int64_t lora_by_row_calls = 0;
 
  private:
   Backend& inner_;
+  std::vector<const BackendLoraTable*> row_lora_;
   bool in_graph_ = false;
   int32_t num_kv_blocks_ = 0;
 };
@@ -140,6 +180,63 @@ TEST(DecodeGraphPaddingTest, PaddedDecodeStepsGiveTheEagerLogits) {
     ASSERT_TRUE(graph_cpu.ReadKvBlock(b, y).ok());
     EXPECT_EQ(x, y) << "block " << b;
   }
+}
+
+// Decode steps whose sequences use adapters run as graphs too: one variant per set of adapted
+// projections, one AddLoraByRow per adapted projection and layer whichever adapters the rows
+// have, and the logits of the eager model's AddLora bit for bit (random nonzero B: a row that
+// lost or swapped its adapter would differ).
+TEST(DecodeGraphPaddingTest, StepsWithAdaptersRunAsGraphs) {
+  testing::TinyRandomModel file(11);
+  const ModelConfig& c = file.config();
+  const std::vector<lora::LoraAdapter> adapters = {
+      testing::RandomAdapter(c, testing::AllProjectionsLora(), 1, 0.6f),
+      testing::RandomAdapter(c, testing::QvOfLayer1Lora(), 2, 0.6f)};
+  cpu::CpuBackend eager_cpu(1), graph_cpu(1);
+  GraphClaimingBackend graph_backend(graph_cpu);
+  auto eager = LlamaModel::Create(file, eager_cpu, kBlocks);
+  auto graphs = LlamaModel::Create(file, graph_backend, kBlocks);
+  ASSERT_TRUE(eager.ok() && graphs.ok());
+  ASSERT_TRUE((*graphs)->SetDecodeGraphs(true).ok());
+  std::vector<std::unique_ptr<lora::BackendLoraAdapter>> eager_adapters, graph_adapters;
+  for (const lora::LoraAdapter& a : adapters) {
+    auto e = lora::BackendLoraAdapter::Load(a, eager_cpu);
+    auto g = lora::BackendLoraAdapter::Load(a, graph_backend);
+    ASSERT_TRUE(e.ok() && g.ok());
+    EXPECT_EQ((*e)->table(), nullptr);  // the CPU backend makes no tables
+    EXPECT_NE((*g)->table(), nullptr);
+    eager_adapters.push_back(*std::move(e));
+    graph_adapters.push_back(*std::move(g));
+  }
+  EXPECT_EQ(graph_adapters[0]->module_mask(), 0x7Fu);
+  const uint32_t qv_mask = (1u << static_cast<int>(lora::LoraModule::kQ)) |
+                           (1u << static_cast<int>(lora::LoraModule::kV));
+  EXPECT_EQ(graph_adapters[1]->module_mask(), qv_mask);
+
+  testing::DecodeSteps steps;
+  // `use[i]`: chunk i's adapter (-1: none).
+  auto run = [&](Batch batch, const std::vector<int>& use, const char* what) {
+    ASSERT_EQ(use.size(), batch.chunks.size());
+    std::vector<float> a, b;
+    testing::SetAdapters(batch, use, eager_adapters);
+    ASSERT_TRUE((*eager)->Forward(batch, &a).ok()) << what;
+    testing::SetAdapters(batch, use, graph_adapters);
+    ASSERT_TRUE((*graphs)->Forward(batch, &b).ok()) << what;
+    ASSERT_EQ(a.size(), batch.chunks.size() * 40) << what;
+    EXPECT_EQ(a, b) << what;
+  };
+  for (int s = 0; s < 5; ++s) run(steps.Prefill(s, 3 + 2 * s), {s % 3 - 1}, "prefill");
+  const int64_t prefill_calls = graph_backend.lora_by_row_calls;
+  EXPECT_EQ(prefill_calls, 0);  // prefill is eager: AddLora
+  run(steps.Decode({0, 1, 2, 3, 4}, 0), {-1, 0, 1, -1, 0}, "both adapters");
+  EXPECT_EQ(graph_backend.lora_by_row_calls, 2 * 7);  // two layers × every projection
+  run(steps.Decode({0, 1, 2}, 1), {1, -1, 1}, "q/v adapter only");
+  EXPECT_EQ(graph_backend.lora_by_row_calls, 2 * 7 + 2 * 2);
+  run(steps.Decode({0, 1, 2, 3, 4}, 2), {0, 0, 0, 0, 0}, "one adapter everywhere");
+  run(steps.Decode({3}, 3), {-1}, "base");
+  run(steps.Mixed(3, 2), {0, 1}, "mixed: eager");
+  EXPECT_EQ(graph_backend.graph_rows, (std::vector<int64_t>{8, 4, 8, 1}));
+  EXPECT_EQ(graph_backend.variants, (std::vector<int64_t>{0x7F, qv_mask, 0x7F, 0}));
 }
 
 }  // namespace

@@ -4,8 +4,11 @@
 // tests/engine/decode_graph_padding_test.cc, the GPU half in tests/gpu/decode_graph_test.cc).
 #pragma once
 
+#include <memory>
 #include <vector>
 
+#include "engine/lora/backend_adapter.h"
+#include "engine/lora/lora_adapter.h"
 #include "engine/model.h"
 #include "kvcache/ids.h"
 
@@ -55,5 +58,30 @@ class DecodeSteps {
   std::vector<std::vector<kvcache::BlockId>> tables_;
   std::vector<int32_t> lengths_ = std::vector<int32_t>(5, 0);
 };
+
+// The adapters of the decode-graph tests with adapters: rank 4 on every projection of both
+// layers, and rank 2 on q and v of layer 1 (another set of adapted projections).
+inline lora::LoraConfig AllProjectionsLora() {
+  lora::LoraConfig c;
+  c.rank = 4;
+  c.alpha = 8.0f;
+  c.targets = {lora::kAllLoraModules.begin(), lora::kAllLoraModules.end()};
+  return c;
+}
+inline lora::LoraConfig QvOfLayer1Lora() {
+  lora::LoraConfig c;
+  c.rank = 2;
+  c.alpha = 2.0f;
+  c.layers = {1};
+  return c;
+}
+
+// Sets chunk i of `batch` to run with adapters[use[i]] (use[i] < 0: the base model).
+inline void SetAdapters(Batch& batch, const std::vector<int>& use,
+                        const std::vector<std::unique_ptr<lora::BackendLoraAdapter>>& adapters) {
+  for (size_t i = 0; i < use.size() && i < batch.chunks.size(); ++i) {
+    batch.chunks[i].adapter = use[i] < 0 ? nullptr : adapters[use[i]].get();
+  }
+}
 
 }  // namespace spillway::engine::testing

@@ -263,6 +263,55 @@ TEST_F(LoraTest, ManyAdaptersOneRowEachAndLongSegments) {
   Check(row, spans, 70);
 }
 
+// AddLoraByRow (decode graphs) against AddLora's gathered kernels on the same rows: the same
+// per-row arithmetic, so the same bits (the gathered kernels are checked against the double
+// reference above). Each row finds its adapter through its table; base rows and a slot the
+// adapter leaves alone add nothing; a rank past the kernels' shared memory makes no table.
+TEST_F(LoraTest, ByRowEqualsGatheredBitForBit) {
+  const Adapter a1 = MakeAdapter(8, 81), a2 = MakeAdapter(16, 83), big = MakeAdapter(300, 85);
+  const LoraSlotWeights s1[] = {{a1.ag.get(), a1.bg.get()}, {a1.ag.get(), a1.bg.get()}};
+  const LoraSlotWeights s2[] = {{a2.ag.get(), a2.bg.get()}, {}};  // a2 leaves slot 1 alone
+  const LoraSlotWeights sb[] = {{big.ag.get(), big.bg.get()}};
+  auto t1 = gpu_->MakeLoraTable(s1, 0.5f);
+  auto t2 = gpu_->MakeLoraTable(s2, 2.0f);
+  auto tb = gpu_->MakeLoraTable(sb, 1.0f);
+  ASSERT_TRUE(t1.ok() && t2.ok() && tb.ok());
+  ASSERT_NE(*t1, nullptr);
+  EXPECT_EQ(*tb, nullptr);
+  const Adapter* use[] = {&a1, nullptr, &a2, &a1, &a2, nullptr, &a1, &a2, &a1};
+  const int64_t n = std::size(use);
+  std::vector<const BackendLoraTable*> row_lora;
+  for (const Adapter* a : use) {
+    row_lora.push_back(a == nullptr ? nullptr : a == &a1 ? t1->get() : t2->get());
+  }
+  Layout l;
+  l.AddChunk(0, static_cast<int32_t>(n), {0});
+  BatchLayout view = l.View();
+  view.row_lora = row_lora;
+  Begin(view);
+  ActivationPair x = Upload(*cpu_, *gpu_, n, kIn, RandomFloats(n * kIn, 86));
+  const std::vector<float> y0 = RandomFloats(n * kOut, 87);
+  for (int64_t slot : {0, 1}) {
+    Activation by_row = Upload(*cpu_, *gpu_, n, kOut, y0).gpu;
+    Activation gathered = Upload(*cpu_, *gpu_, n, kOut, y0).gpu;
+    gpu_->AddLoraByRow(slot, x.gpu, by_row);
+    std::vector<LoraRows> rows;
+    for (int32_t r = 0; r < n; ++r) {
+      if (use[r] == nullptr || (use[r] == &a2 && slot == 1)) continue;
+      const float scale = use[r] == &a1 ? 0.5f : 2.0f;
+      rows.push_back({r, r + 1, use[r]->ag.get(), use[r]->bg.get(), scale});
+    }
+    gpu_->AddLora(x.gpu, rows, gathered);
+    const std::vector<float> got = ToHost(*gpu_, by_row);
+    EXPECT_EQ(got, ToHost(*gpu_, gathered)) << "slot " << slot;
+    for (int64_t r : {1, 5}) {  // base rows: untouched
+      EXPECT_TRUE(
+          std::equal(y0.begin() + r * kOut, y0.begin() + (r + 1) * kOut, got.begin() + r * kOut))
+          << "row " << r;
+    }
+  }
+}
+
 TEST_F(KernelsTest, RopeMatchesCpuInBothStylesPast8k) {
   const int64_t heads = 9, head_dim = 64, n = 11;
   for (RopeStyle style : {RopeStyle::kNormal, RopeStyle::kNeox}) {
