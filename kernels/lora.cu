@@ -1,9 +1,15 @@
-// The gathered LoRA kernels behind lora.h, and their by-row twins for decode graphs: one block
-// per row for the shrink (u = bf16(A · x), a warp per rank index), one block per (row, 128
-// outputs) for the expand (y += scale · B · u).
-// NOTE(cuda): correct-first. A decode row reads its adapter's A (rank × in bf16, 128 KiB at
-// rank 16 and in 4096) from L2 after the first row of that adapter has brought it in; that is
-// small against the base GEMM's weight bytes, and segments of many rows go to cuBLAS instead.
+// The gathered LoRA kernels behind lora.h, and their by-row twins for decode graphs: four
+// blocks per row for the shrink (u = bf16(A · x), a warp per rank index), one block per (row,
+// 128 outputs) for the expand (y += scale · B · u).
+// NOTE(cuda): a decode row reads its adapter's A (rank × in bf16, 128 KiB at rank 16 and in
+// 4096) from L2 after the first row of that adapter has brought it in; that is small against
+// the base GEMM's weight bytes, and segments of many rows go to cuBLAS instead. What limits
+// these kernels is latency, not bytes: with one shrink block per row, a 32-row step at rank 16
+// had 128 warps on the whole GPU, each walking 4 ranks × in/32 two-byte loads in a row (≈ 1,800
+// dependent steps for the down projection's 14,336 inputs), an estimated ~20 µs per launch and
+// ~3 ms per Llama-3-8B step over 224 projections, against a ~4 ms base step; hence four blocks
+// per row and 16-byte loads (~16× fewer steps per warp). An estimate by counting, never
+// measured: gpu_bench's 8-adapter lines are the figure.
 #include <cuda_bf16.h>
 
 #include "kernels/common.cuh"
@@ -13,6 +19,7 @@ namespace spillway::kernels {
 namespace {
 
 constexpr int kShrinkThreads = 128;
+constexpr int kShrinkGroups = 4;  // blocks per row in the shrink launches (grid.y)
 constexpr int kExpandThreads = 128;
 
 struct Segments {
@@ -33,24 +40,42 @@ __device__ __forceinline__ int FindRow(const Segments& segs, int i, int* row) {
   return -1;
 }
 
-// u_row[r] = bf16(Σ_k xr[k] · A[r, k]) for r < rank: a warp per rank index. The gathered and
-// the by-row kernels share it (and ExpandRow), so both give the same bits.
+// u_row[r] = bf16(Σ_k xr[k] · A[r, k]) for r < rank: a warp per rank index, the
+// kShrinkGroups blocks of a row taking every (kShrinkGroups · 4)-th rank from their own start,
+// so a rank-16 row has 16 warps at once. Lanes read 8 bf16 (16 bytes) of x and of A's row per
+// step when `in` is a multiple of 8 (the rows are then 16-byte aligned). The gathered and the
+// by-row kernels share it (and ExpandRow), so both give the same bits.
 __device__ __forceinline__ void ShrinkRow(const __nv_bfloat16* xr, int64_t in,
                                           const __nv_bfloat16* a, int rank, float* u_row) {
+  constexpr int kWarps = kShrinkThreads / kWarp;
   const int warp = static_cast<int>(threadIdx.x) / kWarp,
             lane = static_cast<int>(threadIdx.x) % kWarp;
-  for (int r = warp; r < rank; r += kShrinkThreads / kWarp) {
+  for (int r = static_cast<int>(blockIdx.y) * kWarps + warp; r < rank;
+       r += kShrinkGroups * kWarps) {
     const __nv_bfloat16* ar = a + r * in;
     float acc = 0.0f;
-    for (int64_t j = lane; j < in; j += kWarp)
-      acc += __bfloat162float(xr[j]) * __bfloat162float(ar[j]);
+    if (in % 8 == 0) {
+      const auto* xv = reinterpret_cast<const uint4*>(xr);
+      const auto* av = reinterpret_cast<const uint4*>(ar);
+      for (int64_t j = lane; j < in / 8; j += kWarp) {
+        const uint4 xq = xv[j], aq = av[j];
+        const auto* xe = reinterpret_cast<const __nv_bfloat16*>(&xq);
+        const auto* ae = reinterpret_cast<const __nv_bfloat16*>(&aq);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc += __bfloat162float(xe[e]) * __bfloat162float(ae[e]);
+      }
+    } else {
+      for (int64_t j = lane; j < in; j += kWarp)
+        acc += __bfloat162float(xr[j]) * __bfloat162float(ar[j]);
+    }
     acc = WarpSum(acc);
     if (lane == 0) u_row[r] = __bfloat162float(__float2bfloat16_rn(acc));
   }
 }
 
 // yr[o] += scale · Σ_r B[o, r] · u_row[r] for this block's 128 outputs (o = blockIdx.x · 128 +
-// thread). `ur`: shared memory of kMaxGatheredLoraRank floats.
+// thread), r in order; B's row is read 8 bf16 at a time when the rank is a multiple of 8 (the
+// same sum). `ur`: shared memory of kMaxGatheredLoraRank floats.
 __device__ __forceinline__ void ExpandRow(const __nv_bfloat16* b, int rank, float scale,
                                           const float* u_row, float* ur, float* yr, int64_t out) {
   for (int r = static_cast<int>(threadIdx.x); r < rank; r += kExpandThreads) ur[r] = u_row[r];
@@ -59,7 +84,16 @@ __device__ __forceinline__ void ExpandRow(const __nv_bfloat16* b, int rank, floa
   if (o >= out) return;
   const __nv_bfloat16* bo = b + o * rank;
   float acc = 0.0f;
-  for (int r = 0; r < rank; ++r) acc += __bfloat162float(bo[r]) * ur[r];
+  if (rank % 8 == 0) {
+    for (int r = 0; r < rank; r += 8) {
+      const uint4 bq = *reinterpret_cast<const uint4*>(bo + r);
+      const auto* be = reinterpret_cast<const __nv_bfloat16*>(&bq);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc += __bfloat162float(be[e]) * ur[r + e];
+    }
+  } else {
+    for (int r = 0; r < rank; ++r) acc += __bfloat162float(bo[r]) * ur[r];
+  }
   yr[o] += scale * acc;
 }
 
@@ -133,7 +167,8 @@ cudaError_t AddLoraGathered(const uint16_t* x, int64_t in, const LoraSegment* se
   }
   segs.count = count;
   if (rows == 0) return cudaSuccess;
-  LoraShrinkKernel<<<static_cast<unsigned>(rows), kShrinkThreads, 0, stream>>>(
+  const dim3 shrink_grid(static_cast<unsigned>(rows), kShrinkGroups);
+  LoraShrinkKernel<<<shrink_grid, kShrinkThreads, 0, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(x), in, segs, u, max_rank);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   const dim3 grid(BlocksFor(out, kExpandThreads), static_cast<unsigned>(rows));
@@ -146,7 +181,8 @@ cudaError_t AddLoraByRow(const uint16_t* x, int64_t in, const LoraTableEntry* co
                          cudaStream_t stream) {
   if (rows < 0 || slot < 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  LoraShrinkByRowKernel<<<static_cast<unsigned>(rows), kShrinkThreads, 0, stream>>>(
+  const dim3 shrink_grid(static_cast<unsigned>(rows), kShrinkGroups);
+  LoraShrinkByRowKernel<<<shrink_grid, kShrinkThreads, 0, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(x), in, tables, slot, u);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   const dim3 grid(BlocksFor(out, kExpandThreads), static_cast<unsigned>(rows));

@@ -230,13 +230,24 @@ class LoraTest : public KernelsTest {
     const Diff d = Compare(want, ToHost(*gpu_, yg));
     EXPECT_LE(d.max_abs, 1e-4 * d.rms) << d.max_abs << " rms " << d.rms;
   }
-  static constexpr int64_t kIn = 96, kOut = 160;  // kOut: more than one 128-output block
+  // kIn: 16-byte loads in the gathered shrink (a multiple of 8; OddInputWidth changes it);
+  // kOut: more than one 128-output block.
+  int64_t kIn = 96;
+  static constexpr int64_t kOut = 160;
 };
 
 TEST_F(LoraTest, TwoAdaptersAroundBaseRows) {
   const Adapter a1 = MakeAdapter(8, 51), a2 = MakeAdapter(8, 53);
   // Rows 4 and 5 run the base model.
   Check(11, {{0, 4, &a1, 2.0f}, {6, 11, &a2, 0.5f}}, 50);
+}
+
+// An input width that is not a multiple of 8: the gathered shrink's two-byte loads; ranks of 8
+// (the expand's 16-byte loads of B) and 5 (its scalar loop).
+TEST_F(LoraTest, OddInputWidth) {
+  kIn = 93;
+  const Adapter a1 = MakeAdapter(8, 91), a2 = MakeAdapter(5, 93);
+  Check(7, {{0, 3, &a1, 1.0f}, {3, 4, &a2, 2.0f}, {5, 7, &a2, 0.5f}}, 90);
 }
 
 TEST_F(LoraTest, ManyAdaptersOneRowEachAndLongSegments) {
