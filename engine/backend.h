@@ -203,15 +203,19 @@ class Backend {
   // change between replays of one graph: MakeLoraTable gathers an adapter's slots (one per
   // layer and projection, in the order the model numbers them) with its scale into a table
   // the backend's kernels read; null when this backend cannot (then steps with the adapter run
-  // eagerly through AddLora). AddLoraByRow: y[r] += scale · (x[r]·aᵀ)·bᵀ of slot `slot` of row
-  // r's table (BatchLayout::row_lora) for every row whose table adapts that slot; the same
-  // launches whichever adapters the rows have. Called only with row_lora set.
+  // eagerly through AddLora). AddLoraByRow: for each i, ys[i][r] += scale · (x[r]·aᵀ)·bᵀ of
+  // slot slots[i] of row r's table (BatchLayout::row_lora), for every row whose table adapts
+  // that slot; the same launches whichever adapters the rows have. Projections that read the
+  // same x (q/k/v, gate/up) come in one call, up to kMaxLoraByRowSlots. Called only with
+  // row_lora set.
+  static constexpr size_t kMaxLoraByRowSlots = 3;
   virtual absl::StatusOr<std::unique_ptr<BackendLoraTable>> MakeLoraTable(
       [[maybe_unused]] std::span<const LoraSlotWeights> slots, [[maybe_unused]] float scale) {
     return nullptr;
   }
-  virtual void AddLoraByRow([[maybe_unused]] int64_t slot, [[maybe_unused]] Activation x,
-                            [[maybe_unused]] Activation y) {}
+  virtual void AddLoraByRow([[maybe_unused]] Activation x,
+                            [[maybe_unused]] std::span<const int64_t> slots,
+                            [[maybe_unused]] std::span<const Activation> ys) {}
   // out[i] = x[rows[i]].
   virtual void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) = 0;
   // Copies x to host memory `dst` ([x.rows * x.cols] floats).

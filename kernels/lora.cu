@@ -120,7 +120,18 @@ __global__ void __launch_bounds__(kExpandThreads)
             u + int64_t{blockIdx.y} * max_rank, ur, y + row * out, out);
 }
 
-// Row blockIdx.x's entry `slot`, or null when the row adds nothing there.
+struct ByRowOutputs {
+  LoraByRowOutput o[kMaxLoraByRowOutputs];
+};
+static_assert(kMaxLoraByRowOutputs == 3);
+
+// outs.o[blockIdx.z], by constant indices: a runtime index into a kernel parameter would copy
+// the whole array to the stack (local memory).
+__device__ __forceinline__ LoraByRowOutput ThisOutput(const ByRowOutputs& outs) {
+  return blockIdx.z == 0 ? outs.o[0] : blockIdx.z == 1 ? outs.o[1] : outs.o[2];
+}
+
+// Row `row`'s entry `slot`, or null when the row adds nothing there.
 __device__ __forceinline__ const LoraTableEntry* RowEntry(const LoraTableEntry* const* tables,
                                                           int64_t slot, int row) {
   const LoraTableEntry* t = tables[row];
@@ -128,25 +139,31 @@ __device__ __forceinline__ const LoraTableEntry* RowEntry(const LoraTableEntry* 
   return t + slot;
 }
 
+// u[z, row] for output z = blockIdx.z (u blocks of rows · kMaxGatheredLoraRank floats).
 __global__ void __launch_bounds__(kShrinkThreads)
     LoraShrinkByRowKernel(const __nv_bfloat16* x, int64_t in, const LoraTableEntry* const* tables,
-                          int64_t slot, float* u) {
+                          ByRowOutputs outs, float* u) {
   const int row = static_cast<int>(blockIdx.x);
-  const LoraTableEntry* e = RowEntry(tables, slot, row);
+  const int64_t rows = gridDim.x;
+  const LoraTableEntry* e = RowEntry(tables, ThisOutput(outs).slot, row);
   if (e == nullptr) return;
   ShrinkRow(x + row * in, in, reinterpret_cast<const __nv_bfloat16*>(e->a), e->rank,
-            u + int64_t{row} * kMaxGatheredLoraRank);
+            u + (blockIdx.z * rows + row) * kMaxGatheredLoraRank);
 }
 
 __global__ void __launch_bounds__(kExpandThreads)
-    LoraExpandByRowKernel(const LoraTableEntry* const* tables, int64_t slot, const float* u,
-                          float* y, int64_t out) {
+    LoraExpandByRowKernel(const LoraTableEntry* const* tables, ByRowOutputs outs, const float* u) {
   __shared__ float ur[kMaxGatheredLoraRank];
+  const LoraByRowOutput out = ThisOutput(outs);
+  // The grid covers the widest output; this block may lie past a narrower one (the whole block).
+  if (int64_t{blockIdx.x} * kExpandThreads >= out.out) return;
   const int row = static_cast<int>(blockIdx.y);
-  const LoraTableEntry* e = RowEntry(tables, slot, row);
+  const int64_t rows = gridDim.y;
+  const LoraTableEntry* e = RowEntry(tables, out.slot, row);
   if (e == nullptr) return;
   ExpandRow(reinterpret_cast<const __nv_bfloat16*>(e->b), e->rank, e->scale,
-            u + int64_t{row} * kMaxGatheredLoraRank, ur, y + row * out, out);
+            u + (blockIdx.z * rows + row) * kMaxGatheredLoraRank, ur, out.y + row * out.out,
+            out.out);
 }
 
 }  // namespace
@@ -177,16 +194,24 @@ cudaError_t AddLoraGathered(const uint16_t* x, int64_t in, const LoraSegment* se
 }
 
 cudaError_t AddLoraByRow(const uint16_t* x, int64_t in, const LoraTableEntry* const* tables,
-                         int64_t slot, int rows, float* u, float* y, int64_t out,
+                         const LoraByRowOutput* outputs, int count, int rows, float* u,
                          cudaStream_t stream) {
-  if (rows < 0 || slot < 0) return cudaErrorInvalidValue;
-  if (rows == 0) return cudaSuccess;
-  const dim3 shrink_grid(static_cast<unsigned>(rows), kShrinkGroups);
+  if (rows < 0 || count < 0 || count > kMaxLoraByRowOutputs) return cudaErrorInvalidValue;
+  if (rows == 0 || count == 0) return cudaSuccess;
+  ByRowOutputs outs{};
+  int64_t widest = 0;
+  for (int i = 0; i < count; ++i) {
+    if (outputs[i].slot < 0 || outputs[i].out <= 0) return cudaErrorInvalidValue;
+    outs.o[i] = outputs[i];
+    if (outputs[i].out > widest) widest = outputs[i].out;
+  }
+  const dim3 shrink_grid(static_cast<unsigned>(rows), kShrinkGroups, static_cast<unsigned>(count));
   LoraShrinkByRowKernel<<<shrink_grid, kShrinkThreads, 0, stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), in, tables, slot, u);
+      reinterpret_cast<const __nv_bfloat16*>(x), in, tables, outs, u);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  const dim3 grid(BlocksFor(out, kExpandThreads), static_cast<unsigned>(rows));
-  LoraExpandByRowKernel<<<grid, kExpandThreads, 0, stream>>>(tables, slot, u, y, out);
+  const dim3 grid(BlocksFor(widest, kExpandThreads), static_cast<unsigned>(rows),
+                  static_cast<unsigned>(count));
+  LoraExpandByRowKernel<<<grid, kExpandThreads, 0, stream>>>(tables, outs, u);
   return cudaGetLastError();
 }
 

@@ -46,14 +46,25 @@ struct LoraTableEntry {
   float scale = 1.0f;
 };
 
+// One output of AddLoraByRow: slot `slot` of each row's table added to y ([rows, out] f32).
+struct LoraByRowOutput {
+  int64_t slot = 0;
+  float* y = nullptr;
+  int64_t out = 0;
+};
+// Outputs per AddLoraByRow launch: q, k and v read the same x.
+constexpr int kMaxLoraByRowOutputs = 3;
+
 // The same update for decode graphs, where the adapters of a step change from replay to replay
 // but a graph's launches may not: row r in [0, rows) takes its adapter from the device array
-// `tables` (tables[r]: its adapter's table, or null for a row without one) and adds entry
-// `slot` of it, rows whose table is null or whose entry has no A add nothing. The grid depends
-// on `rows` only. Each row's arithmetic is the gathered kernels', bit for bit. u: scratch of
-// rows · kMaxGatheredLoraRank floats.
+// `tables` (tables[r]: its adapter's table, or null for a row without one) and, for each of
+// outputs[0, count) (count ≤ kMaxLoraByRowOutputs), adds entry `slot` of it to row r of that
+// output's y; rows whose table is null or whose entry has no A add nothing. Two launches
+// whatever the count; the grids depend on `rows` and the outputs' widths only. Each row's
+// arithmetic is the gathered kernels', bit for bit. u: scratch of count · rows ·
+// kMaxGatheredLoraRank floats.
 cudaError_t AddLoraByRow(const uint16_t* x, int64_t in, const LoraTableEntry* const* tables,
-                         int64_t slot, int rows, float* u, float* y, int64_t out,
+                         const LoraByRowOutput* outputs, int count, int rows, float* u,
                          cudaStream_t stream);
 
 }  // namespace spillway::kernels

@@ -471,29 +471,41 @@ void CudaBackend::UploadRowLora(const BatchLayout& layout, DeviceBuffer& dst) {
   Upload(row_lora_host_.data(), dst.get(), bytes, stream_);
 }
 
-void CudaBackend::AddLoraByRow(int64_t slot, Activation x, Activation y) {
-  SPW_CHECK(x.rows == y.rows && static_cast<int64_t>(layout_.row_lora.size()) == x.rows)
+void CudaBackend::AddLoraByRow(Activation x, std::span<const int64_t> slots,
+                               std::span<const Activation> ys) {
+  static_assert(kMaxLoraByRowSlots == kernels::kMaxLoraByRowOutputs);
+  SPW_CHECK(slots.size() == ys.size() && slots.size() <= kMaxLoraByRowSlots);
+  SPW_CHECK(static_cast<int64_t>(layout_.row_lora.size()) == x.rows)
       << "AddLoraByRow needs every row's adapter table in the layout";
-  for (const BackendLoraTable* t : layout_.row_lora) {
-    SPW_CHECK(t == nullptr ||
-              (slot >= 0 && slot < static_cast<const CudaLoraTable*>(t)->num_slots()));
+  std::array<kernels::LoraByRowOutput, kernels::kMaxLoraByRowOutputs> outputs;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    SPW_CHECK(ys[i].rows == x.rows);
+    for (const BackendLoraTable* t : layout_.row_lora) {
+      SPW_CHECK(t == nullptr ||
+                (slots[i] >= 0 && slots[i] < static_cast<const CudaLoraTable*>(t)->num_slots()));
+    }
+    outputs[i] = {.slot = slots[i], .y = ys[i].data, .out = ys[i].cols};
   }
   uint16_t* xb = static_cast<uint16_t*>(Bf16Buffer().get());
   if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
     xb = Bf16Copy(x);
     SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
   }
-  if (y.data == bf16_of_.data) Stale();
+  for (const Activation& y : ys) {
+    if (y.data == bf16_of_.data) Stale();
+  }
   // The graph's u is reserved for kMaxDecodeGraphRows rows by RunDecodeGraph.
   DeviceBuffer& u = graph_mode_ ? graph_lora_u_ : lora_u_;
   if (!graph_mode_) {
-    SPW_CHECK(u.Reserve(static_cast<size_t>(x.rows) * kernels::kMaxGatheredLoraRank * sizeof(float))
+    SPW_CHECK(u.Reserve(kMaxLoraByRowSlots * static_cast<size_t>(x.rows) *
+                        kernels::kMaxGatheredLoraRank * sizeof(float))
                   .ok());
   }
   const auto* tables = static_cast<const kernels::LoraTableEntry* const*>(
       (graph_mode_ ? graph_row_lora_ : row_lora_dev_).get());
-  SPW_CUDA_CHECK(kernels::AddLoraByRow(xb, x.cols, tables, slot, static_cast<int>(x.rows),
-                                       static_cast<float*>(u.get()), y.data, y.cols, stream_));
+  SPW_CUDA_CHECK(kernels::AddLoraByRow(xb, x.cols, tables, outputs.data(),
+                                       static_cast<int>(slots.size()), static_cast<int>(x.rows),
+                                       static_cast<float*>(u.get()), stream_));
 }
 
 void CudaBackend::AddBias(Activation y, const BackendWeight& bias) {
@@ -698,7 +710,7 @@ Activation CudaBackend::RunDecodeGraph(const BatchLayout& layout, int64_t num_he
   // The adapter buffers exist from the first graph on, adapters or not: a later graph with
   // adapters may not move buffers the earlier ones hold.
   ReserveGraphBuffer(graph_row_lora_, static_cast<size_t>(kMaxDecodeGraphRows) * sizeof(void*));
-  ReserveGraphBuffer(graph_lora_u_, static_cast<size_t>(kMaxDecodeGraphRows) *
+  ReserveGraphBuffer(graph_lora_u_, kMaxLoraByRowSlots * static_cast<size_t>(kMaxDecodeGraphRows) *
                                         kernels::kMaxGatheredLoraRank * sizeof(float));
   UploadRowLora(layout, graph_row_lora_);
 

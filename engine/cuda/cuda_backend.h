@@ -93,7 +93,8 @@ class CudaBackend final : public Backend {
   // AddLora's gathered kernels.
   absl::StatusOr<std::unique_ptr<BackendLoraTable>> MakeLoraTable(
       std::span<const LoraSlotWeights> slots, float scale) override;
-  void AddLoraByRow(int64_t slot, Activation x, Activation y) override;
+  void AddLoraByRow(Activation x, std::span<const int64_t> slots,
+                    std::span<const Activation> ys) override;
   void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override;
   void CopyToHost(Activation x, float* dst) override;
   // Sampling on the device (kernels/sampling.h): one kernel for the batch, then one copy of

@@ -1,6 +1,7 @@
 #include "engine/llama/llama_model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -155,26 +156,35 @@ absl::Status LlamaModel::CheckBatch(const Batch& batch) const {
   return absl::OkStatus();
 }
 
-void LlamaModel::ApplyLora(int64_t l, lora::LoraModule m, Activation x, Activation y) {
+void LlamaModel::ApplyLora(int64_t l, std::span<const lora::LoraModule> modules, Activation x,
+                           std::span<const Activation> ys) {
   if (graph_lora_mask_ != 0) {
     // In a decode graph: the same call whichever adapters the rows have this time.
-    if ((graph_lora_mask_ & (1u << static_cast<int>(m))) != 0) {
-      backend_.AddLoraByRow(lora::BackendLoraAdapter::Slot(l, m), x, y);
+    std::array<int64_t, Backend::kMaxLoraByRowSlots> slots;
+    std::array<Activation, Backend::kMaxLoraByRowSlots> outs;
+    size_t n = 0;
+    for (size_t i = 0; i < modules.size(); ++i) {
+      if ((graph_lora_mask_ & (1u << static_cast<int>(modules[i]))) == 0) continue;
+      slots[n] = lora::BackendLoraAdapter::Slot(l, modules[i]);
+      outs[n++] = ys[i];
     }
+    if (n > 0) backend_.AddLoraByRow(x, std::span(slots).first(n), std::span(outs).first(n));
     return;
   }
   if (lora_spans_.empty()) return;
-  lora_rows_.clear();
-  for (const LoraSpan& s : lora_spans_) {
-    if (const BackendWeight* a = s.adapter->a(l, m); a != nullptr) {
-      lora_rows_.push_back({.begin = s.begin,
-                            .end = s.end,
-                            .a = a,
-                            .b = s.adapter->b(l, m),
-                            .scale = s.adapter->scale()});
+  for (size_t i = 0; i < modules.size(); ++i) {
+    lora_rows_.clear();
+    for (const LoraSpan& s : lora_spans_) {
+      if (const BackendWeight* a = s.adapter->a(l, modules[i]); a != nullptr) {
+        lora_rows_.push_back({.begin = s.begin,
+                              .end = s.end,
+                              .a = a,
+                              .b = s.adapter->b(l, modules[i]),
+                              .scale = s.adapter->scale()});
+      }
     }
+    if (!lora_rows_.empty()) backend_.AddLora(x, lora_rows_, ys[i]);
   }
-  if (!lora_rows_.empty()) backend_.AddLora(x, lora_rows_, y);
 }
 
 Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
@@ -196,9 +206,9 @@ Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
   const BackendWeight* qkv_w[] = {y.wq.get(), y.wk.get(), y.wv.get()};
   const Activation qkv[] = {q, k, v};
   b.MatMulShared(h, qkv_w, qkv);
-  ApplyLora(l, lora::LoraModule::kQ, h, q);
-  ApplyLora(l, lora::LoraModule::kK, h, k);
-  ApplyLora(l, lora::LoraModule::kV, h, v);
+  using enum lora::LoraModule;
+  const lora::LoraModule qkv_m[] = {kQ, kK, kV};
+  ApplyLora(l, qkv_m, h, qkv);
   if (c.qkv_bias) {
     b.AddBias(q, *y.bq);
     b.AddBias(k, *y.bk);
@@ -210,19 +220,21 @@ Activation LlamaModel::RunLayer(int64_t l, Activation x, Activation prev_out) {
   b.Attention(l, q, k, v, c.num_heads, attn);
   Activation o = b.Scratch(n, c.hidden);
   b.MatMul(*y.wo, attn, o);
-  ApplyLora(l, lora::LoraModule::kO, attn, o);
+  const lora::LoraModule o_m[] = {kO};
+  ApplyLora(l, o_m, attn, {&o, 1});
   b.AddRmsNorm(x, o, *y.ffn_norm, c.rms_eps, h);
   Activation gate = b.Scratch(n, c.ffn_hidden);
   Activation up = b.Scratch(n, c.ffn_hidden);
   const BackendWeight* gate_up_w[] = {y.gate.get(), y.up.get()};
   const Activation gate_up[] = {gate, up};
   b.MatMulShared(h, gate_up_w, gate_up);
-  ApplyLora(l, lora::LoraModule::kGate, h, gate);
-  ApplyLora(l, lora::LoraModule::kUp, h, up);
+  const lora::LoraModule gate_up_m[] = {kGate, kUp};
+  ApplyLora(l, gate_up_m, h, gate_up);
   b.SwiGlu(gate, up, gate);
   Activation down = b.Scratch(n, c.hidden);
   b.MatMul(*y.down, gate, down);
-  ApplyLora(l, lora::LoraModule::kDown, gate, down);
+  const lora::LoraModule down_m[] = {kDown};
+  ApplyLora(l, down_m, gate, {&down, 1});
   return down;
 }
 
@@ -319,7 +331,8 @@ bool LlamaModel::UseDecodeGraph(const Batch& batch) const {
 // padding rows are token 0 at position 0 with the spare block as their table, so their KV
 // write lands in the spare block and their logits are dropped (out.rows = n). With adapters,
 // the graph's variant is the set of projections any of them adapts: each layer then makes one
-// AddLoraByRow call per projection in the set, and the rows find their adapters in row_lora
+// AddLoraByRow call per input the set's projections read (h for q/k/v, attn for o, h for
+// gate/up, the SwiGLU output for down), and the rows find their adapters in row_lora
 // (padding and base rows have none), so one graph serves every mix of adapters with that set.
 Activation LlamaModel::RunDecodeGraph(const Batch& batch) {
   const auto n = static_cast<int64_t>(batch.tokens.size());

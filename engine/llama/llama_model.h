@@ -61,8 +61,10 @@ class LlamaModel final : public Model {
   // Runs layer `l` on hidden state `x` (its residual stream), given the previous layer's
   // FFN output `prev_out` (added to x first; empty for layer 0).
   Activation RunLayer(int64_t l, Activation x, Activation prev_out);
-  // y += the LoRA of projection `m` of layer `l` for the rows of chunks with an adapter.
-  void ApplyLora(int64_t l, lora::LoraModule m, Activation x, Activation y);
+  // ys[i] += the LoRA of projection modules[i] of layer `l` (projections that read the same
+  // input x) for the rows of chunks with an adapter.
+  void ApplyLora(int64_t l, std::span<const lora::LoraModule> modules, Activation x,
+                 std::span<const Activation> ys);
 
   ModelConfig config_;
   Backend& backend_;

@@ -84,19 +84,24 @@ class GraphClaimingBackend final : public Backend {
     t->scale = scale;
     return t;
   }
-  void AddLoraByRow(int64_t slot, Activation x, Activation y) override {
+  void AddLoraByRow(Activation x, std::span<const int64_t> slots,
+                    std::span<const Activation> ys) override {
     EXPECT_TRUE(in_graph_) << "AddLoraByRow outside a decode graph";
     ASSERT_EQ(static_cast<int64_t>(row_lora_.size()), x.rows);
-    std::vector<LoraRows> segments;
-    for (int32_t r = 0; r < x.rows; ++r) {
-      const auto* t = static_cast<const Table*>(row_lora_[r]);
-      if (t == nullptr) continue;
-      ASSERT_LT(slot, static_cast<int64_t>(t->slots.size()));
-      const LoraSlotWeights& w = t->slots[slot];
-      if (w.a != nullptr) segments.push_back({r, r + 1, w.a, w.b, t->scale});
+    ASSERT_EQ(slots.size(), ys.size());
+    ASSERT_LE(slots.size(), kMaxLoraByRowSlots);
+    for (size_t i = 0; i < slots.size(); ++i) {
+      std::vector<LoraRows> segments;
+      for (int32_t r = 0; r < x.rows; ++r) {
+        const auto* t = static_cast<const Table*>(row_lora_[r]);
+        if (t == nullptr) continue;
+        ASSERT_LT(slots[i], static_cast<int64_t>(t->slots.size()));
+        const LoraSlotWeights& w = t->slots[slots[i]];
+        if (w.a != nullptr) segments.push_back({r, r + 1, w.a, w.b, t->scale});
+      }
+      if (!segments.empty()) inner_.AddLora(x, segments, ys[i]);
     }
     ++lora_by_row_calls;
-    if (!segments.empty()) inner_.AddLora(x, segments, y);
   }
   void GatherRows(Activation x, std::span<const int32_t> rows, Activation out) override {
     EXPECT_FALSE(in_graph_) << "GatherRows inside a decode graph";
@@ -183,9 +188,9 @@ TEST(DecodeGraphPaddingTest, PaddedDecodeStepsGiveTheEagerLogits) {
 }
 
 // Decode steps whose sequences use adapters run as graphs too: one variant per set of adapted
-// projections, one AddLoraByRow per adapted projection and layer whichever adapters the rows
-// have, and the logits of the eager model's AddLora bit for bit (random nonzero B: a row that
-// lost or swapped its adapter would differ).
+// projections, one AddLoraByRow per layer and input of adapted projections whichever adapters
+// the rows have, and the logits of the eager model's AddLora bit for bit (random nonzero B: a row
+// that lost or swapped its adapter would differ).
 TEST(DecodeGraphPaddingTest, StepsWithAdaptersRunAsGraphs) {
   testing::TinyRandomModel file(11);
   const ModelConfig& c = file.config();
@@ -229,9 +234,10 @@ TEST(DecodeGraphPaddingTest, StepsWithAdaptersRunAsGraphs) {
   const int64_t prefill_calls = graph_backend.lora_by_row_calls;
   EXPECT_EQ(prefill_calls, 0);  // prefill is eager: AddLora
   run(steps.Decode({0, 1, 2, 3, 4}, 0), {-1, 0, 1, -1, 0}, "both adapters");
-  EXPECT_EQ(graph_backend.lora_by_row_calls, 2 * 7);  // two layers × every projection
+  // Two layers × one call per input: q/k/v, o, gate/up, down.
+  EXPECT_EQ(graph_backend.lora_by_row_calls, 2 * 4);
   run(steps.Decode({0, 1, 2}, 1), {1, -1, 1}, "q/v adapter only");
-  EXPECT_EQ(graph_backend.lora_by_row_calls, 2 * 7 + 2 * 2);
+  EXPECT_EQ(graph_backend.lora_by_row_calls, 2 * 4 + 2);  // q and v in one call per layer
   run(steps.Decode({0, 1, 2, 3, 4}, 2), {0, 0, 0, 0, 0}, "one adapter everywhere");
   run(steps.Decode({3}, 3), {-1}, "base");
   run(steps.Mixed(3, 2), {0, 1}, "mixed: eager");

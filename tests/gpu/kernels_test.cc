@@ -172,13 +172,13 @@ class LoraTest : public KernelsTest {
     std::vector<float> a, b;  // values bf16 holds exactly: the GPU keeps LoRA matrices in bf16
     std::unique_ptr<BackendWeight> ag = nullptr, bg = nullptr;
   };
-  Adapter MakeAdapter(int64_t rank, uint64_t seed) {
+  Adapter MakeAdapter(int64_t rank, uint64_t seed, int64_t out = kOut) {
     Adapter ad{.rank = rank,
                .a = Bf16Exact(RandomFloats(rank * kIn, seed, 0.2f)),
-               .b = Bf16Exact(RandomFloats(kOut * rank, seed + 1, 0.2f))};
+               .b = Bf16Exact(RandomFloats(out * rank, seed + 1, 0.2f))};
     // LoRA matrices load as F32 (BackendLoraAdapter); only the GPU side is used.
     ad.ag = Weight(GgmlType::kF32, rank, kIn, ad.a).second;
-    ad.bg = Weight(GgmlType::kF32, kOut, rank, ad.b).second;
+    ad.bg = Weight(GgmlType::kF32, out, rank, ad.b).second;
     return ad;
   }
   struct Span {
@@ -277,11 +277,16 @@ TEST_F(LoraTest, ManyAdaptersOneRowEachAndLongSegments) {
 // AddLoraByRow (decode graphs) against AddLora's gathered kernels on the same rows: the same
 // per-row arithmetic, so the same bits (the gathered kernels are checked against the double
 // reference above). Each row finds its adapter through its table; base rows and a slot the
-// adapter leaves alone add nothing; a rank past the kernels' shared memory makes no table.
+// adapter leaves alone add nothing; three outputs of two widths (160 and 40, like q and k) in
+// one call; a rank past the kernels' shared memory makes no table.
 TEST_F(LoraTest, ByRowEqualsGatheredBitForBit) {
+  constexpr int64_t kNarrow = 40;
   const Adapter a1 = MakeAdapter(8, 81), a2 = MakeAdapter(16, 83), big = MakeAdapter(300, 85);
-  const LoraSlotWeights s1[] = {{a1.ag.get(), a1.bg.get()}, {a1.ag.get(), a1.bg.get()}};
-  const LoraSlotWeights s2[] = {{a2.ag.get(), a2.bg.get()}, {}};  // a2 leaves slot 1 alone
+  const Adapter a1n = MakeAdapter(8, 87, kNarrow), a2n = MakeAdapter(16, 89, kNarrow);
+  // Slots 0 and 1 are kOut wide, slot 2 kNarrow; a2 leaves slot 1 alone.
+  const LoraSlotWeights s1[] = {
+      {a1.ag.get(), a1.bg.get()}, {a1.ag.get(), a1.bg.get()}, {a1n.ag.get(), a1n.bg.get()}};
+  const LoraSlotWeights s2[] = {{a2.ag.get(), a2.bg.get()}, {}, {a2n.ag.get(), a2n.bg.get()}};
   const LoraSlotWeights sb[] = {{big.ag.get(), big.bg.get()}};
   auto t1 = gpu_->MakeLoraTable(s1, 0.5f);
   auto t2 = gpu_->MakeLoraTable(s2, 2.0f);
@@ -289,36 +294,42 @@ TEST_F(LoraTest, ByRowEqualsGatheredBitForBit) {
   ASSERT_TRUE(t1.ok() && t2.ok() && tb.ok());
   ASSERT_NE(*t1, nullptr);
   EXPECT_EQ(*tb, nullptr);
-  const Adapter* use[] = {&a1, nullptr, &a2, &a1, &a2, nullptr, &a1, &a2, &a1};
+  const int use[] = {1, 0, 2, 1, 2, 0, 1, 2, 1};  // each row's adapter: 1 = a1, 2 = a2, 0 none
   const int64_t n = std::size(use);
   std::vector<const BackendLoraTable*> row_lora;
-  for (const Adapter* a : use) {
-    row_lora.push_back(a == nullptr ? nullptr : a == &a1 ? t1->get() : t2->get());
-  }
+  for (int a : use) row_lora.push_back(a == 0 ? nullptr : a == 1 ? t1->get() : t2->get());
   Layout l;
   l.AddChunk(0, static_cast<int32_t>(n), {0});
   BatchLayout view = l.View();
   view.row_lora = row_lora;
   Begin(view);
   ActivationPair x = Upload(*cpu_, *gpu_, n, kIn, RandomFloats(n * kIn, 86));
-  const std::vector<float> y0 = RandomFloats(n * kOut, 87);
-  for (int64_t slot : {0, 1}) {
-    Activation by_row = Upload(*cpu_, *gpu_, n, kOut, y0).gpu;
-    Activation gathered = Upload(*cpu_, *gpu_, n, kOut, y0).gpu;
-    gpu_->AddLoraByRow(slot, x.gpu, by_row);
+  const int64_t widths[] = {kOut, kOut, kNarrow};
+  std::vector<std::vector<float>> y0;
+  std::vector<Activation> by_row, gathered;
+  for (int64_t slot = 0; slot < 3; ++slot) {
+    y0.push_back(RandomFloats(n * widths[slot], 90 + slot));
+    by_row.push_back(Upload(*cpu_, *gpu_, n, widths[slot], y0[slot]).gpu);
+    gathered.push_back(Upload(*cpu_, *gpu_, n, widths[slot], y0[slot]).gpu);
+  }
+  const int64_t slots[] = {0, 1, 2};
+  gpu_->AddLoraByRow(x.gpu, slots, by_row);
+  for (int64_t slot = 0; slot < 3; ++slot) {
     std::vector<LoraRows> rows;
     for (int32_t r = 0; r < n; ++r) {
-      if (use[r] == nullptr || (use[r] == &a2 && slot == 1)) continue;
-      const float scale = use[r] == &a1 ? 0.5f : 2.0f;
-      rows.push_back({r, r + 1, use[r]->ag.get(), use[r]->bg.get(), scale});
+      if (use[r] == 0 || (use[r] == 2 && slot == 1)) continue;
+      const Adapter& a = use[r] == 1 ? (slot == 2 ? a1n : a1) : (slot == 2 ? a2n : a2);
+      rows.push_back({r, r + 1, a.ag.get(), a.bg.get(), use[r] == 1 ? 0.5f : 2.0f});
     }
-    gpu_->AddLora(x.gpu, rows, gathered);
-    const std::vector<float> got = ToHost(*gpu_, by_row);
-    EXPECT_EQ(got, ToHost(*gpu_, gathered)) << "slot " << slot;
+    gpu_->AddLora(x.gpu, rows, gathered[slot]);
+    const std::vector<float> got = ToHost(*gpu_, by_row[slot]);
+    EXPECT_EQ(got, ToHost(*gpu_, gathered[slot])) << "slot " << slot;
+    EXPECT_NE(got, y0[slot]) << "slot " << slot;
+    const int64_t w = widths[slot];
     for (int64_t r : {1, 5}) {  // base rows: untouched
       EXPECT_TRUE(
-          std::equal(y0.begin() + r * kOut, y0.begin() + (r + 1) * kOut, got.begin() + r * kOut))
-          << "row " << r;
+          std::equal(y0[slot].begin() + r * w, y0[slot].begin() + (r + 1) * w, got.begin() + r * w))
+          << "slot " << slot << " row " << r;
     }
   }
 }
