@@ -1,19 +1,19 @@
 // DequantizeRow / QuantizeRow against (a) references written here from the block formats and
-// (b) goldens made by the `gguf` Python package (tests/golden/quant/make_quant_goldens.py).
+// (b) goldens made by the `gguf` Python package (tests/golden/quant/make_quant_goldens.py,
+// which writes quant_goldens.json).
 #include "engine/cpu/quant_rows.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <random>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "engine/cpu/fp16.h"
 #include "engine/cpu/matmul.h"
-#include "tests/test_paths.h"
+#include "tests/golden_json.h"
 
 namespace spillway::engine::cpu {
 namespace {
@@ -228,31 +228,29 @@ struct GoldenRecord {
   std::vector<float> dequantized;
 };
 
+std::vector<float> Floats(const boost::json::value& v) {
+  std::vector<float> out;
+  for (double d : testing::Doubles(v)) out.push_back(static_cast<float>(d));
+  return out;
+}
+
 std::vector<GoldenRecord> ReadGoldens() {
-  std::ifstream in(testing::SourcePath("tests/golden/quant/quant_goldens.dat"), std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const boost::json::value doc = testing::ReadJsonFile("tests/golden/quant/quant_goldens.json");
   std::vector<GoldenRecord> out;
-  size_t pos = 0;
-  auto take = [&](void* dst, size_t n) {
-    if (pos + n > bytes.size()) return false;
-    std::memcpy(dst, bytes.data() + pos, n);
-    pos += n;
-    return true;
-  };
-  while (pos < bytes.size()) {
-    uint32_t header[4];
-    if (!take(header, sizeof(header))) break;
+  for (const boost::json::value& v : doc.at("records").as_array()) {
+    const boost::json::object& o = v.as_object();
     GoldenRecord r;
-    r.type = static_cast<GgmlType>(header[0]);
-    r.n = header[1];
-    if (header[3]) {
-      r.input.resize(r.n);
-      take(r.input.data(), r.n * 4);
-    }
-    r.blocks.resize(header[2]);
-    take(r.blocks.data(), header[2]);
-    r.dequantized.resize(r.n);
-    take(r.dequantized.data(), r.n * 4);
+    r.type = static_cast<GgmlType>(o.at("type").as_int64());
+    r.n = o.at("n").as_int64();
+    if (!o.at("input").is_null()) r.input = Floats(o.at("input"));
+    // HexStringToBytes does not check its digits: a bad one changes the bytes, which the
+    // tests' size and value checks then refuse.
+    const boost::json::string& hex = o.at("blocks_hex").as_string();
+    const std::string bytes = absl::HexStringToBytes(absl::string_view(hex.data(), hex.size()));
+    r.blocks.assign(bytes.begin(), bytes.end());
+    r.dequantized = Floats(o.at("dequantized"));
+    EXPECT_EQ(static_cast<int64_t>(r.dequantized.size()), r.n);
+    EXPECT_TRUE(r.input.empty() || static_cast<int64_t>(r.input.size()) == r.n);
     out.push_back(std::move(r));
   }
   return out;

@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""Writes quant_goldens.dat: ggml block data and its f32 values, made by the `gguf` PyPI
+"""Writes quant_goldens.json: ggml block data and its f32 values, made by the `gguf` PyPI
 package (gguf.quants, a numpy implementation independent of spillway's C++), for
 tests/engine/cpu/quant_rows_test.cc.
 
 Usage: python3 make_quant_goldens.py   (needs: pip install gguf==0.19.0 numpy)
 
-File format, little-endian, a sequence of records until end of file:
-  u32 ggml type number, u32 number of values n, u32 number of block bytes b,
-  u32 has_input (1 if the record carries the f32 input that gguf quantized, else 0),
-  [f32 input[n] if has_input], u8 blocks[b], f32 dequantized[n] (gguf's dequantize of blocks)
+File format: {"records": [...]}, each record
+  "type": the ggml type number, "type_name": its name, "n": the number of values,
+  "input": the f32 values gguf quantized (null for K-quants),
+  "blocks_hex": the block bytes as hex, "dequantized": gguf's dequantize of them (f32).
+The f32 values are written as the shortest decimal of their exact double, which reads back
+to the same f32.
 Q4_0/Q4_1/Q8_0 records quantize random normal values with gguf's reference quantizer;
 K-quant records (gguf cannot quantize them) are random block bytes with sane f16 scales.
 """
-import struct
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +22,24 @@ from gguf import GGMLQuantizationType as T
 from gguf import quants
 
 rng = np.random.default_rng(20240611)
-out = bytearray()
+records = []
+
+
+def f32_list(values: np.ndarray):
+    return [float(v) for v in values.astype(np.float32).reshape(-1)]
 
 
 def record(qtype, blocks: np.ndarray, n: int, inp=None):
     deq = quants.dequantize(blocks, qtype).astype(np.float32).reshape(-1)
     assert deq.size == n
-    out.extend(struct.pack("<IIII", int(qtype), n, blocks.size, 0 if inp is None else 1))
-    if inp is not None:
-        out.extend(inp.astype("<f4").tobytes())
-    out.extend(blocks.astype(np.uint8).tobytes())
-    out.extend(deq.astype("<f4").tobytes())
+    records.append({
+        "type": int(qtype),
+        "type_name": qtype.name,
+        "n": n,
+        "input": None if inp is None else f32_list(inp),
+        "blocks_hex": blocks.astype(np.uint8).tobytes().hex(),
+        "dequantized": f32_list(deq),
+    })
 
 
 # Legacy types: quantize with gguf, then dequantize.
@@ -58,5 +67,6 @@ for qtype, block_bytes in ((T.Q4_K, 144), (T.Q5_K, 176), (T.Q6_K, 210)):
             raw[i, 2:4] = f16_bytes([0.0051 * (i + 1)])
     record(qtype, raw.reshape(1, -1), 256 * nblk)
 
-Path(__file__).with_name("quant_goldens.dat").write_bytes(bytes(out))
-print(f"wrote {len(out)} bytes")
+text = json.dumps({"records": records}, indent=1) + "\n"
+Path(__file__).with_name("quant_goldens.json").write_text(text)
+print(f"wrote {len(records)} records, {len(text)} bytes")
