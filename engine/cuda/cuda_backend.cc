@@ -259,6 +259,7 @@ void CudaBackend::BeginForward(const BatchLayout& layout) {
   max_keys_ = FillBatchHost(layout, static_cast<int64_t>(layout.tokens.size()));
   SPW_CHECK(batch_dev_.Reserve(batch_host_.size() * sizeof(int32_t)).ok());
   Upload(batch_host_.data(), batch_dev_.get(), batch_host_.size() * sizeof(int32_t), stream_);
+  SPW_CHECK(row_lora_dev_.Reserve(layout.row_lora.size() * sizeof(void*)).ok());
   UploadRowLora(layout, row_lora_dev_);
 }
 
@@ -344,16 +345,21 @@ uint16_t* CudaBackend::Bf16Copy(Activation a) {
   return static_cast<uint16_t*>(Bf16Buffer().get());
 }
 
+const uint16_t* CudaBackend::Bf16Input(Activation x) {
+  if (x.data == bf16_of_.data && x.rows == bf16_of_.rows && x.cols == bf16_of_.cols) {
+    return static_cast<const uint16_t*>(Bf16Buffer().get());
+  }
+  uint16_t* xb = Bf16Copy(x);
+  SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
+  return xb;
+}
+
 void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
   const CudaWeight& m = AsCuda(w);
   SPW_CHECK(x.cols == m.cols() && y.cols == m.rows() && x.rows == y.rows)
       << x.cols << " " << m.cols() << " " << y.cols << " " << m.rows();
   if (x.rows == 0) return;
-  auto* xb = static_cast<uint16_t*>(Bf16Buffer().get());
-  if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
-    xb = Bf16Copy(x);
-    SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
-  }
+  const uint16_t* xb = Bf16Input(x);
   if (y.data == x.data) Stale();  // (the model never multiplies in place)
   if (decode_gemv_ && kernels::GemvFits(x.rows, x.cols)) {
     SPW_CUDA_CHECK(kernels::GemvBf16(m.bf16(), xb, x.rows, x.cols, m.rows(), y.data, stream_));
@@ -371,11 +377,7 @@ void CudaBackend::MatMul(const BackendWeight& w, Activation x, Activation y) {
 
 void CudaBackend::AddLora(Activation x, std::span<const LoraRows> segments, Activation y) {
   SPW_CHECK(x.rows == y.rows);
-  uint16_t* xb = static_cast<uint16_t*>(Bf16Buffer().get());
-  if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
-    xb = Bf16Copy(x);
-    SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
-  }
+  const uint16_t* xb = Bf16Input(x);
   if (y.data == bf16_of_.data) Stale();
   // Decode-sized segments (a row or a few per sequence) go to the gathered kernels, up to
   // kMaxLoraSegments at a time, so a batch mixing many adapters costs two launches rather than
@@ -464,9 +466,7 @@ void CudaBackend::UploadRowLora(const BatchLayout& layout, DeviceBuffer& dst) {
     row_lora_host_.push_back(t == nullptr ? nullptr
                                           : static_cast<const CudaLoraTable*>(t)->entries());
   }
-  if (row_lora_host_.empty()) return;
   const size_t bytes = row_lora_host_.size() * sizeof(row_lora_host_[0]);
-  if (&dst != &graph_row_lora_) SPW_CHECK(dst.Reserve(bytes).ok());  // a graph's is reserved
   SPW_CHECK(dst.size() >= bytes);
   Upload(row_lora_host_.data(), dst.get(), bytes, stream_);
 }
@@ -486,11 +486,7 @@ void CudaBackend::AddLoraByRow(Activation x, std::span<const int64_t> slots,
     }
     outputs[i] = {.slot = slots[i], .y = ys[i].data, .out = ys[i].cols};
   }
-  uint16_t* xb = static_cast<uint16_t*>(Bf16Buffer().get());
-  if (x.data != bf16_of_.data || x.rows != bf16_of_.rows || x.cols != bf16_of_.cols) {
-    xb = Bf16Copy(x);
-    SPW_CUDA_CHECK(kernels::F32ToBf16(x.data, x.rows * x.cols, xb, stream_));
-  }
+  const uint16_t* xb = Bf16Input(x);
   for (const Activation& y : ys) {
     if (y.data == bf16_of_.data) Stale();
   }

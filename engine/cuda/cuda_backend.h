@@ -138,8 +138,8 @@ class CudaBackend final : public Backend {
   DeviceBuffer& Bf16Buffer() { return graph_mode_ ? graph_bf16_ : bf16_input_; }
   // Makes `buf` at least `bytes`; once graphs exist, a graph buffer may not move.
   void ReserveGraphBuffer(DeviceBuffer& buf, size_t bytes);
-  // Uploads the device tables of layout.row_lora into `dst` (row_lora_dev_, grown here, or
-  // graph_row_lora_, reserved by RunDecodeGraph).
+  // Uploads the device tables of layout.row_lora into `dst` (row_lora_dev_ or
+  // graph_row_lora_, reserved by the caller).
   void UploadRowLora(const BatchLayout& layout, DeviceBuffer& dst);
 
   int ordinal_;
@@ -176,6 +176,8 @@ class CudaBackend final : public Backend {
   void Stale() { bf16_of_ = {}; }
   // Makes bf16_input_ the copy of `a` (to be written by the caller) and returns it.
   uint16_t* Bf16Copy(Activation a);
+  // The bf16 copy of `x` for a GEMM or LoRA input: the one held, or a new one converted now.
+  const uint16_t* Bf16Input(Activation x);
   DeviceBuffer rows_dev_;  // GatherRows' row list
   // AddLora's x·aᵀ: the gathered kernels' (rows × the largest gathered rank) and a cuBLAS
   // segment's (f32, then bf16).

@@ -305,13 +305,9 @@ int Main(int argc, char** argv) {
       }
     }
     const double base = step_ms(0), round_robin = step_ms(1), grouped = step_ms(2);
-    double base_graph = -1, round_robin_graph = -1, grouped_graph = -1;
-    with_graphs([&] {
-      base_graph = step_ms(0);
-      round_robin_graph = step_ms(1);
-      grouped_graph = step_ms(2);
-      return 0.0;
-    });
+    const double base_graph = with_graphs([&] { return step_ms(0); });
+    const double round_robin_graph = with_graphs([&] { return step_ms(1); });
+    const double grouped_graph = with_graphs([&] { return step_ms(2); });
     if (std::min({base, round_robin, grouped, base_graph, round_robin_graph, grouped_graph}) < 0) {
       return 1;
     }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "common/string_views.h"
 #include "engine/cpu/fp16.h"
 #include "engine/cpu/matmul.h"
 #include "tests/golden_json.h"
@@ -245,8 +246,7 @@ std::vector<GoldenRecord> ReadGoldens() {
     if (!o.at("input").is_null()) r.input = Floats(o.at("input"));
     // HexStringToBytes does not check its digits: a bad one changes the bytes, which the
     // tests' size and value checks then refuse.
-    const boost::json::string& hex = o.at("blocks_hex").as_string();
-    const std::string bytes = absl::HexStringToBytes(absl::string_view(hex.data(), hex.size()));
+    const std::string bytes = absl::HexStringToBytes(AbslSv(o.at("blocks_hex").as_string()));
     r.blocks.assign(bytes.begin(), bytes.end());
     r.dequantized = Floats(o.at("dequantized"));
     EXPECT_EQ(static_cast<int64_t>(r.dequantized.size()), r.n);

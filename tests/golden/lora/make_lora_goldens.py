@@ -76,8 +76,9 @@ def main():
             model.save_pretrained(tmp)
             shutil.copyfile(os.path.join(tmp, "adapter_config.json"),
                             os.path.join(adapter_dir, "adapter_config.json"))
-            safetensors_text.write_text_file(os.path.join(tmp, "adapter_model.safetensors"),
-                            os.path.join(adapter_dir, "adapter_model.safetensors.json"))
+            safetensors_text.write_text_file(
+                os.path.join(tmp, "adapter_model.safetensors"),
+                os.path.join(adapter_dir, "adapter_model.safetensors.json"))
         model = model.double()
         total, count = None, 0
         for seq, mask in zip(SEQUENCES, MASKS):
@@ -99,8 +100,9 @@ def main():
                 grads[key] = p.grad.detach().float().contiguous()
         with tempfile.TemporaryDirectory() as tmp:
             save_file(grads, os.path.join(tmp, "grads.safetensors"))
-            safetensors_text.write_text_file(os.path.join(tmp, "grads.safetensors"),
-                            os.path.join(HERE, f"{name}-grads.safetensors.json"))
+            safetensors_text.write_text_file(
+                os.path.join(tmp, "grads.safetensors"),
+                os.path.join(HERE, f"{name}-grads.safetensors.json"))
         with open(os.path.join(path, "model.safetensors"), "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
         with open(os.path.join(HERE, f"{name}.json"), "w") as f:
